@@ -1,0 +1,226 @@
+//! Configuration of the components, with the seed specification's fields and defaults.
+//!
+//! Every config is a plain struct with public fields, a [`Default`] that spells out the
+//! seed's defaults, serde support for configuration files (durations are written as
+//! seconds, `default_timeout = 30.0`) and a `validate()` that names the offending field.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tickwire::EventBusConfig;
+//!
+//! let config: EventBusConfig = serde_json::from_str(r#"{"max_workers": 4, "default_timeout": 2.5}"#).unwrap();
+//! assert_eq!(config.max_workers, 4);
+//! assert_eq!(config.default_timeout, Duration::from_millis(2500));
+//! assert_eq!(config.queue_size, 10_000);          // the seed's default
+//!
+//! let bad = EventBusConfig { max_workers: 0, ..EventBusConfig::default() };
+//! assert_eq!(
+//!     bad.validate().unwrap_err().to_string(),
+//!     "invalid config: `max_workers` must be in 1..=1024, got 0"
+//! );
+//! ```
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration value out of its allowed range, or a component started outside actix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A field's value is not allowed.
+    #[error("invalid config: `{field}` {message}")]
+    Invalid {
+        /// The field name, as in the config struct and file.
+        field: &'static str,
+        /// What is allowed and what was given.
+        message: String,
+    },
+    /// `start` was called outside a running actix `System`.
+    #[error("{component}::start must be called inside a running actix System (#[actix::main], #[actix_rt::test] or System::new().block_on)")]
+    NoSystem {
+        /// The component that was started.
+        component: &'static str,
+    },
+}
+
+/// Largest accepted `max_workers`.
+pub const MAX_WORKERS: usize = 1024;
+/// Largest accepted per-subscription queue bound.
+pub const MAX_QUEUE_SIZE: usize = 1 << 30;
+/// Largest accepted `max_history`.
+pub const MAX_HISTORY: usize = 1_000_000;
+
+/// Configuration of the [`EventBus`](crate::EventBus).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventBusConfig {
+    /// Worker threads (actix arbiters) that run handler actors; subscriptions are spread
+    /// across them. 1..=1024, default 10.
+    pub max_workers: usize,
+    /// How many events may wait in one subscription's mailbox; a publisher that finds it
+    /// full waits (see `## Backpressure` on [`EventBus`](crate::EventBus)). ≥ 1, default 10000.
+    pub queue_size: usize,
+    /// How many of the latest published events [`EventBus::history`](crate::EventBus::history)
+    /// keeps; 0 keeps none. Default 1000.
+    pub max_history: usize,
+    /// Record metrics on the hot path. Default true.
+    pub enable_metrics: bool,
+    /// Retry failed handlers per their [`HandlerConfig`](crate::HandlerConfig). Default true.
+    pub enable_retry: bool,
+    /// How long `publish` waits for room, the default handler timeout and the bound on
+    /// draining at `stop()`. Written in seconds; > 0, default 30 s.
+    #[serde(with = "secs")]
+    pub default_timeout: Duration,
+    /// `true`: `publish` returns once the event is queued. `false`: it returns after every
+    /// matching handler has finished with the event. Default true.
+    pub enable_async_processing: bool,
+}
+
+impl Default for EventBusConfig {
+    fn default() -> Self {
+        EventBusConfig {
+            max_workers: 10,
+            queue_size: 10_000,
+            max_history: 1000,
+            enable_metrics: true,
+            enable_retry: true,
+            default_timeout: Duration::from_secs(30),
+            enable_async_processing: true,
+        }
+    }
+}
+
+impl EventBusConfig {
+    /// Checks every field; the error names the first field out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_range("max_workers", self.max_workers, 1, MAX_WORKERS)?;
+        check_range("queue_size", self.queue_size, 1, MAX_QUEUE_SIZE)?;
+        check_range("max_history", self.max_history, 0, MAX_HISTORY)?;
+        check_timeout("default_timeout", self.default_timeout)
+    }
+}
+
+pub(crate) fn check_range(
+    field: &'static str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            field,
+            message: format!("must be in {min}..={max}, got {value}"),
+        })
+    }
+}
+
+pub(crate) fn check_timeout(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+    const MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+    if value.is_zero() || value > MAX {
+        Err(ConfigError::Invalid {
+            field,
+            message: format!(
+                "must be more than 0 s and at most {} s, got {} s",
+                MAX.as_secs(),
+                value.as_secs_f64()
+            ),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Serde helpers that write a [`Duration`] as seconds (`30.0`, `0.25`).
+pub mod secs {
+    use std::time::Duration;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    /// Writes the duration as fractional seconds.
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(value.as_secs_f64())
+    }
+
+    /// Reads non-negative, finite seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let seconds = f64::deserialize(deserializer)?;
+        Duration::try_from_secs_f64(seconds).map_err(|_| {
+            D::Error::custom(format!(
+                "expected a non-negative number of seconds, got {seconds}"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_seeds() {
+        let c = EventBusConfig::default();
+        assert_eq!(
+            (c.max_workers, c.queue_size, c.max_history),
+            (10, 10_000, 1000)
+        );
+        assert!(c.enable_metrics && c.enable_retry && c.enable_async_processing);
+        assert_eq!(c.default_timeout, Duration::from_secs(30));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn serde_uses_seconds_and_rejects_unknown_fields() {
+        let c = EventBusConfig::default();
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["default_timeout"], 30.0);
+        let back: EventBusConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, c);
+        let err = serde_json::from_str::<EventBusConfig>(r#"{"max_wrkers": 3}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `max_wrkers`"),
+            "{err}"
+        );
+        let err = serde_json::from_str::<EventBusConfig>(r#"{"default_timeout": -1}"#).unwrap_err();
+        assert!(err.to_string().contains("non-negative"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let cases = [
+            (
+                EventBusConfig {
+                    max_workers: 1025,
+                    ..Default::default()
+                },
+                "`max_workers` must be in 1..=1024, got 1025",
+            ),
+            (
+                EventBusConfig {
+                    queue_size: 0,
+                    ..Default::default()
+                },
+                "`queue_size` must be in 1..=1073741824, got 0",
+            ),
+            (
+                EventBusConfig {
+                    max_history: MAX_HISTORY + 1,
+                    ..Default::default()
+                },
+                "`max_history` must be in 0..=1000000, got 1000001",
+            ),
+            (
+                EventBusConfig {
+                    default_timeout: Duration::ZERO,
+                    ..Default::default()
+                },
+                "`default_timeout` must be more than 0 s",
+            ),
+        ];
+        for (config, message) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(message), "{err} / {message}");
+        }
+    }
+}

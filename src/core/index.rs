@@ -1,0 +1,218 @@
+//! The subscription index: which subscriptions a name goes to.
+//!
+//! Publishers read an immutable [`Snapshot`] through an [`ArcSwap`] (a few atomic
+//! operations, no lock, never blocked by a writer). The registry actor that owns the
+//! subscriptions builds a new snapshot on every subscribe or unsubscribe and swaps it in.
+//!
+//! A snapshot holds the exact-name subscriptions in a hash map and the wildcard ones in a
+//! list. Because matching a name against many patterns costs a scan, each snapshot caches
+//! the result per name in a lock-free map ([`papaya`]), up to [`CACHE_CAPACITY`] names
+//! (past that, names are matched on every publish). A new snapshot starts with an empty
+//! cache, so the cache can never be stale.
+//!
+//! Routes are ordered by handler priority (highest first), then by subscription order:
+//! the order in which an event is pushed to the matching mailboxes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::Recipient;
+use arc_swap::ArcSwap;
+
+use super::handler_actor::Wake;
+use super::mailbox::PriorityMailbox;
+use super::Deliverable;
+use crate::{Pattern, Priority};
+
+/// Names cached per snapshot.
+pub const CACHE_CAPACITY: usize = 4096;
+
+/// Identifies a subscription; returned by `subscribe`, given to `unsubscribe`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct SubscriptionId(pub(crate) u64);
+
+impl SubscriptionId {
+    /// The number behind the id (unique per component, increasing).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sub-{}", self.0)
+    }
+}
+
+/// What a publisher needs to deliver to one subscription.
+pub(crate) struct Route<T> {
+    pub(crate) id: SubscriptionId,
+    pub(crate) handler_priority: Priority,
+    pub(crate) mailbox: Arc<PriorityMailbox<T>>,
+    pub(crate) waker: Recipient<Wake>,
+}
+
+type Routes<T> = Arc<[Arc<Route<T>>]>;
+
+/// An immutable view of the subscriptions.
+pub(crate) struct Snapshot<T> {
+    exact: HashMap<Box<str>, Routes<T>>,
+    patterns: Vec<(Pattern, Arc<Route<T>>)>,
+    cache: papaya::HashMap<Box<str>, Routes<T>>,
+    empty: Routes<T>,
+}
+
+impl<T> Snapshot<T> {
+    /// A snapshot of the given subscriptions.
+    pub(crate) fn build<'a>(
+        subs: impl IntoIterator<Item = (&'a Pattern, &'a Arc<Route<T>>)>,
+    ) -> Self
+    where
+        T: 'a,
+    {
+        let mut exact: HashMap<Box<str>, Vec<Arc<Route<T>>>> = HashMap::new();
+        let mut patterns = Vec::new();
+        for (pattern, route) in subs {
+            if pattern.is_exact() {
+                exact
+                    .entry(pattern.as_str().into())
+                    .or_default()
+                    .push(route.clone());
+            } else {
+                patterns.push((pattern.clone(), route.clone()));
+            }
+        }
+        Snapshot {
+            exact: exact
+                .into_iter()
+                .map(|(name, mut routes)| {
+                    sort(&mut routes);
+                    (name, routes.into())
+                })
+                .collect(),
+            patterns,
+            cache: papaya::HashMap::new(),
+            empty: Arc::from(Vec::new()),
+        }
+    }
+
+    /// An empty snapshot.
+    pub(crate) fn empty() -> Self {
+        Snapshot::build(std::iter::empty())
+    }
+
+    /// Calls `f` with the routes of the subscriptions that match the item's route, in
+    /// delivery order, and the item.
+    pub(crate) fn with_routes<R>(&self, item: T, f: impl FnOnce(&[Arc<Route<T>>], T) -> R) -> R
+    where
+        T: Deliverable,
+    {
+        if self.patterns.is_empty() {
+            let routes = self.exact.get(item.route()).unwrap_or(&self.empty);
+            return f(routes, item);
+        }
+        let cache = self.cache.pin();
+        if let Some(routes) = cache.get(item.route()) {
+            return f(routes, item);
+        }
+        let routes = self.compute(item.route());
+        if cache.len() < CACHE_CAPACITY {
+            cache.insert(item.route().into(), routes.clone());
+        }
+        f(&routes, item)
+    }
+
+    fn compute(&self, name: &str) -> Routes<T> {
+        let mut routes: Vec<Arc<Route<T>>> =
+            self.exact.get(name).map_or_else(Vec::new, |r| r.to_vec());
+        routes.extend(
+            self.patterns
+                .iter()
+                .filter(|(p, _)| p.matches(name))
+                .map(|(_, r)| r.clone()),
+        );
+        sort(&mut routes);
+        routes.into()
+    }
+
+    /// Subscriptions in the snapshot.
+    pub(crate) fn len(&self) -> usize {
+        self.exact.values().map(|r| r.len()).sum::<usize>() + self.patterns.len()
+    }
+}
+
+fn sort<T>(routes: &mut [Arc<Route<T>>]) {
+    routes.sort_by(|a, b| {
+        b.handler_priority
+            .cmp(&a.handler_priority)
+            .then(a.id.cmp(&b.id))
+    });
+}
+
+/// The index publishers read: the current snapshot behind an [`ArcSwap`].
+pub(crate) type Index<T> = ArcSwap<Snapshot<T>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::handler_actor::Wake;
+    use actix::prelude::*;
+
+    struct Nop;
+    impl Actor for Nop {
+        type Context = Context<Self>;
+    }
+    impl Handler<Wake> for Nop {
+        type Result = ();
+        fn handle(&mut self, _: Wake, _: &mut Context<Self>) {}
+    }
+
+    #[derive(Clone)]
+    struct Item(&'static str);
+    impl Deliverable for Item {
+        fn route(&self) -> &str {
+            self.0
+        }
+        fn priority(&self) -> Priority {
+            Priority::Normal
+        }
+    }
+
+    fn ids(snapshot: &Snapshot<Item>, name: &'static str) -> Vec<u64> {
+        snapshot.with_routes(Item(name), |routes, _| {
+            routes.iter().map(|r| r.id.0).collect()
+        })
+    }
+
+    #[actix_rt::test]
+    async fn routes_by_handler_priority_then_subscription_order_and_cached() {
+        let waker = Nop.start().recipient();
+        let subs: Vec<(Pattern, Arc<Route<Item>>)> = [
+            (1, "a.b", Priority::Low),
+            (2, "a.*", Priority::Critical),
+            (3, "a.b", Priority::Critical),
+            (4, "a.>", Priority::Normal),
+            (5, "x", Priority::High),
+        ]
+        .into_iter()
+        .map(|(id, p, prio)| {
+            let route = Arc::new(Route {
+                id: SubscriptionId(id),
+                handler_priority: prio,
+                mailbox: Arc::new(PriorityMailbox::new(4, false)),
+                waker: waker.clone(),
+            });
+            (Pattern::parse(p).unwrap(), route)
+        })
+        .collect();
+        let snapshot = Snapshot::build(subs.iter().map(|(p, r)| (p, r)));
+        assert_eq!(snapshot.len(), 5);
+        assert_eq!(ids(&snapshot, "a.b"), [2, 3, 4, 1]);
+        assert_eq!(snapshot.cache.len(), 1);
+        assert_eq!(ids(&snapshot, "a.b"), [2, 3, 4, 1], "from the cache");
+        assert_eq!(ids(&snapshot, "a.b.c"), [4]);
+        assert_eq!(ids(&snapshot, "x"), [5]);
+        assert_eq!(ids(&snapshot, "nothing"), Vec::<u64>::new());
+        assert_eq!(snapshot.cache.len(), 4);
+    }
+}

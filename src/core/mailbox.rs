@@ -1,0 +1,462 @@
+//! The priority mailbox: one per subscription, written by any number of publishers without
+//! a lock, read by the subscription's handler actor.
+//!
+//! ## Layout
+//!
+//! Four FIFO lanes (crossbeam [`SegQueue`]s, lock-free), one per [`Priority`], plus:
+//!
+//! - `state`: the number of slots taken (reserved or queued) in the low bits, and two flag
+//!   bits, `CLOSED` (no new reservations: the component is stopping, what is queued will be
+//!   drained) and `CANCELLED` (the subscription is gone, what is queued is discarded). A
+//!   publisher first *reserves* a slot with a compare-and-swap on `state` that fails when
+//!   the mailbox is full or closed, then pushes. Because reservation and closing touch the
+//!   same word, every reservation that succeeded is visible to whoever drains after closing:
+//!   no accepted item can slip in after a drain finished.
+//! - `scheduled`: the coalesced wake flag. A publisher that pushes and finds it clear sets
+//!   it and wakes the consumer (one actix message); while it is set, pushes send nothing.
+//!   The consumer clears it when it finds the lanes empty, then looks once more, so a push
+//!   that raced with going idle is never left behind.
+//! - `room`: a [`Notify`] on which publishers wait for space (slow path only).
+//!
+//! ## Priority
+//!
+//! [`pop`](PriorityMailbox::pop) takes from the highest non-empty lane. **Anti-starvation
+//! rule:** each time an item is taken from a higher lane while a lower lane is non-empty,
+//! that lower lane is "passed over"; once a lane has been passed over
+//! [`STARVATION_LIMIT`] times in a row, the next pop takes from it (the highest such lane
+//! first). So under a steady CRITICAL flood a LOW lane still gets at least one pop in every
+//! `STARVATION_LIMIT + 1`, while a CRITICAL item that arrives behind any number of LOW
+//! ones is taken next.
+//!
+//! In FIFO mode (MessageQueue with `enable_priority_queues = false`) everything goes to a
+//! single lane, in arrival order.
+
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam::queue::SegQueue;
+use crossbeam::utils::CachePadded;
+use tokio::sync::Notify;
+
+use crate::Priority;
+
+/// Consecutive pops a non-empty lower lane may be passed over before it is served.
+pub const STARVATION_LIMIT: u32 = 32;
+
+const CLOSED: usize = 1 << (usize::BITS - 1);
+const CANCELLED: usize = 1 << (usize::BITS - 2);
+const COUNT: usize = !(CLOSED | CANCELLED);
+
+/// Counts down the subscriptions that still have to finish with one published item, and
+/// wakes the publisher that waits for that (`enable_async_processing = false`).
+#[derive(Debug)]
+pub(crate) struct Completion {
+    remaining: AtomicUsize,
+    done: Notify,
+}
+
+impl Completion {
+    pub(crate) fn new(count: usize) -> Arc<Completion> {
+        Arc::new(Completion {
+            remaining: AtomicUsize::new(count),
+            done: Notify::new(),
+        })
+    }
+
+    /// Waits until every subscription has finished with the item.
+    pub(crate) async fn wait(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.remaining.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Signals one subscription's part of a [`Completion`] when dropped: after the handler ran,
+/// or when the item is discarded. So a waiting publisher is released whatever happens.
+#[derive(Debug, Default)]
+pub(crate) struct CompletionGuard(Option<Arc<Completion>>);
+
+impl CompletionGuard {
+    pub(crate) fn new(completion: Option<&Arc<Completion>>) -> Self {
+        CompletionGuard(completion.cloned())
+    }
+}
+
+impl Drop for CompletionGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            if c.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                c.done.notify_waiters();
+            }
+        }
+    }
+}
+
+/// An item in a mailbox, with what to signal when it is done.
+#[derive(Debug)]
+pub(crate) struct Envelope<T> {
+    pub(crate) item: T,
+    pub(crate) completion: CompletionGuard,
+}
+
+/// Why a slot could not be reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// `capacity` slots are taken.
+    Full,
+    /// Closed for stop, or cancelled by unsubscribe.
+    Closed,
+}
+
+/// Consumer-side state of the anti-starvation rule.
+#[derive(Debug, Default)]
+pub(crate) struct LaneTurns {
+    passed: [u32; 4],
+}
+
+/// A bounded multi-producer, single-consumer mailbox with four priority lanes.
+#[derive(Debug)]
+pub(crate) struct PriorityMailbox<T> {
+    lanes: [SegQueue<Envelope<T>>; 4],
+    /// Slots taken (reserved or queued) | CLOSED | CANCELLED. Invariant: count ≤ capacity.
+    state: CachePadded<AtomicUsize>,
+    /// Set while the consumer is scheduled or running; see the module docs.
+    scheduled: CachePadded<AtomicBool>,
+    /// Publishers waiting for room; `room` is only notified when it is non-zero.
+    room_waiters: AtomicUsize,
+    room: Notify,
+    capacity: usize,
+    /// Wake waiting publishers once the count falls to this (hysteresis, so a publisher
+    /// that outpaces the consumer is woken per batch, not per item).
+    low_water: usize,
+    fifo: bool,
+}
+
+impl<T> PriorityMailbox<T> {
+    /// A mailbox holding at most `capacity` items; `fifo` puts every item in one lane.
+    pub(crate) fn new(capacity: usize, fifo: bool) -> Self {
+        assert!(capacity >= 1 && capacity <= COUNT, "capacity out of range");
+        PriorityMailbox {
+            lanes: Default::default(),
+            state: CachePadded::new(AtomicUsize::new(0)),
+            scheduled: CachePadded::new(AtomicBool::new(false)),
+            room_waiters: AtomicUsize::new(0),
+            room: Notify::new(),
+            capacity,
+            low_water: capacity - (capacity / 4).max(1),
+            fifo,
+        }
+    }
+
+    /// Items queued or reserved.
+    pub(crate) fn len(&self) -> usize {
+        self.state.load(Ordering::Acquire) & COUNT
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CANCELLED != 0
+    }
+
+    /// Takes one slot, or says why not.
+    pub(crate) fn reserve(&self) -> Result<(), Refused> {
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            if current & (CLOSED | CANCELLED) != 0 {
+                return Err(Refused::Closed);
+            }
+            if current & COUNT >= self.capacity {
+                return Err(Refused::Full);
+            }
+            match self.state.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Gives back a slot reserved by [`reserve`](Self::reserve) and not used.
+    pub(crate) fn unreserve(&self) {
+        self.release(1);
+    }
+
+    /// Queues an item into a reserved slot. Returns true if the caller must wake the
+    /// consumer (it was idle); at most one caller gets true until the consumer idles again.
+    pub(crate) fn push_reserved(&self, envelope: Envelope<T>, priority: Priority) -> bool {
+        let lane = if self.fifo { 0 } else { priority.lane() };
+        self.lanes[lane].push(envelope);
+        !self.scheduled.swap(true, Ordering::SeqCst)
+    }
+
+    /// Takes the next item by priority and the anti-starvation rule, and frees its slot.
+    pub(crate) fn pop(&self, turns: &mut LaneTurns) -> Option<Envelope<T>> {
+        let (lane, envelope) = if self.fifo {
+            (0, self.lanes[0].pop()?)
+        } else {
+            self.pop_by_priority(turns)?
+        };
+        if !self.fifo {
+            for lower in 0..lane {
+                if self.lanes[lower].is_empty() {
+                    turns.passed[lower] = 0;
+                } else {
+                    turns.passed[lower] += 1;
+                }
+            }
+            turns.passed[lane] = 0;
+        }
+        self.release(1);
+        Some(envelope)
+    }
+
+    fn pop_by_priority(&self, turns: &mut LaneTurns) -> Option<(usize, Envelope<T>)> {
+        for lane in (0..3).rev() {
+            if turns.passed[lane] >= STARVATION_LIMIT {
+                turns.passed[lane] = 0;
+                if let Some(e) = self.lanes[lane].pop() {
+                    return Some((lane, e));
+                }
+            }
+        }
+        (0..4)
+            .rev()
+            .find_map(|lane| self.lanes[lane].pop().map(|e| (lane, e)))
+    }
+
+    fn release(&self, n: usize) {
+        let before = self.state.fetch_sub(n, Ordering::SeqCst);
+        let after = (before & COUNT) - n;
+        if after <= self.low_water && self.room_waiters.load(Ordering::SeqCst) > 0 {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Wakes publishers waiting for room now, whatever the count (the consumer calls this
+    /// before it waits on a slow handler or goes idle, so freed slots are never left unused).
+    pub(crate) fn notify_room(&self) {
+        if self.room_waiters.load(Ordering::SeqCst) > 0 {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Waits until [`reserve`](Self::reserve) may succeed, the mailbox closes, or a slot is
+    /// freed. Returns at once if that is already so. Spurious returns are possible: the
+    /// caller retries its reservation.
+    pub(crate) async fn wait_for_room(&self) {
+        let notified = self.room.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        self.room_waiters.fetch_add(1, Ordering::SeqCst);
+        struct Leave<'a>(&'a AtomicUsize);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _leave = Leave(&self.room_waiters);
+        let state = self.state.load(Ordering::SeqCst);
+        if state & (CLOSED | CANCELLED) != 0 || state & COUNT < self.capacity {
+            return;
+        }
+        notified.await;
+    }
+
+    /// The consumer found no item: clears the wake flag, then checks once more. Returns
+    /// true if the consumer must go on (an item arrived and the consumer took the flag
+    /// back), false if it may go idle (a later push will wake it).
+    pub(crate) fn try_idle(&self) -> bool {
+        self.scheduled.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let pending = self.lanes.iter().any(|lane| !lane.is_empty());
+        pending && !self.scheduled.swap(true, Ordering::SeqCst)
+    }
+
+    /// No new reservations; what was accepted stays to be drained. Wakes waiting publishers
+    /// so they see the mailbox closed.
+    pub(crate) fn close(&self) {
+        self.state.fetch_or(CLOSED, Ordering::SeqCst);
+        self.room.notify_waiters();
+    }
+
+    /// No new reservations, and what is queued is discarded. Returns how many items were
+    /// discarded now (items whose slot was reserved but not yet pushed are discarded when
+    /// the mailbox is dropped).
+    pub(crate) fn cancel(&self) -> usize {
+        self.state.fetch_or(CANCELLED, Ordering::SeqCst);
+        self.room.notify_waiters();
+        let mut discarded = 0;
+        for lane in &self.lanes {
+            while lane.pop().is_some() {
+                discarded += 1;
+            }
+        }
+        if discarded > 0 {
+            self.release(discarded);
+        }
+        discarded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(n: u32) -> Envelope<u32> {
+        Envelope {
+            item: n,
+            completion: CompletionGuard::default(),
+        }
+    }
+
+    fn put(mb: &PriorityMailbox<u32>, n: u32, p: Priority) -> bool {
+        mb.reserve().unwrap();
+        mb.push_reserved(env(n), p)
+    }
+
+    fn drain(mb: &PriorityMailbox<u32>, turns: &mut LaneTurns) -> Vec<u32> {
+        std::iter::from_fn(|| mb.pop(turns).map(|e| e.item)).collect()
+    }
+
+    #[test]
+    fn highest_priority_first_fifo_within_a_lane() {
+        let mb = PriorityMailbox::new(100, false);
+        put(&mb, 1, Priority::Low);
+        put(&mb, 2, Priority::Normal);
+        put(&mb, 3, Priority::Critical);
+        put(&mb, 4, Priority::Low);
+        put(&mb, 5, Priority::High);
+        put(&mb, 6, Priority::Critical);
+        assert_eq!(drain(&mb, &mut LaneTurns::default()), [3, 6, 5, 2, 1, 4]);
+        assert_eq!(mb.len(), 0);
+    }
+
+    #[test]
+    fn fifo_mode_ignores_priority() {
+        let mb = PriorityMailbox::new(100, true);
+        for (n, p) in [
+            (1, Priority::Low),
+            (2, Priority::Critical),
+            (3, Priority::Normal),
+        ] {
+            put(&mb, n, p);
+        }
+        assert_eq!(drain(&mb, &mut LaneTurns::default()), [1, 2, 3]);
+    }
+
+    #[test]
+    fn capacity_and_close_are_enforced_by_reservation() {
+        let mb = PriorityMailbox::<u32>::new(2, false);
+        mb.reserve().unwrap();
+        mb.reserve().unwrap();
+        assert_eq!(mb.reserve(), Err(Refused::Full));
+        mb.unreserve();
+        mb.reserve().unwrap();
+        mb.close();
+        mb.unreserve();
+        assert_eq!(mb.reserve(), Err(Refused::Closed));
+        assert_eq!(mb.len(), 1);
+    }
+
+    #[test]
+    fn coalesced_wake() {
+        let mb = PriorityMailbox::new(10, false);
+        assert!(put(&mb, 1, Priority::Normal), "first push wakes");
+        assert!(!put(&mb, 2, Priority::Normal), "second push does not");
+        let mut turns = LaneTurns::default();
+        drain(&mb, &mut turns);
+        assert!(!mb.try_idle(), "empty: go idle");
+        assert!(
+            put(&mb, 3, Priority::Normal),
+            "a push after idling wakes again"
+        );
+        // A push that lands between the last pop and try_idle is picked up by try_idle.
+        let mb2 = PriorityMailbox::new(10, false);
+        put(&mb2, 1, Priority::Normal);
+        mb2.pop(&mut turns).unwrap();
+        assert!(!put(&mb2, 2, Priority::Normal), "consumer still scheduled");
+        assert!(mb2.try_idle(), "consumer must go on");
+    }
+
+    #[test]
+    fn low_lane_is_served_under_a_critical_flood() {
+        let mb = PriorityMailbox::new(10_000, false);
+        for n in 0..10 {
+            put(&mb, 1000 + n, Priority::Low);
+        }
+        let mut turns = LaneTurns::default();
+        let mut low_seen_at = Vec::new();
+        for step in 0..400u32 {
+            // keep the critical lane non-empty at all times
+            put(&mb, step, Priority::Critical);
+            put(&mb, step, Priority::Critical);
+            let e = mb.pop(&mut turns).unwrap();
+            if e.item >= 1000 {
+                low_seen_at.push(step);
+            }
+        }
+        assert_eq!(
+            low_seen_at.len(),
+            10,
+            "every LOW item served: {low_seen_at:?}"
+        );
+        for w in low_seen_at.windows(2) {
+            assert_eq!(w[1] - w[0], STARVATION_LIMIT + 1, "{low_seen_at:?}");
+        }
+    }
+
+    #[test]
+    fn cancel_discards_and_frees() {
+        let mb = PriorityMailbox::new(10, false);
+        put(&mb, 1, Priority::Low);
+        put(&mb, 2, Priority::High);
+        assert_eq!(mb.cancel(), 2);
+        assert_eq!(mb.len(), 0);
+        assert!(mb.is_cancelled());
+        assert_eq!(mb.reserve(), Err(Refused::Closed));
+    }
+
+    #[test]
+    fn completion_counts_down_on_drop() {
+        let c = Completion::new(2);
+        let a = CompletionGuard::new(Some(&c));
+        let b = CompletionGuard::new(Some(&c));
+        drop(a);
+        assert_eq!(c.remaining.load(Ordering::SeqCst), 1);
+        drop(b);
+        assert_eq!(c.remaining.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn concurrent_producers_lose_nothing() {
+        let mb = Arc::new(PriorityMailbox::new(1 << 20, false));
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                let mb = mb.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        let p = Priority::ALL[(i % 4) as usize];
+                        put(&mb, t * 1_000_000 + i, p);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut items = drain(&mb, &mut LaneTurns::default());
+        assert_eq!(items.len(), 80_000);
+        items.sort_unstable();
+        items.dedup();
+        assert_eq!(items.len(), 80_000);
+    }
+}

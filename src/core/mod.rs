@@ -1,0 +1,309 @@
+//! The delivery core shared by [`EventBus`](crate::EventBus) and the MessageQueue: one
+//! implementation of mailboxes, index and handler actors, behind thin facades.
+//!
+//! ```text
+//! publisher ──(no lock)──► index snapshot (ArcSwap, cached per name)
+//!           ──► reserve a slot in every matching subscription's PriorityMailbox
+//!           ──► push the item (an Arc clone) into each, wake idle handler actors
+//! HandlerActor (one per subscription, on one of `max_workers` arbiters)
+//!           ──► drains its mailbox CRITICAL→LOW (anti-starvation rule) and runs the handler
+//! ```
+//!
+//! - [`mailbox`]: the bounded four-lane mailbox, its coalesced wake and the priority rule.
+//! - [`index`]: the snapshot publishers read and its per-name cache.
+//! - [`handler_actor`]: the actor that drains one mailbox.
+//! - [`registry`]: the actor that owns subscriptions, workers and the index.
+//! - [`history`]: the lock-free ring of recently published items.
+//!
+//! ## Atomic publish
+//!
+//! A publish first reserves a slot in every matching mailbox, and only pushes when all
+//! reservations succeeded. If one mailbox is full, the reservations are given back and the
+//! item is handed back to the caller (`try_publish`) or the publisher waits for room and
+//! tries again (`publish`): an item is delivered to all matching subscriptions or to none,
+//! never to some, so a retried publish cannot duplicate.
+
+pub(crate) mod handler;
+pub(crate) mod handler_actor;
+pub(crate) mod history;
+pub(crate) mod index;
+pub(crate) mod mailbox;
+pub(crate) mod registry;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+
+pub use handler::{create_handler_config, Deliver, HandlerConfig, HandlerResult};
+pub use index::SubscriptionId;
+
+use handler::Invoke;
+use handler_actor::{Subscription, Wake};
+use history::History;
+use index::{Index, Route, Snapshot};
+use mailbox::{Completion, CompletionGuard, Envelope, PriorityMailbox, Refused};
+use registry::{Registry, Shutdown, Subscribe, Unsubscribe};
+
+use crate::{Pattern, Priority, PublishError, SubscribeError};
+
+/// What the core delivers: an event or a message. Cheap to clone (an `Arc` inside).
+pub trait Deliverable: Clone + Send + Sync + 'static {
+    /// The name (event) or topic (message) that subscriptions match against.
+    fn route(&self) -> &str;
+    /// The lane the item goes to in each mailbox.
+    fn priority(&self) -> Priority;
+}
+
+/// The core's settings, derived from a component's config.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) workers: usize,
+    /// Items that may wait per subscription.
+    pub(crate) capacity: usize,
+    /// One lane in arrival order instead of four priority lanes.
+    pub(crate) fifo: bool,
+    pub(crate) default_timeout: Duration,
+    /// `publish` waits until every matching handler finished the item.
+    pub(crate) wait_for_handlers: bool,
+    pub(crate) history: usize,
+}
+
+/// What the registry actor and the publishers share.
+pub(crate) struct Shared<T> {
+    pub(crate) index: Index<T>,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) settings: Settings,
+}
+
+/// Why one attempt to dispatch did not go through.
+enum Attempt<T> {
+    /// This mailbox was full; nothing was delivered.
+    Full(T, Arc<PriorityMailbox<T>>),
+    /// The component is stopping; nothing was delivered.
+    Stopped(T),
+}
+
+/// Which routes got a slot, without allocating for up to 64 routes.
+struct Taken {
+    small: u64,
+    large: Vec<bool>,
+}
+
+impl Taken {
+    fn new(routes: usize) -> Self {
+        Taken {
+            small: 0,
+            large: if routes > 64 {
+                vec![false; routes]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn set(&mut self, i: usize) {
+        if self.large.is_empty() {
+            self.small |= 1u64 << i;
+        } else {
+            self.large[i] = true;
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        if self.large.is_empty() {
+            self.small & (1u64 << i) != 0
+        } else {
+            self.large[i]
+        }
+    }
+}
+
+/// A running core: the publish path plus the address of its registry actor.
+pub(crate) struct Core<T: Deliverable> {
+    shared: Arc<Shared<T>>,
+    registry: Addr<Registry<T>>,
+    history: History<T>,
+}
+
+impl<T: Deliverable> Core<T> {
+    /// Starts the registry actor (on the current arbiter) and the worker arbiters.
+    pub(crate) fn start(settings: Settings) -> Core<T> {
+        let history = History::new(settings.history);
+        let shared = Arc::new(Shared {
+            index: ArcSwap::from_pointee(Snapshot::empty()),
+            stopping: AtomicBool::new(false),
+            settings,
+        });
+        let registry = Registry::new(shared.clone()).start();
+        Core {
+            shared,
+            registry,
+            history,
+        }
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    /// Adds a subscription whose handler actor runs `handler`.
+    pub(crate) async fn subscribe<H: Invoke<T>>(
+        &self,
+        pattern: &str,
+        config: HandlerConfig,
+        handler: H,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        let pattern = Pattern::parse(pattern)?;
+        let name = config.name.clone();
+        let spawn: registry::Spawn<T> = Box::new(move |id, worker, mailbox| {
+            handler_actor::spawn(
+                worker,
+                Subscription {
+                    id,
+                    name,
+                    mailbox,
+                    handler,
+                },
+            )
+        });
+        self.registry
+            .send(Subscribe {
+                pattern,
+                config,
+                spawn,
+            })
+            .await
+            .unwrap_or(Err(SubscribeError::Stopped))
+    }
+
+    /// Removes a subscription; see [`Unsubscribe`].
+    pub(crate) async fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        self.registry.send(Unsubscribe(id)).await.unwrap_or(false)
+    }
+
+    /// Stops the core; see [`Shutdown`]. Returns at once if it was stopped before.
+    pub(crate) async fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let _ = self.registry.send(Shutdown).await;
+    }
+
+    /// Number of subscriptions.
+    pub(crate) fn subscriptions(&self) -> usize {
+        self.shared.index.load().len()
+    }
+
+    /// The latest published items, oldest first.
+    pub(crate) fn history(&self, limit: usize) -> Vec<T> {
+        self.history.latest(limit)
+    }
+
+    /// Queues the item for every matching subscription without waiting.
+    pub(crate) fn try_publish(&self, item: T) -> Result<(), PublishError<T>> {
+        match self.try_dispatch(item, false) {
+            Ok(_) => Ok(()),
+            Err(Attempt::Full(item, _)) => Err(PublishError::QueueFull(item)),
+            Err(Attempt::Stopped(item)) => Err(PublishError::Stopped(item)),
+        }
+    }
+
+    /// Queues the item, waiting up to `default_timeout` for room; with
+    /// `wait_for_handlers`, then waits until every matching handler finished it.
+    pub(crate) async fn publish(&self, mut item: T) -> Result<(), PublishError<T>> {
+        let settings = &self.shared.settings;
+        let deadline = tokio::time::Instant::from_std(Instant::now() + settings.default_timeout);
+        loop {
+            match self.try_dispatch(item, settings.wait_for_handlers) {
+                Ok(Some(completion)) => {
+                    completion.wait().await;
+                    return Ok(());
+                }
+                Ok(None) => return Ok(()),
+                Err(Attempt::Stopped(back)) => return Err(PublishError::Stopped(back)),
+                Err(Attempt::Full(back, mailbox)) => {
+                    item = back;
+                    let wait = mailbox.wait_for_room();
+                    if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                        return Err(PublishError::QueueFull(item));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One all-or-nothing attempt; see `## Atomic publish` in the module docs.
+    fn try_dispatch(
+        &self,
+        item: T,
+        completion: bool,
+    ) -> Result<Option<Arc<Completion>>, Attempt<T>> {
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return Err(Attempt::Stopped(item));
+        }
+        let snapshot = self.shared.index.load();
+        snapshot.with_routes(item, |routes, item| {
+            let mut taken = Taken::new(routes.len());
+            let mut count = 0;
+            let mut last = 0;
+            for (i, route) in routes.iter().enumerate() {
+                match route.mailbox.reserve() {
+                    Ok(()) => {
+                        taken.set(i);
+                        count += 1;
+                        last = i;
+                    }
+                    // Unsubscribed since the snapshot was taken: not a match any more.
+                    Err(Refused::Closed) if route.mailbox.is_cancelled() => {}
+                    Err(refused) => {
+                        for (j, r) in routes.iter().enumerate().take(i) {
+                            if taken.get(j) {
+                                r.mailbox.unreserve();
+                            }
+                        }
+                        return Err(match refused {
+                            Refused::Full => Attempt::Full(item, route.mailbox.clone()),
+                            Refused::Closed => Attempt::Stopped(item),
+                        });
+                    }
+                }
+            }
+            if self.history.is_enabled() {
+                self.history.record(item.clone());
+            }
+            let completion = (completion && count > 0).then(|| Completion::new(count));
+            if count == 0 {
+                return Ok(completion);
+            }
+            let priority = item.priority();
+            let mut item = Some(item);
+            for (i, route) in routes.iter().enumerate() {
+                if !taken.get(i) {
+                    continue;
+                }
+                let item = if i == last {
+                    item.take().expect("moved once, at the last route")
+                } else {
+                    item.as_ref().expect("still held").clone()
+                };
+                let envelope = Envelope {
+                    item,
+                    completion: CompletionGuard::new(completion.as_ref()),
+                };
+                if route.mailbox.push_reserved(envelope, priority) {
+                    wake(route);
+                }
+            }
+            Ok(completion)
+        })
+    }
+}
+
+/// Wakes an idle handler actor. `do_send` ignores the actor mailbox's capacity, which is
+/// safe here: the coalesced wake flag allows at most one `Wake` in flight per
+/// subscription. If the actor is gone the subscription is being removed, and its items
+/// are discarded with it.
+fn wake<T>(route: &Route<T>) {
+    route.waker.do_send(Wake);
+}

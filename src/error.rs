@@ -1,0 +1,95 @@
+//! Errors of the operations on the components.
+//!
+//! Each operation has its own error type. A publish that is refused hands the event or
+//! message back, so nothing is lost silently:
+//!
+//! ```
+//! use tickwire::{Event, PublishError};
+//! let err = PublishError::QueueFull(Event::new("a", serde_json::json!(1)));
+//! assert_eq!(err.to_string(), "queue full: a matching subscription has no room for \"a\"");
+//! let event: Event = err.into_inner();
+//! assert_eq!(event.name(), "a");
+//! ```
+
+use std::fmt;
+
+use crate::core::Deliverable;
+use crate::PatternError;
+
+/// Why a subscription was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The pattern is not valid.
+    #[error(transparent)]
+    InvalidPattern(#[from] PatternError),
+    /// The component was stopped.
+    #[error("cannot subscribe: the component is stopped")]
+    Stopped,
+}
+
+/// Why a publish was refused. Every variant hands the item back ([`into_inner`](Self::into_inner)).
+pub enum PublishError<T> {
+    /// A matching subscription's mailbox stayed full: at once for `try_publish`, for
+    /// `default_timeout` for `publish`. No subscriber got the item.
+    QueueFull(T),
+    /// The component was stopped (or is stopping). No subscriber got the item.
+    Stopped(T),
+    /// The name or topic is not valid.
+    InvalidName(T, PatternError),
+}
+
+impl<T: Deliverable> PublishError<T> {
+    /// The event or message that was not accepted.
+    pub fn into_inner(self) -> T {
+        match self {
+            PublishError::QueueFull(item)
+            | PublishError::Stopped(item)
+            | PublishError::InvalidName(item, _) => item,
+        }
+    }
+
+    /// The event or message that was not accepted, by reference.
+    pub fn item(&self) -> &T {
+        match self {
+            PublishError::QueueFull(item)
+            | PublishError::Stopped(item)
+            | PublishError::InvalidName(item, _) => item,
+        }
+    }
+}
+
+impl<T: Deliverable> fmt::Display for PublishError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishError::QueueFull(item) => write!(
+                f,
+                "queue full: a matching subscription has no room for {:?}",
+                item.route()
+            ),
+            PublishError::Stopped(item) => {
+                write!(f, "stopped: {:?} was not accepted", item.route())
+            }
+            PublishError::InvalidName(_, err) => err.fmt(f),
+        }
+    }
+}
+
+impl<T: Deliverable> fmt::Debug for PublishError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            PublishError::QueueFull(_) => "QueueFull",
+            PublishError::Stopped(_) => "Stopped",
+            PublishError::InvalidName(..) => "InvalidName",
+        };
+        write!(f, "PublishError::{kind}({:?})", self.item().route())
+    }
+}
+
+impl<T: Deliverable> std::error::Error for PublishError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PublishError::InvalidName(_, err) => Some(err),
+            _ => None,
+        }
+    }
+}

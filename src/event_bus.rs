@@ -1,0 +1,234 @@
+//! The EventBus: named events to handlers subscribed by name or pattern, by priority.
+//!
+//! [`EventBus`] is a cloneable handle (`Send + Sync`) to a running bus: a registry actor
+//! that owns the subscriptions, and `max_workers` worker arbiters on which one handler
+//! actor per subscription runs. Publishing goes straight from the caller's thread into the
+//! subscriptions' mailboxes without a lock and without a message to the registry; see
+//! [`core`](crate::core) for the data path.
+//!
+//! ```
+//! use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+//! use serde_json::json;
+//! use tickwire::{create_event, EventBus, EventBusConfig, Priority};
+//!
+//! # actix_rt::System::new().block_on(async {
+//! // Synchronous dispatch makes `publish` return once the handlers ran: handy in examples.
+//! let bus = EventBus::start(EventBusConfig {
+//!     enable_async_processing: false,
+//!     ..EventBusConfig::default()
+//! }).unwrap();
+//!
+//! let seen = Arc::new(AtomicUsize::new(0));
+//! let counter = seen.clone();
+//! bus.subscribe("market.*", move |event| {
+//!     let counter = counter.clone();
+//!     async move {
+//!         assert!(event.name().starts_with("market."));
+//!         counter.fetch_add(1, Ordering::SeqCst);
+//!         Ok(())
+//!     }
+//! }).await.unwrap();
+//!
+//! bus.publish(create_event("market.tick", json!({"price": 50000}), Priority::High)).await.unwrap();
+//! bus.publish(create_event("system.alert", json!({}), Priority::Critical)).await.unwrap();
+//! assert_eq!(seen.load(Ordering::SeqCst), 1);          // system.alert does not match
+//! assert_eq!(bus.history(10).await.len(), 2);           // both were published
+//! bus.stop().await;
+//! # });
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+
+use actix::Recipient;
+
+use crate::core::handler::{AsyncFn, RecipientFn, SyncFn};
+use crate::core::{Core, Settings};
+use crate::{
+    ConfigError, Deliver, Event, EventBusConfig, HandlerConfig, HandlerResult, PublishError,
+    SubscribeError, SubscriptionId,
+};
+
+/// A handle to a running event bus. Clones share the bus.
+///
+/// ## Priority
+///
+/// Each subscription has a mailbox with one lane per [`Priority`](crate::Priority). A
+/// waiting higher-priority event is handled before a waiting lower one: a CRITICAL event
+/// published behind a thousand queued LOW ones is the next one handled. A lower lane is
+/// never starved: after it has been passed over
+/// [`STARVATION_LIMIT`](crate::STARVATION_LIMIT) times in a row, it gets the next turn.
+///
+/// ## Handler priority
+///
+/// [`HandlerConfig::priority`] orders subscriptions, not events: among the subscriptions
+/// that match one event, the event is pushed to the higher-priority handler's mailbox first.
+///
+/// ## Ordering
+///
+/// Per subscription, events of the same priority from one publisher are handled in publish
+/// order, one at a time (a handler never runs twice at once for one subscription).
+///
+/// ## Backpressure
+///
+/// `queue_size` bounds what may wait in each subscription's mailbox. A publish is atomic:
+/// the event goes to every matching subscription or to none. [`publish`](Self::publish)
+/// waits for room up to `default_timeout`, then fails with
+/// [`PublishError::QueueFull`] handing the event back; [`try_publish`](Self::try_publish)
+/// fails at once. Nothing is dropped.
+///
+/// ## Shutdown
+///
+/// [`stop`](Self::stop) refuses new events ([`PublishError::Stopped`]), handles every
+/// event accepted before (waiting at most `default_timeout`; what is left then is logged
+/// and discarded), then stops the handler actors and worker threads. Dropping every
+/// handle without `stop` also ends the bus, without draining.
+///
+/// ## Threads
+///
+/// The handle is `Send + Sync + Clone`. [`try_publish`](Self::try_publish) works from any
+/// thread, including plain `std::thread`s outside the actix System (a market-data feed
+/// thread); the other methods are awaited from tasks of the System.
+#[derive(Clone)]
+pub struct EventBus {
+    core: Arc<Core<Event>>,
+}
+
+impl EventBus {
+    /// Validates the config and starts the bus: its registry actor on the current
+    /// arbiter and `max_workers` worker arbiters. Must be called inside a running actix
+    /// `System`.
+    pub fn start(config: EventBusConfig) -> Result<EventBus, ConfigError> {
+        config.validate()?;
+        if actix_rt::System::try_current().is_none() {
+            return Err(ConfigError::NoSystem {
+                component: "EventBus",
+            });
+        }
+        let settings = Settings {
+            workers: config.max_workers,
+            capacity: config.queue_size,
+            fifo: false,
+            default_timeout: config.default_timeout,
+            wait_for_handlers: !config.enable_async_processing,
+            history: config.max_history,
+        };
+        Ok(EventBus {
+            core: Arc::new(Core::start(settings)),
+        })
+    }
+
+    /// Subscribes an async handler to a name or pattern (see [`Pattern`](crate::Pattern)).
+    /// The handler's future runs on the subscription's worker thread and need not be
+    /// `Send`.
+    pub async fn subscribe<F, Fut>(
+        &self,
+        pattern: &str,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + 'static,
+    {
+        self.subscribe_with(pattern, HandlerConfig::new(pattern), handler)
+            .await
+    }
+
+    /// Like [`subscribe`](Self::subscribe), with a [`HandlerConfig`].
+    pub async fn subscribe_with<F, Fut>(
+        &self,
+        pattern: &str,
+        config: HandlerConfig,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + 'static,
+    {
+        self.core.subscribe(pattern, config, AsyncFn(handler)).await
+    }
+
+    /// Subscribes a blocking handler. It runs on the blocking thread pool, so it may block
+    /// without stalling the async handlers that share its worker.
+    pub async fn subscribe_sync<F>(
+        &self,
+        pattern: &str,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        F: Fn(&Event) -> HandlerResult + Send + Sync + 'static,
+    {
+        let config = HandlerConfig::new(pattern);
+        self.core
+            .subscribe(pattern, config, SyncFn(Arc::new(handler)))
+            .await
+    }
+
+    /// Subscribes an app's own actor: it receives [`Deliver<Event>`] and its reply is the
+    /// handler's result.
+    pub async fn subscribe_recipient(
+        &self,
+        pattern: &str,
+        config: HandlerConfig,
+        recipient: Recipient<Deliver<Event>>,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        self.core
+            .subscribe(pattern, config, RecipientFn(recipient))
+            .await
+    }
+
+    /// Removes a subscription. Returns `false` if there was none with that id. When it
+    /// returns, the handler is not running and will not run again; events still queued
+    /// for it are discarded.
+    pub async fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        self.core.unsubscribe(id).await
+    }
+
+    /// Publishes an event, waiting up to `default_timeout` for room (see `## Backpressure`).
+    /// With `enable_async_processing = false`, returns only after every matching handler
+    /// finished with the event.
+    pub async fn publish(&self, event: Event) -> Result<(), PublishError<Event>> {
+        if let Err(err) = crate::validate_name(event.name()) {
+            return Err(PublishError::InvalidName(event, err));
+        }
+        self.core.publish(event).await
+    }
+
+    /// Publishes an event without waiting: [`PublishError::QueueFull`] if a matching
+    /// subscription has no room. Works from any thread.
+    pub fn try_publish(&self, event: Event) -> Result<(), PublishError<Event>> {
+        if let Err(err) = crate::validate_name(event.name()) {
+            return Err(PublishError::InvalidName(event, err));
+        }
+        self.core.try_publish(event)
+    }
+
+    /// Up to `limit` of the latest published events (at most `max_history`), newest last.
+    pub async fn history(&self, limit: usize) -> Vec<Event> {
+        self.core.history(limit)
+    }
+
+    /// Number of subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.core.subscriptions()
+    }
+
+    /// Per-subscription bound on waiting events (`queue_size`).
+    pub fn queue_capacity(&self) -> usize {
+        self.core.settings().capacity
+    }
+
+    /// Stops the bus; see `## Shutdown`. Later publishes fail with
+    /// [`PublishError::Stopped`]. Calling it again returns at once.
+    pub async fn stop(&self) {
+        self.core.stop().await
+    }
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("subscriptions", &self.subscription_count())
+            .finish()
+    }
+}

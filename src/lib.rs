@@ -1,0 +1,49 @@
+//! # tickwire
+//!
+//! A messaging runtime for algorithmic trading, built on actix.
+//!
+//! - [`EventBus`]: named events (`market.tick`) to handlers subscribed by name or wildcard
+//!   pattern, delivered by [`Priority`], with bounded per-subscription mailboxes and
+//!   history.
+//!
+//! Everything runs inside an actix `System` (`#[actix::main]`, `#[actix_rt::test]`).
+//! Publishing never takes a lock: see [`core`] for the data path and its guarantees.
+//!
+//! ```
+//! use serde_json::json;
+//! use tickwire::{Event, EventBus, EventBusConfig};
+//!
+//! #[actix::main]
+//! async fn main() {
+//!     let bus = EventBus::start(EventBusConfig::default()).unwrap();
+//!     bus.subscribe("market.>", |event: Event| async move {
+//!         println!("{} {}", event.name(), event.data());
+//!         Ok(())
+//!     })
+//!     .await
+//!     .unwrap();
+//!     bus.publish(Event::new("market.tick.btc", json!({"price": 50000}))).await.unwrap();
+//!     bus.stop().await; // handles what was accepted, then stops
+//! }
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod event;
+pub mod event_bus;
+pub mod pattern;
+pub mod priority;
+
+pub use config::{ConfigError, EventBusConfig};
+pub use core::mailbox::STARVATION_LIMIT;
+pub use core::{
+    create_handler_config, Deliver, Deliverable, HandlerConfig, HandlerResult, SubscriptionId,
+};
+pub use error::{PublishError, SubscribeError};
+pub use event::{create_event, Event};
+pub use event_bus::EventBus;
+pub use pattern::{validate_name, Pattern, PatternError};
+pub use priority::{EventPriority, InvalidPriority, MessagePriority, Priority};

@@ -1,0 +1,334 @@
+//! Names and subscription patterns.
+//!
+//! ## Patterns
+//!
+//! A name is one or more dot-separated tokens: `market.tick`, `trading.signal.btc`. A
+//! token is non-empty and holds no whitespace, no `*` and no `>`.
+//!
+//! A subscription pattern is a name in which a whole token may be a wildcard, as in NATS:
+//!
+//! | token | matches |
+//! |-------|---------|
+//! | `*`   | exactly one token |
+//! | `>`   | one or more trailing tokens; only as the last token |
+//!
+//! ```
+//! use tickwire::Pattern;
+//!
+//! let p = Pattern::parse("system.*").unwrap();
+//! assert!(p.matches("system.alert"));
+//! assert!(!p.matches("system.alert.cpu"));
+//! assert!(!p.matches("system"));
+//!
+//! let tail = Pattern::parse("system.>").unwrap();
+//! assert!(tail.matches("system.alert"));
+//! assert!(tail.matches("system.alert.cpu"));
+//! assert!(!tail.matches("system"));
+//!
+//! let err = Pattern::parse("system.>.cpu").unwrap_err();
+//! assert_eq!(err.to_string(), "invalid pattern \"system.>.cpu\": `>` may only be the last token");
+//! ```
+
+use std::fmt;
+
+/// What is wrong with a name or a pattern. The `input` field holds the offending text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// The empty string.
+    #[error("invalid {kind} \"\": it is empty")]
+    Empty {
+        /// `"name"` or `"pattern"`.
+        kind: &'static str,
+    },
+    /// Two dots in a row, or a leading or trailing dot.
+    #[error("invalid {kind} {input:?}: token {position} is empty")]
+    EmptyToken {
+        /// `"name"` or `"pattern"`.
+        kind: &'static str,
+        /// The rejected text.
+        input: String,
+        /// One-based position of the empty token.
+        position: usize,
+    },
+    /// A space, tab or other whitespace character.
+    #[error("invalid {kind} {input:?}: it contains whitespace")]
+    Whitespace {
+        /// `"name"` or `"pattern"`.
+        kind: &'static str,
+        /// The rejected text.
+        input: String,
+    },
+    /// `*` or `>` inside a token (`mar*ket`), or a wildcard in a published name.
+    #[error("invalid {kind} {input:?}: {detail}")]
+    Wildcard {
+        /// `"name"` or `"pattern"`.
+        kind: &'static str,
+        /// The rejected text.
+        input: String,
+        /// What is wrong with the wildcard.
+        detail: &'static str,
+    },
+    /// `>` that is not the last token.
+    #[error("invalid pattern {input:?}: `>` may only be the last token")]
+    TailNotLast {
+        /// The rejected text.
+        input: String,
+    },
+}
+
+/// Checks a published name: tokens non-empty, no whitespace, no wildcard.
+///
+/// ```
+/// assert!(tickwire::validate_name("market.tick").is_ok());
+/// assert!(tickwire::validate_name("market.*").is_err());
+/// assert!(tickwire::validate_name("market..tick").is_err());
+/// ```
+pub fn validate_name(name: &str) -> Result<(), PatternError> {
+    check_tokens(name, "name", |token| {
+        if token.contains(['*', '>']) {
+            Err("wildcards `*` and `>` are only allowed in subscription patterns")
+        } else {
+            Ok(())
+        }
+    })
+}
+
+fn check_tokens(
+    input: &str,
+    kind: &'static str,
+    mut check: impl FnMut(&str) -> Result<(), &'static str>,
+) -> Result<(), PatternError> {
+    if input.is_empty() {
+        return Err(PatternError::Empty { kind });
+    }
+    if input.chars().any(char::is_whitespace) {
+        return Err(PatternError::Whitespace {
+            kind,
+            input: input.to_owned(),
+        });
+    }
+    for (i, token) in input.split('.').enumerate() {
+        if token.is_empty() {
+            return Err(PatternError::EmptyToken {
+                kind,
+                input: input.to_owned(),
+                position: i + 1,
+            });
+        }
+        check(token).map_err(|detail| PatternError::Wildcard {
+            kind,
+            input: input.to_owned(),
+            detail,
+        })?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Token {
+    Literal(Box<str>),
+    /// `*`: one token.
+    One,
+    /// `>`: one or more trailing tokens.
+    Tail,
+}
+
+/// A parsed subscription pattern; see the [module docs](self) for the syntax.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pattern {
+    text: Box<str>,
+    tokens: Box<[Token]>,
+}
+
+impl Pattern {
+    /// Parses and validates a pattern.
+    pub fn parse(pattern: &str) -> Result<Pattern, PatternError> {
+        let count = pattern.split('.').count();
+        let mut position = 0;
+        check_tokens(pattern, "pattern", |token| {
+            position += 1;
+            match token {
+                "*" => Ok(()),
+                ">" if position == count => Ok(()),
+                ">" => Err("`>` may only be the last token"),
+                t if t.contains(['*', '>']) => Err("`*` and `>` must stand alone as a whole token"),
+                _ => Ok(()),
+            }
+        })
+        .map_err(|err| match err {
+            PatternError::Wildcard {
+                input,
+                detail: "`>` may only be the last token",
+                ..
+            } => PatternError::TailNotLast { input },
+            other => other,
+        })?;
+        let tokens = pattern
+            .split('.')
+            .map(|t| match t {
+                "*" => Token::One,
+                ">" => Token::Tail,
+                lit => Token::Literal(lit.into()),
+            })
+            .collect();
+        Ok(Pattern {
+            text: pattern.into(),
+            tokens,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// True if the pattern has no wildcard: it matches exactly one name, itself.
+    pub fn is_exact(&self) -> bool {
+        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+    }
+
+    /// Whether a (valid) name matches this pattern. Allocates nothing.
+    pub fn matches(&self, name: &str) -> bool {
+        let mut parts = name.split('.');
+        for token in self.tokens.iter() {
+            match token {
+                Token::Tail => return parts.next().is_some(),
+                Token::One => {
+                    if parts.next().is_none() {
+                        return false;
+                    }
+                }
+                Token::Literal(lit) => {
+                    if parts.next() != Some(&**lit) {
+                        return false;
+                    }
+                }
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.text)
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::str::FromStr for Pattern {
+    type Err = PatternError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Pattern::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching_table() {
+        let table: &[(&str, &str, bool)] = &[
+            ("market.tick", "market.tick", true),
+            ("market.tick", "market.ticks", false),
+            ("market.tick", "market", false),
+            ("market.tick", "market.tick.btc", false),
+            ("market.*", "market.tick", true),
+            ("market.*", "market.tick.btc", false),
+            ("market.*", "market", false),
+            ("*.tick", "market.tick", true),
+            ("*.tick", "fx.tick", true),
+            ("*.tick", "market.trade", false),
+            ("*", "market", true),
+            ("*", "market.tick", false),
+            ("market.>", "market.tick", true),
+            ("market.>", "market.tick.btc.usd", true),
+            ("market.>", "market", false),
+            ("market.>", "fx.tick", false),
+            (">", "a", true),
+            (">", "a.b.c", true),
+            ("*.*.>", "a.b", false),
+            ("*.*.>", "a.b.c", true),
+            ("a.*.c", "a.b.c", true),
+            ("a.*.c", "a.b.d", false),
+        ];
+        for &(pattern, name, expected) in table {
+            let p = Pattern::parse(pattern).unwrap();
+            assert_eq!(p.matches(name), expected, "{pattern} vs {name}");
+        }
+    }
+
+    #[test]
+    fn invalid_patterns_name_the_problem() {
+        let cases: &[(&str, &str)] = &[
+            ("", "invalid pattern \"\": it is empty"),
+            ("a..b", "invalid pattern \"a..b\": token 2 is empty"),
+            (".a", "invalid pattern \".a\": token 1 is empty"),
+            ("a.", "invalid pattern \"a.\": token 2 is empty"),
+            ("a b", "invalid pattern \"a b\": it contains whitespace"),
+            (
+                "a.\tb",
+                "invalid pattern \"a.\\tb\": it contains whitespace",
+            ),
+            (
+                "mar*ket",
+                "invalid pattern \"mar*ket\": `*` and `>` must stand alone as a whole token",
+            ),
+            (
+                "a.b>",
+                "invalid pattern \"a.b>\": `*` and `>` must stand alone as a whole token",
+            ),
+            (
+                "a.>.b",
+                "invalid pattern \"a.>.b\": `>` may only be the last token",
+            ),
+        ];
+        for &(input, message) in cases {
+            let err = Pattern::parse(input).unwrap_err();
+            assert_eq!(err.to_string(), message, "{input:?}");
+        }
+        assert!(matches!(
+            Pattern::parse("a.>.b"),
+            Err(PatternError::TailNotLast { .. })
+        ));
+    }
+
+    #[test]
+    fn names_reject_wildcards_and_empty_tokens() {
+        assert!(validate_name("a.b.c").is_ok());
+        assert!(matches!(
+            validate_name("a.*"),
+            Err(PatternError::Wildcard { kind: "name", .. })
+        ));
+        assert!(matches!(
+            validate_name("a>"),
+            Err(PatternError::Wildcard { .. })
+        ));
+        assert!(matches!(
+            validate_name(""),
+            Err(PatternError::Empty { kind: "name" })
+        ));
+        assert!(matches!(
+            validate_name("a..b"),
+            Err(PatternError::EmptyToken { position: 2, .. })
+        ));
+        assert!(matches!(
+            validate_name("a b"),
+            Err(PatternError::Whitespace { .. })
+        ));
+    }
+
+    #[test]
+    fn exactness() {
+        assert!(Pattern::parse("a.b").unwrap().is_exact());
+        assert!(!Pattern::parse("a.*").unwrap().is_exact());
+        assert!(!Pattern::parse("a.>").unwrap().is_exact());
+    }
+}
