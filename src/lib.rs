@@ -35,6 +35,7 @@ pub mod error;
 pub mod event;
 pub mod event_bus;
 pub mod pattern;
+pub mod bench;
 pub mod priority;
 
 pub use config::{ConfigError, EventBusConfig};

@@ -84,6 +84,24 @@ pub enum PatternError {
 /// assert!(tickwire::validate_name("market..tick").is_err());
 /// ```
 pub fn validate_name(name: &str) -> Result<(), PatternError> {
+    // Fast path for the common case, on the publish path: printable ASCII, no wildcard,
+    // no empty token. Anything else takes the slow path, which finds the exact problem
+    // (or accepts a valid non-ASCII name).
+    let mut token_len = 0usize;
+    let mut plain = !name.is_empty();
+    for &b in name.as_bytes() {
+        match b {
+            b'.' if token_len > 0 => token_len = 0,
+            b'.' | b'*' | b'>' | 0..=b' ' | 0x7f.. => {
+                plain = false;
+                break;
+            }
+            _ => token_len += 1,
+        }
+    }
+    if plain && token_len > 0 {
+        return Ok(());
+    }
     check_tokens(name, "name", |token| {
         if token.contains(['*', '>']) {
             Err("wildcards `*` and `>` are only allowed in subscription patterns")

@@ -141,7 +141,7 @@ pub(crate) struct PriorityMailbox<T> {
 impl<T> PriorityMailbox<T> {
     /// A mailbox holding at most `capacity` items; `fifo` puts every item in one lane.
     pub(crate) fn new(capacity: usize, fifo: bool) -> Self {
-        assert!(capacity >= 1 && capacity <= COUNT, "capacity out of range");
+        assert!((1..=COUNT).contains(&capacity), "capacity out of range");
         PriorityMailbox {
             lanes: Default::default(),
             state: CachePadded::new(AtomicUsize::new(0)),

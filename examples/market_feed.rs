@@ -1,0 +1,178 @@
+//! A simulated market feed through the EventBus.
+//!
+//! A plain `std::thread` plays the exchange connection: it publishes `market.tick.<SYMBOL>`
+//! events (random-walk prices) with `try_publish`, as a real feed thread would. Handlers
+//! subscribed by pattern keep the last price per symbol, detect large moves and publish
+//! CRITICAL `trading.signal` events back onto the bus, and a `system.>` handler reports
+//! alerts. At the end the example prints what each handler saw and the latest history.
+//!
+//! Run: `cargo run --release --example market_feed -- [seconds] [ticks_per_second]`
+//! (defaults: 3 s at 200,000 ticks/s).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tickwire::{create_event, create_handler_config, EventBus, EventBusConfig, Priority, PublishError};
+
+const SYMBOLS: [&str; 4] = ["BTCUSD", "ETHUSD", "SOLUSD", "XRPUSD"];
+
+#[actix::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let seconds: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3.0);
+    let rate: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000.0);
+
+    let bus = EventBus::start(EventBusConfig {
+        max_workers: 2,
+        max_history: 100,
+        ..EventBusConfig::default()
+    })
+    .expect("valid config");
+
+    // Last price per symbol, from every tick.
+    let prices: Arc<Mutex<HashMap<String, f64>>> = Arc::default();
+    let ticks = Arc::new(AtomicU64::new(0));
+    {
+        let (prices, ticks) = (prices.clone(), ticks.clone());
+        bus.subscribe("market.tick.*", move |event| {
+            let symbol = event.name().rsplit('.').next().unwrap_or_default().to_owned();
+            let price = event.data()["price"].as_f64().unwrap_or_default();
+            prices.lock().expect("not poisoned").insert(symbol, price);
+            ticks.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Ok(()))
+        })
+        .await
+        .expect("valid pattern");
+    }
+
+    // Analysis: a move of more than 0.5 % from the reference price is a signal.
+    let reference: Arc<Mutex<HashMap<String, f64>>> = Arc::default();
+    {
+        let (bus2, reference) = (bus.clone(), reference.clone());
+        bus.subscribe_with(
+            "market.tick.>",
+            create_handler_config("analysis").priority(Priority::High),
+            move |event| {
+                let symbol = event.name().rsplit('.').next().unwrap_or_default().to_owned();
+                let price = event.data()["price"].as_f64().unwrap_or_default();
+                let mut refs = reference.lock().expect("not poisoned");
+                let base = *refs.entry(symbol.clone()).or_insert(price);
+                let change = (price - base) / base;
+                let signal = (change.abs() > 0.005).then(|| {
+                    refs.insert(symbol.clone(), price);
+                    let side = if change > 0.0 { "BUY" } else { "SELL" };
+                    create_event(
+                        "trading.signal",
+                        json!({"symbol": symbol, "side": side, "price": price, "change": change}),
+                        Priority::Critical,
+                    )
+                });
+                drop(refs);
+                let bus = bus2.clone();
+                async move {
+                    if let Some(signal) = signal {
+                        bus.publish(signal).await?;
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .expect("valid pattern");
+    }
+
+    let signals = Arc::new(AtomicU64::new(0));
+    {
+        let signals = signals.clone();
+        bus.subscribe("trading.signal", move |_| {
+            signals.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Ok(()))
+        })
+        .await
+        .expect("valid pattern");
+    }
+    let alerts = Arc::new(AtomicU64::new(0));
+    {
+        let alerts = alerts.clone();
+        bus.subscribe("system.>", move |event| {
+            alerts.fetch_add(1, Ordering::Relaxed);
+            println!("[alert] {} {}", event.name(), event.data());
+            std::future::ready(Ok(()))
+        })
+        .await
+        .expect("valid pattern");
+    }
+
+    // The feed thread: open loop at `rate` ticks per second, for `seconds`.
+    let running = Arc::new(AtomicBool::new(true));
+    let feed = {
+        let (bus, running) = (bus.clone(), running.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            let mut prices = [50_000.0, 3_000.0, 150.0, 0.6];
+            let mut state = 0x2545_f491_4f6c_dd1d_u64;
+            let (mut sent, mut full) = (0u64, 0u64);
+            while running.load(Ordering::Relaxed) && start.elapsed().as_secs_f64() < seconds {
+                let i = (sent % SYMBOLS.len() as u64) as usize;
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let step = (state % 2001) as f64 / 1000.0 - 1.0; // -1.0 ..= 1.0
+                prices[i] *= 1.0 + step * 0.0005;
+                let event = create_event(
+                    format!("market.tick.{}", SYMBOLS[i]),
+                    json!({"symbol": SYMBOLS[i], "price": prices[i], "volume": state % 100}),
+                    Priority::Normal,
+                );
+                match bus.try_publish(event) {
+                    Ok(()) => sent += 1,
+                    Err(PublishError::QueueFull(_)) => full += 1,
+                    Err(err) => panic!("feed: {err}"),
+                }
+                let due = start + interval.mul_f64(sent as f64);
+                while Instant::now() < due {
+                    std::hint::spin_loop();
+                }
+            }
+            (sent, full, start.elapsed())
+        })
+    };
+
+    bus.publish(create_event("system.started", json!({"feed": "simulated"}), Priority::Critical))
+        .await
+        .expect("bus running");
+    let (sent, full, elapsed) = actix_rt::task::spawn_blocking(move || feed.join().expect("feed thread"))
+        .await
+        .expect("join");
+    running.store(false, Ordering::Relaxed);
+    bus.publish(create_event("system.stopping", json!({"ticks": sent}), Priority::Critical))
+        .await
+        .expect("bus running");
+    bus.stop().await; // handles everything accepted before returning
+
+    println!(
+        "feed: {sent} ticks in {:.2} s ({:.0}/s), {full} refused (queue full)",
+        elapsed.as_secs_f64(),
+        sent as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "handled: {} ticks, {} trading signals, {} system alerts",
+        ticks.load(Ordering::Relaxed),
+        signals.load(Ordering::Relaxed),
+        alerts.load(Ordering::Relaxed)
+    );
+    let mut last: Vec<_> = prices.lock().expect("not poisoned").clone().into_iter().collect();
+    last.sort_by(|a, b| a.0.cmp(&b.0));
+    for (symbol, price) in last {
+        println!("  {symbol:<7} {price:>12.4}");
+    }
+    println!("latest events in history:");
+    for event in bus.history(5).await {
+        println!("  {}", event.to_json());
+    }
+    assert_eq!(ticks.load(Ordering::Relaxed), sent, "every accepted tick was handled");
+}

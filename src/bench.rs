@@ -1,0 +1,111 @@
+//! Quick in-process measurements behind `tickwire bench`.
+//!
+//! [`eventbus_throughput`] measures the EventBus alone: one publisher thread calls
+//! [`EventBus::try_publish`] as fast as it can (retrying, after a `yield`, when a mailbox
+//! is full), `subscribers` trivial async handlers count what they receive, and the
+//! figure is deliveries per second from the first publish to the last delivery.
+//!
+//! ```
+//! # actix_rt::System::new().block_on(async {
+//! let report = tickwire::bench::eventbus_throughput(10_000, 2, 2).await;
+//! assert_eq!(report.deliveries, 20_000);
+//! assert!(report.deliveries_per_second() > 0.0);
+//! # });
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::{Event, EventBus, EventBusConfig, Priority, PublishError};
+
+/// The result of one throughput run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Throughput {
+    /// Events published.
+    pub events: u64,
+    /// Subscribers each event went to.
+    pub subscribers: usize,
+    /// Handler runs counted (`events × subscribers` when nothing was lost).
+    pub deliveries: u64,
+    /// Times `try_publish` found a mailbox full and was retried.
+    pub full_retries: u64,
+    /// From the first publish to the last delivery.
+    pub elapsed: Duration,
+}
+
+impl Throughput {
+    /// Handler runs per second.
+    pub fn deliveries_per_second(&self) -> f64 {
+        self.deliveries as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Published events per second.
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Publishes `events` events from one thread to `subscribers` subscribers on a bus with
+/// `workers` worker threads, and times it. Must run inside an actix System.
+pub async fn eventbus_throughput(events: u64, subscribers: usize, workers: usize) -> Throughput {
+    let bus = EventBus::start(EventBusConfig {
+        max_workers: workers,
+        max_history: 0,
+        ..EventBusConfig::default()
+    })
+    .expect("valid bench config");
+    // One permit per subscriber that has seen every event (permits accumulate).
+    let done = Arc::new(Semaphore::new(0));
+    let mut counters = Vec::new();
+    for _ in 0..subscribers {
+        let count = Arc::new(AtomicU64::new(0));
+        let (c, d) = (count.clone(), done.clone());
+        bus.subscribe("bench.tick", move |_event| {
+            if c.fetch_add(1, Ordering::Relaxed) + 1 == events {
+                d.add_permits(1);
+            }
+            std::future::ready(Ok(()))
+        })
+        .await
+        .expect("valid pattern");
+        counters.push(count);
+    }
+    let start = Instant::now();
+    let publisher = {
+        let bus = bus.clone();
+        std::thread::spawn(move || {
+            let mut full_retries = 0;
+            for i in 0..events {
+                let mut event = Event::new("bench.tick", json!(i)).with_priority(Priority::Normal);
+                loop {
+                    match bus.try_publish(event) {
+                        Ok(()) => break,
+                        Err(PublishError::QueueFull(back)) => {
+                            full_retries += 1;
+                            event = back;
+                            std::thread::yield_now();
+                        }
+                        Err(other) => panic!("bench publish failed: {other}"),
+                    }
+                }
+            }
+            full_retries
+        })
+    };
+    let all = u32::try_from(subscribers).expect("subscriber count fits u32");
+    done.acquire_many(all).await.expect("semaphore is never closed").forget();
+    let elapsed = start.elapsed();
+    let full_retries = publisher.join().expect("publisher thread");
+    bus.stop().await;
+    Throughput {
+        events,
+        subscribers,
+        deliveries: counters.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
+        full_retries,
+        elapsed,
+    }
+}
