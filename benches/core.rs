@@ -15,7 +15,9 @@ fn patterns(c: &mut Criterion) {
     let star = Pattern::parse("market.*.btcusd").unwrap();
     let tail = Pattern::parse("market.>").unwrap();
     for (label, p) in [("exact", &exact), ("star", &star), ("tail", &tail)] {
-        group.bench_function(label, |b| b.iter(|| p.matches(black_box("market.tick.btcusd"))));
+        group.bench_function(label, |b| {
+            b.iter(|| p.matches(black_box("market.tick.btcusd")))
+        });
     }
     group.bench_function("validate_name", |b| {
         b.iter(|| tickwire::validate_name(black_box("market.tick.btcusd")))
@@ -37,7 +39,9 @@ fn bus_with(subscribers: usize) -> (EventBus, actix_rt::System) {
             })
             .unwrap();
             for _ in 0..subscribers {
-                bus.subscribe("market.*", |_| std::future::ready(Ok(()))).await.unwrap();
+                bus.subscribe("market.*", |_| std::future::ready(Ok(())))
+                    .await
+                    .unwrap();
             }
             tx.send((bus, actix_rt::System::current())).unwrap();
         });

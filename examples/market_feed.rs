@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tickwire::{create_event, create_handler_config, EventBus, EventBusConfig, Priority, PublishError};
+use tickwire::{
+    create_event, create_handler_config, EventBus, EventBusConfig, Priority, PublishError,
+};
 
 const SYMBOLS: [&str; 4] = ["BTCUSD", "ETHUSD", "SOLUSD", "XRPUSD"];
 
@@ -23,7 +25,10 @@ const SYMBOLS: [&str; 4] = ["BTCUSD", "ETHUSD", "SOLUSD", "XRPUSD"];
 async fn main() {
     let mut args = std::env::args().skip(1);
     let seconds: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3.0);
-    let rate: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000.0);
+    let rate: f64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200_000.0);
 
     let bus = EventBus::start(EventBusConfig {
         max_workers: 2,
@@ -38,7 +43,12 @@ async fn main() {
     {
         let (prices, ticks) = (prices.clone(), ticks.clone());
         bus.subscribe("market.tick.*", move |event| {
-            let symbol = event.name().rsplit('.').next().unwrap_or_default().to_owned();
+            let symbol = event
+                .name()
+                .rsplit('.')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
             let price = event.data()["price"].as_f64().unwrap_or_default();
             prices.lock().expect("not poisoned").insert(symbol, price);
             ticks.fetch_add(1, Ordering::Relaxed);
@@ -56,7 +66,12 @@ async fn main() {
             "market.tick.>",
             create_handler_config("analysis").priority(Priority::High),
             move |event| {
-                let symbol = event.name().rsplit('.').next().unwrap_or_default().to_owned();
+                let symbol = event
+                    .name()
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 let price = event.data()["price"].as_f64().unwrap_or_default();
                 let mut refs = reference.lock().expect("not poisoned");
                 let base = *refs.entry(symbol.clone()).or_insert(price);
@@ -142,16 +157,25 @@ async fn main() {
         })
     };
 
-    bus.publish(create_event("system.started", json!({"feed": "simulated"}), Priority::Critical))
-        .await
-        .expect("bus running");
-    let (sent, full, elapsed) = actix_rt::task::spawn_blocking(move || feed.join().expect("feed thread"))
-        .await
-        .expect("join");
+    bus.publish(create_event(
+        "system.started",
+        json!({"feed": "simulated"}),
+        Priority::Critical,
+    ))
+    .await
+    .expect("bus running");
+    let (sent, full, elapsed) =
+        actix_rt::task::spawn_blocking(move || feed.join().expect("feed thread"))
+            .await
+            .expect("join");
     running.store(false, Ordering::Relaxed);
-    bus.publish(create_event("system.stopping", json!({"ticks": sent}), Priority::Critical))
-        .await
-        .expect("bus running");
+    bus.publish(create_event(
+        "system.stopping",
+        json!({"ticks": sent}),
+        Priority::Critical,
+    ))
+    .await
+    .expect("bus running");
     bus.stop().await; // handles everything accepted before returning
 
     println!(
@@ -165,7 +189,12 @@ async fn main() {
         signals.load(Ordering::Relaxed),
         alerts.load(Ordering::Relaxed)
     );
-    let mut last: Vec<_> = prices.lock().expect("not poisoned").clone().into_iter().collect();
+    let mut last: Vec<_> = prices
+        .lock()
+        .expect("not poisoned")
+        .clone()
+        .into_iter()
+        .collect();
     last.sort_by(|a, b| a.0.cmp(&b.0));
     for (symbol, price) in last {
         println!("  {symbol:<7} {price:>12.4}");
@@ -174,5 +203,9 @@ async fn main() {
     for event in bus.history(5).await {
         println!("  {}", event.to_json());
     }
-    assert_eq!(ticks.load(Ordering::Relaxed), sent, "every accepted tick was handled");
+    assert_eq!(
+        ticks.load(Ordering::Relaxed),
+        sent,
+        "every accepted tick was handled"
+    );
 }

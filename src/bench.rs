@@ -5,6 +5,10 @@
 //! is full), `subscribers` trivial async handlers count what they receive, and the
 //! figure is deliveries per second from the first publish to the last delivery.
 //!
+//! [`crossbeam_baseline`] runs the same load through bounded `crossbeam-channel`s (one per
+//! subscriber, a consumer thread each, the same capacity): the physical floor for a
+//! hand-off between threads, to compare against in the same run.
+//!
 //! ```
 //! # actix_rt::System::new().block_on(async {
 //! let report = tickwire::bench::eventbus_throughput(10_000, 2, 2).await;
@@ -97,7 +101,10 @@ pub async fn eventbus_throughput(events: u64, subscribers: usize, workers: usize
         })
     };
     let all = u32::try_from(subscribers).expect("subscriber count fits u32");
-    done.acquire_many(all).await.expect("semaphore is never closed").forget();
+    done.acquire_many(all)
+        .await
+        .expect("semaphore is never closed")
+        .forget();
     let elapsed = start.elapsed();
     let full_retries = publisher.join().expect("publisher thread");
     bus.stop().await;
@@ -107,5 +114,37 @@ pub async fn eventbus_throughput(events: u64, subscribers: usize, workers: usize
         deliveries: counters.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
         full_retries,
         elapsed,
+    }
+}
+
+/// The same load as [`eventbus_throughput`] through bounded crossbeam channels: one
+/// publisher thread sends each event to `subscribers` channels of capacity 10,000
+/// (EventBus's default `queue_size`), a consumer thread per channel counts.
+pub fn crossbeam_baseline(events: u64, subscribers: usize) -> Throughput {
+    let (senders, consumers): (Vec<_>, Vec<_>) = (0..subscribers)
+        .map(|_| {
+            let (tx, rx) = crossbeam::channel::bounded::<Event>(10_000);
+            let consumer = std::thread::spawn(move || rx.iter().count() as u64);
+            (tx, consumer)
+        })
+        .unzip();
+    let start = Instant::now();
+    for i in 0..events {
+        let event = Event::new("bench.tick", json!(i)).with_priority(Priority::Normal);
+        for tx in &senders {
+            tx.send(event.clone()).expect("consumer alive");
+        }
+    }
+    drop(senders);
+    let deliveries = consumers
+        .into_iter()
+        .map(|c| c.join().expect("consumer thread"))
+        .sum();
+    Throughput {
+        events,
+        subscribers,
+        deliveries,
+        full_retries: 0,
+        elapsed: start.elapsed(),
     }
 }

@@ -29,13 +29,13 @@
 
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod config;
 pub mod core;
 pub mod error;
 pub mod event;
 pub mod event_bus;
 pub mod pattern;
-pub mod bench;
 pub mod priority;
 
 pub use config::{ConfigError, EventBusConfig};

@@ -12,7 +12,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Measure throughput on this machine (median of several runs).
+    /// Measure throughput on this machine (median of several runs), next to a crossbeam
+    /// channel baseline run in the same process.
     Bench {
         /// What to measure.
         #[arg(value_enum, default_value = "eventbus")]
@@ -41,6 +42,16 @@ enum BenchTarget {
     Eventbus,
 }
 
+/// The run with the median deliveries per second.
+fn median(mut runs: Vec<tickwire::bench::Throughput>) -> tickwire::bench::Throughput {
+    runs.sort_by(|a, b| {
+        a.deliveries_per_second()
+            .total_cmp(&b.deliveries_per_second())
+    });
+    let middle = runs.len() / 2;
+    runs.swap_remove(middle)
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -53,18 +64,23 @@ fn main() -> std::process::ExitCode {
             json,
         } => {
             if events == 0 || runs == 0 || workers == 0 || subscribers.contains(&0) {
-                eprintln!("error: --events, --runs, --workers and --subscribers must be at least 1");
+                eprintln!(
+                    "error: --events, --runs, --workers and --subscribers must be at least 1"
+                );
                 return std::process::ExitCode::from(2);
             }
             let rows = actix_rt::System::new().block_on(async move {
                 let mut rows = Vec::new();
                 for &subs in &subscribers {
-                    let mut results = Vec::new();
+                    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+                    // Interleaved, so both see the same machine state.
                     for _ in 0..runs {
-                        results.push(tickwire::bench::eventbus_throughput(events, subs, workers).await);
+                        ours.push(
+                            tickwire::bench::eventbus_throughput(events, subs, workers).await,
+                        );
+                        floor.push(tickwire::bench::crossbeam_baseline(events, subs));
                     }
-                    results.sort_by(|a, b| a.deliveries_per_second().total_cmp(&b.deliveries_per_second()));
-                    rows.push(results.swap_remove(runs / 2));
+                    rows.push((median(ours), median(floor)));
                 }
                 rows
             });
@@ -73,7 +89,7 @@ fn main() -> std::process::ExitCode {
                     "target": "eventbus",
                     "workers": workers,
                     "runs": runs,
-                    "results": rows.iter().map(|r| serde_json::json!({
+                    "results": rows.iter().map(|(r, b)| serde_json::json!({
                         "subscribers": r.subscribers,
                         "events": r.events,
                         "deliveries": r.deliveries,
@@ -81,19 +97,31 @@ fn main() -> std::process::ExitCode {
                         "events_per_second": r.events_per_second(),
                         "full_retries": r.full_retries,
                         "elapsed_seconds": r.elapsed.as_secs_f64(),
+                        "crossbeam_deliveries_per_second": b.deliveries_per_second(),
+                        "ratio_to_crossbeam": r.deliveries_per_second() / b.deliveries_per_second(),
                     })).collect::<Vec<_>>(),
                 });
                 println!("{out}");
             } else {
                 println!("EventBus throughput, 1 publisher thread, {workers} workers, median of {runs} runs");
-                println!("{:>11} {:>12} {:>16} {:>14}", "subscribers", "events", "deliveries/s", "events/s");
-                for r in &rows {
+                println!(
+                    "{:>11} {:>10} {:>14} {:>12} {:>22} {:>8}",
+                    "subscribers",
+                    "events",
+                    "deliveries/s",
+                    "events/s",
+                    "crossbeam deliveries/s",
+                    "ratio"
+                );
+                for (r, b) in &rows {
                     println!(
-                        "{:>11} {:>12} {:>16.0} {:>14.0}",
+                        "{:>11} {:>10} {:>14.0} {:>12.0} {:>22.0} {:>8.2}",
                         r.subscribers,
                         r.events,
                         r.deliveries_per_second(),
-                        r.events_per_second()
+                        r.events_per_second(),
+                        b.deliveries_per_second(),
+                        r.deliveries_per_second() / b.deliveries_per_second()
                     );
                 }
             }

@@ -207,23 +207,30 @@ impl Pattern {
 
     /// Whether a (valid) name matches this pattern. Allocates nothing.
     pub fn matches(&self, name: &str) -> bool {
-        let mut parts = name.split('.');
+        let bytes = name.as_bytes();
+        // Start of the next unmatched token of `name`; `len + 1` once all are matched.
+        let mut pos = 0;
         for token in self.tokens.iter() {
+            if pos > bytes.len() {
+                return false; // the pattern has more tokens than the name
+            }
+            let rest = &bytes[pos..];
             match token {
-                Token::Tail => return parts.next().is_some(),
+                Token::Tail => return !rest.is_empty(),
                 Token::One => {
-                    if parts.next().is_none() {
-                        return false;
-                    }
+                    pos += rest.iter().position(|&b| b == b'.').unwrap_or(rest.len()) + 1;
                 }
                 Token::Literal(lit) => {
-                    if parts.next() != Some(&**lit) {
+                    let lit = lit.as_bytes();
+                    let whole_token = rest.len() == lit.len() || rest.get(lit.len()) == Some(&b'.');
+                    if !(whole_token && rest.starts_with(lit)) {
                         return false;
                     }
+                    pos += lit.len() + 1;
                 }
             }
         }
-        parts.next().is_none()
+        pos == bytes.len() + 1
     }
 }
 
@@ -341,6 +348,54 @@ mod tests {
             validate_name("a b"),
             Err(PatternError::Whitespace { .. })
         ));
+    }
+
+    /// The obvious token-by-token definition, to check the byte-level matcher against.
+    fn reference(pattern: &str, name: &str) -> bool {
+        let p: Vec<&str> = pattern.split('.').collect();
+        let n: Vec<&str> = name.split('.').collect();
+        for (i, token) in p.iter().enumerate() {
+            match *token {
+                ">" => return n.len() > i,
+                "*" if i < n.len() => {}
+                lit if i < n.len() && n[i] == lit => {}
+                _ => return false,
+            }
+        }
+        p.len() == n.len()
+    }
+
+    #[test]
+    fn matcher_agrees_with_the_reference_on_random_inputs() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        let words = ["a", "b", "ab", "ba", "tick", "t"];
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            let name: Vec<&str> = (0..rng.gen_range(1..5))
+                .map(|_| words[rng.gen_range(0..words.len())])
+                .collect();
+            let len = rng.gen_range(1..5);
+            let pattern: Vec<&str> = (0..len)
+                .map(|i| match rng.gen_range(0..8) {
+                    0 => "*",
+                    1 if i == len - 1 => ">",
+                    _ => words[rng.gen_range(0..words.len())],
+                })
+                .collect();
+            let (name, pattern) = (name.join("."), pattern.join("."));
+            let parsed = Pattern::parse(&pattern).unwrap();
+            assert_eq!(
+                parsed.matches(&name),
+                reference(&pattern, &name),
+                "{pattern} vs {name}"
+            );
+            checked += usize::from(parsed.matches(&name));
+        }
+        assert!(
+            checked > 500,
+            "the random inputs include matches: {checked}"
+        );
     }
 
     #[test]

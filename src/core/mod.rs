@@ -9,11 +9,28 @@
 //!           ──► drains its mailbox CRITICAL→LOW (anti-starvation rule) and runs the handler
 //! ```
 //!
-//! - [`mailbox`]: the bounded four-lane mailbox, its coalesced wake and the priority rule.
-//! - [`index`]: the snapshot publishers read and its per-name cache.
-//! - [`handler_actor`]: the actor that drains one mailbox.
-//! - [`registry`]: the actor that owns subscriptions, workers and the index.
-//! - [`history`]: the lock-free ring of recently published items.
+//! The pieces (one file each under `src/core/`, each with its own docs):
+//!
+//! - `mailbox`: the bounded four-lane mailbox, its coalesced wake and the priority rule.
+//! - `index`: the snapshot publishers read and its per-name cache.
+//! - `handler_actor`: the actor that drains one mailbox.
+//! - `registry`: the actor that owns subscriptions, workers and the index.
+//! - `history`: the lock-free ring of recently published items.
+//! - `handler`: the handler kinds and [`HandlerConfig`].
+//!
+//! ## Priority
+//!
+//! A handler actor takes the next item from the highest non-empty lane of its mailbox.
+//! Anti-starvation rule: each time an item is taken from a higher lane while a lower lane
+//! is non-empty, that lower lane is *passed over*; once a lane has been passed over
+//! [`STARVATION_LIMIT`](crate::STARVATION_LIMIT) times in a row, the next item is taken
+//! from it (the highest such lane first).
+//!
+//! ## Wake-ups
+//!
+//! A publisher wakes a handler actor (one actix message) only when the actor was idle; a
+//! busy subscription costs no message per item. The actor yields to the other actors of
+//! its worker every [`BATCH`] items.
 //!
 //! ## Atomic publish
 //!
@@ -38,6 +55,7 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 
 pub use handler::{create_handler_config, Deliver, HandlerConfig, HandlerResult};
+pub use handler_actor::BATCH;
 pub use index::SubscriptionId;
 
 use handler::Invoke;
