@@ -27,7 +27,7 @@ pub enum SubscribeError {
     Stopped,
 }
 
-/// Why a publish was refused. Every variant hands the item back ([`into_inner`](Self::into_inner)).
+/// Why a publish failed. Every variant hands the item back ([`into_inner`](Self::into_inner)).
 pub enum PublishError<T> {
     /// A matching subscription's mailbox stayed full: at once for `try_publish`, for
     /// `default_timeout` for `publish`. No subscriber got the item.
@@ -36,6 +36,10 @@ pub enum PublishError<T> {
     Stopped(T),
     /// The name or topic is not valid.
     InvalidName(T, PatternError),
+    /// Synchronous dispatch only (`enable_async_processing = false`): the item **was
+    /// accepted** and stays queued, but not every matching handler finished with it within
+    /// `default_timeout`. Do not publish it again: it would be delivered twice.
+    HandlerTimeout(T),
 }
 
 impl<T: Deliverable> PublishError<T> {
@@ -44,7 +48,8 @@ impl<T: Deliverable> PublishError<T> {
         match self {
             PublishError::QueueFull(item)
             | PublishError::Stopped(item)
-            | PublishError::InvalidName(item, _) => item,
+            | PublishError::InvalidName(item, _)
+            | PublishError::HandlerTimeout(item) => item,
         }
     }
 
@@ -53,7 +58,8 @@ impl<T: Deliverable> PublishError<T> {
         match self {
             PublishError::QueueFull(item)
             | PublishError::Stopped(item)
-            | PublishError::InvalidName(item, _) => item,
+            | PublishError::InvalidName(item, _)
+            | PublishError::HandlerTimeout(item) => item,
         }
     }
 }
@@ -70,6 +76,11 @@ impl<T: Deliverable> fmt::Display for PublishError<T> {
                 write!(f, "stopped: {:?} was not accepted", item.route())
             }
             PublishError::InvalidName(_, err) => err.fmt(f),
+            PublishError::HandlerTimeout(item) => write!(
+                f,
+                "handlers did not finish {:?} within the timeout (it was accepted and stays queued)",
+                item.route()
+            ),
         }
     }
 }
@@ -80,6 +91,7 @@ impl<T: Deliverable> fmt::Debug for PublishError<T> {
             PublishError::QueueFull(_) => "QueueFull",
             PublishError::Stopped(_) => "Stopped",
             PublishError::InvalidName(..) => "InvalidName",
+            PublishError::HandlerTimeout(_) => "HandlerTimeout",
         };
         write!(f, "PublishError::{kind}({:?})", self.item().route())
     }

@@ -81,8 +81,11 @@ use crate::{
 ///
 /// [`stop`](Self::stop) refuses new events ([`PublishError::Stopped`]), handles every
 /// event accepted before (waiting at most `default_timeout`; what is left then is logged
-/// and discarded), then stops the handler actors and worker threads. Dropping every
-/// handle without `stop` also ends the bus, without draining.
+/// and discarded), then stops the handler actors and worker threads. Call it: handlers
+/// often hold a handle (to publish derived events), so dropping the app's own handles
+/// does not end the bus; stopping the actix `System` does, without draining. Do not
+/// await `stop()` from inside a handler of the same bus: that handler's own drain cannot
+/// finish before it returns, so `stop` waits out `default_timeout`.
 ///
 /// ## Threads
 ///
@@ -185,8 +188,12 @@ impl EventBus {
     }
 
     /// Publishes an event, waiting up to `default_timeout` for room (see `## Backpressure`).
+    ///
     /// With `enable_async_processing = false`, returns only after every matching handler
-    /// finished with the event.
+    /// finished with the event, or fails with [`PublishError::HandlerTimeout`] (the event
+    /// stays accepted) if that takes longer than `default_timeout`. A handler that
+    /// publishes, in that mode, an event matching its own subscription waits for an event
+    /// queued behind itself: it gets `HandlerTimeout` after `default_timeout`.
     pub async fn publish(&self, event: Event) -> Result<(), PublishError<Event>> {
         if let Err(err) = crate::validate_name(event.name()) {
             return Err(PublishError::InvalidName(event, err));

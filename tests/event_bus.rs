@@ -316,6 +316,7 @@ async fn backpressure_hands_the_event_back() {
     let mut fast = forward(&bus, "q").await;
     bus.try_publish(ev("q", 0)).unwrap();
     gate.entered.recv().await.unwrap(); // event 0 is in hand: 3 slots free again
+    assert_eq!(num(&recv(&mut fast).await), 0); // and the fast subscriber's are free
     for n in 1..=3 {
         bus.try_publish(ev("q", n)).unwrap();
     }
@@ -326,7 +327,7 @@ async fn backpressure_hands_the_event_back() {
     let err = bus.publish(ev("q", 5)).await.unwrap_err();
     assert!(matches!(err, PublishError::QueueFull(ref e) if num(e) == 5));
     // A publish is all-or-nothing: the fast subscriber did not get 4 or 5 either.
-    for n in 0..=3 {
+    for n in 1..=3 {
         assert_eq!(num(&recv(&mut fast).await), n);
     }
     // A waiting publish goes through once the slow handler makes room.
@@ -436,6 +437,26 @@ async fn sync_dispatch_returns_after_handlers_ran() {
 }
 
 #[actix_rt::test]
+async fn sync_dispatch_gives_up_waiting_after_the_timeout_without_losing_the_event() {
+    let bus = EventBus::start(EventBusConfig {
+        enable_async_processing: false,
+        default_timeout: Duration::from_millis(100),
+        ..config()
+    })
+    .unwrap();
+    let (gate, seen) = gated(&bus, "slow").await;
+    let err = bus.publish(ev("slow", 1)).await.unwrap_err();
+    assert!(
+        matches!(err, PublishError::HandlerTimeout(ref e) if num(e) == 1),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("accepted"), "{err}");
+    gate.permits.add_permits(1);
+    bus.stop().await;
+    assert_eq!(*seen.lock().unwrap(), [1], "handled once, after all");
+}
+
+#[actix_rt::test]
 async fn sync_handlers_and_actor_recipients_are_delivered_to() {
     use actix::prelude::*;
 
@@ -520,12 +541,18 @@ async fn panicking_handler_does_not_take_down_the_worker() {
     .unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     bus.subscribe("p", move |e| {
+        let n = num(&e);
+        // Every sixth event panics in the closure's synchronous part, every other third
+        // one inside the future it returns: both are caught.
+        if n % 6 == 0 {
+            panic!("boom before the future for {n}");
+        }
         let tx = tx.clone();
         async move {
-            if num(&e) % 3 == 0 {
-                panic!("boom on {}", num(&e));
+            if n % 3 == 0 {
+                panic!("boom in the future for {n}");
             }
-            let _ = tx.send(num(&e));
+            let _ = tx.send(n);
             Ok(())
         }
     })

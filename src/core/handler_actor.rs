@@ -50,11 +50,24 @@ pub(crate) struct Subscription<T, H> {
 /// Runs one subscription's handler.
 pub(crate) struct HandlerActor<T, H> {
     sub: Arc<Subscription<T, H>>,
+    /// The anti-starvation state, kept across drains.
+    turns: Option<LaneTurns>,
 }
 
 impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
     pub(crate) fn new(sub: Subscription<T, H>) -> Self {
-        HandlerActor { sub: Arc::new(sub) }
+        HandlerActor {
+            sub: Arc::new(sub),
+            turns: Some(LaneTurns::default()),
+        }
+    }
+
+    /// The drain future, to run inside `ctx.wait`.
+    fn start_drain(&mut self, to_the_end: bool) -> impl ActorFuture<Self, Output = ()> {
+        let turns = self.turns.take().unwrap_or_default();
+        drain(self.sub.clone(), turns, to_the_end)
+            .into_actor(self)
+            .map(|turns, act, _| act.turns = Some(turns))
     }
 }
 
@@ -62,12 +75,21 @@ impl<T: Deliverable, H: Invoke<T>> Actor for HandlerActor<T, H> {
     type Context = Context<Self>;
 }
 
+impl<T, H> Drop for HandlerActor<T, H> {
+    /// Backstop: if the actor goes away without finishing (its worker stopped, or a bug),
+    /// cancel the mailbox so publishers skip the subscription instead of waiting on it.
+    fn drop(&mut self) {
+        self.sub.mailbox.cancel();
+    }
+}
+
 impl<T: Deliverable, H: Invoke<T>> Handler<Wake> for HandlerActor<T, H> {
     type Result = ();
 
     /// Drains the mailbox until it is empty (or cancelled), then goes idle.
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        ctx.wait(drain(self.sub.clone(), false).into_actor(self));
+        let work = self.start_drain(false);
+        ctx.wait(work);
     }
 }
 
@@ -77,8 +99,8 @@ impl<T: Deliverable, H: Invoke<T>> Handler<Finish> for HandlerActor<T, H> {
     /// Drains what was accepted if asked to, then stops the actor and replies.
     fn handle(&mut self, msg: Finish, ctx: &mut Context<Self>) -> ResponseFuture<()> {
         let (done, finished) = tokio::sync::oneshot::channel();
-        let work = drain(self.sub.clone(), msg.drain);
-        ctx.wait(work.into_actor(self).map(move |(), _, ctx| {
+        let work = self.start_drain(msg.drain);
+        ctx.wait(work.map(move |(), _, ctx| {
             ctx.stop();
             let _ = done.send(());
         }));
@@ -90,28 +112,39 @@ impl<T: Deliverable, H: Invoke<T>> Handler<Finish> for HandlerActor<T, H> {
 
 /// Runs items until the mailbox is empty. `to_the_end`: the mailbox is closed; wait for
 /// reserved slots to be filled and keep the wake flag (nothing will wake us again).
-async fn drain<T: Deliverable, H: Invoke<T>>(sub: Arc<Subscription<T, H>>, to_the_end: bool) {
-    let mut turns = LaneTurns::default();
+/// Returns the anti-starvation state for the next drain.
+async fn drain<T: Deliverable, H: Invoke<T>>(
+    sub: Arc<Subscription<T, H>>,
+    mut turns: LaneTurns,
+    to_the_end: bool,
+) -> LaneTurns {
     let mut budget = BATCH;
+    let mut idle_spins = 0u32;
     loop {
         if sub.mailbox.is_cancelled() {
             sub.mailbox.cancel();
-            return;
+            return turns;
         }
         let Some(envelope) = sub.mailbox.pop(&mut turns) else {
             sub.mailbox.notify_room();
             if to_the_end {
                 if sub.mailbox.len() == 0 {
-                    return;
+                    return turns;
                 }
-                // A publisher reserved a slot and is about to fill it.
-                actix_rt::task::yield_now().await;
+                // A publisher reserved a slot and is about to fill it: this lasts a few
+                // instructions unless its thread was preempted, so yield, then back off.
+                idle_spins += 1;
+                if idle_spins < 64 {
+                    actix_rt::task::yield_now().await;
+                } else {
+                    actix_rt::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
                 continue;
             }
             if sub.mailbox.try_idle() {
                 continue;
             }
-            return;
+            return turns;
         };
         run(&sub, envelope).await;
         budget -= 1;
@@ -129,7 +162,10 @@ async fn run<T: Deliverable, H: Invoke<T>>(sub: &Subscription<T, H>, envelope: E
     let Envelope {
         item, completion, ..
     } = envelope;
-    let mut call = std::pin::pin!(AssertUnwindSafe(sub.handler.invoke(item)).catch_unwind());
+    // The closure itself runs inside the guarded future, so a panic in its synchronous
+    // part is caught as well as one in the future it returns.
+    let mut call =
+        std::pin::pin!(AssertUnwindSafe(async { sub.handler.invoke(item).await }).catch_unwind());
     let outcome = match futures_util::poll!(&mut call) {
         Poll::Ready(outcome) => outcome,
         Poll::Pending => {

@@ -1,9 +1,10 @@
 //! The history ring: the latest published items, written by publishers without a lock.
 //!
 //! A fixed array of slots, each an [`ArcSwapOption`]. A publisher takes the next sequence
-//! number with one `fetch_add` and stores its entry in slot `seq % capacity`, replacing the
-//! oldest. A reader loads every slot and orders the entries by sequence number, so the
-//! result is in publish order (newest last) even while publishers keep writing.
+//! number with one `fetch_add` and stores its entry in slot `seq % capacity`, replacing
+//! the oldest (with a compare-and-swap, so a slow writer never replaces the newer entry of
+//! a later lap). A reader loads every slot and orders the entries by sequence number, so
+//! the result is in publish order (newest last) even while publishers keep writing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,7 +43,26 @@ impl<T: Clone> History<T> {
         }
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let slot = &self.slots[(seq % self.slots.len() as u64) as usize];
-        slot.store(Some(Arc::new(Entry { seq, item })));
+        let entry = Some(Arc::new(Entry { seq, item }));
+        // A slow writer must not replace a newer entry written a lap later.
+        let mut current = slot.load();
+        loop {
+            if current.as_ref().is_some_and(|c| c.seq > seq) {
+                return;
+            }
+            let previous = slot.compare_and_swap(&*current, entry.clone());
+            if std::ptr::eq(
+                previous
+                    .as_ref()
+                    .map_or(std::ptr::null(), |p| Arc::as_ptr(p)),
+                current
+                    .as_ref()
+                    .map_or(std::ptr::null(), |c| Arc::as_ptr(c)),
+            ) {
+                return;
+            }
+            current = previous;
+        }
     }
 
     /// Up to `limit` of the latest items, oldest first.
@@ -60,6 +80,10 @@ impl<T: Clone> History<T> {
             .map(|e| e.item.clone())
             .collect()
     }
+}
+
+fn ptr<T>(entry: &Option<Arc<Entry<T>>>) -> *const Entry<T> {
+    entry.as_ref().map_or(std::ptr::null(), Arc::as_ptr)
 }
 
 #[cfg(test)]

@@ -185,15 +185,21 @@ impl<T> PriorityMailbox<T> {
         }
     }
 
-    /// Gives back a slot reserved by [`reserve`](Self::reserve) and not used.
+    /// Gives back a slot reserved by [`reserve`](Self::reserve) and not used. Always
+    /// wakes waiting publishers: the slot may be the only free one.
     pub(crate) fn unreserve(&self) {
-        self.release(1);
+        self.state.fetch_sub(1, Ordering::SeqCst);
+        self.notify_room();
     }
 
     /// Queues an item into a reserved slot. Returns true if the caller must wake the
     /// consumer (it was idle); at most one caller gets true until the consumer idles again.
     pub(crate) fn push_reserved(&self, envelope: Envelope<T>, priority: Priority) -> bool {
         let lane = if self.fifo { 0 } else { priority.lane() };
+        // Ordering: `SegQueue::push` publishes the item with a SeqCst CAS and `is_empty`
+        // reads with SeqCst loads, so this push, the swap below, and `try_idle`'s store,
+        // fence and emptiness check are all in one total order: either the consumer sees
+        // the item, or this swap sees the flag cleared and wakes it.
         self.lanes[lane].push(envelope);
         !self.scheduled.swap(true, Ordering::SeqCst)
     }
@@ -412,6 +418,34 @@ mod tests {
         for w in low_seen_at.windows(2) {
             assert_eq!(w[1] - w[0], STARVATION_LIMIT + 1, "{low_seen_at:?}");
         }
+    }
+
+    #[test]
+    fn a_rolled_back_reservation_wakes_a_waiting_publisher() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mb = Arc::new(PriorityMailbox::<u32>::new(8, false));
+            for n in 0..7 {
+                put(&mb, n, Priority::Normal); // one slot free
+            }
+            mb.reserve().unwrap(); // another publisher's transient reservation
+            assert_eq!(mb.reserve(), Err(Refused::Full));
+            let waiter = tokio::spawn({
+                let mb = mb.clone();
+                async move { mb.wait_for_room().await }
+            });
+            while mb.room_waiters.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await; // until the waiter is registered
+            }
+            mb.unreserve(); // the other publisher rolls back: a slot is free
+            tokio::time::timeout(std::time::Duration::from_secs(60), waiter)
+                .await
+                .expect("the waiter is woken")
+                .unwrap();
+        });
     }
 
     #[test]

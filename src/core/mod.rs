@@ -228,15 +228,24 @@ impl<T: Deliverable> Core<T> {
     }
 
     /// Queues the item, waiting up to `default_timeout` for room; with
-    /// `wait_for_handlers`, then waits until every matching handler finished it.
+    /// `wait_for_handlers`, then waits until every matching handler finished it, up to
+    /// `default_timeout` more.
     pub(crate) async fn publish(&self, mut item: T) -> Result<(), PublishError<T>> {
         let settings = &self.shared.settings;
         let deadline = tokio::time::Instant::from_std(Instant::now() + settings.default_timeout);
         loop {
+            // Keep a handle on the item only when it may have to be handed back after
+            // being accepted (synchronous dispatch).
+            let copy = settings.wait_for_handlers.then(|| item.clone());
             match self.try_dispatch(item, settings.wait_for_handlers) {
                 Ok(Some(completion)) => {
-                    completion.wait().await;
-                    return Ok(());
+                    let timeout = settings.default_timeout;
+                    return match tokio::time::timeout(timeout, completion.wait()).await {
+                        Ok(()) => Ok(()),
+                        Err(_) => Err(PublishError::HandlerTimeout(
+                            copy.expect("kept for synchronous dispatch"),
+                        )),
+                    };
                 }
                 Ok(None) => return Ok(()),
                 Err(Attempt::Stopped(back)) => return Err(PublishError::Stopped(back)),
