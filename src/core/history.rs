@@ -51,14 +51,7 @@ impl<T: Clone> History<T> {
                 return;
             }
             let previous = slot.compare_and_swap(&*current, entry.clone());
-            if std::ptr::eq(
-                previous
-                    .as_ref()
-                    .map_or(std::ptr::null(), |p| Arc::as_ptr(p)),
-                current
-                    .as_ref()
-                    .map_or(std::ptr::null(), |c| Arc::as_ptr(c)),
-            ) {
+            if ptr(&previous) == ptr(&current) {
                 return;
             }
             current = previous;
