@@ -3,8 +3,9 @@
 //! A plain `std::thread` plays the exchange connection: it publishes `market.tick.<SYMBOL>`
 //! events (random-walk prices) with `try_publish`, as a real feed thread would. Handlers
 //! subscribed by pattern keep the last price per symbol, detect large moves and publish
-//! CRITICAL `trading.signal` events back onto the bus, and a `system.>` handler reports
-//! alerts. At the end the example prints what each handler saw and the latest history.
+//! CRITICAL `trading.signal` events back onto the bus (under a timeout and a retry
+//! policy), a `system.>` handler reports alerts and a `$dlq.>` handler reports dead
+//! letters. At the end the example prints what each handler saw and the latest history.
 //!
 //! Run: `cargo run --release --example market_feed -- [seconds] [ticks_per_second]`
 //! (defaults: 3 s at 200,000 ticks/s).
@@ -64,7 +65,11 @@ async fn main() {
         let (bus2, reference) = (bus.clone(), reference.clone());
         bus.subscribe_with(
             "market.tick.>",
-            create_handler_config("analysis").priority(Priority::High),
+            create_handler_config("analysis")
+                .priority(Priority::High)
+                .timeout(Duration::from_millis(500))
+                .max_retries(2)
+                .retry_delay(Duration::from_millis(5)),
             move |event| {
                 let symbol = event
                     .name()
@@ -109,6 +114,13 @@ async fn main() {
         .await
         .expect("valid pattern");
     }
+    // Dead letters: handlers that failed on every attempt end up here.
+    bus.subscribe("$dlq.>", |event| {
+        println!("[dead letter] {} {}", event.name(), event.data()["error"]);
+        std::future::ready(Ok(()))
+    })
+    .await
+    .expect("valid pattern");
     let alerts = Arc::new(AtomicU64::new(0));
     {
         let alerts = alerts.clone();
@@ -199,6 +211,16 @@ async fn main() {
     for (symbol, price) in last {
         println!("  {symbol:<7} {price:>12.4}");
     }
+    let stats = bus.delivery_stats();
+    println!(
+        "delivery: {} processed, {} errors, {} retries, {} dead letters, {} dropped, {} restarts",
+        stats.processed,
+        stats.errors,
+        stats.retries,
+        stats.dead_letters,
+        stats.dropped,
+        stats.restarts
+    );
     println!("latest events in history:");
     for event in bus.history(5).await {
         println!("  {}", event.to_json());

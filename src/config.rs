@@ -74,6 +74,9 @@ pub struct EventBusConfig {
     /// `true`: `publish` returns once the event is queued. `false`: it returns after every
     /// matching handler has finished with the event. Default true.
     pub enable_async_processing: bool,
+    /// How many dead letters [`EventBus::dead_letters`](crate::EventBus::dead_letters)
+    /// keeps (the latest; all are counted). Not in the seed. Default 1000.
+    pub max_dead_letters: usize,
 }
 
 impl Default for EventBusConfig {
@@ -86,6 +89,7 @@ impl Default for EventBusConfig {
             enable_retry: true,
             default_timeout: Duration::from_secs(30),
             enable_async_processing: true,
+            max_dead_letters: 1000,
         }
     }
 }
@@ -96,6 +100,7 @@ impl EventBusConfig {
         check_range("max_workers", self.max_workers, 1, MAX_WORKERS)?;
         check_range("queue_size", self.queue_size, 1, MAX_QUEUE_SIZE)?;
         check_range("max_history", self.max_history, 0, MAX_HISTORY)?;
+        check_range("max_dead_letters", self.max_dead_letters, 0, MAX_HISTORY)?;
         check_timeout("default_timeout", self.default_timeout)
     }
 }

@@ -30,6 +30,7 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
+use crate::core::supervision::{Delivered, HandlerFailure, DEAD_LETTER_PREFIX};
 use crate::core::Deliverable;
 use crate::Priority;
 
@@ -136,6 +137,19 @@ impl Deliverable for Event {
 
     fn priority(&self) -> Priority {
         self.priority()
+    }
+
+    fn into_delivered(self) -> Delivered {
+        Delivered::Event(self)
+    }
+
+    /// `$dlq.<name>`, same priority, the failure as data (`HandlerFailure::to_json`).
+    fn dead_letter(original: &Event, failure: &HandlerFailure) -> Event {
+        create_event(
+            format!("{DEAD_LETTER_PREFIX}{}", original.name()),
+            failure.to_json(),
+            original.priority(),
+        )
     }
 }
 

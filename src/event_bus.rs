@@ -45,8 +45,8 @@ use actix::Recipient;
 use crate::core::handler::{AsyncFn, RecipientFn, SyncFn};
 use crate::core::{Core, Settings};
 use crate::{
-    ConfigError, Deliver, Event, EventBusConfig, HandlerConfig, HandlerResult, PublishError,
-    SubscribeError, SubscriptionId,
+    ConfigError, DeadLetter, Deliver, DeliveryStats, Event, EventBusConfig, HandlerConfig,
+    HandlerResult, PublishError, SubscribeError, SubscriptionId,
 };
 
 /// A handle to a running event bus. Clones share the bus.
@@ -75,7 +75,20 @@ use crate::{
 /// the event goes to every matching subscription or to none. [`publish`](Self::publish)
 /// waits for room up to `default_timeout`, then fails with
 /// [`PublishError::QueueFull`] handing the event back; [`try_publish`](Self::try_publish)
-/// fails at once. Nothing is dropped.
+/// fails at once. Nothing is dropped, except by a subscription configured with a drop
+/// [`OverflowPolicy`](crate::OverflowPolicy), which never makes publishers wait and
+/// counts what it drops.
+///
+/// ## Failures
+///
+/// A handler that returns `Err`, times out or panics is retried with backoff per its
+/// [`HandlerConfig`]; a panicking handler's actor is restarted by its supervisor; an item
+/// whose retries are exhausted becomes a dead letter ([`dead_letters`](Self::dead_letters),
+/// `$dlq.<name>` events, the `error_handler`). Retries happen in place, so they never
+/// reorder a subscription's items. Subscriptions may drop instead of blocking when full
+/// ([`OverflowPolicy`](crate::OverflowPolicy)). The rules are in
+/// [`supervision`](crate::core::supervision); the counters in
+/// [`delivery_stats`](Self::delivery_stats).
 ///
 /// ## Shutdown
 ///
@@ -115,6 +128,8 @@ impl EventBus {
             default_timeout: config.default_timeout,
             wait_for_handlers: !config.enable_async_processing,
             history: config.max_history,
+            retry: config.enable_retry,
+            dead_letters: config.max_dead_letters,
         };
         Ok(EventBus {
             core: Arc::new(Core::start(settings)),
@@ -161,7 +176,22 @@ impl EventBus {
     where
         F: Fn(&Event) -> HandlerResult + Send + Sync + 'static,
     {
-        let config = HandlerConfig::new(pattern);
+        self.subscribe_sync_with(pattern, HandlerConfig::new(pattern), handler)
+            .await
+    }
+
+    /// Like [`subscribe_sync`](Self::subscribe_sync), with a [`HandlerConfig`]. A run
+    /// that times out keeps its blocking thread until it returns (threads cannot be
+    /// cancelled), but counts as failed at the timeout.
+    pub async fn subscribe_sync_with<F>(
+        &self,
+        pattern: &str,
+        config: HandlerConfig,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        F: Fn(&Event) -> HandlerResult + Send + Sync + 'static,
+    {
         self.core
             .subscribe(pattern, config, SyncFn(Arc::new(handler)))
             .await
@@ -213,6 +243,19 @@ impl EventBus {
     /// Up to `limit` of the latest published events (at most `max_history`), newest last.
     pub async fn history(&self, limit: usize) -> Vec<Event> {
         self.core.history(limit)
+    }
+
+    /// The latest dead letters (at most `max_dead_letters`), oldest first; see
+    /// `## Dead letters` in [`supervision`](crate::core::supervision).
+    pub async fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.core.dead_letters()
+    }
+
+    /// Delivery counters over every subscription, current and removed: processed,
+    /// errors, retries, dead letters, dropped, restarts, queued. Exact once the bus is
+    /// quiet (after `stop()`, or when nothing is queued or running).
+    pub fn delivery_stats(&self) -> DeliveryStats {
+        self.core.stats()
     }
 
     /// Number of subscriptions.

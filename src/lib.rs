@@ -5,6 +5,8 @@
 //! - [`EventBus`]: named events (`market.tick`) to handlers subscribed by name or wildcard
 //!   pattern, delivered by [`Priority`], with bounded per-subscription mailboxes and
 //!   history.
+//! - Supervision of every handler ([`core::supervision`]): timeouts, retries with
+//!   backoff, restarts after panics, dead letters, overflow policies.
 //!
 //! Everything runs inside an actix `System` (`#[actix::main]`, `#[actix_rt::test]`).
 //! Publishing never takes a lock: see [`core`] for the data path and its guarantees.
@@ -40,6 +42,7 @@ pub mod priority;
 
 pub use config::{ConfigError, EventBusConfig};
 pub use core::mailbox::STARVATION_LIMIT;
+pub use core::supervision::{DeadLetter, Delivered, DeliveryStats, HandlerFailure, OverflowPolicy};
 pub use core::{
     create_handler_config, Deliver, Deliverable, HandlerConfig, HandlerResult, SubscriptionId,
 };

@@ -53,30 +53,57 @@ async fn recv(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
         .expect("channel open")
 }
 
-/// A handler gate: the handler blocks on the first event until the test opens the gate.
+/// A handler gate: the handler blocks on each event until the test adds a permit.
 struct Gate {
+    /// One message per event the handler starts.
     entered: mpsc::UnboundedReceiver<()>,
+    /// One message per event the handler finishes.
+    done: mpsc::UnboundedReceiver<()>,
     permits: Arc<Semaphore>,
+}
+
+impl Gate {
+    /// Waits until the handler finished `n` more events.
+    async fn finished(&mut self, n: usize) {
+        for _ in 0..n {
+            tokio::time::timeout(SAFETY, self.done.recv())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
 }
 
 /// Subscribes a handler that records payloads in order and blocks each event on `gate`.
 async fn gated(bus: &EventBus, pattern: &str) -> (Gate, Arc<Mutex<Vec<u64>>>) {
     let (entered_tx, entered) = mpsc::unbounded_channel();
+    let (done_tx, done) = mpsc::unbounded_channel();
     let permits = Arc::new(Semaphore::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (p, s) = (permits.clone(), seen.clone());
-    bus.subscribe(pattern, move |event| {
-        let (p, s, entered_tx) = (p.clone(), s.clone(), entered_tx.clone());
+    // The handler waits for the test, however short the bus's default_timeout.
+    let config = create_handler_config("gated").timeout(SAFETY);
+    bus.subscribe_with(pattern, config, move |event| {
+        let (p, s, entered_tx, done_tx) =
+            (p.clone(), s.clone(), entered_tx.clone(), done_tx.clone());
         async move {
             let _ = entered_tx.send(());
             p.acquire().await.unwrap().forget();
             s.lock().unwrap().push(num(&event));
+            let _ = done_tx.send(());
             Ok(())
         }
     })
     .await
     .unwrap();
-    (Gate { entered, permits }, seen)
+    (
+        Gate {
+            entered,
+            done,
+            permits,
+        },
+        seen,
+    )
 }
 
 #[actix_rt::test]
@@ -338,6 +365,7 @@ async fn backpressure_hands_the_event_back() {
     gate.permits.add_permits(100);
     waiting.await.unwrap().unwrap();
     assert_eq!(num(&recv(&mut fast).await), 6);
+    gate.finished(5).await; // 0, 1, 2, 3, 6: stop's drain bound is short in this test
     bus.stop().await;
     assert_eq!(*seen.lock().unwrap(), [0, 1, 2, 3, 6]);
 }
@@ -444,7 +472,7 @@ async fn sync_dispatch_gives_up_waiting_after_the_timeout_without_losing_the_eve
         ..config()
     })
     .unwrap();
-    let (gate, seen) = gated(&bus, "slow").await;
+    let (mut gate, seen) = gated(&bus, "slow").await;
     let err = bus.publish(ev("slow", 1)).await.unwrap_err();
     assert!(
         matches!(err, PublishError::HandlerTimeout(ref e) if num(e) == 1),
@@ -452,6 +480,7 @@ async fn sync_dispatch_gives_up_waiting_after_the_timeout_without_losing_the_eve
     );
     assert!(err.to_string().contains("accepted"), "{err}");
     gate.permits.add_permits(1);
+    gate.finished(1).await;
     bus.stop().await;
     assert_eq!(*seen.lock().unwrap(), [1], "handled once, after all");
 }
@@ -509,7 +538,10 @@ async fn handler_errors_do_not_stop_delivery() {
         ("normal", Priority::Normal),
     ] {
         let o = order.clone();
-        bus.subscribe_with("p", create_handler_config(name).priority(p), move |_| {
+        let config = create_handler_config(name)
+            .priority(p)
+            .retry_on_error(false);
+        bus.subscribe_with("p", config, move |_| {
             o.lock().unwrap().push(name);
             async move {
                 if name == "normal" {
@@ -534,8 +566,10 @@ async fn handler_errors_do_not_stop_delivery() {
 
 #[actix_rt::test]
 async fn panicking_handler_does_not_take_down_the_worker() {
+    // Retries and restarts are covered in tests/supervision.rs; here, no retries.
     let bus = EventBus::start(EventBusConfig {
         max_workers: 1,
+        enable_retry: false,
         ..config()
     })
     .unwrap();

@@ -9,14 +9,17 @@
 //! - an actix **`Recipient<Deliver<T>>`**: an app's own actor; its reply is the result.
 //!
 //! Whatever the kind, the handlers of one subscription run one at a time, in delivery
-//! order.
+//! order, under the same timeout, retry and restart rules.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Recipient;
 
+use super::supervision::{HandlerFailure, OverflowPolicy};
 use crate::Priority;
 
 /// What a handler returns. An `Err` counts as a failure of that delivery.
@@ -29,32 +32,50 @@ pub type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 #[rtype(result = "HandlerResult")]
 pub struct Deliver<T>(pub T);
 
-/// How a subscription's handler runs: its name and its priority among the subscriptions
-/// that match one item. A builder: each method takes and returns `self`.
-///
-/// The seed's failure policy (`timeout`, `retry_on_error`, `max_retries`, `retry_delay`,
-/// `error_handler`) is not part of this release; a handler's `Err` is logged with
-/// `tracing` and the item counts as handled.
+/// How a subscription's handler runs: its name, its priority among the subscriptions that
+/// match one item, its failure policy (see [`supervision`](crate::core::supervision))
+/// and its overflow policy. A builder: each method takes and returns `self`.
 ///
 /// ```
-/// use tickwire::{create_handler_config, Priority};
+/// use std::time::Duration;
+/// use tickwire::{create_handler_config, OverflowPolicy, Priority};
 ///
-/// let config = create_handler_config("risk_check").priority(Priority::Critical);
+/// let config = create_handler_config("risk_check")
+///     .priority(Priority::Critical)
+///     .timeout(Duration::from_secs(5))
+///     .max_retries(3)
+///     .retry_delay(Duration::from_millis(100))
+///     .error_handler(|failure| eprintln!("{} failed: {}", failure.handler, failure.error))
+///     .overflow(OverflowPolicy::Block);
 /// assert_eq!(config.name(), "risk_check");
 /// assert_eq!(config.get_priority(), Priority::Critical);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HandlerConfig {
     pub(crate) name: String,
     pub(crate) priority: Priority,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retry_on_error: bool,
+    pub(crate) max_retries: u32,
+    pub(crate) retry_delay: Duration,
+    pub(crate) error_handler: Option<ErrorCallback>,
+    pub(crate) overflow: OverflowPolicy,
 }
 
 impl HandlerConfig {
-    /// A config with `Normal` priority.
+    /// A config with the seed's defaults: `Normal` priority, the component's
+    /// `default_timeout`, retries on error, 3 retries, 1 s before the first retry, no error
+    /// handler, [`OverflowPolicy::Block`].
     pub fn new(name: impl Into<String>) -> Self {
         HandlerConfig {
             name: name.into(),
             priority: Priority::Normal,
+            timeout: None,
+            retry_on_error: true,
+            max_retries: 3,
+            retry_delay: Duration::from_secs(1),
+            error_handler: None,
+            overflow: OverflowPolicy::Block,
         }
     }
 
@@ -65,7 +86,49 @@ impl HandlerConfig {
         self
     }
 
-    /// The handler's name (used in logs).
+    /// How long one run of the handler may take; longer counts as a failure. Default: the
+    /// component's `default_timeout`. A blocking handler that times out keeps running on
+    /// its blocking thread (threads cannot be cancelled), but its result is ignored.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Whether a failed delivery is retried (default true; the component's `enable_retry
+    /// = false` turns retries off for every handler).
+    pub fn retry_on_error(mut self, on: bool) -> Self {
+        self.retry_on_error = on;
+        self
+    }
+
+    /// Retries after the first failed attempt (default 3).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Delay before the first retry (default 1 s); later ones back off exponentially,
+    /// capped and jittered (see [`retry_delay`](crate::core::supervision::retry_delay)).
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// Called once for each delivery that finally failed (a dead letter), on the
+    /// handler's worker thread. Keep it short; a panic in it is caught and logged.
+    pub fn error_handler(mut self, f: impl Fn(&HandlerFailure) + Send + Sync + 'static) -> Self {
+        self.error_handler = Some(Arc::new(f));
+        self
+    }
+
+    /// What happens when this subscription's mailbox is full (default
+    /// [`OverflowPolicy::Block`]).
+    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
+        self.overflow = policy;
+        self
+    }
+
+    /// The handler's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -75,6 +138,24 @@ impl HandlerConfig {
         self.priority
     }
 }
+
+impl fmt::Debug for HandlerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerConfig")
+            .field("name", &self.name)
+            .field("priority", &self.priority)
+            .field("timeout", &self.timeout)
+            .field("retry_on_error", &self.retry_on_error)
+            .field("max_retries", &self.max_retries)
+            .field("retry_delay", &self.retry_delay)
+            .field("error_handler", &self.error_handler.is_some())
+            .field("overflow", &self.overflow)
+            .finish()
+    }
+}
+
+/// The callback of [`HandlerConfig::error_handler`].
+pub(crate) type ErrorCallback = Arc<dyn Fn(&HandlerFailure) + Send + Sync>;
 
 /// The seed's name for [`HandlerConfig::new`].
 pub fn create_handler_config(name: impl Into<String>) -> HandlerConfig {
@@ -122,7 +203,8 @@ where
         Box::pin(async move {
             match task.await {
                 Ok(result) => result,
-                Err(join) if join.is_panic() => Err("sync handler panicked".into()),
+                // Re-raise on the handler actor, which treats it like any handler panic.
+                Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
                 Err(join) => Err(format!("sync handler did not run: {join}").into()),
             }
         })

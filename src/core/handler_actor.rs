@@ -1,26 +1,35 @@
 //! The handler actor: one per subscription, on one of the worker arbiters. It drains the
-//! subscription's [`PriorityMailbox`] and runs the handler, one item at a time.
+//! subscription's mailbox and runs the handler, one item at a time, under the
+//! subscription's supervision policy (see [`supervision`](super::supervision)).
 //!
 //! The actor is woken by a [`Wake`] message that a publisher sends only when the mailbox's
-//! wake flag was clear (see the mailbox's module docs), so a busy subscription costs no
-//! actix message per item. It then drains inside `ctx.wait`, so no other message of the
-//! actor interleaves with a drain, and yields to the worker's other actors every
-//! [`BATCH`] items.
+//! wake flag was clear (see the mailbox's docs), so a busy subscription costs no actix
+//! message per item. It drains inside `ctx.wait`, so no other message of the actor
+//! interleaves with a drain, and yields to the worker's other actors every [`BATCH`]
+//! items.
 //!
-//! A handler that panics is caught: the panic is logged as that item's failure and the
-//! actor goes on with the next item; the worker thread and the other handlers keep
-//! running.
+//! ## Supervision
+//!
+//! Each run of the handler is bounded by the subscription's timeout and guarded against
+//! panics. A failure is retried in place after a backoff; the last failure makes a dead
+//! letter. A panic stops the actor: its actix `Supervisor` restarts it (same address,
+//! same mailbox, the item in hand kept), and after a restart backoff it retries that
+//! item and goes on draining.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::Poll;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
+use tracing::Instrument;
 
-use super::handler::Invoke;
+use super::handler::{ErrorCallback, Invoke};
 use super::mailbox::{Envelope, LaneTurns, PriorityMailbox};
-use super::{Deliverable, SubscriptionId};
+use super::supervision::{self, HandlerFailure, SubStats, DEAD_LETTER_PREFIX};
+use super::{Deliverable, Shared, SubscriptionId};
 
 /// Items run between two yields to the worker's other actors.
 pub const BATCH: usize = 128;
@@ -31,12 +40,21 @@ pub const BATCH: usize = 128;
 pub(crate) struct Wake;
 
 /// Ends a subscription: with `drain`, after handling everything accepted (stop); without,
-/// at once, once the item in hand is done (unsubscribe; the registry has already cancelled
-/// the mailbox). The reply comes when the handler will not run again.
+/// once the item in hand is done (unsubscribe; the registry has already cancelled the
+/// mailbox). The reply comes when the handler will not run again.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub(crate) struct Finish {
     pub(crate) drain: bool,
+}
+
+/// How failures of one subscription are handled.
+pub(crate) struct Policy {
+    pub(crate) timeout: Duration,
+    /// 1 + retries (1 when retries are off).
+    pub(crate) max_attempts: u32,
+    pub(crate) retry_delay: Duration,
+    pub(crate) error_handler: Option<ErrorCallback>,
 }
 
 /// The state a drain needs; shared by the actor and its drain futures.
@@ -45,6 +63,34 @@ pub(crate) struct Subscription<T, H> {
     pub(crate) name: String,
     pub(crate) mailbox: Arc<PriorityMailbox<T>>,
     pub(crate) handler: H,
+    pub(crate) policy: Policy,
+    pub(crate) stats: Arc<SubStats>,
+    /// The component, for dead letters. Weak: the component's index holds this actor's
+    /// address, and a strong reference here would keep both alive forever.
+    pub(crate) shared: Weak<Shared<T>>,
+    /// Restarts since the last successful delivery (for the restart backoff).
+    pub(crate) restarts_in_a_row: AtomicU32,
+}
+
+/// An item being delivered, with the attempts made so far.
+struct InFlight<T> {
+    envelope: Envelope<T>,
+    attempts: u32,
+    last_error: String,
+}
+
+/// How a drain ended.
+enum DrainEnd<T> {
+    /// The mailbox is empty (or cancelled).
+    Done,
+    /// The handler panicked on this item: restart, then go on with it.
+    Panicked(InFlight<T>),
+}
+
+/// The reply owed to a `Finish` message.
+struct Finishing {
+    drain: bool,
+    done: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Runs one subscription's handler.
@@ -52,6 +98,11 @@ pub(crate) struct HandlerActor<T, H> {
     sub: Arc<Subscription<T, H>>,
     /// The anti-starvation state, kept across drains.
     turns: Option<LaneTurns>,
+    /// The item whose handler panicked, kept across the restart.
+    in_flight: Option<InFlight<T>>,
+    finishing: Option<Finishing>,
+    /// `Finish` was answered: the handler never runs again.
+    finished: bool,
 }
 
 impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
@@ -59,20 +110,75 @@ impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
         HandlerActor {
             sub: Arc::new(sub),
             turns: Some(LaneTurns::default()),
+            in_flight: None,
+            finishing: None,
+            finished: false,
         }
     }
 
-    /// The drain future, to run inside `ctx.wait`.
-    fn start_drain(&mut self, to_the_end: bool) -> impl ActorFuture<Self, Output = ()> {
+    /// Drains (inside `ctx.wait`), starting with the item kept across a restart.
+    fn start_drain(&mut self, ctx: &mut Context<Self>) {
+        let to_the_end = self.finishing.as_ref().is_some_and(|f| f.drain);
         let turns = self.turns.take().unwrap_or_default();
-        drain(self.sub.clone(), turns, to_the_end)
-            .into_actor(self)
-            .map(|turns, act, _| act.turns = Some(turns))
+        let first = self.in_flight.take();
+        let work = drain(self.sub.clone(), first, turns, to_the_end).into_actor(self);
+        ctx.wait(work.map(|(end, turns), act, ctx| {
+            act.turns = Some(turns);
+            match end {
+                DrainEnd::Panicked(in_flight) => {
+                    act.in_flight = Some(in_flight);
+                    ctx.stop(); // the Supervisor restarts the actor: see `restarting`
+                }
+                DrainEnd::Done => {
+                    if let Some(finishing) = act.finishing.take() {
+                        act.finish(finishing);
+                    }
+                }
+            }
+        }));
+    }
+
+    fn finish(&mut self, finishing: Finishing) {
+        self.finished = true;
+        self.in_flight = None;
+        let _ = finishing.done.send(());
+    }
+
+    /// After a restart and its backoff: go on where the panic interrupted.
+    fn resume(&mut self, ctx: &mut Context<Self>) {
+        if self.finished {
+            return;
+        }
+        match self.finishing.take() {
+            Some(finishing) if !finishing.drain => self.finish(finishing),
+            finishing => {
+                self.finishing = finishing;
+                self.start_drain(ctx);
+            }
+        }
     }
 }
 
 impl<T: Deliverable, H: Invoke<T>> Actor for HandlerActor<T, H> {
     type Context = Context<Self>;
+}
+
+impl<T: Deliverable, H: Invoke<T>> actix::Supervised for HandlerActor<T, H> {
+    /// Counts the restart and schedules [`resume`](HandlerActor::resume) after the
+    /// restart backoff.
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        SubStats::bump(&self.sub.stats.restarts);
+        let in_a_row = self.sub.restarts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        let backoff = supervision::restart_backoff(in_a_row);
+        tracing::warn!(
+            handler.name = %self.sub.name,
+            subscription = %self.sub.id,
+            restarts_in_a_row = in_a_row,
+            backoff_ms = backoff.as_millis() as u64,
+            "handler actor restarted after a panic"
+        );
+        ctx.run_later(backoff, |act, ctx| act.resume(ctx));
+    }
 }
 
 impl<T, H> Drop for HandlerActor<T, H> {
@@ -86,24 +192,38 @@ impl<T, H> Drop for HandlerActor<T, H> {
 impl<T: Deliverable, H: Invoke<T>> Handler<Wake> for HandlerActor<T, H> {
     type Result = ();
 
-    /// Drains the mailbox until it is empty (or cancelled), then goes idle.
+    /// Drains the mailbox until it is empty (or cancelled), then goes idle. Ignored while
+    /// a restart is pending (the resumed drain covers it) or after `Finish`.
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        let work = self.start_drain(false);
-        ctx.wait(work);
+        if self.finished || self.in_flight.is_some() || self.finishing.is_some() {
+            return;
+        }
+        self.start_drain(ctx);
     }
 }
 
 impl<T: Deliverable, H: Invoke<T>> Handler<Finish> for HandlerActor<T, H> {
     type Result = ResponseFuture<()>;
 
-    /// Drains what was accepted if asked to, then stops the actor and replies.
+    /// Drains what was accepted if asked to, then replies; the actor then stays idle
+    /// until its addresses are dropped.
     fn handle(&mut self, msg: Finish, ctx: &mut Context<Self>) -> ResponseFuture<()> {
         let (done, finished) = tokio::sync::oneshot::channel();
-        let work = self.start_drain(msg.drain);
-        ctx.wait(work.map(move |(), _, ctx| {
-            ctx.stop();
-            let _ = done.send(());
-        }));
+        let finishing = Finishing {
+            drain: msg.drain,
+            done,
+        };
+        if self.finished {
+            let _ = finishing.done.send(());
+        } else if !msg.drain {
+            self.finish(finishing);
+        } else {
+            self.finishing = Some(finishing);
+            // With an item kept across a restart, the pending `resume` drains.
+            if self.in_flight.is_none() {
+                self.start_drain(ctx);
+            }
+        }
         Box::pin(async move {
             let _ = finished.await;
         })
@@ -112,41 +232,54 @@ impl<T: Deliverable, H: Invoke<T>> Handler<Finish> for HandlerActor<T, H> {
 
 /// Runs items until the mailbox is empty. `to_the_end`: the mailbox is closed; wait for
 /// reserved slots to be filled and keep the wake flag (nothing will wake us again).
-/// Returns the anti-starvation state for the next drain.
 async fn drain<T: Deliverable, H: Invoke<T>>(
     sub: Arc<Subscription<T, H>>,
+    mut first: Option<InFlight<T>>,
     mut turns: LaneTurns,
     to_the_end: bool,
-) -> LaneTurns {
+) -> (DrainEnd<T>, LaneTurns) {
     let mut budget = BATCH;
     let mut idle_spins = 0u32;
     loop {
         if sub.mailbox.is_cancelled() {
             sub.mailbox.cancel();
-            return turns;
+            return (DrainEnd::Done, turns);
         }
-        let Some(envelope) = sub.mailbox.pop(&mut turns) else {
-            sub.mailbox.notify_room();
-            if to_the_end {
-                if sub.mailbox.len() == 0 {
-                    return turns;
+        let job = match first.take() {
+            Some(job) => job,
+            None => match sub.mailbox.pop(&mut turns) {
+                Some(envelope) => InFlight {
+                    envelope,
+                    attempts: 0,
+                    last_error: String::new(),
+                },
+                None => {
+                    sub.mailbox.notify_room();
+                    if to_the_end {
+                        if sub.mailbox.len() == 0 {
+                            return (DrainEnd::Done, turns);
+                        }
+                        // A publisher reserved a slot and is about to fill it: this lasts
+                        // a few instructions unless its thread was preempted, so yield,
+                        // then back off.
+                        idle_spins += 1;
+                        if idle_spins < 64 {
+                            actix_rt::task::yield_now().await;
+                        } else {
+                            actix_rt::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        continue;
+                    }
+                    if sub.mailbox.try_idle() {
+                        continue;
+                    }
+                    return (DrainEnd::Done, turns);
                 }
-                // A publisher reserved a slot and is about to fill it: this lasts a few
-                // instructions unless its thread was preempted, so yield, then back off.
-                idle_spins += 1;
-                if idle_spins < 64 {
-                    actix_rt::task::yield_now().await;
-                } else {
-                    actix_rt::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-                continue;
-            }
-            if sub.mailbox.try_idle() {
-                continue;
-            }
-            return turns;
+            },
         };
-        run(&sub, envelope).await;
+        if let Some(panicked) = deliver(&sub, job).await {
+            return (DrainEnd::Panicked(panicked), turns);
+        }
         budget -= 1;
         if budget == 0 {
             budget = BATCH;
@@ -156,39 +289,160 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
     }
 }
 
-/// Runs the handler for one item. A handler whose future is not ready at once is slow:
-/// publishers waiting for room are woken before it is awaited.
-async fn run<T: Deliverable, H: Invoke<T>>(sub: &Subscription<T, H>, envelope: Envelope<T>) {
-    let Envelope {
-        item, completion, ..
-    } = envelope;
+/// The outcome of one run of the handler.
+enum Outcome {
+    Handled,
+    Failed(String),
+    Panicked(String),
+}
+
+/// Delivers one item: runs the handler, retrying per the policy, until it succeeds or
+/// the item becomes a dead letter. Returns the item if the handler panicked (the actor
+/// restarts, then calls this again with it).
+async fn deliver<T: Deliverable, H: Invoke<T>>(
+    sub: &Subscription<T, H>,
+    mut job: InFlight<T>,
+) -> Option<InFlight<T>> {
+    loop {
+        if job.attempts > 0 {
+            if job.attempts >= sub.policy.max_attempts {
+                dead_letter(sub, job);
+                return None;
+            }
+            let delay = supervision::retry_delay(sub.policy.retry_delay, job.attempts);
+            SubStats::bump(&sub.stats.retries);
+            tracing::warn!(
+                handler.name = %sub.name,
+                event.name = %job.envelope.item.route(),
+                attempt = job.attempts,
+                error = %job.last_error,
+                retry_in_ms = delay.as_millis() as u64,
+                "handler failed; retrying"
+            );
+            sub.mailbox.notify_room();
+            tokio::select! {
+                _ = actix_rt::time::sleep(delay) => {}
+                // Unsubscribed meanwhile: do not keep `unsubscribe` waiting for the delay.
+                _ = sub.mailbox.cancelled() => return None,
+            }
+        }
+        job.attempts += 1;
+        match run(sub, job.envelope.item.clone(), job.attempts).await {
+            Outcome::Handled => {
+                SubStats::bump(&sub.stats.processed);
+                sub.restarts_in_a_row.store(0, Ordering::Relaxed);
+                return None;
+            }
+            Outcome::Failed(error) => {
+                SubStats::bump(&sub.stats.errors);
+                job.last_error = error;
+            }
+            Outcome::Panicked(error) => {
+                SubStats::bump(&sub.stats.errors);
+                job.last_error = error;
+                return Some(job);
+            }
+        }
+    }
+}
+
+/// One run of the handler, bounded by the timeout, panics caught. A handler whose future
+/// is not ready at once is slow: publishers waiting for room are woken before it is
+/// awaited, and only then is a timer armed.
+async fn run<T: Deliverable, H: Invoke<T>>(
+    sub: &Subscription<T, H>,
+    item: T,
+    attempt: u32,
+) -> Outcome {
+    let span = tracing::debug_span!(
+        "handler",
+        handler.name = %sub.name,
+        event.name = %item.route(),
+        attempt
+    );
     // The closure itself runs inside the guarded future, so a panic in its synchronous
     // part is caught as well as one in the future it returns.
-    let mut call =
-        std::pin::pin!(AssertUnwindSafe(async { sub.handler.invoke(item).await }).catch_unwind());
-    let outcome = match futures_util::poll!(&mut call) {
-        Poll::Ready(outcome) => outcome,
+    let call = AssertUnwindSafe(async { sub.handler.invoke(item).await }).catch_unwind();
+    // Entering a disabled span still costs on every poll: skip it when nobody listens.
+    let call = if span.is_disabled() {
+        futures_util::future::Either::Left(call)
+    } else {
+        futures_util::future::Either::Right(call.instrument(span))
+    };
+    let mut call = std::pin::pin!(call);
+    let result = match futures_util::poll!(&mut call) {
+        Poll::Ready(result) => result,
         Poll::Pending => {
             sub.mailbox.notify_room();
-            call.await
+            match actix_rt::time::timeout(sub.policy.timeout, call).await {
+                Ok(result) => result,
+                Err(_) => {
+                    return Outcome::Failed(format!(
+                        "handler timed out after {} s",
+                        sub.policy.timeout.as_secs_f64()
+                    ))
+                }
+            }
         }
     };
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(
-            handler.name = %sub.name,
-            subscription = %sub.id,
-            %error,
-            "handler failed"
-        ),
-        Err(panic) => tracing::error!(
-            handler.name = %sub.name,
-            subscription = %sub.id,
-            panic = panic_text(&*panic),
-            "handler panicked"
-        ),
+    match result {
+        Ok(Ok(())) => Outcome::Handled,
+        Ok(Err(error)) => Outcome::Failed(error.to_string()),
+        Err(panic) => Outcome::Panicked(format!("panicked: {}", panic_text(&*panic))),
     }
-    drop(completion);
+}
+
+/// The item's last attempt failed: report, store, count and publish it.
+fn dead_letter<T: Deliverable, H>(sub: &Subscription<T, H>, job: InFlight<T>) {
+    SubStats::bump(&sub.stats.dead_letters);
+    let item = job.envelope.item.clone();
+    let failure = HandlerFailure {
+        handler: sub.name.clone(),
+        subscription: sub.id,
+        item: item.clone().into_delivered(),
+        error: job.last_error,
+        attempts: job.attempts,
+        timestamp: SystemTime::now(),
+    };
+    tracing::error!(
+        handler.name = %sub.name,
+        subscription = %sub.id,
+        event.name = %item.route(),
+        attempts = failure.attempts,
+        error = %failure.error,
+        "dead letter: handler failed on every attempt"
+    );
+    if let Some(callback) = &sub.policy.error_handler {
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| callback(&failure))) {
+            tracing::error!(
+                handler.name = %sub.name,
+                panic = panic_text(&*panic),
+                "error_handler panicked"
+            );
+        }
+    }
+    let Some(shared) = sub.shared.upgrade() else {
+        return;
+    };
+    let republish = !item.route().starts_with(DEAD_LETTER_PREFIX);
+    let dlq_item = republish.then(|| T::dead_letter(&item, &failure));
+    shared.dead_letters.record(failure);
+    if let Some(dlq_item) = dlq_item {
+        match shared.try_publish(dlq_item) {
+            Ok(()) => {}
+            // Stopping: nothing is accepted any more, by design.
+            Err(err @ crate::PublishError::Stopped(_)) => tracing::debug!(
+                handler.name = %sub.name,
+                error = %err,
+                "dead letter kept in the store, not published: stopping"
+            ),
+            Err(err) => tracing::warn!(
+                handler.name = %sub.name,
+                error = %err,
+                "dead letter kept in the store but not published"
+            ),
+        }
+    }
 }
 
 /// The message of a panic payload, when it is text.
@@ -200,11 +454,12 @@ pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("non-text panic payload")
 }
 
-/// Starts the handler actor of a subscription on a worker and returns how to reach it.
+/// Starts the handler actor of a subscription, supervised, on a worker and returns how
+/// to reach it.
 pub(crate) fn spawn<T: Deliverable, H: Invoke<T>>(
     worker: &actix_rt::ArbiterHandle,
     sub: Subscription<T, H>,
 ) -> (Recipient<Wake>, Recipient<Finish>) {
-    let addr = HandlerActor::start_in_arbiter(worker, move |_| HandlerActor::new(sub));
+    let addr = actix::Supervisor::start_in_arbiter(worker, move |_| HandlerActor::new(sub));
     (addr.clone().recipient(), addr.recipient())
 }

@@ -21,6 +21,7 @@ use arc_swap::ArcSwap;
 
 use super::handler_actor::Wake;
 use super::mailbox::PriorityMailbox;
+use super::supervision::{OverflowPolicy, SubStats};
 use super::Deliverable;
 use crate::{Pattern, Priority};
 
@@ -50,6 +51,8 @@ pub(crate) struct Route<T> {
     pub(crate) handler_priority: Priority,
     pub(crate) mailbox: Arc<PriorityMailbox<T>>,
     pub(crate) waker: Recipient<Wake>,
+    pub(crate) overflow: OverflowPolicy,
+    pub(crate) stats: Arc<SubStats>,
 }
 
 type Routes<T> = Arc<[Arc<Route<T>>]>;
@@ -135,6 +138,14 @@ impl<T> Snapshot<T> {
         routes.into()
     }
 
+    /// Every subscription in the snapshot, once each.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = &Arc<Route<T>>> {
+        self.exact
+            .values()
+            .flat_map(|routes| routes.iter())
+            .chain(self.patterns.iter().map(|(_, route)| route))
+    }
+
     /// Subscriptions in the snapshot.
     pub(crate) fn len(&self) -> usize {
         self.exact.values().map(|r| r.len()).sum::<usize>() + self.patterns.len()
@@ -167,27 +178,15 @@ mod tests {
         fn handle(&mut self, _: Wake, _: &mut Context<Self>) {}
     }
 
-    #[derive(Clone)]
-    struct Item(&'static str);
-    impl Deliverable for Item {
-        fn route(&self) -> &str {
-            self.0
-        }
-        fn priority(&self) -> Priority {
-            Priority::Normal
-        }
-    }
-
-    fn ids(snapshot: &Snapshot<Item>, name: &'static str) -> Vec<u64> {
-        snapshot.with_routes(Item(name), |routes, _| {
-            routes.iter().map(|r| r.id.0).collect()
-        })
+    fn ids(snapshot: &Snapshot<crate::Event>, name: &'static str) -> Vec<u64> {
+        let item = crate::Event::new(name, serde_json::Value::Null);
+        snapshot.with_routes(item, |routes, _| routes.iter().map(|r| r.id.0).collect())
     }
 
     #[actix_rt::test]
     async fn routes_by_handler_priority_then_subscription_order_and_cached() {
         let waker = Nop.start().recipient();
-        let subs: Vec<(Pattern, Arc<Route<Item>>)> = [
+        let subs: Vec<(Pattern, Arc<Route<crate::Event>>)> = [
             (1, "a.b", Priority::Low),
             (2, "a.*", Priority::Critical),
             (3, "a.b", Priority::Critical),
@@ -201,12 +200,15 @@ mod tests {
                 handler_priority: prio,
                 mailbox: Arc::new(PriorityMailbox::new(4, false)),
                 waker: waker.clone(),
+                overflow: OverflowPolicy::Block,
+                stats: Arc::default(),
             });
             (Pattern::parse(p).unwrap(), route)
         })
         .collect();
         let snapshot = Snapshot::build(subs.iter().map(|(p, r)| (p, r)));
         assert_eq!(snapshot.len(), 5);
+        assert_eq!(snapshot.routes().count(), 5);
         assert_eq!(ids(&snapshot, "a.b"), [2, 3, 4, 1]);
         assert_eq!(snapshot.cache.len(), 1);
         assert_eq!(ids(&snapshot, "a.b"), [2, 3, 4, 1], "from the cache");

@@ -102,6 +102,9 @@ impl Drop for CompletionGuard {
 #[derive(Debug)]
 pub(crate) struct Envelope<T> {
     pub(crate) item: T,
+    /// Held only for its `Drop`, which tells a synchronous publisher this subscription
+    /// is done with the item (handled, dead-lettered or discarded).
+    #[allow(dead_code)]
     pub(crate) completion: CompletionGuard,
 }
 
@@ -183,6 +186,28 @@ impl<T> PriorityMailbox<T> {
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// For subscriptions that drop instead of refusing: takes a slot, or when full and
+    /// `evict` is set, takes the slot of the oldest item of the lowest non-empty lane and
+    /// returns that item (to be discarded; the count does not change). `Err(Full)`: full
+    /// and nothing to evict (drop the new item).
+    pub(crate) fn reserve_or_evict(&self, evict: bool) -> Result<Option<Envelope<T>>, Refused> {
+        // When the mailbox is full but every lane is empty, the slots are reserved by
+        // publishers about to push: try a few times, then drop the new item instead.
+        for _ in 0..64 {
+            match self.reserve() {
+                Ok(()) => return Ok(None),
+                Err(Refused::Full) if evict => {
+                    if let Some(oldest) = self.lanes.iter().find_map(|lane| lane.pop()) {
+                        return Ok(Some(oldest));
+                    }
+                    std::hint::spin_loop();
+                }
+                Err(refused) => return Err(refused),
+            }
+        }
+        Err(Refused::Full)
     }
 
     /// Gives back a slot reserved by [`reserve`](Self::reserve) and not used. Always
@@ -275,6 +300,20 @@ impl<T> PriorityMailbox<T> {
             return;
         }
         notified.await;
+    }
+
+    /// Resolves once the mailbox is cancelled (the subscription was removed).
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            // `cancel` notifies `room`; other notifications are spurious here.
+            notified.await;
+        }
     }
 
     /// The consumer found no item: clears the wake flag, then checks once more. Returns
@@ -446,6 +485,20 @@ mod tests {
                 .expect("the waiter is woken")
                 .unwrap();
         });
+    }
+
+    #[test]
+    fn evicting_takes_the_oldest_of_the_lowest_lane() {
+        let mb = PriorityMailbox::new(3, false);
+        put(&mb, 1, Priority::High);
+        put(&mb, 2, Priority::Low);
+        put(&mb, 3, Priority::Low);
+        assert_eq!(mb.reserve_or_evict(false).unwrap_err(), Refused::Full);
+        let evicted = mb.reserve_or_evict(true).unwrap().unwrap();
+        assert_eq!(evicted.item, 2);
+        assert_eq!(mb.len(), 3, "the slot passed to the new item");
+        mb.push_reserved(env(4), Priority::Normal);
+        assert_eq!(drain(&mb, &mut LaneTurns::default()), [1, 4, 3]);
     }
 
     #[test]

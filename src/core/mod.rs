@@ -17,6 +17,7 @@
 //! - `registry`: the actor that owns subscriptions, workers and the index.
 //! - `history`: the lock-free ring of recently published items.
 //! - `handler`: the handler kinds and [`HandlerConfig`].
+//! - [`supervision`]: retries, restarts, dead letters, overflow policies, counters.
 //!
 //! ## Priority
 //!
@@ -34,11 +35,13 @@
 //!
 //! ## Atomic publish
 //!
-//! A publish first reserves a slot in every matching mailbox, and only pushes when all
-//! reservations succeeded. If one mailbox is full, the reservations are given back and the
-//! item is handed back to the caller (`try_publish`) or the publisher waits for room and
-//! tries again (`publish`): an item is delivered to all matching subscriptions or to none,
-//! never to some, so a retried publish cannot duplicate.
+//! A publish first reserves a slot in every matching mailbox of a
+//! [`Block`](OverflowPolicy::Block) subscription, and only pushes when all reservations
+//! succeeded. If one mailbox is full, the reservations are given back and the item is
+//! handed back to the caller (`try_publish`) or the publisher waits for room and tries
+//! again (`publish`): an item is delivered to all matching `Block` subscriptions or to
+//! none, never to some, so a retried publish cannot duplicate. Subscriptions with a drop
+//! policy never refuse: when full, they discard an item (counted as `dropped`).
 
 pub(crate) mod handler;
 pub(crate) mod handler_actor;
@@ -46,8 +49,9 @@ pub(crate) mod history;
 pub(crate) mod index;
 pub(crate) mod mailbox;
 pub(crate) mod registry;
+pub mod supervision;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,20 +63,31 @@ pub use handler_actor::BATCH;
 pub use index::SubscriptionId;
 
 use handler::Invoke;
-use handler_actor::{Subscription, Wake};
+use handler_actor::{Policy, Subscription, Wake};
 use history::History;
 use index::{Index, Route, Snapshot};
 use mailbox::{Completion, CompletionGuard, Envelope, PriorityMailbox, Refused};
 use registry::{Registry, Shutdown, Subscribe, Unsubscribe};
+use supervision::{Delivered, DeliveryStats, HandlerFailure, OverflowPolicy, SubStats};
 
 use crate::{Pattern, Priority, PublishError, SubscribeError};
 
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::Event {}
+}
+
 /// What the core delivers: an event or a message. Cheap to clone (an `Arc` inside).
-pub trait Deliverable: Clone + Send + Sync + 'static {
+/// Implemented by the crate's item types only.
+pub trait Deliverable: sealed::Sealed + Clone + Send + Sync + Unpin + 'static {
     /// The name (event) or topic (message) that subscriptions match against.
     fn route(&self) -> &str;
     /// The lane the item goes to in each mailbox.
     fn priority(&self) -> Priority;
+    /// The item as reported in a [`HandlerFailure`].
+    fn into_delivered(self) -> Delivered;
+    /// The item published on `$dlq.<route>` for a dead letter of `original`.
+    fn dead_letter(original: &Self, failure: &HandlerFailure) -> Self;
 }
 
 /// The core's settings, derived from a component's config.
@@ -87,13 +102,21 @@ pub(crate) struct Settings {
     /// `publish` waits until every matching handler finished the item.
     pub(crate) wait_for_handlers: bool,
     pub(crate) history: usize,
+    /// Retries allowed at all (`enable_retry`).
+    pub(crate) retry: bool,
+    /// Dead letters kept.
+    pub(crate) dead_letters: usize,
 }
 
-/// What the registry actor and the publishers share.
+/// What the registry actor, the publishers and the handler actors share.
 pub(crate) struct Shared<T> {
     pub(crate) index: Index<T>,
     pub(crate) stopping: AtomicBool,
     pub(crate) settings: Settings,
+    pub(crate) history: History<T>,
+    pub(crate) dead_letters: History<HandlerFailure>,
+    /// Counters of removed subscriptions.
+    pub(crate) retired: SubStats,
 }
 
 /// Why one attempt to dispatch did not go through.
@@ -137,30 +160,132 @@ impl Taken {
             self.large[i]
         }
     }
+
+    /// Gives back the slots taken so far.
+    fn undo<T>(&self, routes: &[Arc<Route<T>>]) {
+        for (i, route) in routes.iter().enumerate() {
+            if self.get(i) {
+                route.mailbox.unreserve();
+            }
+        }
+    }
 }
 
-/// A running core: the publish path plus the address of its registry actor.
+impl<T: Deliverable> Shared<T> {
+    /// Queues the item for every matching subscription without waiting.
+    pub(crate) fn try_publish(&self, item: T) -> Result<(), PublishError<T>> {
+        match self.try_dispatch(item, false) {
+            Ok(_) => Ok(()),
+            Err(Attempt::Full(item, _)) => Err(PublishError::QueueFull(item)),
+            Err(Attempt::Stopped(item)) => Err(PublishError::Stopped(item)),
+        }
+    }
+
+    /// One all-or-nothing attempt; see `## Atomic publish` in the module docs.
+    fn try_dispatch(
+        &self,
+        item: T,
+        completion: bool,
+    ) -> Result<Option<Arc<Completion>>, Attempt<T>> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(Attempt::Stopped(item));
+        }
+        let snapshot = self.index.load();
+        snapshot.with_routes(item, |routes, item| {
+            let mut taken = Taken::new(routes.len());
+            // Block subscriptions first: all of them or none.
+            for (i, route) in routes.iter().enumerate() {
+                if route.overflow != OverflowPolicy::Block {
+                    continue;
+                }
+                match route.mailbox.reserve() {
+                    Ok(()) => taken.set(i),
+                    // Unsubscribed since the snapshot was taken: not a match any more.
+                    Err(Refused::Closed) if route.mailbox.is_cancelled() => {}
+                    Err(refused) => {
+                        taken.undo(routes);
+                        return Err(match refused {
+                            Refused::Full => Attempt::Full(item, route.mailbox.clone()),
+                            Refused::Closed => Attempt::Stopped(item),
+                        });
+                    }
+                }
+            }
+            // Then the subscriptions that drop instead of refusing.
+            for (i, route) in routes.iter().enumerate() {
+                let policy = route.overflow;
+                if policy == OverflowPolicy::Block {
+                    continue;
+                }
+                match route
+                    .mailbox
+                    .reserve_or_evict(policy == OverflowPolicy::DropOldest)
+                {
+                    Ok(evicted) => {
+                        taken.set(i);
+                        if evicted.is_some() {
+                            SubStats::add(&route.stats.dropped, 1);
+                        }
+                    }
+                    Err(Refused::Full) => SubStats::add(&route.stats.dropped, 1),
+                    Err(Refused::Closed) if route.mailbox.is_cancelled() => {}
+                    Err(Refused::Closed) => {
+                        taken.undo(routes);
+                        return Err(Attempt::Stopped(item));
+                    }
+                }
+            }
+            let count = (0..routes.len()).filter(|&i| taken.get(i)).count();
+            if self.history.is_enabled() {
+                self.history.record(item.clone());
+            }
+            let completion = (completion && count > 0).then(|| Completion::new(count));
+            let Some(last) = (0..routes.len()).rev().find(|&i| taken.get(i)) else {
+                return Ok(completion);
+            };
+            let priority = item.priority();
+            let mut item = Some(item);
+            for (i, route) in routes.iter().enumerate() {
+                if !taken.get(i) {
+                    continue;
+                }
+                let item = if i == last {
+                    item.take().expect("moved once, at the last route")
+                } else {
+                    item.as_ref().expect("still held").clone()
+                };
+                let envelope = Envelope {
+                    item,
+                    completion: CompletionGuard::new(completion.as_ref()),
+                };
+                if route.mailbox.push_reserved(envelope, priority) {
+                    wake(route);
+                }
+            }
+            Ok(completion)
+        })
+    }
+}
+
+/// A running core: the shared state plus the address of its registry actor.
 pub(crate) struct Core<T: Deliverable> {
     shared: Arc<Shared<T>>,
     registry: Addr<Registry<T>>,
-    history: History<T>,
 }
 
 impl<T: Deliverable> Core<T> {
     /// Starts the registry actor (on the current arbiter) and the worker arbiters.
     pub(crate) fn start(settings: Settings) -> Core<T> {
-        let history = History::new(settings.history);
         let shared = Arc::new(Shared {
             index: ArcSwap::from_pointee(Snapshot::empty()),
             stopping: AtomicBool::new(false),
+            history: History::new(settings.history),
+            dead_letters: History::new(settings.dead_letters),
+            retired: SubStats::default(),
             settings,
         });
         let registry = Registry::new(shared.clone()).start();
-        Core {
-            shared,
-            registry,
-            history,
-        }
+        Core { shared, registry }
     }
 
     pub(crate) fn settings(&self) -> &Settings {
@@ -175,7 +300,21 @@ impl<T: Deliverable> Core<T> {
         handler: H,
     ) -> Result<SubscriptionId, SubscribeError> {
         let pattern = Pattern::parse(pattern)?;
+        let settings = &self.shared.settings;
+        let policy = Policy {
+            timeout: config.timeout.unwrap_or(settings.default_timeout),
+            max_attempts: if settings.retry && config.retry_on_error {
+                config.max_retries.saturating_add(1)
+            } else {
+                1
+            },
+            retry_delay: config.retry_delay,
+            error_handler: config.error_handler.clone(),
+        };
+        let stats = Arc::new(SubStats::default());
         let name = config.name.clone();
+        let shared = Arc::downgrade(&self.shared);
+        let sub_stats = stats.clone();
         let spawn: registry::Spawn<T> = Box::new(move |id, worker, mailbox| {
             handler_actor::spawn(
                 worker,
@@ -184,6 +323,10 @@ impl<T: Deliverable> Core<T> {
                     name,
                     mailbox,
                     handler,
+                    policy,
+                    stats: sub_stats,
+                    shared,
+                    restarts_in_a_row: AtomicU32::new(0),
                 },
             )
         });
@@ -191,6 +334,7 @@ impl<T: Deliverable> Core<T> {
             .send(Subscribe {
                 pattern,
                 config,
+                stats,
                 spawn,
             })
             .await
@@ -215,16 +359,28 @@ impl<T: Deliverable> Core<T> {
 
     /// The latest published items, oldest first.
     pub(crate) fn history(&self, limit: usize) -> Vec<T> {
-        self.history.latest(limit)
+        self.shared.history.latest(limit)
+    }
+
+    /// The latest dead letters, oldest first.
+    pub(crate) fn dead_letters(&self) -> Vec<HandlerFailure> {
+        self.shared.dead_letters.latest(usize::MAX)
+    }
+
+    /// Counters over every subscription, current and removed.
+    pub(crate) fn stats(&self) -> DeliveryStats {
+        let mut stats = self.shared.retired.snapshot();
+        let snapshot = self.shared.index.load();
+        for route in snapshot.routes() {
+            stats += route.stats.snapshot();
+            stats.queued += route.mailbox.len() as u64;
+        }
+        stats
     }
 
     /// Queues the item for every matching subscription without waiting.
     pub(crate) fn try_publish(&self, item: T) -> Result<(), PublishError<T>> {
-        match self.try_dispatch(item, false) {
-            Ok(_) => Ok(()),
-            Err(Attempt::Full(item, _)) => Err(PublishError::QueueFull(item)),
-            Err(Attempt::Stopped(item)) => Err(PublishError::Stopped(item)),
-        }
+        self.shared.try_publish(item)
     }
 
     /// Queues the item, waiting up to `default_timeout` for room; with
@@ -237,7 +393,7 @@ impl<T: Deliverable> Core<T> {
             // Keep a handle on the item only when it may have to be handed back after
             // being accepted (synchronous dispatch).
             let copy = settings.wait_for_handlers.then(|| item.clone());
-            match self.try_dispatch(item, settings.wait_for_handlers) {
+            match self.shared.try_dispatch(item, settings.wait_for_handlers) {
                 Ok(Some(completion)) => {
                     let timeout = settings.default_timeout;
                     return match tokio::time::timeout(timeout, completion.wait()).await {
@@ -258,72 +414,6 @@ impl<T: Deliverable> Core<T> {
                 }
             }
         }
-    }
-
-    /// One all-or-nothing attempt; see `## Atomic publish` in the module docs.
-    fn try_dispatch(
-        &self,
-        item: T,
-        completion: bool,
-    ) -> Result<Option<Arc<Completion>>, Attempt<T>> {
-        if self.shared.stopping.load(Ordering::Acquire) {
-            return Err(Attempt::Stopped(item));
-        }
-        let snapshot = self.shared.index.load();
-        snapshot.with_routes(item, |routes, item| {
-            let mut taken = Taken::new(routes.len());
-            let mut count = 0;
-            let mut last = 0;
-            for (i, route) in routes.iter().enumerate() {
-                match route.mailbox.reserve() {
-                    Ok(()) => {
-                        taken.set(i);
-                        count += 1;
-                        last = i;
-                    }
-                    // Unsubscribed since the snapshot was taken: not a match any more.
-                    Err(Refused::Closed) if route.mailbox.is_cancelled() => {}
-                    Err(refused) => {
-                        for (j, r) in routes.iter().enumerate().take(i) {
-                            if taken.get(j) {
-                                r.mailbox.unreserve();
-                            }
-                        }
-                        return Err(match refused {
-                            Refused::Full => Attempt::Full(item, route.mailbox.clone()),
-                            Refused::Closed => Attempt::Stopped(item),
-                        });
-                    }
-                }
-            }
-            if self.history.is_enabled() {
-                self.history.record(item.clone());
-            }
-            let completion = (completion && count > 0).then(|| Completion::new(count));
-            if count == 0 {
-                return Ok(completion);
-            }
-            let priority = item.priority();
-            let mut item = Some(item);
-            for (i, route) in routes.iter().enumerate() {
-                if !taken.get(i) {
-                    continue;
-                }
-                let item = if i == last {
-                    item.take().expect("moved once, at the last route")
-                } else {
-                    item.as_ref().expect("still held").clone()
-                };
-                let envelope = Envelope {
-                    item,
-                    completion: CompletionGuard::new(completion.as_ref()),
-                };
-                if route.mailbox.push_reserved(envelope, priority) {
-                    wake(route);
-                }
-            }
-            Ok(completion)
-        })
     }
 }
 

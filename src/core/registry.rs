@@ -15,6 +15,7 @@ use futures_util::future::join_all;
 use super::handler_actor::{Finish, Wake};
 use super::index::{Route, Snapshot, SubscriptionId};
 use super::mailbox::PriorityMailbox;
+use super::supervision::SubStats;
 use super::{Deliverable, Shared};
 use crate::{HandlerConfig, Pattern, SubscribeError};
 
@@ -35,6 +36,8 @@ pub(crate) type Spawn<T> = Box<
 pub(crate) struct Subscribe<T: Deliverable> {
     pub(crate) pattern: Pattern,
     pub(crate) config: HandlerConfig,
+    /// The subscription's counters, shared with its handler actor.
+    pub(crate) stats: Arc<SubStats>,
     pub(crate) spawn: Spawn<T>,
 }
 
@@ -134,6 +137,8 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
             handler_priority: msg.config.priority,
             mailbox,
             waker,
+            overflow: msg.config.overflow,
+            stats: msg.stats,
         });
         tracing::debug!(
             subscription = %id,
@@ -171,9 +176,11 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
         self.publish_snapshot();
         let discarded = entry.route.mailbox.cancel();
         tracing::debug!(subscription = %msg.0, discarded, "unsubscribed");
+        let shared = self.shared.clone();
         Box::pin(async move {
             // An error means the actor is already gone: nothing will run either way.
             let _ = entry.finish.send(Finish { drain: false }).await;
+            shared.retired.absorb(&entry.route.stats);
             true
         })
     }
@@ -210,6 +217,9 @@ impl<T: Deliverable> Handler<Shutdown> for Registry<T> {
             }
         };
         Box::pin(work.into_actor(self).map(|(), act, ctx| {
+            for entry in act.entries.values() {
+                act.shared.retired.absorb(&entry.route.stats);
+            }
             act.entries.clear();
             act.publish_snapshot();
             act.stop_workers();

@@ -1,0 +1,293 @@
+//! Supervision policy: retries with backoff, restarts, dead letters, overflow, counters.
+//!
+//! ## Retries
+//!
+//! A delivery fails when the handler returns `Err`, runs longer than its timeout, or
+//! panics. A failed delivery is retried in place, up to
+//! [`max_retries`](crate::HandlerConfig::max_retries) times, when
+//! [`retry_on_error`](crate::HandlerConfig::retry_on_error) is on and the component's
+//! `enable_retry` is true. Retry `n` (1-based) waits
+//! `min(retry_delay × 2^(n−1), MAX_RETRY_DELAY)` plus up to 25 % random jitter (so that
+//! many subscriptions failing together do not retry in lock-step).
+//!
+//! ## Ordering under retries
+//!
+//! Retries happen in place: the subscription's later items wait until the item being
+//! retried succeeds or becomes a dead letter. A retry never lets a later item overtake.
+//!
+//! ## Restarts
+//!
+//! A handler that panics is caught. The panic is a failure of that delivery, and the
+//! handler actor is stopped and restarted by its actix `Supervisor` (the actor keeps its
+//! address and its mailbox). It resumes after a restart backoff of
+//! `RESTART_BACKOFF × 2^(k−1)` for the `k`-th restart in a row (capped at
+//! [`MAX_RESTART_BACKOFF`]; `k` resets once a delivery succeeds), then retries the item
+//! that panicked, as for any failure. The worker thread and every other handler keep
+//! running.
+//!
+//! ## Dead letters
+//!
+//! An item whose last attempt failed is a dead letter: the
+//! [`error_handler`](crate::HandlerConfig::error_handler) is called once with a
+//! [`HandlerFailure`], the failure is kept in a bounded store (`dead_letters()`, the
+//! latest `max_dead_letters`), counted, logged at `error` level, and published on
+//! `$dlq.<original name>` (same priority) to whoever subscribed to it. Failures of
+//! `$dlq.` items themselves are stored and counted but not published again.
+//!
+//! ```
+//! use std::time::Duration;
+//! use serde_json::json;
+//! use tickwire::{create_handler_config, Event, EventBus, EventBusConfig};
+//!
+//! # actix_rt::System::new().block_on(async {
+//! let bus = EventBus::start(EventBusConfig::default()).unwrap();
+//! let config = create_handler_config("order_router")
+//!     .max_retries(2)
+//!     .retry_delay(Duration::from_millis(1))
+//!     .timeout(Duration::from_secs(2));
+//! bus.subscribe_with("orders.new", config, |_| async { Err("exchange rejected".into()) })
+//!     .await
+//!     .unwrap();
+//! bus.publish(Event::new("orders.new", json!({"qty": 5}))).await.unwrap();
+//! bus.stop().await; // retries happen before stop returns
+//!
+//! let dead = bus.dead_letters().await;
+//! assert_eq!(dead.len(), 1);
+//! assert_eq!((dead[0].attempts, dead[0].error.as_str()), (3, "exchange rejected"));
+//! let stats = bus.delivery_stats();
+//! assert_eq!((stats.errors, stats.retries, stats.dead_letters), (3, 2, 1));
+//! # });
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use serde_json::Value;
+
+use super::SubscriptionId;
+use crate::Event;
+
+/// The longest wait between two retries (before jitter is added).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// Wait before a restarted handler actor resumes, for the first restart in a row.
+pub const RESTART_BACKOFF: Duration = Duration::from_millis(10);
+/// The longest wait before a restarted handler actor resumes.
+pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(5);
+/// Prefix of the names on which dead letters are published.
+pub const DEAD_LETTER_PREFIX: &str = "$dlq.";
+
+/// The delay before retry `retry` (1-based) of an item: exponential from `first`, capped
+/// at [`MAX_RETRY_DELAY`] (or `first` if that is longer), plus up to 25 % jitter.
+pub fn retry_delay(first: Duration, retry: u32) -> Duration {
+    let exponent = retry.saturating_sub(1).min(31);
+    let base = first
+        .saturating_mul(1u32 << exponent)
+        .min(MAX_RETRY_DELAY.max(first));
+    let jitter = base.mul_f64(rand::thread_rng().gen_range(0.0..=0.25));
+    base + jitter
+}
+
+/// The wait before resuming after the `k`-th restart in a row (1-based).
+pub fn restart_backoff(k: u32) -> Duration {
+    let exponent = k.saturating_sub(1).min(31);
+    RESTART_BACKOFF
+        .saturating_mul(1u32 << exponent)
+        .min(MAX_RESTART_BACKOFF)
+}
+
+/// What a subscription does when its mailbox is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowPolicy {
+    /// Publishers wait for room (`publish`) or get `QueueFull` back (`try_publish`);
+    /// nothing is dropped. A publish is all-or-nothing across the `Block` subscriptions.
+    #[default]
+    Block,
+    /// Make room by discarding the oldest waiting item of the lowest non-empty priority
+    /// lane. The publisher never waits for this subscription.
+    DropOldest,
+    /// Discard the new item for this subscription only. The publisher never waits for
+    /// this subscription.
+    DropNewest,
+}
+
+/// An item as reported in a [`HandlerFailure`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Delivered {
+    /// An event of the [`EventBus`](crate::EventBus).
+    Event(Event),
+}
+
+impl Delivered {
+    /// The event name or message topic.
+    pub fn name(&self) -> &str {
+        match self {
+            Delivered::Event(e) => e.name(),
+        }
+    }
+
+    /// The item as JSON (`Event::to_json`).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Delivered::Event(e) => e.to_json(),
+        }
+    }
+
+    /// The event, if the item is one.
+    pub fn as_event(&self) -> Option<&Event> {
+        match self {
+            Delivered::Event(e) => Some(e),
+        }
+    }
+}
+
+/// A delivery that finally failed: given to
+/// [`HandlerConfig::error_handler`](crate::HandlerConfig::error_handler) and kept as a
+/// dead letter.
+#[derive(Clone, Debug)]
+pub struct HandlerFailure {
+    /// The handler's name (`HandlerConfig::new`).
+    pub handler: String,
+    /// The subscription.
+    pub subscription: SubscriptionId,
+    /// The event or message.
+    pub item: Delivered,
+    /// The last error, as text (`"handler timed out after 0.5 s"`, `"panicked: ..."`).
+    pub error: String,
+    /// How many times the handler ran for this item.
+    pub attempts: u32,
+    /// When the last attempt failed.
+    pub timestamp: SystemTime,
+}
+
+/// A dead letter: the record of an item whose retries were exhausted.
+pub type DeadLetter = HandlerFailure;
+
+impl HandlerFailure {
+    /// `{"handler","subscription","item","error","attempts","timestamp"}`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "handler": self.handler,
+            "subscription": self.subscription.get(),
+            "item": self.item.to_json(),
+            "error": self.error,
+            "attempts": self.attempts,
+            "timestamp": crate::event::rfc3339(self.timestamp),
+        })
+    }
+}
+
+/// Delivery counters of a component (all subscriptions, including removed ones).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryStats {
+    /// Deliveries whose handler succeeded.
+    pub processed: u64,
+    /// Failed attempts (errors, timeouts and panics), retried or not.
+    pub errors: u64,
+    /// Retries started.
+    pub retries: u64,
+    /// Items whose last attempt failed.
+    pub dead_letters: u64,
+    /// Items discarded by a `DropOldest` or `DropNewest` subscription.
+    pub dropped: u64,
+    /// Handler actor restarts after a panic.
+    pub restarts: u64,
+    /// Items queued and not yet taken by a handler.
+    pub queued: u64,
+}
+
+/// Per-subscription counters, written by one handler actor (and, for `dropped`, by
+/// publishers); summed on demand.
+#[derive(Debug, Default)]
+pub(crate) struct SubStats {
+    pub(crate) processed: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) restarts: AtomicU64,
+}
+
+impl SubStats {
+    /// Adds to a counter that several threads write (`dropped`, by publishers).
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one to a counter that only the subscription's handler actor writes: a plain
+    /// load and store, no locked instruction on the per-item path.
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> DeliveryStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        DeliveryStats {
+            processed: get(&self.processed),
+            errors: get(&self.errors),
+            retries: get(&self.retries),
+            dead_letters: get(&self.dead_letters),
+            dropped: get(&self.dropped),
+            restarts: get(&self.restarts),
+            queued: 0,
+        }
+    }
+
+    /// Adds another subscription's counters (when it is removed).
+    pub(crate) fn absorb(&self, other: &SubStats) {
+        let s = other.snapshot();
+        Self::add(&self.processed, s.processed);
+        Self::add(&self.errors, s.errors);
+        Self::add(&self.retries, s.retries);
+        Self::add(&self.dead_letters, s.dead_letters);
+        Self::add(&self.dropped, s.dropped);
+        Self::add(&self.restarts, s.restarts);
+    }
+}
+
+impl std::ops::AddAssign for DeliveryStats {
+    fn add_assign(&mut self, o: DeliveryStats) {
+        self.processed += o.processed;
+        self.errors += o.errors;
+        self.retries += o.retries;
+        self.dead_letters += o.dead_letters;
+        self.dropped += o.dropped;
+        self.restarts += o.restarts;
+        self.queued += o.queued;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_exponentially_with_bounded_jitter_and_cap() {
+        let first = Duration::from_millis(100);
+        for (retry, base_ms) in [(1, 100), (2, 200), (3, 400), (4, 800)] {
+            for _ in 0..50 {
+                let d = retry_delay(first, retry);
+                let base = Duration::from_millis(base_ms);
+                assert!(d >= base && d <= base.mul_f64(1.25), "retry {retry}: {d:?}");
+            }
+        }
+        let d = retry_delay(first, 40);
+        assert!(
+            d >= MAX_RETRY_DELAY && d <= MAX_RETRY_DELAY.mul_f64(1.25),
+            "{d:?}"
+        );
+        // A first delay above the cap is kept.
+        let long = Duration::from_secs(60);
+        assert!(retry_delay(long, 3) >= long);
+    }
+
+    #[test]
+    fn restart_backoff_doubles_and_caps() {
+        assert_eq!(restart_backoff(1), Duration::from_millis(10));
+        assert_eq!(restart_backoff(2), Duration::from_millis(20));
+        assert_eq!(restart_backoff(4), Duration::from_millis(80));
+        assert_eq!(restart_backoff(30), MAX_RESTART_BACKOFF);
+    }
+}
