@@ -212,7 +212,9 @@ impl EventBus {
 
     /// Removes a subscription. Returns `false` if there was none with that id. When it
     /// returns, the handler is not running and will not run again; events still queued
-    /// for it are discarded.
+    /// for it (and an event waiting for a retry) are discarded. A handler must not await
+    /// the removal of its own subscription: that waits for the handler to return, so it
+    /// ends only at the handler's timeout.
     pub async fn unsubscribe(&self, id: SubscriptionId) -> bool {
         self.core.unsubscribe(id).await
     }
@@ -269,7 +271,8 @@ impl EventBus {
     }
 
     /// Stops the bus; see `## Shutdown`. Later publishes fail with
-    /// [`PublishError::Stopped`]. Calling it again returns at once.
+    /// [`PublishError::Stopped`]. A call made while another is draining returns when
+    /// that drain ends; a call after the bus stopped returns at once.
     pub async fn stop(&self) {
         self.core.stop().await
     }

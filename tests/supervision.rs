@@ -658,3 +658,60 @@ async fn unsubscribe_does_not_wait_out_a_retry_delay() {
         "an unsubscribed item is discarded, not dead"
     );
 }
+
+#[actix_rt::test]
+async fn overlapping_stops_still_drain_an_item_held_across_a_restart() {
+    let bus = bus(small());
+    let attempts = Arc::new(AtomicU32::new(0));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let a = attempts.clone();
+    bus.subscribe_with("o", quick("recovers").max_retries(5), move |_| {
+        let n = a.fetch_add(1, Ordering::SeqCst) + 1;
+        let _ = tx.send(n);
+        if n <= 3 {
+            panic!("attempt {n} fails");
+        }
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    bus.publish(ev("o", 1)).await.unwrap();
+    assert_eq!(rx.recv().await, Some(1)); // panicked: the actor restarts, keeping the item
+    let (first, second) = (bus.clone(), bus.clone());
+    tokio::join!(first.stop(), second.stop());
+    assert_eq!(attempts.load(Ordering::SeqCst), 4);
+    let stats = bus.delivery_stats();
+    assert_eq!(
+        (stats.processed, stats.restarts, stats.dead_letters),
+        (1, 3, 0)
+    );
+}
+
+#[actix_rt::test]
+async fn a_retry_delay_of_duration_max_means_never_and_does_not_break_the_subscription() {
+    let bus = bus(small());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let config = create_handler_config("never_again").retry_delay(Duration::MAX);
+    let id = bus
+        .subscribe_with("n", config, move |e| {
+            let _ = tx.send(num(&e));
+            std::future::ready(if num(&e) == 0 {
+                Err("no".into())
+            } else {
+                Ok(())
+            })
+        })
+        .await
+        .unwrap();
+    bus.publish(ev("n", 0)).await.unwrap();
+    assert_eq!(rx.recv().await, Some(0));
+    // The retry's delay is computed and its wait begins (a yield loop, bounded).
+    let deadline = Instant::now() + SAFETY;
+    while bus.delivery_stats().retries == 0 {
+        assert!(Instant::now() < deadline, "the retry never began");
+        tokio::task::yield_now().await;
+    }
+    assert!(bus.unsubscribe(id).await, "the actor is alive and answers");
+    bus.stop().await;
+    assert_eq!(bus.delivery_stats().retries, 1);
+}

@@ -9,7 +9,10 @@
 //! - an actix **`Recipient<Deliver<T>>`**: an app's own actor; its reply is the result.
 //!
 //! Whatever the kind, the handlers of one subscription run one at a time, in delivery
-//! order, under the same timeout, retry and restart rules.
+//! order, under the same timeout, retry and restart rules. One exception: a sync or actor
+//! handler that times out cannot be cancelled (its thread or actor goes on), so its late
+//! run may overlap the retry or the next item; give such handlers a timeout they will
+//! not reach in normal operation.
 
 use std::fmt;
 use std::future::Future;

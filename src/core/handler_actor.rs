@@ -87,12 +87,6 @@ enum DrainEnd<T> {
     Panicked(InFlight<T>),
 }
 
-/// The reply owed to a `Finish` message.
-struct Finishing {
-    drain: bool,
-    done: tokio::sync::oneshot::Sender<()>,
-}
-
 /// Runs one subscription's handler.
 pub(crate) struct HandlerActor<T, H> {
     sub: Arc<Subscription<T, H>>,
@@ -100,7 +94,10 @@ pub(crate) struct HandlerActor<T, H> {
     turns: Option<LaneTurns>,
     /// The item whose handler panicked, kept across the restart.
     in_flight: Option<InFlight<T>>,
-    finishing: Option<Finishing>,
+    /// A `Finish { drain: true }` arrived: drain to the end, then answer `replies`.
+    finishing: bool,
+    /// The replies owed to `Finish` messages (two `stop()` calls may overlap).
+    replies: Vec<tokio::sync::oneshot::Sender<()>>,
     /// `Finish` was answered: the handler never runs again.
     finished: bool,
 }
@@ -111,14 +108,15 @@ impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
             sub: Arc::new(sub),
             turns: Some(LaneTurns::default()),
             in_flight: None,
-            finishing: None,
+            finishing: false,
+            replies: Vec::new(),
             finished: false,
         }
     }
 
     /// Drains (inside `ctx.wait`), starting with the item kept across a restart.
     fn start_drain(&mut self, ctx: &mut Context<Self>) {
-        let to_the_end = self.finishing.as_ref().is_some_and(|f| f.drain);
+        let to_the_end = self.finishing;
         let turns = self.turns.take().unwrap_or_default();
         let first = self.in_flight.take();
         let work = drain(self.sub.clone(), first, turns, to_the_end).into_actor(self);
@@ -130,31 +128,27 @@ impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
                     ctx.stop(); // the Supervisor restarts the actor: see `restarting`
                 }
                 DrainEnd::Done => {
-                    if let Some(finishing) = act.finishing.take() {
-                        act.finish(finishing);
+                    if act.finishing {
+                        act.finish();
                     }
                 }
             }
         }));
     }
 
-    fn finish(&mut self, finishing: Finishing) {
+    /// The handler will not run again: answer every `Finish`.
+    fn finish(&mut self) {
         self.finished = true;
         self.in_flight = None;
-        let _ = finishing.done.send(());
+        for reply in self.replies.drain(..) {
+            let _ = reply.send(());
+        }
     }
 
     /// After a restart and its backoff: go on where the panic interrupted.
     fn resume(&mut self, ctx: &mut Context<Self>) {
-        if self.finished {
-            return;
-        }
-        match self.finishing.take() {
-            Some(finishing) if !finishing.drain => self.finish(finishing),
-            finishing => {
-                self.finishing = finishing;
-                self.start_drain(ctx);
-            }
+        if !self.finished {
+            self.start_drain(ctx);
         }
     }
 }
@@ -195,7 +189,7 @@ impl<T: Deliverable, H: Invoke<T>> Handler<Wake> for HandlerActor<T, H> {
     /// Drains the mailbox until it is empty (or cancelled), then goes idle. Ignored while
     /// a restart is pending (the resumed drain covers it) or after `Finish`.
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        if self.finished || self.in_flight.is_some() || self.finishing.is_some() {
+        if self.finished || self.in_flight.is_some() || self.finishing {
             return;
         }
         self.start_drain(ctx);
@@ -209,16 +203,13 @@ impl<T: Deliverable, H: Invoke<T>> Handler<Finish> for HandlerActor<T, H> {
     /// until its addresses are dropped.
     fn handle(&mut self, msg: Finish, ctx: &mut Context<Self>) -> ResponseFuture<()> {
         let (done, finished) = tokio::sync::oneshot::channel();
-        let finishing = Finishing {
-            drain: msg.drain,
-            done,
-        };
-        if self.finished {
-            let _ = finishing.done.send(());
-        } else if !msg.drain {
-            self.finish(finishing);
-        } else {
-            self.finishing = Some(finishing);
+        self.replies.push(done);
+        if self.finished || !msg.drain {
+            // Unsubscribe: the mailbox is cancelled; the item in hand (if any) is done,
+            // since no drain runs while a message is handled; a kept item is dropped.
+            self.finish();
+        } else if !self.finishing {
+            self.finishing = true;
             // With an item kept across a restart, the pending `resume` drains.
             if self.in_flight.is_none() {
                 self.start_drain(ctx);
@@ -305,7 +296,11 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
 ) -> Option<InFlight<T>> {
     loop {
         if job.attempts > 0 {
+            if sub.mailbox.is_cancelled() {
+                return None; // unsubscribed: the item is discarded, neither retried nor dead
+            }
             if job.attempts >= sub.policy.max_attempts {
+                sub.restarts_in_a_row.store(0, Ordering::Relaxed);
                 dead_letter(sub, job);
                 return None;
             }

@@ -228,11 +228,10 @@ impl<T: Deliverable> Shared<T> {
                         }
                     }
                     Err(Refused::Full) => SubStats::add(&route.stats.dropped, 1),
-                    Err(Refused::Closed) if route.mailbox.is_cancelled() => {}
-                    Err(Refused::Closed) => {
-                        taken.undo(routes);
-                        return Err(Attempt::Stopped(item));
-                    }
+                    // Unsubscribed, or closed by a stop that began after the Block pass:
+                    // drop-policy subscriptions are outside the all-or-nothing rule, and
+                    // failing now would leave an eviction above without its new item.
+                    Err(Refused::Closed) => {}
                 }
             }
             let count = (0..routes.len()).filter(|&i| taken.get(i)).count();

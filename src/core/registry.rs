@@ -217,11 +217,11 @@ impl<T: Deliverable> Handler<Shutdown> for Registry<T> {
             }
         };
         Box::pin(work.into_actor(self).map(|(), act, ctx| {
-            for entry in act.entries.values() {
+            let entries = std::mem::take(&mut act.entries);
+            act.publish_snapshot(); // empty: a stats reader never counts a route twice
+            for entry in entries.values() {
                 act.shared.retired.absorb(&entry.route.stats);
             }
-            act.entries.clear();
-            act.publish_snapshot();
             act.stop_workers();
             ctx.stop();
         }))

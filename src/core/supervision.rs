@@ -23,7 +23,9 @@
 //! `RESTART_BACKOFF × 2^(k−1)` for the `k`-th restart in a row (capped at
 //! [`MAX_RESTART_BACKOFF`]; `k` resets once a delivery succeeds), then retries the item
 //! that panicked, as for any failure. The worker thread and every other handler keep
-//! running.
+//! running. There is no hard restart cap: each item that panics ends as a dead letter
+//! after its attempts, and the growing restart backoff caps a handler that panics on
+//! everything at one restart per [`MAX_RESTART_BACKOFF`].
 //!
 //! ## Dead letters
 //!
@@ -32,7 +34,10 @@
 //! [`HandlerFailure`], the failure is kept in a bounded store (`dead_letters()`, the
 //! latest `max_dead_letters`), counted, logged at `error` level, and published on
 //! `$dlq.<original name>` (same priority) to whoever subscribed to it. Failures of
-//! `$dlq.` items themselves are stored and counted but not published again.
+//! `$dlq.` items themselves are stored and counted but not published again. The
+//! `$dlq.<name>` event is published with `try_publish`: if a matching subscription is
+//! full at that moment, it is not published (a warning is logged); the dead letter is
+//! still in the store and counted.
 //!
 //! ```
 //! use std::time::Duration;
@@ -85,7 +90,7 @@ pub fn retry_delay(first: Duration, retry: u32) -> Duration {
         .saturating_mul(1u32 << exponent)
         .min(MAX_RETRY_DELAY.max(first));
     let jitter = base.mul_f64(rand::thread_rng().gen_range(0.0..=0.25));
-    base + jitter
+    base.saturating_add(jitter)
 }
 
 /// The wait before resuming after the `k`-th restart in a row (1-based).
@@ -281,6 +286,8 @@ mod tests {
         // A first delay above the cap is kept.
         let long = Duration::from_secs(60);
         assert!(retry_delay(long, 3) >= long);
+        // "Never" does not overflow.
+        assert_eq!(retry_delay(Duration::MAX, 5), Duration::MAX);
     }
 
     #[test]
