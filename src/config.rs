@@ -105,6 +105,57 @@ impl EventBusConfig {
     }
 }
 
+/// Configuration of the [`MessageQueue`](crate::MessageQueue).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessageQueueConfig {
+    /// How many deliveries may wait in the whole queue (all topics and subscriptions
+    /// together); a publisher that finds it full waits (see `## Backpressure` on
+    /// [`MessageQueue`](crate::MessageQueue)). ≥ 1, default 10000.
+    pub max_size: usize,
+    /// Worker threads (actix arbiters) that run handler actors. 1..=1024, default 10.
+    pub max_workers: usize,
+    /// `true`: each subscription drains CRITICAL first, with the EventBus's
+    /// anti-starvation rule. `false`: plain FIFO. Default true.
+    pub enable_priority_queues: bool,
+    /// Record metrics on the hot path. Default true.
+    pub enable_metrics: bool,
+    /// How long `publish` waits for room, the default handler timeout and the bound on
+    /// draining at `stop()`. Written in seconds; > 0, default 30 s.
+    #[serde(with = "secs")]
+    pub default_timeout: Duration,
+    /// Retry failed handlers per their [`HandlerConfig`](crate::HandlerConfig). Not in
+    /// the seed (whose MessageQueue has no such switch). Default true.
+    pub enable_retry: bool,
+    /// How many dead letters [`MessageQueue::dead_letters`](crate::MessageQueue::dead_letters)
+    /// keeps. Not in the seed. Default 1000.
+    pub max_dead_letters: usize,
+}
+
+impl Default for MessageQueueConfig {
+    fn default() -> Self {
+        MessageQueueConfig {
+            max_size: 10_000,
+            max_workers: 10,
+            enable_priority_queues: true,
+            enable_metrics: true,
+            default_timeout: Duration::from_secs(30),
+            enable_retry: true,
+            max_dead_letters: 1000,
+        }
+    }
+}
+
+impl MessageQueueConfig {
+    /// Checks every field; the error names the first field out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_range("max_size", self.max_size, 1, MAX_QUEUE_SIZE)?;
+        check_range("max_workers", self.max_workers, 1, MAX_WORKERS)?;
+        check_range("max_dead_letters", self.max_dead_letters, 0, MAX_HISTORY)?;
+        check_timeout("default_timeout", self.default_timeout)
+    }
+}
+
 pub(crate) fn check_range(
     field: &'static str,
     value: usize,
@@ -189,6 +240,29 @@ mod tests {
         );
         let err = serde_json::from_str::<EventBusConfig>(r#"{"default_timeout": -1}"#).unwrap_err();
         assert!(err.to_string().contains("non-negative"), "{err}");
+    }
+
+    #[test]
+    fn message_queue_defaults_serde_and_validation() {
+        let c = MessageQueueConfig::default();
+        assert_eq!((c.max_size, c.max_workers), (10_000, 10));
+        assert!(c.enable_priority_queues && c.enable_metrics);
+        assert_eq!(c.default_timeout, Duration::from_secs(30));
+        c.validate().unwrap();
+        let c: MessageQueueConfig =
+            serde_json::from_str(r#"{"max_size": 5000, "enable_priority_queues": false}"#).unwrap();
+        assert_eq!((c.max_size, c.enable_priority_queues), (5000, false));
+        let err = MessageQueueConfig {
+            max_size: 0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid config: `max_size` must be in 1..=1073741824, got 0"
+        );
+        assert!(serde_json::from_str::<MessageQueueConfig>(r#"{"queue_size": 1}"#).is_err());
     }
 
     #[test]

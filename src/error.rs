@@ -25,6 +25,9 @@ pub enum SubscribeError {
     /// The component was stopped.
     #[error("cannot subscribe: the component is stopped")]
     Stopped,
+    /// A consumer group name that is empty or holds whitespace.
+    #[error("invalid group name {0:?}: it must be non-empty and hold no whitespace")]
+    InvalidGroup(String),
 }
 
 /// Why a publish failed. Every variant hands the item back ([`into_inner`](Self::into_inner)).

@@ -130,6 +130,7 @@ impl EventBus {
             history: config.max_history,
             retry: config.enable_retry,
             dead_letters: config.max_dead_letters,
+            shared_bound: None,
         };
         Ok(EventBus {
             core: Arc::new(Core::start(settings)),
@@ -163,7 +164,9 @@ impl EventBus {
         F: Fn(Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + 'static,
     {
-        self.core.subscribe(pattern, config, AsyncFn(handler)).await
+        self.core
+            .subscribe(pattern, None, config, AsyncFn(handler))
+            .await
     }
 
     /// Subscribes a blocking handler. It runs on the blocking thread pool, so it may block
@@ -193,7 +196,7 @@ impl EventBus {
         F: Fn(&Event) -> HandlerResult + Send + Sync + 'static,
     {
         self.core
-            .subscribe(pattern, config, SyncFn(Arc::new(handler)))
+            .subscribe(pattern, None, config, SyncFn(Arc::new(handler)))
             .await
     }
 
@@ -206,7 +209,7 @@ impl EventBus {
         recipient: Recipient<Deliver<Event>>,
     ) -> Result<SubscriptionId, SubscribeError> {
         self.core
-            .subscribe(pattern, config, RecipientFn(recipient))
+            .subscribe(pattern, None, config, RecipientFn(recipient))
             .await
     }
 

@@ -5,6 +5,8 @@
 //! - [`EventBus`]: named events (`market.tick`) to handlers subscribed by name or wildcard
 //!   pattern, delivered by [`Priority`], with bounded per-subscription mailboxes and
 //!   history.
+//! - [`MessageQueue`]: topics with priorities or FIFO, a queue-wide bound, consumer
+//!   groups, per-topic depth; [`bridge`] connects it to the EventBus.
 //! - Supervision of every handler ([`core::supervision`]): timeouts, retries with
 //!   backoff, restarts after panics, dead letters, overflow policies.
 //!
@@ -32,15 +34,18 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod bridge;
 pub mod config;
 pub mod core;
 pub mod error;
 pub mod event;
 pub mod event_bus;
+pub mod message;
+pub mod message_queue;
 pub mod pattern;
 pub mod priority;
 
-pub use config::{ConfigError, EventBusConfig};
+pub use config::{ConfigError, EventBusConfig, MessageQueueConfig};
 pub use core::mailbox::STARVATION_LIMIT;
 pub use core::supervision::{DeadLetter, Delivered, DeliveryStats, HandlerFailure, OverflowPolicy};
 pub use core::{
@@ -49,5 +54,7 @@ pub use core::{
 pub use error::{PublishError, SubscribeError};
 pub use event::{create_event, Event};
 pub use event_bus::EventBus;
+pub use message::Message;
+pub use message_queue::MessageQueue;
 pub use pattern::{validate_name, Pattern, PatternError};
 pub use priority::{EventPriority, InvalidPriority, MessagePriority, Priority};

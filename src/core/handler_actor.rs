@@ -17,7 +17,7 @@
 //! item and goes on draining.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
@@ -70,6 +70,17 @@ pub(crate) struct Subscription<T, H> {
     pub(crate) shared: Weak<Shared<T>>,
     /// Restarts since the last successful delivery (for the restart backoff).
     pub(crate) restarts_in_a_row: AtomicU32,
+    /// Set by the registry when this subscription is removed.
+    pub(crate) removed: Arc<AtomicBool>,
+    /// The mailbox is shared with the other members of a group.
+    pub(crate) in_group: bool,
+}
+
+impl<T, H> Subscription<T, H> {
+    /// The subscription was removed (or its mailbox cancelled): stop taking items.
+    fn is_removed(&self) -> bool {
+        self.mailbox.is_cancelled() || self.removed.load(Ordering::Acquire)
+    }
 }
 
 /// An item being delivered, with the attempts made so far.
@@ -161,7 +172,7 @@ impl<T: Deliverable, H: Invoke<T>> actix::Supervised for HandlerActor<T, H> {
     /// Counts the restart and schedules [`resume`](HandlerActor::resume) after the
     /// restart backoff.
     fn restarting(&mut self, ctx: &mut Context<Self>) {
-        SubStats::bump(&self.sub.stats.restarts);
+        SubStats::add(&self.sub.stats.restarts, 1);
         let in_a_row = self.sub.restarts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
         let backoff = supervision::restart_backoff(in_a_row);
         tracing::warn!(
@@ -179,7 +190,10 @@ impl<T, H> Drop for HandlerActor<T, H> {
     /// Backstop: if the actor goes away without finishing (its worker stopped, or a bug),
     /// cancel the mailbox so publishers skip the subscription instead of waiting on it.
     fn drop(&mut self) {
-        self.sub.mailbox.cancel();
+        // A group's mailbox stays with the other members.
+        if !self.sub.in_group {
+            self.sub.mailbox.cancel();
+        }
     }
 }
 
@@ -232,8 +246,10 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
     let mut budget = BATCH;
     let mut idle_spins = 0u32;
     loop {
-        if sub.mailbox.is_cancelled() {
-            sub.mailbox.cancel();
+        if sub.is_removed() {
+            if sub.mailbox.is_cancelled() {
+                sub.mailbox.cancel(); // discard what a late publisher pushed
+            }
             return (DrainEnd::Done, turns);
         }
         let job = match first.take() {
@@ -296,7 +312,7 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
 ) -> Option<InFlight<T>> {
     loop {
         if job.attempts > 0 {
-            if sub.mailbox.is_cancelled() {
+            if sub.is_removed() {
                 return None; // unsubscribed: the item is discarded, neither retried nor dead
             }
             if job.attempts >= sub.policy.max_attempts {
@@ -305,7 +321,7 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
                 return None;
             }
             let delay = supervision::retry_delay(sub.policy.retry_delay, job.attempts);
-            SubStats::bump(&sub.stats.retries);
+            SubStats::add(&sub.stats.retries, 1);
             tracing::warn!(
                 handler.name = %sub.name,
                 event.name = %job.envelope.item.route(),
@@ -318,22 +334,22 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
             tokio::select! {
                 _ = actix_rt::time::sleep(delay) => {}
                 // Unsubscribed meanwhile: do not keep `unsubscribe` waiting for the delay.
-                _ = sub.mailbox.cancelled() => return None,
+                _ = sub.mailbox.until(|| sub.is_removed()) => return None,
             }
         }
         job.attempts += 1;
         match run(sub, job.envelope.item.clone(), job.attempts).await {
             Outcome::Handled => {
-                SubStats::bump(&sub.stats.processed);
+                SubStats::add(&sub.stats.processed, 1);
                 sub.restarts_in_a_row.store(0, Ordering::Relaxed);
                 return None;
             }
             Outcome::Failed(error) => {
-                SubStats::bump(&sub.stats.errors);
+                SubStats::add(&sub.stats.errors, 1);
                 job.last_error = error;
             }
             Outcome::Panicked(error) => {
-                SubStats::bump(&sub.stats.errors);
+                SubStats::add(&sub.stats.errors, 1);
                 job.last_error = error;
                 return Some(job);
             }
@@ -389,7 +405,7 @@ async fn run<T: Deliverable, H: Invoke<T>>(
 
 /// The item's last attempt failed: report, store, count and publish it.
 fn dead_letter<T: Deliverable, H>(sub: &Subscription<T, H>, job: InFlight<T>) {
-    SubStats::bump(&sub.stats.dead_letters);
+    SubStats::add(&sub.stats.dead_letters, 1);
     let item = job.envelope.item.clone();
     let failure = HandlerFailure {
         handler: sub.name.clone(),

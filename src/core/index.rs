@@ -50,7 +50,8 @@ pub(crate) struct Route<T> {
     pub(crate) id: SubscriptionId,
     pub(crate) handler_priority: Priority,
     pub(crate) mailbox: Arc<PriorityMailbox<T>>,
-    pub(crate) waker: Recipient<Wake>,
+    /// The handler actors to wake (every member of a group).
+    pub(crate) wakers: Box<[Recipient<Wake>]>,
     pub(crate) overflow: OverflowPolicy,
     pub(crate) stats: Arc<SubStats>,
 }
@@ -138,6 +139,11 @@ impl<T> Snapshot<T> {
         routes.into()
     }
 
+    /// The names of the exact-name (wildcard-free) subscriptions.
+    pub(crate) fn exact_names(&self) -> impl Iterator<Item = &str> {
+        self.exact.keys().map(|name| &**name)
+    }
+
     /// Every subscription in the snapshot, once each.
     pub(crate) fn routes(&self) -> impl Iterator<Item = &Arc<Route<T>>> {
         self.exact
@@ -199,7 +205,7 @@ mod tests {
                 id: SubscriptionId(id),
                 handler_priority: prio,
                 mailbox: Arc::new(PriorityMailbox::new(4, false)),
-                waker: waker.clone(),
+                wakers: Box::new([waker.clone()]),
                 overflow: OverflowPolicy::Block,
                 stats: Arc::default(),
             });

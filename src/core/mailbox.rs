@@ -16,7 +16,7 @@
 //!   it and wakes the consumer (one actix message); while it is set, pushes send nothing.
 //!   The consumer clears it when it finds the lanes empty, then looks once more, so a push
 //!   that raced with going idle is never left behind.
-//! - `room`: a [`Notify`] on which publishers wait for space (slow path only).
+//! - `room`: where publishers wait for space (slow path only; see the `room` module).
 //!
 //! ## Priority
 //!
@@ -31,13 +31,14 @@
 //! In FIFO mode (MessageQueue with `enable_priority_queues = false`) everything goes to a
 //! single lane, in arrival order.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam::queue::SegQueue;
 use crossbeam::utils::CachePadded;
 use tokio::sync::Notify;
 
+use super::room::{low_water, Room, SharedBound};
 use crate::Priority;
 
 /// Consecutive pops a non-empty lower lane may be passed over before it is served.
@@ -98,10 +99,35 @@ impl Drop for CompletionGuard {
     }
 }
 
+/// Counts an item in its topic's depth while it is queued or being handled (the
+/// MessageQueue's per-topic depth); the count drops with the guard.
+#[derive(Debug, Default)]
+pub(crate) struct DepthGuard(Option<Arc<AtomicI64>>);
+
+impl DepthGuard {
+    pub(crate) fn new(counter: Option<&Arc<AtomicI64>>) -> Self {
+        if let Some(c) = counter {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        DepthGuard(counter.cloned())
+    }
+}
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// An item in a mailbox, with what to signal when it is done.
 #[derive(Debug)]
 pub(crate) struct Envelope<T> {
     pub(crate) item: T,
+    /// Held only for its `Drop`, like `completion`.
+    #[allow(dead_code)]
+    pub(crate) depth: DepthGuard,
     /// Held only for its `Drop`, which tells a synchronous publisher this subscription
     /// is done with the item (handled, dead-lettered or discarded).
     #[allow(dead_code)]
@@ -131,29 +157,40 @@ pub(crate) struct PriorityMailbox<T> {
     state: CachePadded<AtomicUsize>,
     /// Set while the consumer is scheduled or running; see the module docs.
     scheduled: CachePadded<AtomicBool>,
-    /// Publishers waiting for room; `room` is only notified when it is non-zero.
-    room_waiters: AtomicUsize,
-    room: Notify,
+    /// Publishers waiting for room (and handler actors waiting for a cancel).
+    room: Room,
     capacity: usize,
-    /// Wake waiting publishers once the count falls to this (hysteresis, so a publisher
-    /// that outpaces the consumer is woken per batch, not per item).
+    /// Wake waiting publishers once the count falls to this (see [`low_water`]).
     low_water: usize,
     fifo: bool,
+    /// The component-wide bound this mailbox's items also count against, if any.
+    shared: Option<Arc<SharedBound>>,
 }
 
 impl<T> PriorityMailbox<T> {
     /// A mailbox holding at most `capacity` items; `fifo` puts every item in one lane.
+    #[cfg(test)]
     pub(crate) fn new(capacity: usize, fifo: bool) -> Self {
+        Self::with_shared_bound(capacity, fifo, None)
+    }
+
+    /// A mailbox whose items also count against a component-wide bound: the publisher
+    /// reserves there, and the mailbox releases there when an item leaves it.
+    pub(crate) fn with_shared_bound(
+        capacity: usize,
+        fifo: bool,
+        shared: Option<Arc<SharedBound>>,
+    ) -> Self {
         assert!((1..=COUNT).contains(&capacity), "capacity out of range");
         PriorityMailbox {
             lanes: Default::default(),
             state: CachePadded::new(AtomicUsize::new(0)),
             scheduled: CachePadded::new(AtomicBool::new(false)),
-            room_waiters: AtomicUsize::new(0),
-            room: Notify::new(),
+            room: Room::default(),
             capacity,
-            low_water: capacity - (capacity / 4).max(1),
+            low_water: low_water(capacity),
             fifo,
+            shared,
         }
     }
 
@@ -214,7 +251,7 @@ impl<T> PriorityMailbox<T> {
     /// wakes waiting publishers: the slot may be the only free one.
     pub(crate) fn unreserve(&self) {
         self.state.fetch_sub(1, Ordering::SeqCst);
-        self.notify_room();
+        self.room.wake();
     }
 
     /// Queues an item into a reserved slot. Returns true if the caller must wake the
@@ -264,19 +301,25 @@ impl<T> PriorityMailbox<T> {
             .find_map(|lane| self.lanes[lane].pop().map(|e| (lane, e)))
     }
 
+    /// `n` items left the mailbox (taken or discarded): frees their slots here and in
+    /// the shared bound.
     fn release(&self, n: usize) {
         let before = self.state.fetch_sub(n, Ordering::SeqCst);
         let after = (before & COUNT) - n;
-        if after <= self.low_water && self.room_waiters.load(Ordering::SeqCst) > 0 {
-            self.room.notify_waiters();
+        if after <= self.low_water {
+            self.room.wake();
+        }
+        if let Some(shared) = &self.shared {
+            shared.release(n, false);
         }
     }
 
     /// Wakes publishers waiting for room now, whatever the count (the consumer calls this
     /// before it waits on a slow handler or goes idle, so freed slots are never left unused).
     pub(crate) fn notify_room(&self) {
-        if self.room_waiters.load(Ordering::SeqCst) > 0 {
-            self.room.notify_waiters();
+        self.room.wake();
+        if let Some(shared) = &self.shared {
+            shared.room.wake();
         }
     }
 
@@ -284,36 +327,23 @@ impl<T> PriorityMailbox<T> {
     /// freed. Returns at once if that is already so. Spurious returns are possible: the
     /// caller retries its reservation.
     pub(crate) async fn wait_for_room(&self) {
-        let notified = self.room.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        self.room_waiters.fetch_add(1, Ordering::SeqCst);
-        struct Leave<'a>(&'a AtomicUsize);
-        impl Drop for Leave<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        let _leave = Leave(&self.room_waiters);
-        let state = self.state.load(Ordering::SeqCst);
-        if state & (CLOSED | CANCELLED) != 0 || state & COUNT < self.capacity {
-            return;
-        }
-        notified.await;
+        self.room
+            .wait(|| {
+                let state = self.state.load(Ordering::SeqCst);
+                state & (CLOSED | CANCELLED) != 0 || state & COUNT < self.capacity
+            })
+            .await
     }
 
-    /// Resolves once the mailbox is cancelled (the subscription was removed).
-    pub(crate) async fn cancelled(&self) {
-        loop {
-            let notified = self.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            // `cancel` notifies `room`; other notifications are spurious here.
-            notified.await;
-        }
+    /// Resolves once `done()` is true, checking whenever the mailbox's waiters are woken
+    /// (a cancel, a close, or [`poke`](Self::poke)).
+    pub(crate) async fn until(&self, done: impl Fn() -> bool) {
+        self.room.until(done).await
+    }
+
+    /// Wakes everything waiting on this mailbox, to look at its state again.
+    pub(crate) fn poke(&self) {
+        self.room.wake_all();
     }
 
     /// The consumer found no item: clears the wake flag, then checks once more. Returns
@@ -330,7 +360,7 @@ impl<T> PriorityMailbox<T> {
     /// so they see the mailbox closed.
     pub(crate) fn close(&self) {
         self.state.fetch_or(CLOSED, Ordering::SeqCst);
-        self.room.notify_waiters();
+        self.room.wake_all();
     }
 
     /// No new reservations, and what is queued is discarded. Returns how many items were
@@ -338,7 +368,7 @@ impl<T> PriorityMailbox<T> {
     /// the mailbox is dropped).
     pub(crate) fn cancel(&self) -> usize {
         self.state.fetch_or(CANCELLED, Ordering::SeqCst);
-        self.room.notify_waiters();
+        self.room.wake_all();
         let mut discarded = 0;
         for lane in &self.lanes {
             while lane.pop().is_some() {
@@ -359,6 +389,7 @@ mod tests {
     fn env(n: u32) -> Envelope<u32> {
         Envelope {
             item: n,
+            depth: DepthGuard::default(),
             completion: CompletionGuard::default(),
         }
     }
@@ -476,8 +507,8 @@ mod tests {
                 let mb = mb.clone();
                 async move { mb.wait_for_room().await }
             });
-            while mb.room_waiters.load(Ordering::SeqCst) == 0 {
-                tokio::task::yield_now().await; // until the waiter is registered
+            for _ in 0..3 {
+                tokio::task::yield_now().await; // the waiter registers and sleeps
             }
             mb.unreserve(); // the other publisher rolls back: a slot is free
             tokio::time::timeout(std::time::Duration::from_secs(60), waiter)

@@ -1,5 +1,6 @@
-//! The delivery core shared by [`EventBus`](crate::EventBus) and the MessageQueue: one
-//! implementation of mailboxes, index and handler actors, behind thin facades.
+//! The delivery core shared by [`EventBus`](crate::EventBus) and
+//! [`MessageQueue`](crate::MessageQueue): one implementation of mailboxes, index, handler
+//! actors and supervision, behind thin facades.
 //!
 //! ```text
 //! publisher ──(no lock)──► index snapshot (ArcSwap, cached per name)
@@ -49,9 +50,10 @@ pub(crate) mod history;
 pub(crate) mod index;
 pub(crate) mod mailbox;
 pub(crate) mod registry;
+pub(crate) mod room;
 pub mod supervision;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,8 +68,9 @@ use handler::Invoke;
 use handler_actor::{Policy, Subscription, Wake};
 use history::History;
 use index::{Index, Route, Snapshot};
-use mailbox::{Completion, CompletionGuard, Envelope, PriorityMailbox, Refused};
+use mailbox::{Completion, CompletionGuard, DepthGuard, Envelope, PriorityMailbox, Refused};
 use registry::{Registry, Shutdown, Subscribe, Unsubscribe};
+use room::SharedBound;
 use supervision::{Delivered, DeliveryStats, HandlerFailure, OverflowPolicy, SubStats};
 
 use crate::{Pattern, Priority, PublishError, SubscribeError};
@@ -75,6 +78,7 @@ use crate::{Pattern, Priority, PublishError, SubscribeError};
 mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::Event {}
+    impl Sealed for crate::Message {}
 }
 
 /// What the core delivers: an event or a message. Cheap to clone (an `Arc` inside).
@@ -88,6 +92,10 @@ pub trait Deliverable: sealed::Sealed + Clone + Send + Sync + Unpin + 'static {
     fn into_delivered(self) -> Delivered;
     /// The item published on `$dlq.<route>` for a dead letter of `original`.
     fn dead_letter(original: &Self, failure: &HandlerFailure) -> Self;
+    /// The per-topic depth counter the item counts in while queued or handled, if any.
+    fn depth_counter(&self) -> Option<&Arc<AtomicI64>> {
+        None
+    }
 }
 
 /// The core's settings, derived from a component's config.
@@ -106,6 +114,8 @@ pub(crate) struct Settings {
     pub(crate) retry: bool,
     /// Dead letters kept.
     pub(crate) dead_letters: usize,
+    /// A bound on everything queued in the component (MessageQueue `max_size`).
+    pub(crate) shared_bound: Option<usize>,
 }
 
 /// What the registry actor, the publishers and the handler actors share.
@@ -117,12 +127,16 @@ pub(crate) struct Shared<T> {
     pub(crate) dead_letters: History<HandlerFailure>,
     /// Counters of removed subscriptions.
     pub(crate) retired: SubStats,
+    /// The component-wide bound, if any.
+    pub(crate) bound: Option<Arc<SharedBound>>,
 }
 
 /// Why one attempt to dispatch did not go through.
 enum Attempt<T> {
     /// This mailbox was full; nothing was delivered.
     Full(T, Arc<PriorityMailbox<T>>),
+    /// The component-wide bound was reached; nothing was delivered.
+    BoundFull(T),
     /// The component is stopping; nothing was delivered.
     Stopped(T),
 }
@@ -176,7 +190,9 @@ impl<T: Deliverable> Shared<T> {
     pub(crate) fn try_publish(&self, item: T) -> Result<(), PublishError<T>> {
         match self.try_dispatch(item, false) {
             Ok(_) => Ok(()),
-            Err(Attempt::Full(item, _)) => Err(PublishError::QueueFull(item)),
+            Err(Attempt::Full(item, _)) | Err(Attempt::BoundFull(item)) => {
+                Err(PublishError::QueueFull(item))
+            }
             Err(Attempt::Stopped(item)) => Err(PublishError::Stopped(item)),
         }
     }
@@ -211,6 +227,20 @@ impl<T: Deliverable> Shared<T> {
                     }
                 }
             }
+            // The component-wide bound: a slot for every Block delivery and, at most, one
+            // per drop-policy subscription (given back below when not used).
+            if let Some(bound) = &self.bound {
+                let needed = (0..routes.len()).filter(|&i| taken.get(i)).count()
+                    + routes
+                        .iter()
+                        .filter(|r| r.overflow != OverflowPolicy::Block)
+                        .count();
+                if needed > 0 && !bound.reserve(needed) {
+                    taken.undo(routes);
+                    return Err(Attempt::BoundFull(item));
+                }
+            }
+            let mut unused_bound_slots = 0;
             // Then the subscriptions that drop instead of refusing.
             for (i, route) in routes.iter().enumerate() {
                 let policy = route.overflow;
@@ -224,15 +254,23 @@ impl<T: Deliverable> Shared<T> {
                     Ok(evicted) => {
                         taken.set(i);
                         if evicted.is_some() {
+                            // The evicted item's slots pass to the new one.
+                            unused_bound_slots += 1;
                             SubStats::add(&route.stats.dropped, 1);
                         }
                     }
-                    Err(Refused::Full) => SubStats::add(&route.stats.dropped, 1),
+                    Err(Refused::Full) => {
+                        unused_bound_slots += 1;
+                        SubStats::add(&route.stats.dropped, 1);
+                    }
                     // Unsubscribed, or closed by a stop that began after the Block pass:
                     // drop-policy subscriptions are outside the all-or-nothing rule, and
                     // failing now would leave an eviction above without its new item.
-                    Err(Refused::Closed) => {}
+                    Err(Refused::Closed) => unused_bound_slots += 1,
                 }
+            }
+            if let (Some(bound), true) = (&self.bound, unused_bound_slots > 0) {
+                bound.release(unused_bound_slots, true);
             }
             let count = (0..routes.len()).filter(|&i| taken.get(i)).count();
             if self.history.is_enabled() {
@@ -253,8 +291,10 @@ impl<T: Deliverable> Shared<T> {
                 } else {
                     item.as_ref().expect("still held").clone()
                 };
+                let depth = DepthGuard::new(item.depth_counter());
                 let envelope = Envelope {
                     item,
+                    depth,
                     completion: CompletionGuard::new(completion.as_ref()),
                 };
                 if route.mailbox.push_reserved(envelope, priority) {
@@ -281,6 +321,7 @@ impl<T: Deliverable> Core<T> {
             history: History::new(settings.history),
             dead_letters: History::new(settings.dead_letters),
             retired: SubStats::default(),
+            bound: settings.shared_bound.map(|n| Arc::new(SharedBound::new(n))),
             settings,
         });
         let registry = Registry::new(shared.clone()).start();
@@ -291,14 +332,21 @@ impl<T: Deliverable> Core<T> {
         &self.shared.settings
     }
 
-    /// Adds a subscription whose handler actor runs `handler`.
+    /// Adds a subscription whose handler actor runs `handler`; with `group`, as a member
+    /// of that consumer group (see the registry's `## Groups`).
     pub(crate) async fn subscribe<H: Invoke<T>>(
         &self,
         pattern: &str,
+        group: Option<&str>,
         config: HandlerConfig,
         handler: H,
     ) -> Result<SubscriptionId, SubscribeError> {
         let pattern = Pattern::parse(pattern)?;
+        if let Some(group) = group {
+            if group.is_empty() || group.chars().any(char::is_whitespace) {
+                return Err(SubscribeError::InvalidGroup(group.to_owned()));
+            }
+        }
         let settings = &self.shared.settings;
         let policy = Policy {
             timeout: config.timeout.unwrap_or(settings.default_timeout),
@@ -310,30 +358,30 @@ impl<T: Deliverable> Core<T> {
             retry_delay: config.retry_delay,
             error_handler: config.error_handler.clone(),
         };
-        let stats = Arc::new(SubStats::default());
         let name = config.name.clone();
         let shared = Arc::downgrade(&self.shared);
-        let sub_stats = stats.clone();
-        let spawn: registry::Spawn<T> = Box::new(move |id, worker, mailbox| {
+        let spawn: registry::Spawn<T> = Box::new(move |args| {
             handler_actor::spawn(
-                worker,
+                args.worker,
                 Subscription {
-                    id,
+                    id: args.id,
                     name,
-                    mailbox,
+                    mailbox: args.mailbox,
                     handler,
                     policy,
-                    stats: sub_stats,
+                    stats: args.stats,
                     shared,
                     restarts_in_a_row: AtomicU32::new(0),
+                    removed: args.removed,
+                    in_group: args.in_group,
                 },
             )
         });
         self.registry
             .send(Subscribe {
                 pattern,
+                group: group.map(str::to_owned),
                 config,
-                stats,
                 spawn,
             })
             .await
@@ -354,6 +402,21 @@ impl<T: Deliverable> Core<T> {
     /// Number of subscriptions.
     pub(crate) fn subscriptions(&self) -> usize {
         self.shared.index.load().len()
+    }
+
+    /// The names that exact-name subscriptions listen to.
+    pub(crate) fn subscribed_names(&self) -> Vec<String> {
+        self.shared
+            .index
+            .load()
+            .exact_names()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Items counted against the component-wide bound (0 without one).
+    pub(crate) fn bound_len(&self) -> usize {
+        self.shared.bound.as_ref().map_or(0, |b| b.len())
     }
 
     /// The latest published items, oldest first.
@@ -411,15 +474,25 @@ impl<T: Deliverable> Core<T> {
                         return Err(PublishError::QueueFull(item));
                     }
                 }
+                Err(Attempt::BoundFull(back)) => {
+                    item = back;
+                    let bound = self.shared.bound.as_ref().expect("a bound refused");
+                    let wait = bound.wait_for_room(1);
+                    if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                        return Err(PublishError::QueueFull(item));
+                    }
+                }
             }
         }
     }
 }
 
-/// Wakes an idle handler actor. `do_send` ignores the actor mailbox's capacity, which is
-/// safe here: the coalesced wake flag allows at most one `Wake` in flight per
-/// subscription. If the actor is gone the subscription is being removed, and its items
-/// are discarded with it.
+/// Wakes the idle handler actor(s) of a route (every member of a group). `do_send`
+/// ignores the actor mailbox's capacity, which is safe here: the coalesced wake flag
+/// allows at most one `Wake` in flight per route and actor. If an actor is gone its
+/// subscription is being removed.
 fn wake<T>(route: &Route<T>) {
-    route.waker.do_send(Wake);
+    for waker in route.wakers.iter() {
+        waker.do_send(Wake);
+    }
 }

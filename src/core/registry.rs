@@ -3,9 +3,18 @@
 //!
 //! Subscribing, unsubscribing and stopping are messages to this actor, so they are
 //! serialized; each change publishes a new [`Snapshot`]. Publishers never talk to it.
+//!
+//! ## Groups
+//!
+//! The members of a consumer group (same pattern, same group name) share one mailbox:
+//! the group is a single route in the index, and each member's handler actor takes
+//! items from the shared mailbox. An item is taken by exactly one member, whichever is
+//! free first (so the least busy member does the work); a publish wakes every idle
+//! member. When a member leaves, the items still queued stay in the shared mailbox for
+//! the others; when the last member leaves, they are discarded like a subscription's.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -15,34 +24,39 @@ use futures_util::future::join_all;
 use super::handler_actor::{Finish, Wake};
 use super::index::{Route, Snapshot, SubscriptionId};
 use super::mailbox::PriorityMailbox;
-use super::supervision::SubStats;
+use super::supervision::{OverflowPolicy, SubStats};
 use super::{Deliverable, Shared};
-use crate::{HandlerConfig, Pattern, SubscribeError};
+use crate::{HandlerConfig, Pattern, Priority, SubscribeError};
 
-/// Starts a subscription's handler actor on the given worker; returns its wake and finish
-/// addresses.
-pub(crate) type Spawn<T> = Box<
-    dyn FnOnce(
-            SubscriptionId,
-            &ArbiterHandle,
-            Arc<PriorityMailbox<T>>,
-        ) -> (Recipient<Wake>, Recipient<Finish>)
-        + Send,
->;
+/// What a new subscription's handler actor is given.
+pub(crate) struct SpawnArgs<'a, T> {
+    pub(crate) id: SubscriptionId,
+    pub(crate) worker: &'a ArbiterHandle,
+    pub(crate) mailbox: Arc<PriorityMailbox<T>>,
+    pub(crate) stats: Arc<SubStats>,
+    /// Set when this subscription (a group member) is removed.
+    pub(crate) removed: Arc<AtomicBool>,
+    /// Whether the mailbox is shared with other members of a group.
+    pub(crate) in_group: bool,
+}
 
-/// Adds a subscription.
+/// Starts a subscription's handler actor; returns its wake and finish addresses.
+pub(crate) type Spawn<T> =
+    Box<dyn for<'a> FnOnce(SpawnArgs<'a, T>) -> (Recipient<Wake>, Recipient<Finish>) + Send>;
+
+/// Adds a subscription (a member of `group`, if given).
 #[derive(Message)]
 #[rtype(result = "Result<SubscriptionId, SubscribeError>")]
 pub(crate) struct Subscribe<T: Deliverable> {
     pub(crate) pattern: Pattern,
+    pub(crate) group: Option<String>,
     pub(crate) config: HandlerConfig,
-    /// The subscription's counters, shared with its handler actor.
-    pub(crate) stats: Arc<SubStats>,
     pub(crate) spawn: Spawn<T>,
 }
 
 /// Removes a subscription; replies `false` if there was none with that id. The reply comes
-/// once its handler will not run again; what was still queued for it is discarded.
+/// once its handler will not run again; what was still queued for it is discarded (for a
+/// group member: left to the other members).
 #[derive(Message, Debug)]
 #[rtype(result = "bool")]
 pub(crate) struct Unsubscribe(pub(crate) SubscriptionId);
@@ -58,17 +72,48 @@ struct Worker {
     subscriptions: usize,
 }
 
-struct Entry<T> {
+type GroupKey = (Box<str>, Box<str>);
+
+/// A subscription's route (shared by the members of a group).
+struct Target<T> {
+    id: SubscriptionId,
     pattern: Pattern,
-    route: Arc<Route<T>>,
+    handler_priority: Priority,
+    overflow: OverflowPolicy,
+    mailbox: Arc<PriorityMailbox<T>>,
+    stats: Arc<SubStats>,
+    /// Member id → its wake address (one entry for a plain subscription).
+    members: BTreeMap<SubscriptionId, Recipient<Wake>>,
+}
+
+impl<T> Target<T> {
+    fn route(&self) -> Arc<Route<T>> {
+        Arc::new(Route {
+            id: self.id,
+            handler_priority: self.handler_priority,
+            mailbox: self.mailbox.clone(),
+            wakers: self.members.values().cloned().collect(),
+            overflow: self.overflow,
+            stats: self.stats.clone(),
+        })
+    }
+}
+
+struct Entry {
+    /// The target: the subscription's own id, or its group's.
+    target: SubscriptionId,
+    group: Option<GroupKey>,
     finish: Recipient<Finish>,
+    removed: Arc<AtomicBool>,
     worker: usize,
 }
 
 /// See the module docs.
 pub(crate) struct Registry<T: Deliverable> {
     shared: Arc<Shared<T>>,
-    entries: BTreeMap<SubscriptionId, Entry<T>>,
+    entries: BTreeMap<SubscriptionId, Entry>,
+    targets: BTreeMap<SubscriptionId, Target<T>>,
+    groups: HashMap<GroupKey, SubscriptionId>,
     workers: Vec<Worker>,
     next_id: u64,
 }
@@ -85,13 +130,20 @@ impl<T: Deliverable> Registry<T> {
         Registry {
             shared,
             entries: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            groups: HashMap::new(),
             workers,
             next_id: 1,
         }
     }
 
     fn publish_snapshot(&self) {
-        let snapshot = Snapshot::build(self.entries.values().map(|e| (&e.pattern, &e.route)));
+        let routes: Vec<(Pattern, Arc<Route<T>>)> = self
+            .targets
+            .values()
+            .map(|t| (t.pattern.clone(), t.route()))
+            .collect();
+        let snapshot = Snapshot::build(routes.iter().map(|(p, r)| (p, r)));
         self.shared.index.store(Arc::new(snapshot));
     }
 
@@ -99,6 +151,42 @@ impl<T: Deliverable> Registry<T> {
         for worker in self.workers.drain(..) {
             worker.arbiter.stop();
         }
+    }
+
+    /// The target a new subscription joins: its group's, or a new one.
+    fn target_for(&mut self, id: SubscriptionId, msg: &Subscribe<T>) -> (SubscriptionId, bool) {
+        let key = msg.group.as_ref().map(|g| {
+            (
+                Box::<str>::from(msg.pattern.as_str()),
+                Box::<str>::from(g.as_str()),
+            )
+        });
+        if let Some(existing) = key.as_ref().and_then(|k| self.groups.get(k)) {
+            return (*existing, true);
+        }
+        let settings = &self.shared.settings;
+        let mailbox = Arc::new(PriorityMailbox::with_shared_bound(
+            settings.capacity,
+            settings.fifo,
+            self.shared.bound.clone(),
+        ));
+        self.targets.insert(
+            id,
+            Target {
+                id,
+                pattern: msg.pattern.clone(),
+                handler_priority: msg.config.priority,
+                overflow: msg.config.overflow,
+                mailbox,
+                stats: Arc::default(),
+                members: BTreeMap::new(),
+            },
+        );
+        if let Some(key) = key {
+            self.groups.insert(key, id);
+            return (id, true);
+        }
+        (id, false)
     }
 }
 
@@ -122,6 +210,7 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
         }
         let id = SubscriptionId(self.next_id);
         self.next_id += 1;
+        let (target_id, in_group) = self.target_for(id, &msg);
         let (worker_index, worker) = self
             .workers
             .iter_mut()
@@ -129,20 +218,21 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
             .min_by_key(|(_, w)| w.subscriptions)
             .expect("at least one worker");
         worker.subscriptions += 1;
-        let settings = &self.shared.settings;
-        let mailbox = Arc::new(PriorityMailbox::new(settings.capacity, settings.fifo));
-        let (waker, finish) = (msg.spawn)(id, &worker.arbiter.handle(), mailbox.clone());
-        let route = Arc::new(Route {
+        let target = self.targets.get_mut(&target_id).expect("target just found");
+        let removed = Arc::new(AtomicBool::new(false));
+        let (waker, finish) = (msg.spawn)(SpawnArgs {
             id,
-            handler_priority: msg.config.priority,
-            mailbox,
-            waker,
-            overflow: msg.config.overflow,
-            stats: msg.stats,
+            worker: &worker.arbiter.handle(),
+            mailbox: target.mailbox.clone(),
+            stats: target.stats.clone(),
+            removed: removed.clone(),
+            in_group,
         });
+        target.members.insert(id, waker);
         tracing::debug!(
             subscription = %id,
             pattern = %msg.pattern,
+            group = msg.group.as_deref().unwrap_or(""),
             handler.name = %msg.config.name,
             worker = worker_index,
             "subscribed"
@@ -150,9 +240,12 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
         self.entries.insert(
             id,
             Entry {
-                pattern: msg.pattern,
-                route,
+                target: target_id,
+                group: in_group
+                    .then(|| msg.group.map(|g| (msg.pattern.as_str().into(), g.into())))
+                    .flatten(),
                 finish,
+                removed,
                 worker: worker_index,
             },
         );
@@ -164,8 +257,9 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
 impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
     type Result = ResponseFuture<bool>;
 
-    /// Removes the route from the index, cancels the mailbox and waits for the handler
-    /// actor to finish the item in hand.
+    /// Removes the subscription from the index and waits for its handler actor to finish
+    /// the item in hand. The last member of a target cancels its mailbox (discarding what
+    /// waits); a group member that leaves others behind leaves them its items.
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> ResponseFuture<bool> {
         let Some(entry) = self.entries.remove(&msg.0) else {
             return Box::pin(async { false });
@@ -173,14 +267,34 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
         if let Some(worker) = self.workers.get_mut(entry.worker) {
             worker.subscriptions -= 1;
         }
+        entry.removed.store(true, Ordering::SeqCst);
+        let target = self
+            .targets
+            .get_mut(&entry.target)
+            .expect("entry has a target");
+        target.members.remove(&msg.0);
+        let retired = if target.members.is_empty() {
+            let target = self.targets.remove(&entry.target).expect("present");
+            if let Some(key) = &entry.group {
+                self.groups.remove(key);
+            }
+            let discarded = target.mailbox.cancel();
+            tracing::debug!(subscription = %msg.0, discarded, "unsubscribed");
+            Some(target.stats)
+        } else {
+            // Wake the member if it waits (a retry delay, a restart backoff).
+            target.mailbox.poke();
+            tracing::debug!(subscription = %msg.0, "left its group");
+            None
+        };
         self.publish_snapshot();
-        let discarded = entry.route.mailbox.cancel();
-        tracing::debug!(subscription = %msg.0, discarded, "unsubscribed");
         let shared = self.shared.clone();
         Box::pin(async move {
             // An error means the actor is already gone: nothing will run either way.
             let _ = entry.finish.send(Finish { drain: false }).await;
-            shared.retired.absorb(&entry.route.stats);
+            if let Some(stats) = retired {
+                shared.retired.absorb(&stats);
+            }
             true
         })
     }
@@ -192,19 +306,15 @@ impl<T: Deliverable> Handler<Shutdown> for Registry<T> {
     /// Closes every mailbox, drains them (bounded by `default_timeout`), then stops.
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        for entry in self.entries.values() {
-            entry.route.mailbox.close();
+        for target in self.targets.values() {
+            target.mailbox.close();
         }
         let drains = join_all(
             self.entries
                 .values()
                 .map(|e| e.finish.send(Finish { drain: true })),
         );
-        let mailboxes: Vec<_> = self
-            .entries
-            .values()
-            .map(|e| e.route.mailbox.clone())
-            .collect();
+        let mailboxes: Vec<_> = self.targets.values().map(|t| t.mailbox.clone()).collect();
         let timeout = self.shared.settings.default_timeout;
         let work = async move {
             if tokio::time::timeout(timeout, drains).await.is_err() {
@@ -217,10 +327,12 @@ impl<T: Deliverable> Handler<Shutdown> for Registry<T> {
             }
         };
         Box::pin(work.into_actor(self).map(|(), act, ctx| {
-            let entries = std::mem::take(&mut act.entries);
+            act.entries.clear();
+            act.groups.clear();
+            let targets = std::mem::take(&mut act.targets);
             act.publish_snapshot(); // empty: a stats reader never counts a route twice
-            for entry in entries.values() {
-                act.shared.retired.absorb(&entry.route.stats);
+            for target in targets.values() {
+                act.shared.retired.absorb(&target.stats);
             }
             act.stop_workers();
             ctx.stop();

@@ -71,7 +71,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use super::SubscriptionId;
-use crate::Event;
+use crate::{Event, Message};
 
 /// The longest wait between two retries (before jitter is added).
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
@@ -123,6 +123,8 @@ pub enum OverflowPolicy {
 pub enum Delivered {
     /// An event of the [`EventBus`](crate::EventBus).
     Event(Event),
+    /// A message of the [`MessageQueue`](crate::MessageQueue).
+    Message(Message),
 }
 
 impl Delivered {
@@ -130,6 +132,7 @@ impl Delivered {
     pub fn name(&self) -> &str {
         match self {
             Delivered::Event(e) => e.name(),
+            Delivered::Message(m) => m.topic(),
         }
     }
 
@@ -137,6 +140,7 @@ impl Delivered {
     pub fn to_json(&self) -> Value {
         match self {
             Delivered::Event(e) => e.to_json(),
+            Delivered::Message(m) => m.to_json(),
         }
     }
 
@@ -144,6 +148,15 @@ impl Delivered {
     pub fn as_event(&self) -> Option<&Event> {
         match self {
             Delivered::Event(e) => Some(e),
+            Delivered::Message(_) => None,
+        }
+    }
+
+    /// The message, if the item is one.
+    pub fn as_message(&self) -> Option<&Message> {
+        match self {
+            Delivered::Message(m) => Some(m),
+            Delivered::Event(_) => None,
         }
     }
 }
@@ -216,15 +229,10 @@ pub(crate) struct SubStats {
 }
 
 impl SubStats {
-    /// Adds to a counter that several threads write (`dropped`, by publishers).
+    /// Adds to a counter (written by the handler actors of a subscription or group and,
+    /// for `dropped`, by publishers).
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Adds one to a counter that only the subscription's handler actor writes: a plain
-    /// load and store, no locked instruction on the per-item path.
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> DeliveryStats {

@@ -1,0 +1,56 @@
+//! Bridges between the components, as the seed's integration examples wire them.
+//!
+//! ```
+//! use serde_json::json;
+//! use tickwire::{bridge, create_event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority};
+//!
+//! # actix_rt::System::new().block_on(async {
+//! let bus = EventBus::start(EventBusConfig::default()).unwrap();
+//! let mq = MessageQueue::start(MessageQueueConfig::default()).unwrap();
+//! bridge::event_bus_to_queue(&bus, &mq, "market.tick").await.unwrap();
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! mq.subscribe("events.market.tick", move |m| {
+//!     let _ = tx.send(m);
+//!     std::future::ready(Ok(()))
+//! })
+//! .await
+//! .unwrap();
+//! bus.publish(create_event("market.tick", json!({"price": 50000}), Priority::High)).await.unwrap();
+//! let message = rx.recv().await.unwrap();
+//! assert_eq!(message.priority(), Priority::High);
+//! assert_eq!(message.data()["data"]["price"], 50000);
+//! bus.stop().await;
+//! mq.stop().await;
+//! # });
+//! ```
+
+use crate::{
+    create_handler_config, EventBus, HandlerResult, MessageQueue, SubscribeError, SubscriptionId,
+};
+
+/// Forwards every event matching `pattern` to the queue, on topic `events.<name>`, with
+/// the event's JSON (`Event::to_json`) as data and the event's priority. Returns the bus
+/// subscription (unsubscribe it to stop forwarding). A publish that fails (queue full past
+/// `default_timeout`, or stopped) is a failure of the bridge's handler: retried, then
+/// dead-lettered, like any other.
+pub async fn event_bus_to_queue(
+    bus: &EventBus,
+    queue: &MessageQueue,
+    pattern: &str,
+) -> Result<SubscriptionId, SubscribeError> {
+    let queue = queue.clone();
+    let config = create_handler_config(format!("bridge:{pattern}->events.*"));
+    bus.subscribe_with(pattern, config, move |event| {
+        let queue = queue.clone();
+        async move {
+            let topic = format!("events.{}", event.name());
+            let result: HandlerResult = queue
+                .publish(&topic, event.to_json(), event.priority())
+                .await
+                .map(|_| ())
+                .map_err(|err| err.to_string().into());
+            result
+        }
+    })
+    .await
+}

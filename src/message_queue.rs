@@ -1,0 +1,329 @@
+//! The MessageQueue: topics with priorities, a queue-wide bound, and consumer groups.
+//!
+//! A thin facade over the same delivery core as the [`EventBus`](crate::EventBus): the
+//! same mailboxes, index, handler actors, supervision and overflow policies. What it adds:
+//!
+//! - **Topics** carry [`Message`]s; [`publish`](MessageQueue::publish) returns the
+//!   message id.
+//! - **Consumer groups** ([`subscribe_group`](MessageQueue::subscribe_group)): each
+//!   message goes to exactly one member of the group. Members share the group's mailbox
+//!   and each takes the next message when it is free, so the least busy member does the
+//!   work (no round-robin: a slow member never holds messages another could handle). A
+//!   member that leaves gets no more; what is still queued stays for the other members.
+//! - **`max_size`** bounds everything queued in the whole queue, all topics and
+//!   subscriptions together (each subscription's mailbox is bounded by it too).
+//! - **`enable_priority_queues = false`** makes every subscription plain FIFO.
+//! - **Per-topic depth**: messages accepted and not yet finished, per topic.
+//!
+//! ```
+//! use serde_json::json;
+//! use tickwire::{MessageQueue, MessageQueueConfig, Priority};
+//!
+//! # actix_rt::System::new().block_on(async {
+//! let mq = MessageQueue::start(MessageQueueConfig::default()).unwrap();
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! for worker in 0..3 {
+//!     let tx = tx.clone();
+//!     mq.subscribe_group("orders.new", "routers", move |message| {
+//!         let _ = tx.send((worker, message.id()));
+//!         std::future::ready(Ok(()))
+//!     })
+//!     .await
+//!     .unwrap();
+//! }
+//! let mut ids = Vec::new();
+//! for n in 0..30 {
+//!     ids.push(mq.publish("orders.new", json!({"n": n}), Priority::Normal).await.unwrap());
+//! }
+//! mq.stop().await;
+//! drop(tx);
+//! let mut handled: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok()).map(|(_, id)| id).collect();
+//! handled.sort_unstable();
+//! assert_eq!(handled, ids); // each message handled once, by one of the three
+//! # });
+//! ```
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use actix::Recipient;
+use serde_json::Value;
+
+use crate::core::handler::{AsyncFn, RecipientFn, SyncFn};
+use crate::core::{Core, Settings};
+use crate::{
+    ConfigError, DeadLetter, Deliver, DeliveryStats, HandlerConfig, HandlerResult, Message,
+    MessageQueueConfig, Priority, PublishError, SubscribeError, SubscriptionId,
+};
+
+/// A handle to a running message queue. Clones share the queue.
+///
+/// ## Backpressure
+///
+/// `max_size` bounds the deliveries waiting in the whole queue (a message for three
+/// subscribers counts three). [`publish`](Self::publish) waits for room up to
+/// `default_timeout`, then fails with [`PublishError::QueueFull`] handing the message
+/// back; [`try_publish`](Self::try_publish) fails at once. A publish is all-or-nothing,
+/// as on the EventBus.
+///
+/// ## Priority
+///
+/// With `enable_priority_queues = true` (default), each subscription takes CRITICAL
+/// messages first, with the EventBus's anti-starvation rule; with `false`, in arrival
+/// order.
+///
+/// ## Failures and shutdown
+///
+/// Exactly as on the [`EventBus`](crate::EventBus): timeouts, retries, restarts, dead
+/// letters (`$dlq.<topic>` messages), overflow policies, and a `stop()` that drains what
+/// was accepted.
+#[derive(Clone)]
+pub struct MessageQueue {
+    core: Arc<Core<Message>>,
+    /// Per-topic depth counters, created on a topic's first publish.
+    depths: Arc<papaya::HashMap<Box<str>, Arc<AtomicI64>>>,
+}
+
+impl MessageQueue {
+    /// Validates the config and starts the queue inside the running actix `System`.
+    pub fn start(config: MessageQueueConfig) -> Result<MessageQueue, ConfigError> {
+        config.validate()?;
+        if actix_rt::System::try_current().is_none() {
+            return Err(ConfigError::NoSystem {
+                component: "MessageQueue",
+            });
+        }
+        let settings = Settings {
+            workers: config.max_workers,
+            capacity: config.max_size,
+            fifo: !config.enable_priority_queues,
+            default_timeout: config.default_timeout,
+            wait_for_handlers: false,
+            history: 0,
+            retry: config.enable_retry,
+            dead_letters: config.max_dead_letters,
+            shared_bound: Some(config.max_size),
+        };
+        Ok(MessageQueue {
+            core: Arc::new(Core::start(settings)),
+            depths: Arc::default(),
+        })
+    }
+
+    /// Subscribes an async handler to a topic or pattern: it gets every matching message.
+    pub async fn subscribe<F, Fut>(
+        &self,
+        topic: &str,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + 'static,
+    {
+        self.subscribe_with(topic, HandlerConfig::new(topic), handler)
+            .await
+    }
+
+    /// Like [`subscribe`](Self::subscribe), with a [`HandlerConfig`].
+    pub async fn subscribe_with<F, Fut>(
+        &self,
+        topic: &str,
+        config: HandlerConfig,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + 'static,
+    {
+        self.core
+            .subscribe(topic, None, config, AsyncFn(handler))
+            .await
+    }
+
+    /// Joins the consumer group `group` on `topic`: each matching message goes to exactly
+    /// one member (see the module docs).
+    pub async fn subscribe_group<F, Fut>(
+        &self,
+        topic: &str,
+        group: &str,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + 'static,
+    {
+        self.subscribe_group_with(topic, group, HandlerConfig::new(group), handler)
+            .await
+    }
+
+    /// Like [`subscribe_group`](Self::subscribe_group), with a [`HandlerConfig`]. The
+    /// priority and overflow policy of the group's first member apply to the group.
+    pub async fn subscribe_group_with<F, Fut>(
+        &self,
+        topic: &str,
+        group: &str,
+        config: HandlerConfig,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + 'static,
+    {
+        self.core
+            .subscribe(topic, Some(group), config, AsyncFn(handler))
+            .await
+    }
+
+    /// Subscribes a blocking handler, run on the blocking thread pool.
+    pub async fn subscribe_sync_with<F>(
+        &self,
+        topic: &str,
+        config: HandlerConfig,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        F: Fn(&Message) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.core
+            .subscribe(topic, None, config, SyncFn(Arc::new(handler)))
+            .await
+    }
+
+    /// Subscribes an app's own actor: it receives [`Deliver<Message>`].
+    pub async fn subscribe_recipient(
+        &self,
+        topic: &str,
+        config: HandlerConfig,
+        recipient: Recipient<Deliver<Message>>,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        self.core
+            .subscribe(topic, None, config, RecipientFn(recipient))
+            .await
+    }
+
+    /// Removes a subscription or a group member; `false` if there was none with that id.
+    /// A removed member's queued messages stay with the rest of its group.
+    pub async fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        self.core.unsubscribe(id).await
+    }
+
+    /// Publishes a message and returns its id, waiting up to `default_timeout` for room
+    /// (see `## Backpressure`).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        data: Value,
+        priority: Priority,
+    ) -> Result<u64, PublishError<Message>> {
+        let message = self.message(topic, data, priority)?;
+        let id = message.id();
+        self.core.publish(message).await.map(|()| id)
+    }
+
+    /// Publishes without waiting: [`PublishError::QueueFull`] when there is no room.
+    /// Works from any thread.
+    pub fn try_publish(
+        &self,
+        topic: &str,
+        data: Value,
+        priority: Priority,
+    ) -> Result<u64, PublishError<Message>> {
+        let message = self.message(topic, data, priority)?;
+        let id = message.id();
+        self.core.try_publish(message).map(|()| id)
+    }
+
+    /// A message on a checked topic, counted in the topic's depth while queued.
+    fn message(
+        &self,
+        topic: &str,
+        data: Value,
+        priority: Priority,
+    ) -> Result<Message, PublishError<Message>> {
+        if let Err(err) = crate::validate_name(topic) {
+            return Err(PublishError::InvalidName(
+                Message::new(topic, data, priority),
+                err,
+            ));
+        }
+        let depths = self.depths.pin();
+        let counter = match depths.get(topic) {
+            Some(counter) => counter.clone(),
+            None => depths
+                .get_or_insert_with(topic.into(), Arc::default)
+                .clone(),
+        };
+        Ok(Message::with_depth(
+            topic.to_owned(),
+            data,
+            priority,
+            Some(counter),
+        ))
+    }
+
+    /// Messages accepted and not yet finished (queued, or being handled, or waiting for a
+    /// retry), per topic that was ever published to. A message for three subscribers
+    /// counts three.
+    pub fn topic_depths(&self) -> BTreeMap<String, u64> {
+        self.depths
+            .pin()
+            .iter()
+            .map(|(topic, depth)| {
+                (
+                    topic.to_string(),
+                    depth.load(Ordering::Relaxed).max(0) as u64,
+                )
+            })
+            .collect()
+    }
+
+    /// Topics that have subscribers (exact-topic subscriptions) or waiting messages.
+    pub fn topics_count(&self) -> usize {
+        let mut topics: std::collections::BTreeSet<String> =
+            self.core.subscribed_names().into_iter().collect();
+        topics.extend(
+            self.topic_depths()
+                .into_iter()
+                .filter(|(_, depth)| *depth > 0)
+                .map(|(topic, _)| topic),
+        );
+        topics.len()
+    }
+
+    /// Deliveries waiting in the whole queue (what `max_size` bounds).
+    pub fn total_queue_size(&self) -> usize {
+        self.core.bound_len()
+    }
+
+    /// The latest dead letters, oldest first.
+    pub async fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.core.dead_letters()
+    }
+
+    /// Delivery counters over every subscription, current and removed.
+    pub fn delivery_stats(&self) -> DeliveryStats {
+        self.core.stats()
+    }
+
+    /// Number of subscriptions (a consumer group counts once).
+    pub fn subscription_count(&self) -> usize {
+        self.core.subscriptions()
+    }
+
+    /// Stops the queue: refuses new messages, handles what was accepted (bounded by
+    /// `default_timeout`), then stops its actors and threads.
+    pub async fn stop(&self) {
+        self.core.stop().await
+    }
+}
+
+impl std::fmt::Debug for MessageQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageQueue")
+            .field("subscriptions", &self.subscription_count())
+            .field("total_queue_size", &self.total_queue_size())
+            .finish()
+    }
+}

@@ -1,0 +1,465 @@
+//! MessageQueue behaviour: fan-out, consumer groups, priority and FIFO modes, the
+//! queue-wide bound, patterns, per-topic depth, stop, supervision and the bridge.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tickwire::{
+    bridge, create_event, create_handler_config, EventBus, EventBusConfig, Message, MessageQueue,
+    MessageQueueConfig, Priority, PublishError, SubscriptionId,
+};
+use tokio::sync::{mpsc, Semaphore};
+
+const SAFETY: Duration = Duration::from_secs(60);
+
+fn mq(config: MessageQueueConfig) -> MessageQueue {
+    MessageQueue::start(config).unwrap()
+}
+
+fn small() -> MessageQueueConfig {
+    MessageQueueConfig {
+        max_workers: 2,
+        ..MessageQueueConfig::default()
+    }
+}
+
+fn num(m: &Message) -> u64 {
+    m.data().as_u64().expect("numeric payload")
+}
+
+type Seen = Arc<Mutex<Vec<u64>>>;
+
+/// A subscriber that records payloads.
+async fn recorder(q: &MessageQueue, topic: &str) -> Seen {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    q.subscribe(topic, move |m| {
+        s.lock().unwrap().push(num(&m));
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    seen
+}
+
+/// A handler that blocks on each message until the test adds a permit.
+struct Gate {
+    entered: mpsc::UnboundedReceiver<u64>,
+    permits: Arc<Semaphore>,
+    seen: Seen,
+}
+
+async fn gated(q: &MessageQueue, topic: &str, group: Option<&str>) -> (SubscriptionId, Gate) {
+    let (entered_tx, entered) = mpsc::unbounded_channel();
+    let permits = Arc::new(Semaphore::new(0));
+    let seen: Seen = Arc::default();
+    let (p, s) = (permits.clone(), seen.clone());
+    let handler = move |m: Message| {
+        let (p, s, entered_tx) = (p.clone(), s.clone(), entered_tx.clone());
+        async move {
+            let _ = entered_tx.send(num(&m));
+            p.acquire().await.unwrap().forget();
+            s.lock().unwrap().push(num(&m));
+            Ok(())
+        }
+    };
+    let config = create_handler_config("gated").timeout(SAFETY);
+    let id = match group {
+        Some(g) => q.subscribe_group_with(topic, g, config, handler).await,
+        None => q.subscribe_with(topic, config, handler).await,
+    }
+    .unwrap();
+    (
+        id,
+        Gate {
+            entered,
+            permits,
+            seen,
+        },
+    )
+}
+
+#[actix_rt::test]
+async fn every_subscriber_gets_every_message_and_ids_are_returned() {
+    let q = mq(small());
+    let a = recorder(&q, "trading.signals").await;
+    let b = recorder(&q, "trading.signals").await;
+    let mut ids = Vec::new();
+    for n in 0..1000 {
+        ids.push(
+            q.publish("trading.signals", json!(n), Priority::Normal)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase");
+    q.stop().await;
+    for seen in [a, b] {
+        assert_eq!(*seen.lock().unwrap(), (0..1000).collect::<Vec<_>>());
+    }
+    assert_eq!(q.delivery_stats().processed, 2000);
+}
+
+#[actix_rt::test]
+async fn a_consumer_group_handles_each_message_exactly_once() {
+    const MESSAGES: u64 = 100_000;
+    let q = mq(MessageQueueConfig {
+        max_workers: 4,
+        max_size: 4096,
+        ..MessageQueueConfig::default()
+    });
+    let handled: Vec<Seen> = (0..4).map(|_| Seen::default()).collect();
+    for seen in &handled {
+        let s = seen.clone();
+        q.subscribe_group("orders.new", "routers", move |m| {
+            s.lock().unwrap().push(num(&m));
+            std::future::ready(Ok(()))
+        })
+        .await
+        .unwrap();
+    }
+    let everything = recorder(&q, "orders.new").await; // outside the group: gets all
+    let publisher = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            for n in 0..MESSAGES {
+                loop {
+                    match q.try_publish("orders.new", json!(n), Priority::ALL[(n % 4) as usize]) {
+                        Ok(_) => break,
+                        Err(PublishError::QueueFull(_)) => std::thread::yield_now(),
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+            }
+        })
+    };
+    actix_rt::task::spawn_blocking(move || publisher.join().unwrap())
+        .await
+        .unwrap();
+    q.stop().await;
+    let mut all: Vec<u64> = handled
+        .iter()
+        .flat_map(|s| s.lock().unwrap().clone())
+        .collect();
+    assert_eq!(
+        all.len() as u64,
+        MESSAGES,
+        "each message handled once across the group"
+    );
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len() as u64, MESSAGES, "no message handled twice");
+    assert_eq!(everything.lock().unwrap().len() as u64, MESSAGES);
+    let per_member: Vec<usize> = handled.iter().map(|s| s.lock().unwrap().len()).collect();
+    println!("messages per member: {per_member:?}");
+    assert_eq!(q.subscription_count(), 0, "stopped");
+}
+
+#[actix_rt::test]
+async fn a_member_that_leaves_gets_no_more_and_its_queue_goes_to_the_others() {
+    let q = mq(small());
+    let (a_id, mut a) = gated(&q, "jobs", Some("workers")).await;
+    let (_, mut b) = gated(&q, "jobs", Some("workers")).await;
+    assert_eq!(q.subscription_count(), 1, "a group is one subscription");
+    for n in 0..10 {
+        q.publish("jobs", json!(n), Priority::Normal).await.unwrap();
+    }
+    // Each member holds one message; eight wait in the group's mailbox.
+    let held_by_a = a.entered.recv().await.unwrap();
+    let held_by_b = b.entered.recv().await.unwrap();
+    assert_ne!(held_by_a, held_by_b);
+    // Ask to remove A (it cannot finish while A holds its message) and make sure the
+    // registry took the request: a later request to it is answered after it.
+    let leave = q.unsubscribe(a_id);
+    tokio::pin!(leave);
+    assert!(futures_util::poll!(&mut leave).is_pending());
+    q.subscribe("barrier", |_| std::future::ready(Ok(())))
+        .await
+        .unwrap();
+    a.permits.add_permits(100);
+    assert!(tokio::time::timeout(SAFETY, leave).await.unwrap());
+    b.permits.add_permits(100);
+    q.stop().await;
+    assert_eq!(
+        *a.seen.lock().unwrap(),
+        [held_by_a],
+        "A got nothing after leaving"
+    );
+    let mut all: Vec<u64> = a.seen.lock().unwrap().clone();
+    all.extend(b.seen.lock().unwrap().iter());
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..10).collect::<Vec<_>>(),
+        "B handled the rest, nothing lost"
+    );
+}
+
+#[actix_rt::test]
+async fn the_last_member_leaving_ends_the_group() {
+    let q = mq(small());
+    let a = q
+        .subscribe_group("g", "solo", |_| std::future::ready(Ok(())))
+        .await
+        .unwrap();
+    assert!(q.unsubscribe(a).await);
+    assert_eq!(q.subscription_count(), 0);
+    // A new member starts a new group.
+    let seen = Seen::default();
+    let s = seen.clone();
+    q.subscribe_group("g", "solo", move |m| {
+        s.lock().unwrap().push(num(&m));
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    q.publish("g", json!(1), Priority::Normal).await.unwrap();
+    q.stop().await;
+    assert_eq!(*seen.lock().unwrap(), [1]);
+}
+
+#[actix_rt::test]
+async fn critical_first_with_priority_queues_plain_fifo_without() {
+    for priority_queues in [true, false] {
+        let q = mq(MessageQueueConfig {
+            enable_priority_queues: priority_queues,
+            ..small()
+        });
+        let (_, mut gate) = gated(&q, "p", None).await;
+        q.publish("p", json!(0), Priority::Low).await.unwrap();
+        gate.entered.recv().await.unwrap();
+        for n in 1..=5 {
+            q.publish("p", json!(n), Priority::Low).await.unwrap();
+        }
+        q.publish("p", json!(6), Priority::High).await.unwrap();
+        q.publish("p", json!(7), Priority::Critical).await.unwrap();
+        gate.permits.add_permits(100);
+        q.stop().await;
+        let seen = gate.seen.lock().unwrap().clone();
+        if priority_queues {
+            assert_eq!(seen, [0, 7, 6, 1, 2, 3, 4, 5]);
+        } else {
+            assert_eq!(seen, [0, 1, 2, 3, 4, 5, 6, 7]);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn max_size_bounds_the_whole_queue() {
+    let q = mq(MessageQueueConfig {
+        max_size: 6,
+        default_timeout: Duration::from_millis(200),
+        ..small()
+    });
+    let (_, mut first) = gated(&q, "a", None).await;
+    let (_, mut second) = gated(&q, "a", None).await;
+    q.publish("a", json!(0), Priority::Normal).await.unwrap();
+    first.entered.recv().await.unwrap(); // both hold message 0: nothing is queued
+    second.entered.recv().await.unwrap();
+    for n in 1..=3 {
+        q.try_publish("a", json!(n), Priority::Normal).unwrap(); // 2 deliveries each
+    }
+    assert_eq!(q.total_queue_size(), 6);
+    let err = q.try_publish("a", json!(4), Priority::Normal).unwrap_err();
+    assert!(
+        matches!(err, PublishError::QueueFull(ref m) if num(m) == 4),
+        "{err:?}"
+    );
+    assert_eq!(q.total_queue_size(), 6, "a refused publish takes nothing");
+    let err = q.publish("a", json!(5), Priority::High).await.unwrap_err();
+    let back = err.into_inner();
+    assert_eq!(
+        (num(&back), back.topic(), back.priority()),
+        (5, "a", Priority::High)
+    );
+    // A waiting publish goes through once there is room.
+    let waiting = {
+        let q = q.clone();
+        actix_rt::spawn(async move { q.publish("a", json!(6), Priority::Normal).await })
+    };
+    first.permits.add_permits(100);
+    second.permits.add_permits(100);
+    waiting.await.unwrap().unwrap();
+    q.stop().await;
+    assert_eq!(*first.seen.lock().unwrap(), [0, 1, 2, 3, 6]);
+    assert_eq!(*second.seen.lock().unwrap(), [0, 1, 2, 3, 6]);
+    assert_eq!(q.total_queue_size(), 0);
+}
+
+#[actix_rt::test]
+async fn pattern_topics() {
+    let q = mq(small());
+    let star = recorder(&q, "market.*").await;
+    let tail = recorder(&q, "market.>").await;
+    let exact = recorder(&q, "market.btc.tick").await;
+    for (n, topic) in ["market.btc", "market.btc.tick", "fx.eur", "market.eth"]
+        .iter()
+        .enumerate()
+    {
+        q.publish(topic, json!(n), Priority::Normal).await.unwrap();
+    }
+    q.stop().await;
+    assert_eq!(*star.lock().unwrap(), [0, 3]);
+    assert_eq!(*tail.lock().unwrap(), [0, 1, 3]);
+    assert_eq!(*exact.lock().unwrap(), [1]);
+    let err = q
+        .publish("market.*", json!(9), Priority::Normal)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PublishError::InvalidName(..)),
+        "wildcards only in patterns"
+    );
+}
+
+#[actix_rt::test]
+async fn invalid_topics_and_groups_are_refused() {
+    let q = mq(small());
+    let err = q
+        .publish("market..btc", json!(1), Priority::Normal)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PublishError::InvalidName(..)), "{err:?}");
+    assert_eq!(err.into_inner().topic(), "market..btc");
+    let err = q
+        .subscribe_group("a", "has space", |_| std::future::ready(Ok(())))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid group name \"has space\": it must be non-empty and hold no whitespace"
+    );
+    q.stop().await;
+}
+
+#[actix_rt::test]
+async fn topic_depths_and_topics_count() {
+    let q = mq(small());
+    recorder(&q, "a").await;
+    recorder(&q, "b.c").await;
+    let (_, mut gate) = gated(&q, "x.*", None).await;
+    assert_eq!(q.topics_count(), 2, "topics with subscribers");
+    for n in 0..3 {
+        q.publish("x.y", json!(n), Priority::Normal).await.unwrap();
+    }
+    gate.entered.recv().await.unwrap();
+    assert_eq!(
+        q.topic_depths().get("x.y"),
+        Some(&3),
+        "one in hand, two waiting"
+    );
+    assert_eq!(q.topics_count(), 3, "plus the topic with waiting messages");
+    gate.permits.add_permits(3);
+    q.stop().await;
+    assert_eq!(q.topic_depths().get("x.y"), Some(&0));
+    assert_eq!(
+        q.topics_count(),
+        0,
+        "stopped: no subscribers, nothing waiting"
+    );
+}
+
+#[actix_rt::test]
+async fn stop_drains_then_refuses() {
+    let q = mq(small());
+    let (_, gate) = gated(&q, "w", None).await;
+    for n in 0..200 {
+        q.try_publish("w", json!(n), Priority::Normal).unwrap();
+    }
+    gate.permits.add_permits(200);
+    q.stop().await;
+    assert_eq!(*gate.seen.lock().unwrap(), (0..200).collect::<Vec<_>>());
+    assert!(matches!(
+        q.publish("w", json!(1), Priority::Normal).await,
+        Err(PublishError::Stopped(_))
+    ));
+}
+
+#[actix_rt::test]
+async fn supervision_is_the_same_as_the_event_buss() {
+    let q = mq(small());
+    let runs = Arc::new(AtomicU32::new(0));
+    let r = runs.clone();
+    let config = create_handler_config("settlement")
+        .max_retries(2)
+        .retry_delay(Duration::from_millis(1));
+    q.subscribe_with("settle", config, move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Err("ledger unavailable".into()))
+    })
+    .await
+    .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    q.subscribe("$dlq.settle", move |m| {
+        let _ = tx.send(m);
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    let id = q
+        .publish("settle", json!({"trade": 7}), Priority::High)
+        .await
+        .unwrap();
+    let dlq = tokio::time::timeout(SAFETY, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    q.stop().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    assert_eq!(dlq.data()["item"]["id"], id);
+    assert_eq!(dlq.data()["error"], "ledger unavailable");
+    let dead = q.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].item.as_message().unwrap().id(), id);
+    let stats = q.delivery_stats();
+    assert_eq!((stats.errors, stats.retries, stats.dead_letters), (3, 2, 1));
+}
+
+#[actix_rt::test]
+async fn bridge_carries_events_to_events_topics_with_their_priority() {
+    let bus = EventBus::start(EventBusConfig::default()).unwrap();
+    let q = mq(small());
+    bridge::event_bus_to_queue(&bus, &q, "market.>")
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    q.subscribe("events.>", move |m| {
+        let _ = tx.send(m);
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    let event = create_event("market.tick", json!({"price": 1}), Priority::Critical);
+    let event_id = event.id();
+    bus.publish(event).await.unwrap();
+    bus.publish(create_event("system.alert", json!({}), Priority::High))
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(SAFETY, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    bus.stop().await;
+    q.stop().await;
+    assert_eq!(m.topic(), "events.market.tick");
+    assert_eq!(m.priority(), Priority::Critical);
+    assert_eq!(m.data()["id"], event_id);
+    assert_eq!(m.data()["name"], "market.tick");
+    assert!(rx.try_recv().is_err(), "system.alert is not bridged");
+}
+
+#[actix_rt::test]
+async fn handle_is_send_sync_clone_and_messages_are_distinct() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<MessageQueue>();
+    check::<Message>();
+    let q = mq(small());
+    let ids: HashSet<u64> = (0..100)
+        .map(|n| q.try_publish("nobody", json!(n), Priority::Low).unwrap())
+        .collect();
+    assert_eq!(ids.len(), 100);
+    q.stop().await;
+}
