@@ -643,7 +643,13 @@ async fn unsubscribe_does_not_wait_out_a_retry_delay() {
         .await
         .unwrap();
     bus.publish(ev("u", 1)).await.unwrap();
-    ran_rx.recv().await.unwrap(); // the first attempt failed: an hour's retry delay begins
+    ran_rx.recv().await.unwrap(); // the first attempt ran
+                                  // ... and failed: wait (a yield loop, bounded) until the hour-long retry delay began.
+    let deadline = Instant::now() + SAFETY;
+    while bus.delivery_stats().retries == 0 {
+        assert!(Instant::now() < deadline, "the retry never began");
+        tokio::task::yield_now().await;
+    }
     let removed = tokio::time::timeout(SAFETY, bus.unsubscribe(id)).await;
     assert_eq!(
         removed,
