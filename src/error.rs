@@ -6,7 +6,7 @@
 //! ```
 //! use tickwire::{Event, PublishError};
 //! let err = PublishError::QueueFull(Event::new("a", serde_json::json!(1)));
-//! assert_eq!(err.to_string(), "queue full: a matching subscription has no room for \"a\"");
+//! assert_eq!(err.to_string(), "queue full: no room for \"a\"");
 //! let event: Event = err.into_inner();
 //! assert_eq!(event.name(), "a");
 //! ```
@@ -32,8 +32,9 @@ pub enum SubscribeError {
 
 /// Why a publish failed. Every variant hands the item back ([`into_inner`](Self::into_inner)).
 pub enum PublishError<T> {
-    /// A matching subscription's mailbox stayed full: at once for `try_publish`, for
-    /// `default_timeout` for `publish`. No subscriber got the item.
+    /// A matching subscription's mailbox, or the MessageQueue's `max_size`, had no room:
+    /// at once for `try_publish`, for `default_timeout` for `publish`. No subscriber got
+    /// the item.
     QueueFull(T),
     /// The component was stopped (or is stopping). No subscriber got the item.
     Stopped(T),
@@ -72,7 +73,7 @@ impl<T: Deliverable> fmt::Display for PublishError<T> {
         match self {
             PublishError::QueueFull(item) => write!(
                 f,
-                "queue full: a matching subscription has no room for {:?}",
+                "queue full: no room for {:?}",
                 item.route()
             ),
             PublishError::Stopped(item) => {

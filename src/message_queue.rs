@@ -10,10 +10,19 @@
 //!   and each takes the next message when it is free, so the least busy member does the
 //!   work (no round-robin: a slow member never holds messages another could handle). A
 //!   member that leaves gets no more; what is still queued stays for the other members.
+//!   A leaving member finishes the message in hand; a message it holds for a retry or
+//!   across a restart is discarded with it. Each member applies the anti-starvation rule
+//!   to what it takes, so in a group of `n` a LOW message is served at least once every
+//!   `n × 32 + 1` takes rather than every 33.
 //! - **`max_size`** bounds everything queued in the whole queue, all topics and
-//!   subscriptions together (each subscription's mailbox is bounded by it too).
+//!   subscriptions together (each subscription's mailbox is bounded by it too). A
+//!   subscription with a drop [`OverflowPolicy`](crate::OverflowPolicy) never makes a
+//!   publisher wait for it: when the queue is full it drops (its own oldest message, or
+//!   the new one) and counts it.
 //! - **`enable_priority_queues = false`** makes every subscription plain FIFO.
-//! - **Per-topic depth**: messages accepted and not yet finished, per topic.
+//! - **Per-topic depth**: messages accepted and not yet finished, per topic. A counter is
+//!   kept for every topic ever published to, so an app with unbounded topic names grows
+//!   this map.
 //!
 //! ```
 //! use serde_json::json;

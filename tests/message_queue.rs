@@ -463,3 +463,115 @@ async fn handle_is_send_sync_clone_and_messages_are_distinct() {
     assert_eq!(ids.len(), 100);
     q.stop().await;
 }
+
+#[actix_rt::test]
+async fn an_idle_member_is_woken_while_another_is_busy_and_a_late_joiner_gets_work() {
+    let q = mq(small());
+    let (a_id, mut a) = gated(&q, "jobs", Some("workers")).await;
+    q.publish("jobs", json!(0), Priority::Normal).await.unwrap();
+    assert_eq!(a.entered.recv().await, Some(0)); // A is busy with 0
+                                                 // B joins while A is busy; the next messages are B's, A stays stuck on 0.
+    let b = recorder_group(&q, "jobs", "workers").await;
+    for n in 1..=3 {
+        q.publish("jobs", json!(n), Priority::Normal).await.unwrap();
+    }
+    wait_for_len(&b, 3).await;
+    // A leaves (after finishing 0); B goes on receiving.
+    let leave = q.unsubscribe(a_id);
+    tokio::pin!(leave);
+    assert!(futures_util::poll!(&mut leave).is_pending());
+    a.permits.add_permits(1);
+    assert!(tokio::time::timeout(SAFETY, leave).await.unwrap());
+    q.publish("jobs", json!(4), Priority::Normal).await.unwrap();
+    wait_for_len(&b, 4).await;
+    q.stop().await;
+    assert_eq!(*a.seen.lock().unwrap(), [0]);
+    assert_eq!(*b.lock().unwrap(), [1, 2, 3, 4]);
+    assert_eq!(q.total_queue_size(), 0);
+}
+
+/// A group member that records payloads.
+async fn recorder_group(q: &MessageQueue, topic: &str, group: &str) -> Seen {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    q.subscribe_group(topic, group, move |m| {
+        s.lock().unwrap().push(num(&m));
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    seen
+}
+
+/// Waits (a yield loop, bounded by the safety timeout) until `seen` holds `n` entries.
+async fn wait_for_len(seen: &Seen, n: usize) {
+    let deadline = std::time::Instant::now() + SAFETY;
+    while seen.lock().unwrap().len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[actix_rt::test]
+async fn more_matching_deliveries_than_max_size_fail_at_once() {
+    let q = mq(MessageQueueConfig {
+        max_size: 1,
+        default_timeout: SAFETY,
+        ..small()
+    });
+    recorder(&q, "t").await;
+    recorder(&q, "t").await;
+    let result = tokio::time::timeout(SAFETY / 2, q.publish("t", json!(1), Priority::Normal)).await;
+    let err = result
+        .expect("does not wait: it can never fit")
+        .unwrap_err();
+    assert!(matches!(err, PublishError::QueueFull(_)), "{err:?}");
+    assert!(matches!(
+        q.try_publish("t", json!(2), Priority::Normal),
+        Err(PublishError::QueueFull(_))
+    ));
+    q.stop().await;
+}
+
+#[actix_rt::test]
+async fn drop_policies_drop_when_the_queue_is_full_instead_of_refusing() {
+    let q = mq(MessageQueueConfig {
+        max_size: 4,
+        ..small()
+    });
+    let permits = Arc::new(Semaphore::new(0));
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let seen = Seen::default();
+    let (p, s) = (permits.clone(), seen.clone());
+    let config = create_handler_config("ticker_view")
+        .overflow(tickwire::OverflowPolicy::DropOldest)
+        .timeout(SAFETY);
+    q.subscribe_with("ticks", config, move |m| {
+        let (p, s, entered_tx) = (p.clone(), s.clone(), entered_tx.clone());
+        async move {
+            let _ = entered_tx.send(());
+            p.acquire().await.unwrap().forget();
+            s.lock().unwrap().push(num(&m));
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    q.publish("ticks", json!(0), Priority::Normal)
+        .await
+        .unwrap();
+    entered.recv().await.unwrap();
+    for n in 1..=8 {
+        q.try_publish("ticks", json!(n), Priority::Normal).unwrap(); // never refused
+    }
+    assert_eq!(q.total_queue_size(), 4);
+    permits.add_permits(100);
+    q.stop().await;
+    assert_eq!(*seen.lock().unwrap(), [0, 5, 6, 7, 8]);
+    assert_eq!(q.delivery_stats().dropped, 4);
+    assert_eq!(q.total_queue_size(), 0);
+}

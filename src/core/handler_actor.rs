@@ -27,7 +27,7 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::handler::{ErrorCallback, Invoke};
-use super::mailbox::{Envelope, LaneTurns, PriorityMailbox};
+use super::mailbox::{Envelope, LaneTurns, PriorityMailbox, WakeFlag};
 use super::supervision::{self, HandlerFailure, SubStats, DEAD_LETTER_PREFIX};
 use super::{Deliverable, Shared, SubscriptionId};
 
@@ -74,6 +74,8 @@ pub(crate) struct Subscription<T, H> {
     pub(crate) removed: Arc<AtomicBool>,
     /// The mailbox is shared with the other members of a group.
     pub(crate) in_group: bool,
+    /// This actor's coalesced wake flag (see the mailbox docs).
+    pub(crate) wake_flag: Arc<WakeFlag>,
 }
 
 impl<T, H> Subscription<T, H> {
@@ -277,7 +279,7 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
                         }
                         continue;
                     }
-                    if sub.mailbox.try_idle() {
+                    if sub.mailbox.try_idle(&sub.wake_flag) {
                         continue;
                     }
                     return (DrainEnd::Done, turns);

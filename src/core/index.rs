@@ -20,7 +20,7 @@ use actix::Recipient;
 use arc_swap::ArcSwap;
 
 use super::handler_actor::Wake;
-use super::mailbox::PriorityMailbox;
+use super::mailbox::{PriorityMailbox, WakeFlag};
 use super::supervision::{OverflowPolicy, SubStats};
 use super::Deliverable;
 use crate::{Pattern, Priority};
@@ -45,13 +45,32 @@ impl std::fmt::Display for SubscriptionId {
     }
 }
 
+/// How a publisher wakes one consumer: its coalesced flag and its address.
+#[derive(Clone)]
+pub(crate) struct Waker {
+    pub(crate) flag: Arc<WakeFlag>,
+    pub(crate) recipient: Recipient<Wake>,
+}
+
+impl Waker {
+    /// Wakes the consumer unless its flag says it is already scheduled or running.
+    /// `do_send` ignores the actor mailbox's capacity, which is safe here: the flag
+    /// allows at most one `Wake` in flight per consumer. If the actor is gone its
+    /// subscription is being removed.
+    pub(crate) fn wake(&self) {
+        if self.flag.raise() {
+            self.recipient.do_send(Wake);
+        }
+    }
+}
+
 /// What a publisher needs to deliver to one subscription.
 pub(crate) struct Route<T> {
     pub(crate) id: SubscriptionId,
     pub(crate) handler_priority: Priority,
     pub(crate) mailbox: Arc<PriorityMailbox<T>>,
     /// The handler actors to wake (every member of a group).
-    pub(crate) wakers: Box<[Recipient<Wake>]>,
+    pub(crate) wakers: Box<[Waker]>,
     pub(crate) overflow: OverflowPolicy,
     pub(crate) stats: Arc<SubStats>,
 }
@@ -205,7 +224,10 @@ mod tests {
                 id: SubscriptionId(id),
                 handler_priority: prio,
                 mailbox: Arc::new(PriorityMailbox::new(4, false)),
-                wakers: Box::new([waker.clone()]),
+                wakers: Box::new([Waker {
+                    flag: Arc::default(),
+                    recipient: waker.clone(),
+                }]),
                 overflow: OverflowPolicy::Block,
                 stats: Arc::default(),
             });

@@ -12,10 +12,13 @@
 //!   the mailbox is full or closed, then pushes. Because reservation and closing touch the
 //!   same word, every reservation that succeeded is visible to whoever drains after closing:
 //!   no accepted item can slip in after a drain finished.
-//! - `scheduled`: the coalesced wake flag. A publisher that pushes and finds it clear sets
-//!   it and wakes the consumer (one actix message); while it is set, pushes send nothing.
-//!   The consumer clears it when it finds the lanes empty, then looks once more, so a push
-//!   that raced with going idle is never left behind.
+//! - a coalesced wake flag per consumer ([`WakeFlag`], held by the consumer and by the
+//!   route publishers use). A publisher that pushes and finds a consumer's flag clear
+//!   sets it and wakes that consumer (one actix message); while it is set, pushes send
+//!   nothing. The consumer clears its flag when it finds the lanes empty, then looks once
+//!   more ([`try_idle`](PriorityMailbox::try_idle)), so a push that raced with going idle
+//!   is never left behind. A consumer group's members share one mailbox, each with its
+//!   own flag: every idle member is woken by the next push.
 //! - `room`: where publishers wait for space (slow path only; see the `room` module).
 //!
 //! ## Priority
@@ -149,14 +152,24 @@ pub(crate) struct LaneTurns {
     passed: [u32; 4],
 }
 
-/// A bounded multi-producer, single-consumer mailbox with four priority lanes.
+/// One consumer's coalesced wake flag: set while the consumer is scheduled or running.
+#[derive(Debug, Default)]
+pub(crate) struct WakeFlag(CachePadded<AtomicBool>);
+
+impl WakeFlag {
+    /// Sets the flag; true if it was clear, that is, if the caller must wake the consumer.
+    pub(crate) fn raise(&self) -> bool {
+        !self.0.swap(true, Ordering::SeqCst)
+    }
+}
+
+/// A bounded multi-producer mailbox with four priority lanes, drained by one consumer (or
+/// by the members of a consumer group).
 #[derive(Debug)]
 pub(crate) struct PriorityMailbox<T> {
     lanes: [SegQueue<Envelope<T>>; 4],
     /// Slots taken (reserved or queued) | CLOSED | CANCELLED. Invariant: count ≤ capacity.
     state: CachePadded<AtomicUsize>,
-    /// Set while the consumer is scheduled or running; see the module docs.
-    scheduled: CachePadded<AtomicBool>,
     /// Publishers waiting for room (and handler actors waiting for a cancel).
     room: Room,
     capacity: usize,
@@ -185,7 +198,6 @@ impl<T> PriorityMailbox<T> {
         PriorityMailbox {
             lanes: Default::default(),
             state: CachePadded::new(AtomicUsize::new(0)),
-            scheduled: CachePadded::new(AtomicBool::new(false)),
             room: Room::default(),
             capacity,
             low_water: low_water(capacity),
@@ -197,6 +209,11 @@ impl<T> PriorityMailbox<T> {
     /// Items queued or reserved.
     pub(crate) fn len(&self) -> usize {
         self.state.load(Ordering::Acquire) & COUNT
+    }
+
+    /// Neither closed nor cancelled: reservations may succeed.
+    pub(crate) fn is_open(&self) -> bool {
+        self.state.load(Ordering::Acquire) & (CLOSED | CANCELLED) == 0
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
@@ -254,16 +271,24 @@ impl<T> PriorityMailbox<T> {
         self.room.wake();
     }
 
-    /// Queues an item into a reserved slot. Returns true if the caller must wake the
-    /// consumer (it was idle); at most one caller gets true until the consumer idles again.
-    pub(crate) fn push_reserved(&self, envelope: Envelope<T>, priority: Priority) -> bool {
+    /// Queues an item into a reserved slot. The caller then raises the consumers' wake
+    /// flags ([`WakeFlag::raise`]).
+    pub(crate) fn push_reserved(&self, envelope: Envelope<T>, priority: Priority) {
         let lane = if self.fifo { 0 } else { priority.lane() };
         // Ordering: `SegQueue::push` publishes the item with a SeqCst CAS and `is_empty`
-        // reads with SeqCst loads, so this push, the swap below, and `try_idle`'s store,
-        // fence and emptiness check are all in one total order: either the consumer sees
-        // the item, or this swap sees the flag cleared and wakes it.
+        // reads with SeqCst loads, so this push, the publisher's `raise` after it, and
+        // `try_idle`'s store, fence and emptiness check are all in one total order:
+        // either the consumer sees the item, or `raise` sees the flag cleared and wakes it.
         self.lanes[lane].push(envelope);
-        !self.scheduled.swap(true, Ordering::SeqCst)
+    }
+
+    /// Takes the slot of the oldest item of the lowest non-empty lane (a drop-oldest
+    /// subscription making room without a new reservation); `None` when closed or empty.
+    pub(crate) fn evict_oldest(&self) -> Option<Envelope<T>> {
+        if self.state.load(Ordering::SeqCst) & (CLOSED | CANCELLED) != 0 {
+            return None;
+        }
+        self.lanes.iter().find_map(|lane| lane.pop())
     }
 
     /// Takes the next item by priority and the anti-starvation rule, and frees its slot.
@@ -349,11 +374,11 @@ impl<T> PriorityMailbox<T> {
     /// The consumer found no item: clears the wake flag, then checks once more. Returns
     /// true if the consumer must go on (an item arrived and the consumer took the flag
     /// back), false if it may go idle (a later push will wake it).
-    pub(crate) fn try_idle(&self) -> bool {
-        self.scheduled.store(false, Ordering::SeqCst);
+    pub(crate) fn try_idle(&self, flag: &WakeFlag) -> bool {
+        flag.0.store(false, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let pending = self.lanes.iter().any(|lane| !lane.is_empty());
-        pending && !self.scheduled.swap(true, Ordering::SeqCst)
+        pending && flag.raise()
     }
 
     /// No new reservations; what was accepted stays to be drained. Wakes waiting publishers
@@ -382,6 +407,18 @@ impl<T> PriorityMailbox<T> {
     }
 }
 
+impl<T> Drop for PriorityMailbox<T> {
+    /// Items still queued when the last reference goes (pushed into a cancelled mailbox
+    /// by a publisher that had reserved before the cancel, or left by a stop that timed
+    /// out) give their slots back to the shared bound.
+    fn drop(&mut self) {
+        let left: usize = self.lanes.iter().map(|lane| lane.len()).sum();
+        if let (Some(shared), true) = (&self.shared, left > 0) {
+            shared.release(left, true);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,7 +431,7 @@ mod tests {
         }
     }
 
-    fn put(mb: &PriorityMailbox<u32>, n: u32, p: Priority) -> bool {
+    fn put(mb: &PriorityMailbox<u32>, n: u32, p: Priority) {
         mb.reserve().unwrap();
         mb.push_reserved(env(n), p)
     }
@@ -446,21 +483,39 @@ mod tests {
     #[test]
     fn coalesced_wake() {
         let mb = PriorityMailbox::new(10, false);
-        assert!(put(&mb, 1, Priority::Normal), "first push wakes");
-        assert!(!put(&mb, 2, Priority::Normal), "second push does not");
+        let flag = WakeFlag::default();
+        put(&mb, 1, Priority::Normal);
+        assert!(flag.raise(), "first push wakes");
+        put(&mb, 2, Priority::Normal);
+        assert!(!flag.raise(), "second push does not");
         let mut turns = LaneTurns::default();
         drain(&mb, &mut turns);
-        assert!(!mb.try_idle(), "empty: go idle");
-        assert!(
-            put(&mb, 3, Priority::Normal),
-            "a push after idling wakes again"
-        );
+        assert!(!mb.try_idle(&flag), "empty: go idle");
+        put(&mb, 3, Priority::Normal);
+        assert!(flag.raise(), "a push after idling wakes again");
         // A push that lands between the last pop and try_idle is picked up by try_idle.
         let mb2 = PriorityMailbox::new(10, false);
+        let flag2 = WakeFlag::default();
         put(&mb2, 1, Priority::Normal);
+        assert!(flag2.raise());
         mb2.pop(&mut turns).unwrap();
-        assert!(!put(&mb2, 2, Priority::Normal), "consumer still scheduled");
-        assert!(mb2.try_idle(), "consumer must go on");
+        put(&mb2, 2, Priority::Normal);
+        assert!(!flag2.raise(), "consumer still scheduled");
+        assert!(mb2.try_idle(&flag2), "consumer must go on");
+    }
+
+    #[test]
+    fn a_dropped_mailbox_gives_its_items_slots_back_to_the_shared_bound() {
+        let bound = Arc::new(SharedBound::new(10));
+        let mb = PriorityMailbox::with_shared_bound(10, false, Some(bound.clone()));
+        for n in 0..3 {
+            assert!(bound.reserve(1));
+            put(&mb, n, Priority::Normal);
+        }
+        mb.pop(&mut LaneTurns::default()).unwrap();
+        assert_eq!(bound.len(), 2);
+        drop(mb);
+        assert_eq!(bound.len(), 0);
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub use handler_actor::BATCH;
 pub use index::SubscriptionId;
 
 use handler::Invoke;
-use handler_actor::{Policy, Subscription, Wake};
+use handler_actor::{Policy, Subscription};
 use history::History;
 use index::{Index, Route, Snapshot};
 use mailbox::{Completion, CompletionGuard, DepthGuard, Envelope, PriorityMailbox, Refused};
@@ -135,8 +135,9 @@ pub(crate) struct Shared<T> {
 enum Attempt<T> {
     /// This mailbox was full; nothing was delivered.
     Full(T, Arc<PriorityMailbox<T>>),
-    /// The component-wide bound was reached; nothing was delivered.
-    BoundFull(T),
+    /// The component-wide bound had no room for this many deliveries; nothing was
+    /// delivered.
+    BoundFull(T, usize),
     /// The component is stopping; nothing was delivered.
     Stopped(T),
 }
@@ -190,10 +191,57 @@ impl<T: Deliverable> Shared<T> {
     pub(crate) fn try_publish(&self, item: T) -> Result<(), PublishError<T>> {
         match self.try_dispatch(item, false) {
             Ok(_) => Ok(()),
-            Err(Attempt::Full(item, _)) | Err(Attempt::BoundFull(item)) => {
+            Err(Attempt::Full(item, _)) | Err(Attempt::BoundFull(item, _)) => {
                 Err(PublishError::QueueFull(item))
             }
             Err(Attempt::Stopped(item)) => Err(PublishError::Stopped(item)),
+        }
+    }
+
+    /// Takes a slot in a drop-policy subscription's mailbox (and in the component's
+    /// bound), making room by policy when full. Returns whether the item goes there.
+    fn offer_dropping(&self, route: &Route<T>, policy: OverflowPolicy) -> bool {
+        let evict = policy == OverflowPolicy::DropOldest;
+        let dropped = || SubStats::add(&route.stats.dropped, 1);
+        let bound_slot = self.bound.as_ref().is_none_or(|b| b.reserve(1));
+        if !bound_slot {
+            // The component is full: only this subscription's own oldest item can make
+            // room (its slots, here and in the bound, pass to the new item).
+            if !route.mailbox.is_open() {
+                return false;
+            }
+            if evict && route.mailbox.evict_oldest().is_some() {
+                dropped();
+                return true;
+            }
+            dropped();
+            return false;
+        }
+        let give_back = || {
+            if let Some(bound) = &self.bound {
+                bound.release(1, true);
+            }
+        };
+        match route.mailbox.reserve_or_evict(evict) {
+            Ok(None) => true,
+            Ok(Some(_evicted)) => {
+                // The evicted item's bound slot passes to the new one.
+                give_back();
+                dropped();
+                true
+            }
+            Err(Refused::Full) => {
+                give_back();
+                dropped();
+                false
+            }
+            // Unsubscribed, or closed by a stop that began after the Block pass:
+            // drop-policy subscriptions are outside the all-or-nothing rule, and failing
+            // the publish now would leave an eviction above without its new item.
+            Err(Refused::Closed) => {
+                give_back();
+                false
+            }
         }
     }
 
@@ -227,50 +275,21 @@ impl<T: Deliverable> Shared<T> {
                     }
                 }
             }
-            // The component-wide bound: a slot for every Block delivery and, at most, one
-            // per drop-policy subscription (given back below when not used).
+            // The component-wide bound: a slot for every Block delivery, all or none.
             if let Some(bound) = &self.bound {
-                let needed = (0..routes.len()).filter(|&i| taken.get(i)).count()
-                    + routes
-                        .iter()
-                        .filter(|r| r.overflow != OverflowPolicy::Block)
-                        .count();
+                let needed = (0..routes.len()).filter(|&i| taken.get(i)).count();
                 if needed > 0 && !bound.reserve(needed) {
                     taken.undo(routes);
-                    return Err(Attempt::BoundFull(item));
+                    return Err(Attempt::BoundFull(item, needed));
                 }
             }
-            let mut unused_bound_slots = 0;
-            // Then the subscriptions that drop instead of refusing.
+            // Then the subscriptions that drop instead of refusing: they never make the
+            // publisher wait, neither for their mailbox nor for the component's bound.
             for (i, route) in routes.iter().enumerate() {
                 let policy = route.overflow;
-                if policy == OverflowPolicy::Block {
-                    continue;
+                if policy != OverflowPolicy::Block && self.offer_dropping(route, policy) {
+                    taken.set(i);
                 }
-                match route
-                    .mailbox
-                    .reserve_or_evict(policy == OverflowPolicy::DropOldest)
-                {
-                    Ok(evicted) => {
-                        taken.set(i);
-                        if evicted.is_some() {
-                            // The evicted item's slots pass to the new one.
-                            unused_bound_slots += 1;
-                            SubStats::add(&route.stats.dropped, 1);
-                        }
-                    }
-                    Err(Refused::Full) => {
-                        unused_bound_slots += 1;
-                        SubStats::add(&route.stats.dropped, 1);
-                    }
-                    // Unsubscribed, or closed by a stop that began after the Block pass:
-                    // drop-policy subscriptions are outside the all-or-nothing rule, and
-                    // failing now would leave an eviction above without its new item.
-                    Err(Refused::Closed) => unused_bound_slots += 1,
-                }
-            }
-            if let (Some(bound), true) = (&self.bound, unused_bound_slots > 0) {
-                bound.release(unused_bound_slots, true);
             }
             let count = (0..routes.len()).filter(|&i| taken.get(i)).count();
             if self.history.is_enabled() {
@@ -297,8 +316,9 @@ impl<T: Deliverable> Shared<T> {
                     depth,
                     completion: CompletionGuard::new(completion.as_ref()),
                 };
-                if route.mailbox.push_reserved(envelope, priority) {
-                    wake(route);
+                route.mailbox.push_reserved(envelope, priority);
+                for waker in route.wakers.iter() {
+                    waker.wake();
                 }
             }
             Ok(completion)
@@ -374,6 +394,7 @@ impl<T: Deliverable> Core<T> {
                     restarts_in_a_row: AtomicU32::new(0),
                     removed: args.removed,
                     in_group: args.in_group,
+                    wake_flag: args.wake_flag,
                 },
             )
         });
@@ -474,25 +495,19 @@ impl<T: Deliverable> Core<T> {
                         return Err(PublishError::QueueFull(item));
                     }
                 }
-                Err(Attempt::BoundFull(back)) => {
+                Err(Attempt::BoundFull(back, needed)) => {
                     item = back;
                     let bound = self.shared.bound.as_ref().expect("a bound refused");
-                    let wait = bound.wait_for_room(1);
+                    if needed > bound.capacity() {
+                        // More matching deliveries than the whole queue may hold.
+                        return Err(PublishError::QueueFull(item));
+                    }
+                    let wait = bound.wait_for_room(needed);
                     if tokio::time::timeout_at(deadline, wait).await.is_err() {
                         return Err(PublishError::QueueFull(item));
                     }
                 }
             }
         }
-    }
-}
-
-/// Wakes the idle handler actor(s) of a route (every member of a group). `do_send`
-/// ignores the actor mailbox's capacity, which is safe here: the coalesced wake flag
-/// allows at most one `Wake` in flight per route and actor. If an actor is gone its
-/// subscription is being removed.
-fn wake<T>(route: &Route<T>) {
-    for waker in route.wakers.iter() {
-        waker.do_send(Wake);
     }
 }

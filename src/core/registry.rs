@@ -22,8 +22,8 @@ use actix_rt::{Arbiter, ArbiterHandle};
 use futures_util::future::join_all;
 
 use super::handler_actor::{Finish, Wake};
-use super::index::{Route, Snapshot, SubscriptionId};
-use super::mailbox::PriorityMailbox;
+use super::index::{Route, Snapshot, SubscriptionId, Waker};
+use super::mailbox::{PriorityMailbox, WakeFlag};
 use super::supervision::{OverflowPolicy, SubStats};
 use super::{Deliverable, Shared};
 use crate::{HandlerConfig, Pattern, Priority, SubscribeError};
@@ -38,6 +38,8 @@ pub(crate) struct SpawnArgs<'a, T> {
     pub(crate) removed: Arc<AtomicBool>,
     /// Whether the mailbox is shared with other members of a group.
     pub(crate) in_group: bool,
+    /// The new handler actor's wake flag (publishers hold it too).
+    pub(crate) wake_flag: Arc<WakeFlag>,
 }
 
 /// Starts a subscription's handler actor; returns its wake and finish addresses.
@@ -82,8 +84,8 @@ struct Target<T> {
     overflow: OverflowPolicy,
     mailbox: Arc<PriorityMailbox<T>>,
     stats: Arc<SubStats>,
-    /// Member id → its wake address (one entry for a plain subscription).
-    members: BTreeMap<SubscriptionId, Recipient<Wake>>,
+    /// Member id → how to wake it (one entry for a plain subscription).
+    members: BTreeMap<SubscriptionId, Waker>,
 }
 
 impl<T> Target<T> {
@@ -220,14 +222,22 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
         worker.subscriptions += 1;
         let target = self.targets.get_mut(&target_id).expect("target just found");
         let removed = Arc::new(AtomicBool::new(false));
-        let (waker, finish) = (msg.spawn)(SpawnArgs {
+        let wake_flag = Arc::new(WakeFlag::default());
+        let (recipient, finish) = (msg.spawn)(SpawnArgs {
             id,
             worker: &worker.arbiter.handle(),
             mailbox: target.mailbox.clone(),
             stats: target.stats.clone(),
             removed: removed.clone(),
             in_group,
+            wake_flag: wake_flag.clone(),
         });
+        let waker = Waker {
+            flag: wake_flag,
+            recipient,
+        };
+        // A group member joins with work possibly waiting: look at the mailbox once.
+        waker.wake();
         target.members.insert(id, waker);
         tracing::debug!(
             subscription = %id,

@@ -89,6 +89,11 @@ impl SharedBound {
         }
     }
 
+    /// The bound.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Items counted against the bound.
     pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)
