@@ -45,8 +45,8 @@ use actix::Recipient;
 use crate::core::handler::{AsyncFn, RecipientFn, SyncFn};
 use crate::core::{Core, Settings};
 use crate::{
-    ConfigError, DeadLetter, Deliver, DeliveryStats, Event, EventBusConfig, HandlerConfig,
-    HandlerResult, PublishError, SubscribeError, SubscriptionId,
+    ConfigError, DeadLetter, Deliver, DeliveryStats, Event, EventBusConfig, EventBusMetrics,
+    HandlerConfig, HandlerResult, PublishError, SubscribeError, SubscriptionId,
 };
 
 /// A handle to a running event bus. Clones share the bus.
@@ -131,6 +131,7 @@ impl EventBus {
             retry: config.enable_retry,
             dead_letters: config.max_dead_letters,
             shared_bound: None,
+            metrics: config.enable_metrics,
         };
         Ok(EventBus {
             core: Arc::new(Core::start(settings)),
@@ -261,6 +262,12 @@ impl EventBus {
     /// quiet (after `stop()`, or when nothing is queued or running).
     pub fn delivery_stats(&self) -> DeliveryStats {
         self.core.stats()
+    }
+
+    /// The seed's performance metrics, plus ours (latency percentiles, retries, dead
+    /// letters, dropped, restarts); definitions in [`metrics`](crate::metrics).
+    pub async fn get_performance_metrics(&self) -> EventBusMetrics {
+        EventBusMetrics::from_snapshot(&self.core.metrics().await)
     }
 
     /// Number of subscriptions.

@@ -42,6 +42,7 @@ pub mod event;
 pub mod event_bus;
 pub mod message;
 pub mod message_queue;
+pub mod metrics;
 pub mod pattern;
 pub mod priority;
 
@@ -56,5 +57,6 @@ pub use event::{create_event, Event};
 pub use event_bus::EventBus;
 pub use message::Message;
 pub use message_queue::MessageQueue;
+pub use metrics::{EventBusMetrics, LatencySummary, MessageQueueMetrics};
 pub use pattern::{validate_name, Pattern, PatternError};
 pub use priority::{EventPriority, InvalidPriority, MessagePriority, Priority};

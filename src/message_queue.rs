@@ -64,7 +64,8 @@ use crate::core::handler::{AsyncFn, RecipientFn, SyncFn};
 use crate::core::{Core, Settings};
 use crate::{
     ConfigError, DeadLetter, Deliver, DeliveryStats, HandlerConfig, HandlerResult, Message,
-    MessageQueueConfig, Priority, PublishError, SubscribeError, SubscriptionId,
+    MessageQueueConfig, MessageQueueMetrics, Priority, PublishError, SubscribeError,
+    SubscriptionId,
 };
 
 /// A handle to a running message queue. Clones share the queue.
@@ -114,6 +115,7 @@ impl MessageQueue {
             retry: config.enable_retry,
             dead_letters: config.max_dead_letters,
             shared_bound: Some(config.max_size),
+            metrics: config.enable_metrics,
         };
         Ok(MessageQueue {
             core: Arc::new(Core::start(settings)),
@@ -314,6 +316,17 @@ impl MessageQueue {
     /// Delivery counters over every subscription, current and removed.
     pub fn delivery_stats(&self) -> DeliveryStats {
         self.core.stats()
+    }
+
+    /// The seed's performance metrics, plus ours; definitions in
+    /// [`metrics`](crate::metrics).
+    pub async fn get_performance_metrics(&self) -> MessageQueueMetrics {
+        let snapshot = self.core.metrics().await;
+        MessageQueueMetrics::from_snapshot(
+            &snapshot,
+            self.total_queue_size() as u64,
+            self.topics_count() as u64,
+        )
     }
 
     /// Number of subscriptions (a consumer group counts once).

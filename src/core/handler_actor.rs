@@ -16,11 +16,12 @@
 //! same mailbox, the item in hand kept), and after a restart backoff it retries that
 //! item and goes on draining.
 
+use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
@@ -28,6 +29,7 @@ use tracing::Instrument;
 
 use super::handler::{ErrorCallback, Invoke};
 use super::mailbox::{Envelope, LaneTurns, PriorityMailbox, WakeFlag};
+use super::recorder::{Recorder, SHIP_INTERVAL};
 use super::supervision::{self, HandlerFailure, SubStats, DEAD_LETTER_PREFIX};
 use super::{Deliverable, Shared, SubscriptionId};
 
@@ -76,6 +78,8 @@ pub(crate) struct Subscription<T, H> {
     pub(crate) in_group: bool,
     /// This actor's coalesced wake flag (see the mailbox docs).
     pub(crate) wake_flag: Arc<WakeFlag>,
+    /// Latency histograms, when metrics are on; only this actor's thread touches them.
+    pub(crate) recorder: Option<RefCell<Recorder>>,
 }
 
 impl<T, H> Subscription<T, H> {
@@ -149,8 +153,16 @@ impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
         }));
     }
 
+    /// Sends the recorded latencies to the metrics actor.
+    fn ship(&self) {
+        if let Some(recorder) = &self.sub.recorder {
+            recorder.borrow_mut().ship();
+        }
+    }
+
     /// The handler will not run again: answer every `Finish`.
     fn finish(&mut self) {
+        self.ship(); // before the replies, so a stopped component's figures are complete
         self.finished = true;
         self.in_flight = None;
         for reply in self.replies.drain(..) {
@@ -168,6 +180,13 @@ impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
 
 impl<T: Deliverable, H: Invoke<T>> Actor for HandlerActor<T, H> {
     type Context = Context<Self>;
+
+    /// With metrics on, ships the latency histograms once a second.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.sub.recorder.is_some() {
+            ctx.run_interval(SHIP_INTERVAL, |act, _| act.ship());
+        }
+    }
 }
 
 impl<T: Deliverable, H: Invoke<T>> actix::Supervised for HandlerActor<T, H> {
@@ -340,7 +359,14 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
             }
         }
         job.attempts += 1;
-        match run(sub, job.envelope.item.clone(), job.attempts).await {
+        match run(
+            sub,
+            job.envelope.item.clone(),
+            job.attempts,
+            job.envelope.queued_at,
+        )
+        .await
+        {
             Outcome::Handled => {
                 SubStats::add(&sub.stats.processed, 1);
                 sub.restarts_in_a_row.store(0, Ordering::Relaxed);
@@ -363,6 +389,30 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
 /// is not ready at once is slow: publishers waiting for room are woken before it is
 /// awaited, and only then is a timer armed.
 async fn run<T: Deliverable, H: Invoke<T>>(
+    sub: &Subscription<T, H>,
+    item: T,
+    attempt: u32,
+    queued_at: Option<Instant>,
+) -> Outcome {
+    let Some(recorder) = &sub.recorder else {
+        return run_once(sub, item, attempt).await;
+    };
+    SubStats::add(&sub.stats.active, 1);
+    let started = Instant::now();
+    let outcome = run_once(sub, item, attempt).await;
+    let finished = Instant::now();
+    sub.stats.active.fetch_sub(1, Ordering::Relaxed);
+    let run_time = finished - started;
+    SubStats::add(&sub.stats.runs, 1);
+    SubStats::add(&sub.stats.run_nanos, run_time.as_nanos() as u64);
+    let handled = matches!(outcome, Outcome::Handled);
+    let latency = queued_at.filter(|_| handled).map(|at| finished - at);
+    recorder.borrow_mut().record(run_time, latency);
+    outcome
+}
+
+/// One run of the handler, without metrics.
+async fn run_once<T: Deliverable, H: Invoke<T>>(
     sub: &Subscription<T, H>,
     item: T,
     attempt: u32,

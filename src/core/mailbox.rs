@@ -128,6 +128,8 @@ impl Drop for DepthGuard {
 #[derive(Debug)]
 pub(crate) struct Envelope<T> {
     pub(crate) item: T,
+    /// When it was published (metrics only).
+    pub(crate) queued_at: Option<std::time::Instant>,
     /// Held only for its `Drop`, like `completion`.
     #[allow(dead_code)]
     pub(crate) depth: DepthGuard,
@@ -426,6 +428,7 @@ mod tests {
     fn env(n: u32) -> Envelope<u32> {
         Envelope {
             item: n,
+            queued_at: None,
             depth: DepthGuard::default(),
             completion: CompletionGuard::default(),
         }

@@ -44,11 +44,14 @@
 //! none, never to some, so a retried publish cannot duplicate. Subscriptions with a drop
 //! policy never refuse: when full, they discard an item (counted as `dropped`).
 
+pub(crate) mod counter;
 pub(crate) mod handler;
 pub(crate) mod handler_actor;
 pub(crate) mod history;
 pub(crate) mod index;
 pub(crate) mod mailbox;
+pub(crate) mod metrics_actor;
+pub(crate) mod recorder;
 pub(crate) mod registry;
 pub(crate) mod room;
 pub mod supervision;
@@ -64,11 +67,14 @@ pub use handler::{create_handler_config, Deliver, HandlerConfig, HandlerResult};
 pub use handler_actor::BATCH;
 pub use index::SubscriptionId;
 
+use counter::StripedCounter;
 use handler::Invoke;
 use handler_actor::{Policy, Subscription};
 use history::History;
 use index::{Index, Route, Snapshot};
 use mailbox::{Completion, CompletionGuard, DepthGuard, Envelope, PriorityMailbox, Refused};
+use metrics_actor::{GetSnapshot, MetricsActor, Snapshot as MetricsSnapshot};
+use recorder::Recorder;
 use registry::{Registry, Shutdown, Subscribe, Unsubscribe};
 use room::SharedBound;
 use supervision::{Delivered, DeliveryStats, HandlerFailure, OverflowPolicy, SubStats};
@@ -116,6 +122,8 @@ pub(crate) struct Settings {
     pub(crate) dead_letters: usize,
     /// A bound on everything queued in the component (MessageQueue `max_size`).
     pub(crate) shared_bound: Option<usize>,
+    /// Record metrics on the hot path (`enable_metrics`).
+    pub(crate) metrics: bool,
 }
 
 /// What the registry actor, the publishers and the handler actors share.
@@ -129,6 +137,17 @@ pub(crate) struct Shared<T> {
     pub(crate) retired: SubStats,
     /// The component-wide bound, if any.
     pub(crate) bound: Option<Arc<SharedBound>>,
+    /// Items accepted (metrics only).
+    pub(crate) published: StripedCounter,
+}
+
+/// Metrics-only counters summed over a component's subscriptions.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) published: u64,
+    pub(crate) active: u64,
+    pub(crate) runs: u64,
+    pub(crate) run_nanos: u64,
 }
 
 /// Why one attempt to dispatch did not go through.
@@ -187,6 +206,34 @@ impl Taken {
 }
 
 impl<T: Deliverable> Shared<T> {
+    /// Delivery counters over every subscription, current and removed.
+    pub(crate) fn stats_now(&self) -> DeliveryStats {
+        let mut stats = self.retired.snapshot();
+        let snapshot = self.index.load();
+        for route in snapshot.routes() {
+            stats += route.stats.snapshot();
+            stats.queued += route.mailbox.len() as u64;
+        }
+        stats
+    }
+
+    /// Metrics-only counters.
+    pub(crate) fn counters(&self) -> Counters {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let mut counters = Counters {
+            published: self.published.sum(),
+            active: 0,
+            runs: get(&self.retired.runs),
+            run_nanos: get(&self.retired.run_nanos),
+        };
+        for route in self.index.load().routes() {
+            counters.active += get(&route.stats.active);
+            counters.runs += get(&route.stats.runs);
+            counters.run_nanos += get(&route.stats.run_nanos);
+        }
+        counters
+    }
+
     /// Queues the item for every matching subscription without waiting.
     pub(crate) fn try_publish(&self, item: T) -> Result<(), PublishError<T>> {
         match self.try_dispatch(item, false) {
@@ -292,6 +339,10 @@ impl<T: Deliverable> Shared<T> {
                 }
             }
             let count = (0..routes.len()).filter(|&i| taken.get(i)).count();
+            let queued_at = self.settings.metrics.then(|| {
+                self.published.add(1);
+                Instant::now()
+            });
             if self.history.is_enabled() {
                 self.history.record(item.clone());
             }
@@ -313,6 +364,7 @@ impl<T: Deliverable> Shared<T> {
                 let depth = DepthGuard::new(item.depth_counter());
                 let envelope = Envelope {
                     item,
+                    queued_at,
                     depth,
                     completion: CompletionGuard::new(completion.as_ref()),
                 };
@@ -326,10 +378,12 @@ impl<T: Deliverable> Shared<T> {
     }
 }
 
-/// A running core: the shared state plus the address of its registry actor.
+/// A running core: the shared state plus the addresses of its registry and metrics
+/// actors.
 pub(crate) struct Core<T: Deliverable> {
     shared: Arc<Shared<T>>,
     registry: Addr<Registry<T>>,
+    metrics: Addr<MetricsActor<T>>,
 }
 
 impl<T: Deliverable> Core<T> {
@@ -342,10 +396,16 @@ impl<T: Deliverable> Core<T> {
             dead_letters: History::new(settings.dead_letters),
             retired: SubStats::default(),
             bound: settings.shared_bound.map(|n| Arc::new(SharedBound::new(n))),
+            published: StripedCounter::default(),
             settings,
         });
         let registry = Registry::new(shared.clone()).start();
-        Core { shared, registry }
+        let metrics = MetricsActor::new(shared.clone()).start();
+        Core {
+            shared,
+            registry,
+            metrics,
+        }
     }
 
     pub(crate) fn settings(&self) -> &Settings {
@@ -380,6 +440,7 @@ impl<T: Deliverable> Core<T> {
         };
         let name = config.name.clone();
         let shared = Arc::downgrade(&self.shared);
+        let sink = settings.metrics.then(|| self.metrics.clone().recipient());
         let spawn: registry::Spawn<T> = Box::new(move |args| {
             handler_actor::spawn(
                 args.worker,
@@ -395,6 +456,7 @@ impl<T: Deliverable> Core<T> {
                     removed: args.removed,
                     in_group: args.in_group,
                     wake_flag: args.wake_flag,
+                    recorder: sink.map(|sink| std::cell::RefCell::new(Recorder::new(sink))),
                 },
             )
         });
@@ -452,13 +514,16 @@ impl<T: Deliverable> Core<T> {
 
     /// Counters over every subscription, current and removed.
     pub(crate) fn stats(&self) -> DeliveryStats {
-        let mut stats = self.shared.retired.snapshot();
-        let snapshot = self.shared.index.load();
-        for route in snapshot.routes() {
-            stats += route.stats.snapshot();
-            stats.queued += route.mailbox.len() as u64;
+        self.shared.stats_now()
+    }
+
+    /// The metrics actor's figures. After `stop()`, every latency sample is in.
+    pub(crate) async fn metrics(&self) -> MetricsSnapshot {
+        match self.metrics.send(GetSnapshot).await {
+            Ok(snapshot) => snapshot,
+            // The metrics actor lives as long as the core: only a stopped System ends it.
+            Err(_) => MetricsSnapshot::unavailable(&self.shared),
         }
-        stats
     }
 
     /// Queues the item for every matching subscription without waiting.

@@ -226,6 +226,10 @@ pub(crate) struct SubStats {
     pub(crate) dead_letters: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) restarts: AtomicU64,
+    /// Metrics only: handler runs in progress, runs finished, their total time.
+    pub(crate) active: AtomicU64,
+    pub(crate) runs: AtomicU64,
+    pub(crate) run_nanos: AtomicU64,
 }
 
 impl SubStats {
@@ -257,6 +261,8 @@ impl SubStats {
         Self::add(&self.dead_letters, s.dead_letters);
         Self::add(&self.dropped, s.dropped);
         Self::add(&self.restarts, s.restarts);
+        Self::add(&self.runs, other.runs.load(Ordering::Relaxed));
+        Self::add(&self.run_nanos, other.run_nanos.load(Ordering::Relaxed));
     }
 }
 

@@ -1,0 +1,223 @@
+//! Performance metrics with the seed's keys, and their Prometheus exposition.
+//!
+//! `get_performance_metrics()` on the [`EventBus`](crate::EventBus) and the
+//! [`MessageQueue`](crate::MessageQueue) returns a typed struct that serializes with
+//! exactly the seed's keys, then keys of ours. The figures come from the component's
+//! metrics actor (see below) and from lock-free counters on the hot path.
+//!
+//! ## Definitions
+//!
+//! | key | meaning |
+//! |-----|---------|
+//! | `total_events_published` / `total_messages_published` | items accepted by `publish`/`try_publish` |
+//! | `total_events_processed` / `total_messages_processed` | deliveries whose handler succeeded (an item for 3 subscribers counts 3) |
+//! | `total_errors` | failed handler runs (errors, timeouts, panics), retried or not |
+//! | `events_per_second` / `messages_per_second` | processed over the last 10 s (or since start), per second |
+//! | `average_processing_time` | mean handler run time since start, in **seconds**, as in the seed |
+//! | `queue_size` / `total_queue_size` | deliveries waiting in mailboxes now |
+//! | `active_handlers` | handler runs in progress now |
+//! | `total_handlers` | subscriptions (a consumer group counts once) |
+//! | `topics_count` | MessageQueue: topics with subscribers or waiting messages |
+//! | `uptime_seconds` | since the component started |
+//! | `retries`, `dead_letters`, `dropped`, `restarts` | as in [`DeliveryStats`](crate::DeliveryStats) |
+//! | `publish_to_handled_us` | percentiles (µs) from publish to the end of a successful run, last 10 s |
+//! | `handler_run_time_us` | percentiles (µs) of one handler run, last 10 s |
+//! | `metrics_enabled` | false when `enable_metrics = false` |
+//!
+//! With `enable_metrics = false` nothing is timed or counted on the hot path for metrics:
+//! the measured figures (`total_*_published`, rates, times, active handlers, latency
+//! percentiles) are `null`, not zeros. The counters the components need anyway (processed,
+//! errors, retries, dead letters, dropped, restarts, queue sizes, handlers) are still
+//! given.
+//!
+//! Latency samples reach the metrics actor up to a second after they are recorded (each
+//! handler actor ships its histograms once a second), and at once on `stop()`.
+//!
+//! ```
+//! use serde_json::json;
+//! use tickwire::{Event, EventBus, EventBusConfig};
+//!
+//! # actix_rt::System::new().block_on(async {
+//! let bus = EventBus::start(EventBusConfig::default()).unwrap();
+//! bus.subscribe("a", |_| std::future::ready(Ok(()))).await.unwrap();
+//! for n in 0..10 {
+//!     bus.publish(Event::new("a", json!(n))).await.unwrap();
+//! }
+//! bus.stop().await;
+//! let m = bus.get_performance_metrics().await;
+//! assert_eq!(m.total_events_published, Some(10));
+//! assert_eq!(m.total_events_processed, 10);
+//! assert_eq!(m.handler_run_time_us.unwrap().count, 10);
+//! let json = serde_json::to_value(&m).unwrap();
+//! assert!(json.get("events_per_second").is_some() && json.get("uptime_seconds").is_some());
+//! # });
+//! ```
+
+pub mod prometheus;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::core::metrics_actor::Snapshot;
+
+/// Latency percentiles in microseconds, and how many samples they are over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+impl LatencySummary {
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        LatencySummary {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// The EventBus's metrics: the seed's keys first, then ours.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EventBusMetrics {
+    /// Events accepted (`null` with metrics disabled).
+    pub total_events_published: Option<u64>,
+    /// Successful deliveries.
+    pub total_events_processed: u64,
+    /// Failed handler runs.
+    pub total_errors: u64,
+    /// Processed per second over the last 10 s.
+    pub events_per_second: Option<f64>,
+    /// Mean handler run time, seconds.
+    pub average_processing_time: Option<f64>,
+    /// Deliveries waiting now.
+    pub queue_size: u64,
+    /// Handler runs in progress now.
+    pub active_handlers: Option<u64>,
+    /// Subscriptions.
+    pub total_handlers: u64,
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// Retries started.
+    pub retries: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+    /// Items dropped by overflow policies.
+    pub dropped: u64,
+    /// Handler actor restarts.
+    pub restarts: u64,
+    /// Publish → handled, µs, last 10 s.
+    pub publish_to_handled_us: Option<LatencySummary>,
+    /// Handler run time, µs, last 10 s.
+    pub handler_run_time_us: Option<LatencySummary>,
+    /// Whether the measured figures were measured.
+    pub metrics_enabled: bool,
+}
+
+/// The MessageQueue's metrics: the seed's keys first, then ours.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MessageQueueMetrics {
+    /// Messages accepted (`null` with metrics disabled).
+    pub total_messages_published: Option<u64>,
+    /// Successful deliveries.
+    pub total_messages_processed: u64,
+    /// Failed handler runs.
+    pub total_errors: u64,
+    /// Processed per second over the last 10 s.
+    pub messages_per_second: Option<f64>,
+    /// Mean handler run time, seconds.
+    pub average_processing_time: Option<f64>,
+    /// Deliveries waiting in the whole queue now.
+    pub total_queue_size: u64,
+    /// Handler runs in progress now.
+    pub active_handlers: Option<u64>,
+    /// Subscriptions (a consumer group counts once).
+    pub total_handlers: u64,
+    /// Topics with subscribers or waiting messages.
+    pub topics_count: u64,
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// Retries started.
+    pub retries: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+    /// Items dropped by overflow policies.
+    pub dropped: u64,
+    /// Handler actor restarts.
+    pub restarts: u64,
+    /// Publish → handled, µs, last 10 s.
+    pub publish_to_handled_us: Option<LatencySummary>,
+    /// Handler run time, µs, last 10 s.
+    pub handler_run_time_us: Option<LatencySummary>,
+    /// Whether the measured figures were measured.
+    pub metrics_enabled: bool,
+}
+
+fn measured<V>(enabled: bool, value: V) -> Option<V> {
+    enabled.then_some(value)
+}
+
+impl EventBusMetrics {
+    pub(crate) fn from_snapshot(s: &Snapshot) -> Self {
+        let on = s.enabled;
+        EventBusMetrics {
+            total_events_published: measured(on, s.published),
+            total_events_processed: s.stats.processed,
+            total_errors: s.stats.errors,
+            events_per_second: measured(on, s.rate),
+            average_processing_time: measured(on, s.average_run_seconds),
+            queue_size: s.stats.queued,
+            active_handlers: measured(on, s.active),
+            total_handlers: s.handlers,
+            uptime_seconds: s.uptime.as_secs_f64(),
+            retries: s.stats.retries,
+            dead_letters: s.stats.dead_letters,
+            dropped: s.stats.dropped,
+            restarts: s.stats.restarts,
+            publish_to_handled_us: measured(on, s.publish_to_handled),
+            handler_run_time_us: measured(on, s.run_time),
+            metrics_enabled: on,
+        }
+    }
+}
+
+impl MessageQueueMetrics {
+    pub(crate) fn from_snapshot(s: &Snapshot, total_queue_size: u64, topics_count: u64) -> Self {
+        let on = s.enabled;
+        MessageQueueMetrics {
+            total_messages_published: measured(on, s.published),
+            total_messages_processed: s.stats.processed,
+            total_errors: s.stats.errors,
+            messages_per_second: measured(on, s.rate),
+            average_processing_time: measured(on, s.average_run_seconds),
+            total_queue_size,
+            active_handlers: measured(on, s.active),
+            total_handlers: s.handlers,
+            topics_count,
+            uptime_seconds: s.uptime.as_secs_f64(),
+            retries: s.stats.retries,
+            dead_letters: s.stats.dead_letters,
+            dropped: s.stats.dropped,
+            restarts: s.stats.restarts,
+            publish_to_handled_us: measured(on, s.publish_to_handled),
+            handler_run_time_us: measured(on, s.run_time),
+            metrics_enabled: on,
+        }
+    }
+}
