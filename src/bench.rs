@@ -11,7 +11,7 @@
 //!
 //! ```
 //! # actix_rt::System::new().block_on(async {
-//! let report = tickwire::bench::eventbus_throughput(10_000, 2, 2).await;
+//! let report = tickwire::bench::eventbus_throughput(10_000, 2, 2, true).await;
 //! assert_eq!(report.deliveries, 20_000);
 //! assert!(report.deliveries_per_second() > 0.0);
 //! # });
@@ -54,11 +54,18 @@ impl Throughput {
 }
 
 /// Publishes `events` events from one thread to `subscribers` subscribers on a bus with
-/// `workers` worker threads, and times it. Must run inside an actix System.
-pub async fn eventbus_throughput(events: u64, subscribers: usize, workers: usize) -> Throughput {
+/// `workers` worker threads (`metrics`: `enable_metrics`), and times it. Must run inside
+/// an actix System.
+pub async fn eventbus_throughput(
+    events: u64,
+    subscribers: usize,
+    workers: usize,
+    metrics: bool,
+) -> Throughput {
     let bus = EventBus::start(EventBusConfig {
         max_workers: workers,
         max_history: 0,
+        enable_metrics: metrics,
         ..EventBusConfig::default()
     })
     .expect("valid bench config");

@@ -33,6 +33,9 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Run the bus with `enable_metrics = false` (no timing on the hot path).
+        #[arg(long)]
+        no_metrics: bool,
     },
 }
 
@@ -62,6 +65,7 @@ fn main() -> std::process::ExitCode {
             workers,
             runs,
             json,
+            no_metrics,
         } => {
             if events == 0 || runs == 0 || workers == 0 || subscribers.contains(&0) {
                 eprintln!(
@@ -76,7 +80,13 @@ fn main() -> std::process::ExitCode {
                     // Interleaved, so both see the same machine state.
                     for _ in 0..runs {
                         ours.push(
-                            tickwire::bench::eventbus_throughput(events, subs, workers).await,
+                            tickwire::bench::eventbus_throughput(
+                                events,
+                                subs,
+                                workers,
+                                !no_metrics,
+                            )
+                            .await,
                         );
                         floor.push(tickwire::bench::crossbeam_baseline(events, subs));
                     }
@@ -89,6 +99,7 @@ fn main() -> std::process::ExitCode {
                     "target": "eventbus",
                     "workers": workers,
                     "runs": runs,
+                    "metrics": !no_metrics,
                     "results": rows.iter().map(|(r, b)| serde_json::json!({
                         "subscribers": r.subscribers,
                         "events": r.events,
@@ -103,7 +114,10 @@ fn main() -> std::process::ExitCode {
                 });
                 println!("{out}");
             } else {
-                println!("EventBus throughput, 1 publisher thread, {workers} workers, median of {runs} runs");
+                println!(
+                    "EventBus throughput, 1 publisher thread, {workers} workers, metrics {}, median of {runs} runs",
+                    if no_metrics { "off" } else { "on" }
+                );
                 println!(
                     "{:>11} {:>10} {:>14} {:>12} {:>22} {:>8}",
                     "subscribers",
