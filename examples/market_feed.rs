@@ -160,7 +160,7 @@ async fn main() {
                     Err(PublishError::QueueFull(_)) => full += 1,
                     Err(err) => panic!("feed: {err}"),
                 }
-                let due = start + interval.mul_f64(sent as f64);
+                let due = start + interval.mul_f64((sent + full) as f64);
                 while Instant::now() < due {
                     std::hint::spin_loop();
                 }

@@ -7,7 +7,8 @@
 //!       execution handler: counts signals, prints a few
 //! ```
 //!
-//! At the end it prints both components' delivery counters and the queue's topics.
+//! At the end it prints both components' metrics (the seed's keys and ours) and the
+//! queue's topics.
 //! Run: `cargo run --release --example trading_system -- [seconds] [ticks_per_second]`
 //! (defaults: 3 s at 50,000 ticks/s).
 
@@ -178,7 +179,22 @@ async fn main() {
             .await
             .expect("join");
 
-    // Shut down in data-flow order: the bus drains into the queue, then the queue drains.
+    // The flow is a cycle (the queue's consumers publish back onto the bus), so stopping
+    // either side first would refuse the other's in-flight publishes. Let both settle
+    // (bounded), then stop them.
+    let settle_until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < settle_until {
+        let bus = event_bus.get_performance_metrics().await;
+        let mq = message_queue.get_performance_metrics().await;
+        let busy = bus.queue_size
+            + mq.total_queue_size
+            + bus.active_handlers.unwrap_or(0)
+            + mq.active_handlers.unwrap_or(0);
+        if busy == 0 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
     event_bus.stop().await;
     message_queue.stop().await;
 
@@ -188,8 +204,8 @@ async fn main() {
         sent as f64 / elapsed.as_secs_f64()
     );
     println!("trading signals: {}", signals.load(Ordering::Relaxed));
-    let bus_stats = event_bus.delivery_stats();
-    let mq_stats = message_queue.delivery_stats();
+    let bus_stats = event_bus.get_performance_metrics().await;
+    let mq_stats = message_queue.get_performance_metrics().await;
     println!(
         "event bus:     {}",
         serde_json::to_string(&bus_stats).expect("serializable")

@@ -108,10 +108,18 @@ pub async fn eventbus_throughput(
         })
     };
     let all = u32::try_from(subscribers).expect("subscriber count fits u32");
-    done.acquire_many(all)
-        .await
-        .expect("semaphore is never closed")
-        .forget();
+    // A run that loses a delivery never completes: fail loudly instead of hanging.
+    let deadline = Duration::from_secs(120) + Duration::from_micros(events);
+    match tokio::time::timeout(deadline, done.acquire_many(all)).await {
+        Ok(permits) => permits.expect("semaphore is never closed").forget(),
+        Err(_) => panic!(
+            "bench: not every event reached every subscriber: {:?} of {events} each",
+            counters
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        ),
+    }
     let elapsed = start.elapsed();
     let full_retries = publisher.join().expect("publisher thread");
     bus.stop().await;

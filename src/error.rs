@@ -31,10 +31,10 @@ pub enum SubscribeError {
 }
 
 /// Why a publish failed. Every variant hands the item back ([`into_inner`](Self::into_inner)).
-pub enum PublishError<T> {
+pub enum PublishError<T = crate::Event> {
     /// A matching subscription's mailbox, or the MessageQueue's `max_size`, had no room:
-    /// at once for `try_publish`, for `default_timeout` for `publish`. No subscriber got
-    /// the item.
+    /// at once for `try_publish`, for `default_timeout` for `publish` (at once if the
+    /// matching deliveries can never fit in `max_size`). No subscriber got the item.
     QueueFull(T),
     /// The component was stopped (or is stopping). No subscriber got the item.
     Stopped(T),
@@ -47,7 +47,7 @@ pub enum PublishError<T> {
 }
 
 impl<T: Deliverable> PublishError<T> {
-    /// The event or message that was not accepted.
+    /// The event or message, handed back (accepted only for `HandlerTimeout`).
     pub fn into_inner(self) -> T {
         match self {
             PublishError::QueueFull(item)
@@ -57,7 +57,7 @@ impl<T: Deliverable> PublishError<T> {
         }
     }
 
-    /// The event or message that was not accepted, by reference.
+    /// The event or message, by reference.
     pub fn item(&self) -> &T {
         match self {
             PublishError::QueueFull(item)

@@ -57,7 +57,8 @@ use crate::{
 /// waiting higher-priority event is handled before a waiting lower one: a CRITICAL event
 /// published behind a thousand queued LOW ones is the next one handled. A lower lane is
 /// never starved: after it has been passed over
-/// [`STARVATION_LIMIT`](crate::STARVATION_LIMIT) times in a row, it gets the next turn.
+/// [`STARVATION_LIMIT`](crate::STARVATION_LIMIT) times in a row, it gets one of the next
+/// three turns (the highest of the starving lanes goes first).
 ///
 /// ## Handler priority
 ///
@@ -67,7 +68,9 @@ use crate::{
 /// ## Ordering
 ///
 /// Per subscription, events of the same priority from one publisher are handled in publish
-/// order, one at a time (a handler never runs twice at once for one subscription).
+/// order, one at a time (a handler never runs twice at once for one subscription). The
+/// exception: a sync or actor handler whose run timed out cannot be cancelled, so its
+/// late run may overlap the retry or the next event.
 ///
 /// ## Backpressure
 ///
@@ -94,11 +97,27 @@ use crate::{
 ///
 /// [`stop`](Self::stop) refuses new events ([`PublishError::Stopped`]), handles every
 /// event accepted before (waiting at most `default_timeout`; what is left then is logged
-/// and discarded), then stops the handler actors and worker threads. Call it: handlers
+/// and discarded, counted as `dropped`), then stops the handler actors and worker
+/// threads. Call it: handlers
 /// often hold a handle (to publish derived events), so dropping the app's own handles
 /// does not end the bus; stopping the actix `System` does, without draining. Do not
 /// await `stop()` from inside a handler of the same bus: that handler's own drain cannot
 /// finish before it returns, so `stop` waits out `default_timeout`.
+///
+/// ## Good to know
+///
+/// - A subscription's handler name (in logs, traces and [`HandlerFailure`](crate::HandlerFailure))
+///   is its pattern unless a [`HandlerConfig`] names it.
+/// - Each component starts its own `max_workers` threads (10 by default), plus tokio's
+///   blocking pool for sync handlers.
+/// - [`history`](Self::history) records every accepted event, including events no one
+///   subscribed to and `$dlq.` events.
+/// - With `enable_async_processing = false`, `publish` may wait up to twice
+///   `default_timeout`: for room, then for the handlers.
+/// - Panic supervision needs unwinding: with `panic = "abort"` a panicking handler ends
+///   the process.
+/// - After `stop()`, `unsubscribe` returns `false` (every subscription is gone) and
+///   `subscribe` fails with [`SubscribeError::Stopped`].
 ///
 /// ## Threads
 ///
@@ -202,7 +221,9 @@ impl EventBus {
     }
 
     /// Subscribes an app's own actor: it receives [`Deliver<Event>`] and its reply is the
-    /// handler's result.
+    /// handler's result. The actor is the app's to supervise: tickwire neither catches its
+    /// panics nor restarts it; if it stops, each delivery fails (and is retried, then
+    /// dead-lettered).
     pub async fn subscribe_recipient(
         &self,
         pattern: &str,

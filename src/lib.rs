@@ -11,7 +11,8 @@
 //!   backoff, restarts after panics, dead letters, overflow policies.
 //!
 //! Everything runs inside an actix `System` (`#[actix::main]`, `#[actix_rt::test]`).
-//! Publishing never takes a lock: see [`core`] for the data path and its guarantees.
+//! The publish fast path takes no lock (a publisher that must wait for room waits on a
+//! tokio `Notify`): see [`core`] for the data path and its guarantees.
 //!
 //! ```
 //! use serde_json::json;

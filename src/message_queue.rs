@@ -11,9 +11,11 @@
 //!   work (no round-robin: a slow member never holds messages another could handle). A
 //!   member that leaves gets no more; what is still queued stays for the other members.
 //!   A leaving member finishes the message in hand; a message it holds for a retry or
-//!   across a restart is discarded with it. Each member applies the anti-starvation rule
-//!   to what it takes, so in a group of `n` a LOW message is served at least once every
-//!   `n × 32 + 1` takes rather than every 33.
+//!   across a restart is discarded with it. A group is named by its pattern and group
+//!   name; its members run concurrently, with no order between them, and one member's
+//!   retries do not hold the others back. Each member applies the anti-starvation rule to
+//!   what it takes, so in a group of `n` a LOW message may wait about `n` times longer
+//!   than on a single subscription.
 //! - **`max_size`** bounds everything queued in the whole queue, all topics and
 //!   subscriptions together (each subscription's mailbox is bounded by it too). A
 //!   subscription with a drop [`OverflowPolicy`](crate::OverflowPolicy) never makes a
@@ -202,7 +204,8 @@ impl MessageQueue {
             .await
     }
 
-    /// Subscribes an app's own actor: it receives [`Deliver<Message>`].
+    /// Subscribes an app's own actor: it receives [`Deliver<Message>`]. The actor is the
+    /// app's to supervise (see `EventBus::subscribe_recipient`).
     pub async fn subscribe_recipient(
         &self,
         topic: &str,
@@ -290,7 +293,8 @@ impl MessageQueue {
             .collect()
     }
 
-    /// Topics that have subscribers (exact-topic subscriptions) or waiting messages.
+    /// Topics that have subscribers (exact-topic subscriptions) or messages accepted and
+    /// not yet finished (waiting, being handled or waiting for a retry).
     pub fn topics_count(&self) -> usize {
         let mut topics: std::collections::BTreeSet<String> =
             self.core.subscribed_names().into_iter().collect();

@@ -578,12 +578,12 @@ async fn panicking_handler_does_not_take_down_the_worker() {
         let n = num(&e);
         // Every sixth event panics in the closure's synchronous part, every other third
         // one inside the future it returns: both are caught.
-        if n % 6 == 0 {
+        if n.is_multiple_of(6) {
             panic!("boom before the future for {n}");
         }
         let tx = tx.clone();
         async move {
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 panic!("boom in the future for {n}");
             }
             let _ = tx.send(n);
@@ -756,4 +756,22 @@ fn handle_is_send_sync_clone() {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<EventBus>();
     check::<Event>();
+}
+
+#[actix_rt::test]
+async fn a_stop_that_times_out_counts_what_it_discards() {
+    let bus = EventBus::start(EventBusConfig {
+        default_timeout: Duration::from_millis(100),
+        ..config()
+    })
+    .unwrap();
+    let (mut gate, seen) = gated(&bus, "stuck").await; // never given a permit
+    for n in 0..10 {
+        bus.publish(ev("stuck", n)).await.unwrap();
+    }
+    gate.entered.recv().await.unwrap(); // event 0 in hand, 9 queued
+    bus.stop().await; // waits 100 ms, then gives up
+    let stats = bus.delivery_stats();
+    assert_eq!(stats.dropped, 9, "the queued events are accounted for");
+    assert!(seen.lock().unwrap().is_empty());
 }

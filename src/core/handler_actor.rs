@@ -2,9 +2,9 @@
 //! subscription's mailbox and runs the handler, one item at a time, under the
 //! subscription's supervision policy (see [`supervision`](super::supervision)).
 //!
-//! The actor is woken by a [`Wake`] message that a publisher sends only when the mailbox's
-//! wake flag was clear (see the mailbox's docs), so a busy subscription costs no actix
-//! message per item. It drains inside `ctx.wait`, so no other message of the actor
+//! The actor is woken by a [`Wake`] message that a publisher sends only when the actor's
+//! own wake flag was clear (see the mailbox's docs), so a busy subscription costs no
+//! actix message per item. It drains inside `ctx.wait`, so no other message of the actor
 //! interleaves with a drain, and yields to the worker's other actors every [`BATCH`]
 //! items.
 //!

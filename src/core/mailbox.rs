@@ -27,9 +27,10 @@
 //! rule:** each time an item is taken from a higher lane while a lower lane is non-empty,
 //! that lower lane is "passed over"; once a lane has been passed over
 //! [`STARVATION_LIMIT`] times in a row, the next pop takes from it (the highest such lane
-//! first). So under a steady CRITICAL flood a LOW lane still gets at least one pop in every
-//! `STARVATION_LIMIT + 1`, while a CRITICAL item that arrives behind any number of LOW
-//! ones is taken next.
+//! first). So under a steady CRITICAL flood a lower lane waits at most
+//! `STARVATION_LIMIT + 2` pops (35; exactly `STARVATION_LIMIT + 1` when it is the only lane
+//! passed over, two other starving lanes can each take one turn first), while a CRITICAL
+//! item that arrives behind any number of LOW ones is taken next.
 //!
 //! In FIFO mode (MessageQueue with `enable_priority_queues = false`) everything goes to a
 //! single lane, in arrival order.

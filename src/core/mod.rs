@@ -10,7 +10,8 @@
 //!           ──► drains its mailbox CRITICAL→LOW (anti-starvation rule) and runs the handler
 //! ```
 //!
-//! The pieces (one file each under `src/core/`, each with its own docs):
+//! The pieces (one file each under `src/core/`; the internal ones are described in their
+//! source):
 //!
 //! - `mailbox`: the bounded four-lane mailbox, its coalesced wake and the priority rule.
 //! - `index`: the snapshot publishers read and its per-name cache.
@@ -19,6 +20,8 @@
 //! - `history`: the lock-free ring of recently published items.
 //! - `handler`: the handler kinds and [`HandlerConfig`].
 //! - [`supervision`]: retries, restarts, dead letters, overflow policies, counters.
+//! - `room`: waiting for room under a bound; the MessageQueue's queue-wide bound.
+//! - `counter`, `recorder`, `metrics_actor`: the metrics hot path and its aggregation.
 //!
 //! ## Priority
 //!

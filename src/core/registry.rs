@@ -326,13 +326,16 @@ impl<T: Deliverable> Handler<Shutdown> for Registry<T> {
         );
         let mailboxes: Vec<_> = self.targets.values().map(|t| t.mailbox.clone()).collect();
         let timeout = self.shared.settings.default_timeout;
+        let shared = self.shared.clone();
         let work = async move {
             if tokio::time::timeout(timeout, drains).await.is_err() {
                 let left: usize = mailboxes.iter().map(|m| m.len()).sum();
+                // Counted as dropped, so the stats account for every accepted item.
+                SubStats::add(&shared.retired.dropped, left as u64);
                 tracing::warn!(
                     timeout_s = timeout.as_secs_f64(),
                     left,
-                    "stop: drain timed out; items still queued are discarded"
+                    "stop: drain timed out; items still queued are discarded (counted as dropped)"
                 );
             }
         };

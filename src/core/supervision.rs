@@ -7,7 +7,8 @@
 //! [`max_retries`](crate::HandlerConfig::max_retries) times, when
 //! [`retry_on_error`](crate::HandlerConfig::retry_on_error) is on and the component's
 //! `enable_retry` is true. Retry `n` (1-based) waits
-//! `min(retry_delay × 2^(n−1), MAX_RETRY_DELAY)` plus up to 25 % random jitter (so that
+//! `min(retry_delay × 2^(n−1), max(MAX_RETRY_DELAY, retry_delay))` plus up to 25 %
+//! random jitter (so that
 //! many subscriptions failing together do not retry in lock-step).
 //!
 //! ## Ordering under retries
@@ -21,11 +22,13 @@
 //! handler actor is stopped and restarted by its actix `Supervisor` (the actor keeps its
 //! address and its mailbox). It resumes after a restart backoff of
 //! `RESTART_BACKOFF × 2^(k−1)` for the `k`-th restart in a row (capped at
-//! [`MAX_RESTART_BACKOFF`]; `k` resets once a delivery succeeds), then retries the item
-//! that panicked, as for any failure. The worker thread and every other handler keep
-//! running. There is no hard restart cap: each item that panics ends as a dead letter
-//! after its attempts, and the growing restart backoff caps a handler that panics on
-//! everything at one restart per [`MAX_RESTART_BACKOFF`].
+//! [`MAX_RESTART_BACKOFF`]; `k` resets when an item is handled or becomes a dead letter),
+//! then retries the item that panicked, as for any failure. The worker thread and every
+//! other handler keep running. There is no restart cap: a handler that panics on every
+//! item restarts once per attempt of each item (`max_retries + 1` times per item, with
+//! the growing backoff and the retry delays between them), and each such item ends as a
+//! dead letter. The panics of an app's own actor (`subscribe_recipient`) are the app's
+//! to supervise: tickwire sees its failure to answer as an error of that delivery.
 //!
 //! ## Dead letters
 //!
@@ -37,7 +40,15 @@
 //! `$dlq.` items themselves are stored and counted but not published again. The
 //! `$dlq.<name>` event is published with `try_publish`: if a matching subscription is
 //! full at that moment, it is not published (a warning is logged); the dead letter is
-//! still in the store and counted.
+//! still in the store and counted. Dead letters made while `stop()` drains are not
+//! published (nothing is accepted any more); they are stored and counted.
+//!
+//! ## Timeouts
+//!
+//! The timer of a run starts when the handler first yields (its future returns
+//! `Pending`). A handler that blocks in its synchronous part, or in its first poll, is
+//! not interrupted: blocking work belongs in a sync handler (`subscribe_sync`), whose run
+//! is timed from the start.
 //!
 //! ```
 //! use std::time::Duration;
@@ -136,7 +147,7 @@ impl Delivered {
         }
     }
 
-    /// The item as JSON (`Event::to_json`).
+    /// The item as JSON (`Event::to_json` or `Message::to_json`).
     pub fn to_json(&self) -> Value {
         match self {
             Delivered::Event(e) => e.to_json(),
