@@ -113,7 +113,10 @@ async fn percentiles_from_a_handler_with_a_known_delay() {
     let latency = m.publish_to_handled_us.unwrap();
     assert_eq!(latency.count, 10);
     // Each event's publish → handled time includes its own run.
-    assert!(latency.p50 >= 19_800 && latency.max >= run.max, "{latency:?} / {run:?}");
+    assert!(
+        latency.p50 >= 19_800 && latency.max >= run.max,
+        "{latency:?} / {run:?}"
+    );
     let average = m.average_processing_time.unwrap();
     assert!((0.0198..5.0).contains(&average), "seconds: {average}");
 }
