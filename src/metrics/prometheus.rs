@@ -22,127 +22,76 @@ use super::{EventBusMetrics, LatencySummary, MessageQueueMetrics};
 pub fn render(event_bus: Option<&EventBusMetrics>, queue: Option<&MessageQueueMetrics>) -> String {
     let mut out = Exposition::default();
     if let Some(m) = event_bus {
-        let c = "event_bus";
-        out.opt_counter(
-            c,
-            "events_published_total",
-            "Events accepted by publish.",
-            m.total_events_published,
-        );
-        out.counter(
-            c,
-            "events_processed_total",
-            "Deliveries whose handler succeeded.",
-            m.total_events_processed,
-        );
-        out.delivery_counters(
-            c,
-            m.total_errors,
-            m.retries,
-            m.dead_letters,
-            m.dropped,
-            m.restarts,
-        );
-        out.opt_gauge(
-            c,
-            "events_per_second",
-            "Deliveries handled per second over the last 10 s.",
-            m.events_per_second,
-        );
-        out.opt_gauge(
-            c,
-            "processing_time_average_seconds",
-            "Mean handler run time.",
-            m.average_processing_time,
-        );
-        out.gauge(
-            c,
-            "queue_size",
-            "Deliveries waiting in mailboxes.",
-            m.queue_size as f64,
-        );
-        out.opt_gauge(
-            c,
-            "active_handlers",
-            "Handler runs in progress.",
-            m.active_handlers.map(|v| v as f64),
-        );
-        out.gauge(c, "handlers", "Subscriptions.", m.total_handlers as f64);
-        out.gauge(
-            c,
-            "uptime_seconds",
-            "Seconds since start.",
-            m.uptime_seconds,
-        );
-        out.latencies(c, m.publish_to_handled_us, m.handler_run_time_us);
+        out.component(&Figures {
+            component: "event_bus",
+            noun: "events",
+            published: m.total_events_published,
+            processed: m.total_events_processed,
+            errors: m.total_errors,
+            retries: m.retries,
+            dead_letters: m.dead_letters,
+            dropped: m.dropped,
+            restarts: m.restarts,
+            per_second: m.events_per_second,
+            average_processing_time: m.average_processing_time,
+            queue_size: m.queue_size,
+            queue_help: "Deliveries waiting in mailboxes.",
+            active_handlers: m.active_handlers,
+            handlers: m.total_handlers,
+            topics: None,
+            uptime_seconds: m.uptime_seconds,
+            publish_to_handled: m.publish_to_handled_us,
+            run_time: m.handler_run_time_us,
+        });
     }
     if let Some(m) = queue {
-        let c = "message_queue";
-        out.opt_counter(
-            c,
-            "messages_published_total",
-            "Messages accepted by publish.",
-            m.total_messages_published,
-        );
-        out.counter(
-            c,
-            "messages_processed_total",
-            "Deliveries whose handler succeeded.",
-            m.total_messages_processed,
-        );
-        out.delivery_counters(
-            c,
-            m.total_errors,
-            m.retries,
-            m.dead_letters,
-            m.dropped,
-            m.restarts,
-        );
-        out.opt_gauge(
-            c,
-            "messages_per_second",
-            "Deliveries handled per second over the last 10 s.",
-            m.messages_per_second,
-        );
-        out.opt_gauge(
-            c,
-            "processing_time_average_seconds",
-            "Mean handler run time.",
-            m.average_processing_time,
-        );
-        out.gauge(
-            c,
-            "queue_size",
-            "Deliveries waiting in the whole queue.",
-            m.total_queue_size as f64,
-        );
-        out.opt_gauge(
-            c,
-            "active_handlers",
-            "Handler runs in progress.",
-            m.active_handlers.map(|v| v as f64),
-        );
-        out.gauge(
-            c,
-            "handlers",
-            "Subscriptions (a consumer group counts once).",
-            m.total_handlers as f64,
-        );
-        out.gauge(
-            c,
-            "topics",
-            "Topics with subscribers or waiting messages.",
-            m.topics_count as f64,
-        );
-        out.gauge(
-            c,
-            "uptime_seconds",
-            "Seconds since start.",
-            m.uptime_seconds,
-        );
-        out.latencies(c, m.publish_to_handled_us, m.handler_run_time_us);
+        out.component(&Figures {
+            component: "message_queue",
+            noun: "messages",
+            published: m.total_messages_published,
+            processed: m.total_messages_processed,
+            errors: m.total_errors,
+            retries: m.retries,
+            dead_letters: m.dead_letters,
+            dropped: m.dropped,
+            restarts: m.restarts,
+            per_second: m.messages_per_second,
+            average_processing_time: m.average_processing_time,
+            queue_size: m.total_queue_size,
+            queue_help: "Deliveries waiting in the whole queue.",
+            active_handlers: m.active_handlers,
+            handlers: m.total_handlers,
+            topics: Some(m.topics_count),
+            uptime_seconds: m.uptime_seconds,
+            publish_to_handled: m.publish_to_handled_us,
+            run_time: m.handler_run_time_us,
+        });
     }
     out.text
+}
+
+/// One component's figures, under the names its exposition uses.
+struct Figures {
+    component: &'static str,
+    /// `events` or `messages`, in the names of the per-item families.
+    noun: &'static str,
+    published: Option<u64>,
+    processed: u64,
+    errors: u64,
+    retries: u64,
+    dead_letters: u64,
+    dropped: u64,
+    restarts: u64,
+    per_second: Option<f64>,
+    average_processing_time: Option<f64>,
+    queue_size: u64,
+    queue_help: &'static str,
+    active_handlers: Option<u64>,
+    handlers: u64,
+    topics: Option<u64>,
+    uptime_seconds: f64,
+    publish_to_handled: Option<LatencySummary>,
+    run_time: Option<LatencySummary>,
 }
 
 #[derive(Default)]
@@ -180,49 +129,90 @@ impl Exposition {
         }
     }
 
-    fn delivery_counters(
-        &mut self,
-        c: &str,
-        errors: u64,
-        retries: u64,
-        dead: u64,
-        dropped: u64,
-        restarts: u64,
-    ) {
+    fn component(&mut self, f: &Figures) {
+        let (c, noun) = (f.component, f.noun);
+        let accepted = format!(
+            "{}{} accepted by publish.",
+            noun[..1].to_uppercase(),
+            &noun[1..]
+        );
+        self.opt_counter(
+            c,
+            &format!("{noun}_published_total"),
+            &accepted,
+            f.published,
+        );
+        self.counter(
+            c,
+            &format!("{noun}_processed_total"),
+            "Deliveries whose handler succeeded.",
+            f.processed,
+        );
         self.counter(
             c,
             "errors_total",
             "Failed handler runs (errors, timeouts, panics).",
-            errors,
+            f.errors,
         );
-        self.counter(c, "retries_total", "Retries started.", retries);
+        self.counter(c, "retries_total", "Retries started.", f.retries);
         self.counter(
             c,
             "dead_letters_total",
             "Items whose every attempt failed.",
-            dead,
+            f.dead_letters,
         );
         self.counter(
             c,
             "dropped_total",
             "Items dropped by overflow policies.",
-            dropped,
+            f.dropped,
         );
         self.counter(
             c,
             "restarts_total",
             "Handler actor restarts after a panic.",
-            restarts,
+            f.restarts,
         );
-    }
-
-    fn latencies(
-        &mut self,
-        c: &str,
-        publish_to_handled: Option<LatencySummary>,
-        run_time: Option<LatencySummary>,
-    ) {
-        if let Some(s) = publish_to_handled {
+        self.opt_gauge(
+            c,
+            &format!("{noun}_per_second"),
+            "Deliveries handled per second over the last 10 s.",
+            f.per_second,
+        );
+        self.opt_gauge(
+            c,
+            "processing_time_average_seconds",
+            "Mean handler run time.",
+            f.average_processing_time,
+        );
+        self.gauge(c, "queue_size", f.queue_help, f.queue_size as f64);
+        self.opt_gauge(
+            c,
+            "active_handlers",
+            "Handler runs in progress.",
+            f.active_handlers.map(|v| v as f64),
+        );
+        self.gauge(
+            c,
+            "handlers",
+            "Subscriptions (a consumer group counts once).",
+            f.handlers as f64,
+        );
+        if let Some(topics) = f.topics {
+            self.gauge(
+                c,
+                "topics",
+                "Topics with subscribers or waiting messages.",
+                topics as f64,
+            );
+        }
+        self.gauge(
+            c,
+            "uptime_seconds",
+            "Seconds since start.",
+            f.uptime_seconds,
+        );
+        if let Some(s) = f.publish_to_handled {
             self.summary(
                 c,
                 "publish_to_handled_seconds",
@@ -230,7 +220,7 @@ impl Exposition {
                 s,
             );
         }
-        if let Some(s) = run_time {
+        if let Some(s) = f.run_time {
             self.summary(c, "handler_run_seconds", "One handler run, last 10 s.", s);
         }
     }
