@@ -1,4 +1,6 @@
-//! Bridges between the components, as the seed's integration examples wire them.
+//! Bridges between the components, as the seed's integration examples wire them:
+//! EventBus → MessageQueue ([`event_bus_to_queue`]), MessageQueue → WebSocket
+//! ([`queue_to_websocket`]) and EventBus → WebSocket ([`event_bus_to_websocket`]).
 //!
 //! ```
 //! use serde_json::json;
@@ -24,8 +26,10 @@
 //! # });
 //! ```
 
+use crate::websocket::Payload;
 use crate::{
     create_handler_config, EventBus, HandlerResult, MessageQueue, SubscribeError, SubscriptionId,
+    WebSocketService,
 };
 
 /// Forwards every event matching `pattern` to the queue, on topic `events.<name>`, with
@@ -50,6 +54,62 @@ pub async fn event_bus_to_queue(
                 .map(|_| ())
                 .map_err(|err| err.to_string().into());
             result
+        }
+    })
+    .await
+}
+
+/// Broadcasts every message matching `pattern` to the WebSocket clients subscribed to its
+/// topic, with the message's data as the frame's `data` (no copy is made of it). Returns
+/// the queue subscription (unsubscribe it to stop forwarding). A message nobody is
+/// subscribed to is simply not sent; the bridge never fails.
+///
+/// ```
+/// use serde_json::json;
+/// use tickwire::{bridge, MessageQueue, MessageQueueConfig, Priority, WebSocketService, WebSocketServiceConfig};
+///
+/// # actix_rt::System::new().block_on(async {
+/// let mq = MessageQueue::start(MessageQueueConfig::default()).unwrap();
+/// let ws = WebSocketService::start(WebSocketServiceConfig::default()).unwrap();
+/// bridge::queue_to_websocket(&mq, &ws, "market.>").await.unwrap();
+/// mq.publish("market.data", json!({"price": 50000}), Priority::Normal).await.unwrap();
+/// mq.stop().await;
+/// ws.stop().await;
+/// # });
+/// ```
+pub async fn queue_to_websocket(
+    queue: &MessageQueue,
+    websocket: &WebSocketService,
+    pattern: &str,
+) -> Result<SubscriptionId, SubscribeError> {
+    let websocket = websocket.clone();
+    let config = create_handler_config(format!("bridge:{pattern}->websocket"));
+    queue
+        .subscribe_with(pattern, config, move |message| {
+            let websocket = websocket.clone();
+            async move {
+                websocket.broadcast_payload(Payload::Message(message)).await;
+                Ok(())
+            }
+        })
+        .await
+}
+
+/// Broadcasts every event matching `pattern` to the WebSocket clients subscribed to the
+/// event's name, with the event's data as the frame's `data`. Returns the bus
+/// subscription. Like [`queue_to_websocket`], it never fails.
+pub async fn event_bus_to_websocket(
+    bus: &EventBus,
+    websocket: &WebSocketService,
+    pattern: &str,
+) -> Result<SubscriptionId, SubscribeError> {
+    let websocket = websocket.clone();
+    let config = create_handler_config(format!("bridge:{pattern}->websocket"));
+    bus.subscribe_with(pattern, config, move |event| {
+        let websocket = websocket.clone();
+        async move {
+            websocket.broadcast_payload(Payload::Event(event)).await;
+            Ok(())
         }
     })
     .await

@@ -156,6 +156,102 @@ impl MessageQueueConfig {
     }
 }
 
+/// Largest accepted `max_connections`.
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+/// Largest accepted `max_message_size` (64 MiB).
+pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// Configuration of the [`WebSocketService`](crate::WebSocketService).
+///
+/// ```
+/// use std::time::Duration;
+/// use tickwire::WebSocketServiceConfig;
+///
+/// let config: WebSocketServiceConfig =
+///     serde_json::from_str(r#"{"heartbeat_interval": 5, "connection_timeout": 15}"#).unwrap();
+/// assert_eq!(config.connection_timeout, Duration::from_secs(15));
+/// assert_eq!(config.max_connections, 1000); // the seed's default
+///
+/// let bad = WebSocketServiceConfig { heartbeat_interval: Duration::from_secs(400), ..config };
+/// assert_eq!(
+///     bad.validate().unwrap_err().to_string(),
+///     "invalid config: `heartbeat_interval` must be less than `connection_timeout` (15 s), got 400 s"
+/// );
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketServiceConfig {
+    /// Sessions open at once; one more is refused with HTTP 503 before the upgrade.
+    /// 1..=1000000, default 1000.
+    pub max_connections: usize,
+    /// How often the server pings each client. Written in seconds; default 30 s; less
+    /// than `connection_timeout`.
+    #[serde(with = "secs")]
+    pub heartbeat_interval: Duration,
+    /// A client from which nothing (no frame, not even a pong) arrived for this long is
+    /// closed with code 4000. Written in seconds; default 300 s.
+    #[serde(with = "secs")]
+    pub connection_timeout: Duration,
+    /// Largest accepted client message, in bytes (a frame, or a fragmented message
+    /// reassembled); past it the session is closed with 1009. 1..=64 MiB, default 1 MiB.
+    pub max_message_size: usize,
+    /// permessage-deflate. **Not available**: actix-http has no WebSocket compression, so
+    /// nothing is negotiated whatever this says; `true` (the seed's default) only logs
+    /// that once at start.
+    pub enable_compression: bool,
+    /// Count sent and received messages. Default true.
+    pub enable_metrics: bool,
+    /// Clients may send `{"type":"publish"}` into the MessageQueue given to the service
+    /// ([`WebSocketServiceBuilder::publish_to`](crate::websocket::WebSocketServiceBuilder::publish_to)).
+    /// Not in the seed. Default false.
+    pub allow_client_publish: bool,
+    /// Each session's outbound budget: messages queued for one client and not yet taken
+    /// by its session. A client that falls this far behind is closed with 4008 (slow
+    /// consumer). Not in the seed. 1..=1000000, default 1024.
+    pub send_buffer: usize,
+}
+
+impl Default for WebSocketServiceConfig {
+    fn default() -> Self {
+        WebSocketServiceConfig {
+            max_connections: 1000,
+            heartbeat_interval: Duration::from_secs(30),
+            connection_timeout: Duration::from_secs(300),
+            max_message_size: 1 << 20,
+            enable_compression: true,
+            enable_metrics: true,
+            allow_client_publish: false,
+            send_buffer: 1024,
+        }
+    }
+}
+
+impl WebSocketServiceConfig {
+    /// Checks every field; the error names the first field out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_range("max_connections", self.max_connections, 1, MAX_CONNECTIONS)?;
+        check_timeout("heartbeat_interval", self.heartbeat_interval)?;
+        check_timeout("connection_timeout", self.connection_timeout)?;
+        if self.heartbeat_interval >= self.connection_timeout {
+            return Err(ConfigError::Invalid {
+                field: "heartbeat_interval",
+                message: format!(
+                    "must be less than `connection_timeout` ({} s), got {} s",
+                    self.connection_timeout.as_secs_f64(),
+                    self.heartbeat_interval.as_secs_f64()
+                ),
+            });
+        }
+        check_range(
+            "max_message_size",
+            self.max_message_size,
+            1,
+            MAX_MESSAGE_SIZE,
+        )?;
+        check_range("send_buffer", self.send_buffer, 1, MAX_CONNECTIONS)
+    }
+}
+
 pub(crate) fn check_range(
     field: &'static str,
     value: usize,
@@ -263,6 +359,56 @@ mod tests {
             "invalid config: `max_size` must be in 1..=1073741824, got 0"
         );
         assert!(serde_json::from_str::<MessageQueueConfig>(r#"{"queue_size": 1}"#).is_err());
+    }
+
+    #[test]
+    fn websocket_defaults_are_the_seeds_and_validate() {
+        let c = WebSocketServiceConfig::default();
+        assert_eq!((c.max_connections, c.max_message_size), (1000, 1024 * 1024));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(c.connection_timeout, Duration::from_secs(300));
+        assert!(c.enable_compression && c.enable_metrics && !c.allow_client_publish);
+        c.validate().unwrap();
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["connection_timeout"], 300.0);
+        assert!(
+            serde_json::from_str::<WebSocketServiceConfig>(r#"{"max_conections": 1}"#).is_err()
+        );
+        for (bad, field) in [
+            (
+                WebSocketServiceConfig {
+                    max_connections: 0,
+                    ..c.clone()
+                },
+                "max_connections",
+            ),
+            (
+                WebSocketServiceConfig {
+                    max_message_size: 0,
+                    ..c.clone()
+                },
+                "max_message_size",
+            ),
+            (
+                WebSocketServiceConfig {
+                    heartbeat_interval: Duration::ZERO,
+                    ..c.clone()
+                },
+                "heartbeat_interval",
+            ),
+            (
+                WebSocketServiceConfig {
+                    connection_timeout: Duration::from_secs(30),
+                    ..c.clone()
+                },
+                "heartbeat_interval",
+            ),
+        ] {
+            match bad.validate() {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub enum SubscribeError {
     /// A consumer group name that is empty or holds whitespace.
     #[error("invalid group name {0:?}: it must be non-empty and hold no whitespace")]
     InvalidGroup(String),
+    /// WebSocketService: no connected client has this id.
+    #[error("no connected client {0:?}")]
+    UnknownClient(String),
+    /// WebSocketService: the session already holds this many subscriptions.
+    #[error("too many subscriptions: a session may hold {0}")]
+    TooManySubscriptions(usize),
 }
 
 /// Why a publish failed. Every variant hands the item back ([`into_inner`](Self::into_inner)).

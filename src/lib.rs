@@ -6,7 +6,11 @@
 //!   pattern, delivered by [`Priority`], with bounded per-subscription mailboxes and
 //!   history.
 //! - [`MessageQueue`]: topics with priorities or FIFO, a queue-wide bound, consumer
-//!   groups, per-topic depth; [`bridge`] connects it to the EventBus.
+//!   groups, per-topic depth.
+//! - [`WebSocketService`]: topics pushed to WebSocket clients through actix-web, one
+//!   actor per session, with heartbeats, limits, slow-client protection and tokens
+//!   ([`websocket`], [`access`]).
+//! - [`bridge`] connects them: EventBus → MessageQueue → WebSocket.
 //! - Supervision of every handler ([`core::supervision`]): timeouts, retries with
 //!   backoff, restarts after panics, dead letters, overflow policies.
 //!
@@ -34,6 +38,7 @@
 
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod bench;
 pub mod bridge;
 pub mod config;
@@ -46,8 +51,9 @@ pub mod message_queue;
 pub mod metrics;
 pub mod pattern;
 pub mod priority;
+pub mod websocket;
 
-pub use config::{ConfigError, EventBusConfig, MessageQueueConfig};
+pub use config::{ConfigError, EventBusConfig, MessageQueueConfig, WebSocketServiceConfig};
 pub use core::mailbox::STARVATION_LIMIT;
 pub use core::supervision::{DeadLetter, Delivered, DeliveryStats, HandlerFailure, OverflowPolicy};
 pub use core::{
@@ -58,6 +64,7 @@ pub use event::{create_event, Event};
 pub use event_bus::EventBus;
 pub use message::Message;
 pub use message_queue::MessageQueue;
-pub use metrics::{EventBusMetrics, LatencySummary, MessageQueueMetrics};
+pub use metrics::{EventBusMetrics, LatencySummary, MessageQueueMetrics, WebSocketMetrics};
 pub use pattern::{validate_name, Pattern, PatternError};
 pub use priority::{EventPriority, InvalidPriority, MessagePriority, Priority};
+pub use websocket::WebSocketService;

@@ -232,6 +232,33 @@ impl Pattern {
         }
         pos == bytes.len() + 1
     }
+    /// Whether this pattern matches every name that `other` matches (`other` may be an
+    /// exact name). Used to check a subscription against the patterns a token allows.
+    ///
+    /// ```
+    /// use tickwire::Pattern;
+    /// let allowed = Pattern::parse("market.>").unwrap();
+    /// assert!(allowed.covers(&Pattern::parse("market.tick.*").unwrap()));
+    /// assert!(allowed.covers(&Pattern::parse("market.>").unwrap()));
+    /// assert!(!allowed.covers(&Pattern::parse(">").unwrap()));
+    /// assert!(!Pattern::parse("market.*").unwrap().covers(&allowed));
+    /// ```
+    pub fn covers(&self, other: &Pattern) -> bool {
+        for (i, token) in self.tokens.iter().enumerate() {
+            let theirs = other.tokens.get(i);
+            let ok = match token {
+                // One or more tokens: whatever `other` has from here, if it has anything.
+                Token::Tail => return theirs.is_some(),
+                // Exactly one token: a literal or `*`, not `>` (which may be several).
+                Token::One => matches!(theirs, Some(Token::Literal(_) | Token::One)),
+                Token::Literal(mine) => matches!(theirs, Some(Token::Literal(t)) if t == mine),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        self.tokens.len() == other.tokens.len()
+    }
 }
 
 impl fmt::Debug for Pattern {
@@ -396,6 +423,52 @@ mod tests {
             checked > 500,
             "the random inputs include matches: {checked}"
         );
+    }
+
+    #[test]
+    fn covers_is_exact_on_small_alphabets() {
+        // `a` covers `b` iff every name `b` matches is matched by `a`. Names over
+        // {x, y, w} with up to 4 tokens; `w` appears in no pattern, so it stands for "any
+        // other token".
+        let tokens = ["x", "y", "*"];
+        let mut patterns = vec![];
+        for len in 1..=3 {
+            let mut idx = vec![0; len];
+            loop {
+                let base: Vec<&str> = idx.iter().map(|&i| tokens[i]).collect();
+                patterns.push(base.join("."));
+                let mut tail = base.clone();
+                *tail.last_mut().unwrap() = ">";
+                patterns.push(tail.join("."));
+                let mut k = 0;
+                while k < len && idx[k] == tokens.len() - 1 {
+                    idx[k] = 0;
+                    k += 1;
+                }
+                if k == len {
+                    break;
+                }
+                idx[k] += 1;
+            }
+        }
+        let words = ["x", "y", "w"];
+        let mut names = vec![];
+        for len in 1..=4u32 {
+            for n in 0..3usize.pow(len) {
+                let name: Vec<&str> = (0..len).map(|i| words[n / 3usize.pow(i) % 3]).collect();
+                names.push(name.join("."));
+            }
+        }
+        let parsed: Vec<Pattern> = patterns
+            .iter()
+            .map(|p| Pattern::parse(p).unwrap())
+            .collect();
+        for a in &parsed {
+            for b in &parsed {
+                let truth = names.iter().all(|n| !b.matches(n) || a.matches(n));
+                assert_eq!(a.covers(b), truth, "{a:?} covers {b:?}");
+            }
+        }
     }
 
     #[test]

@@ -147,7 +147,7 @@ async fn disabled_metrics_say_so_instead_of_reporting_zeros() {
     assert_eq!(m.handler_run_time_us, None);
     let json = serde_json::to_value(&m).unwrap();
     assert!(json["events_per_second"].is_null());
-    let text = prometheus::render(Some(&m), None);
+    let text = prometheus::render(Some(&m), None, None);
     assert!(
         !text.contains("events_published_total"),
         "not measured, not exposed"
@@ -269,6 +269,7 @@ async fn prometheus_exposition_parses_with_help_and_type() {
     let text = prometheus::render(
         Some(&bus.get_performance_metrics().await),
         Some(&mq.get_performance_metrics().await),
+        None,
     );
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     let value = |name: &str| -> f64 {

@@ -82,12 +82,56 @@ impl Slot {
     }
 }
 
+/// A counter's rate over the last [`RATE_WINDOW`] (or since start, if younger), from
+/// samples taken every [`TICK`].
+#[derive(Debug)]
+pub(crate) struct RateWindow {
+    /// (when, the counter then), the newest last, none older than `RATE_WINDOW`.
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl RateWindow {
+    pub(crate) fn new(now: Instant) -> Self {
+        RateWindow {
+            samples: VecDeque::from([(now, 0)]),
+        }
+    }
+
+    /// Records the counter's value now (call every tick).
+    pub(crate) fn sample(&mut self, now: Instant, total: u64) {
+        self.samples.push_back((now, total));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Per second, from the oldest sample in the window to `total` now.
+    pub(crate) fn rate(&self, now: Instant, total: u64) -> f64 {
+        let Some(&(since, then)) = self
+            .samples
+            .iter()
+            .find(|(at, _)| now.duration_since(*at) <= RATE_WINDOW)
+        else {
+            return 0.0;
+        };
+        let elapsed = now.duration_since(since).as_secs_f64();
+        if elapsed > 0.0 {
+            total.saturating_sub(then) as f64 / elapsed
+        } else {
+            0.0
+        }
+    }
+}
+
 /// See the module docs.
 pub(crate) struct MetricsActor<T: Deliverable> {
     shared: Arc<Shared<T>>,
     started: Instant,
-    /// (when, processed so far), one per tick, the last `RATE_WINDOW` of them.
-    processed_samples: VecDeque<(Instant, u64)>,
+    processed: RateWindow,
     /// Histograms per tick, the newest last.
     slots: VecDeque<Slot>,
 }
@@ -98,22 +142,15 @@ impl<T: Deliverable> MetricsActor<T> {
         MetricsActor {
             shared,
             started: now,
-            processed_samples: VecDeque::from([(now, 0)]),
+            processed: RateWindow::new(now),
             slots: VecDeque::from([Slot::new(now)]),
         }
     }
 
     fn tick(&mut self) {
         let now = Instant::now();
-        let processed = self.shared.stats_now().processed;
-        self.processed_samples.push_back((now, processed));
-        while self
-            .processed_samples
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW)
-        {
-            self.processed_samples.pop_front();
-        }
+        self.processed
+            .sample(now, self.shared.stats_now().processed);
         self.slots.push_back(Slot::new(now));
         while self
             .slots
@@ -152,18 +189,7 @@ impl<T: Deliverable> Handler<GetSnapshot> for MetricsActor<T> {
     fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
         let stats = self.shared.stats_now();
-        let (since, processed_then) = self
-            .processed_samples
-            .iter()
-            .find(|(at, _)| now.duration_since(*at) <= RATE_WINDOW)
-            .copied()
-            .unwrap_or((self.started, 0));
-        let elapsed = now.duration_since(since).as_secs_f64();
-        let rate = if elapsed > 0.0 {
-            stats.processed.saturating_sub(processed_then) as f64 / elapsed
-        } else {
-            0.0
-        };
+        let rate = self.processed.rate(now, stats.processed);
         let mut publish_to_handled = histogram();
         let mut run_time = histogram();
         for slot in &self.slots {

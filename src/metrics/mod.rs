@@ -169,6 +169,57 @@ pub struct MessageQueueMetrics {
     pub metrics_enabled: bool,
 }
 
+/// The WebSocketService's metrics: the seed's keys first, then ours.
+///
+/// | key | meaning |
+/// |-----|---------|
+/// | `total_connections` | sessions ever opened (upgrades) |
+/// | `active_connections` | sessions open now |
+/// | `total_messages_sent` | text frames written to clients (welcome, replies, messages) |
+/// | `total_messages_received` | text or binary messages from clients |
+/// | `total_errors` | `error` replies, and sessions closed for a protocol error (1002), a policy breach (1008) or an oversize message (1009) |
+/// | `messages_per_second` | sent over the last 10 s, per second |
+/// | `topics_count` | distinct topics and patterns clients are subscribed to |
+/// | `rejected_connections` | refused with 503 (over `max_connections`, or stopping) |
+/// | `unauthorized` | refused with 401 |
+/// | `slow_consumers`, `heartbeat_timeouts`, `oversize_messages` | sessions closed with 4008, 4000, 1009 |
+/// | `connections_reset` | sessions that did not close when asked and were reset (or forgotten) |
+///
+/// With `enable_metrics = false`, sent and received counts and the rate are `null`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WebSocketMetrics {
+    /// Sessions ever opened.
+    pub total_connections: u64,
+    /// Sessions open now.
+    pub active_connections: u64,
+    /// Text frames sent (`null` with metrics disabled).
+    pub total_messages_sent: Option<u64>,
+    /// Messages received (`null` with metrics disabled).
+    pub total_messages_received: Option<u64>,
+    /// Error replies and sessions closed for bad input.
+    pub total_errors: u64,
+    /// Sent per second over the last 10 s.
+    pub messages_per_second: Option<f64>,
+    /// Distinct subscribed topics and patterns.
+    pub topics_count: u64,
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// Connections refused with 503.
+    pub rejected_connections: u64,
+    /// Connections refused with 401.
+    pub unauthorized: u64,
+    /// Sessions closed with 4008.
+    pub slow_consumers: u64,
+    /// Sessions closed with 4000.
+    pub heartbeat_timeouts: u64,
+    /// Sessions closed with 1009.
+    pub oversize_messages: u64,
+    /// Sessions reset at the TCP level (or forgotten) because they did not close in time.
+    pub connections_reset: u64,
+    /// Whether sent and received messages were counted.
+    pub metrics_enabled: bool,
+}
+
 fn measured<V>(enabled: bool, value: V) -> Option<V> {
     enabled.then_some(value)
 }

@@ -8,7 +8,7 @@
 //! ```
 //! # actix_rt::System::new().block_on(async {
 //! let bus = tickwire::EventBus::start(tickwire::EventBusConfig::default()).unwrap();
-//! let text = tickwire::metrics::prometheus::render(Some(&bus.get_performance_metrics().await), None);
+//! let text = tickwire::metrics::prometheus::render(Some(&bus.get_performance_metrics().await), None, None);
 //! assert!(text.contains("# TYPE tickwire_event_bus_events_processed_total counter"));
 //! # bus.stop().await;
 //! # });
@@ -16,10 +16,14 @@
 
 use std::fmt::Write;
 
-use super::{EventBusMetrics, LatencySummary, MessageQueueMetrics};
+use super::{EventBusMetrics, LatencySummary, MessageQueueMetrics, WebSocketMetrics};
 
 /// The exposition of whichever metric sets are given.
-pub fn render(event_bus: Option<&EventBusMetrics>, queue: Option<&MessageQueueMetrics>) -> String {
+pub fn render(
+    event_bus: Option<&EventBusMetrics>,
+    queue: Option<&MessageQueueMetrics>,
+    websocket: Option<&WebSocketMetrics>,
+) -> String {
     let mut out = Exposition::default();
     if let Some(m) = event_bus {
         out.component(&Figures {
@@ -66,6 +70,9 @@ pub fn render(event_bus: Option<&EventBusMetrics>, queue: Option<&MessageQueueMe
             publish_to_handled: m.publish_to_handled_us,
             run_time: m.handler_run_time_us,
         });
+    }
+    if let Some(m) = websocket {
+        out.websocket(m);
     }
     out.text
 }
@@ -223,6 +230,91 @@ impl Exposition {
         if let Some(s) = f.run_time {
             self.summary(c, "handler_run_seconds", "One handler run, last 10 s.", s);
         }
+    }
+
+    fn websocket(&mut self, m: &WebSocketMetrics) {
+        let c = "websocket";
+        let counters = [
+            (
+                "connections_total",
+                "Sessions ever opened.",
+                m.total_connections,
+            ),
+            (
+                "errors_total",
+                "Error replies and sessions closed for bad input.",
+                m.total_errors,
+            ),
+            (
+                "rejected_connections_total",
+                "Connections refused with 503.",
+                m.rejected_connections,
+            ),
+            (
+                "unauthorized_total",
+                "Connections refused with 401.",
+                m.unauthorized,
+            ),
+            (
+                "slow_consumers_total",
+                "Sessions closed with 4008 (slow consumer).",
+                m.slow_consumers,
+            ),
+            (
+                "heartbeat_timeouts_total",
+                "Sessions closed with 4000 (heartbeat timeout).",
+                m.heartbeat_timeouts,
+            ),
+            (
+                "oversize_messages_total",
+                "Sessions closed with 1009 (message too big).",
+                m.oversize_messages,
+            ),
+            (
+                "connections_reset_total",
+                "Sessions reset because they did not close in time.",
+                m.connections_reset,
+            ),
+        ];
+        for (name, help, value) in counters {
+            self.counter(c, name, help, value);
+        }
+        self.opt_counter(
+            c,
+            "messages_sent_total",
+            "Text frames sent to clients.",
+            m.total_messages_sent,
+        );
+        self.opt_counter(
+            c,
+            "messages_received_total",
+            "Messages received from clients.",
+            m.total_messages_received,
+        );
+        self.gauge(
+            c,
+            "active_connections",
+            "Sessions open now.",
+            m.active_connections as f64,
+        );
+        self.opt_gauge(
+            c,
+            "messages_per_second",
+            "Frames sent per second over the last 10 s.",
+            m.messages_per_second,
+        );
+        self.gauge(
+            c,
+            "topics",
+            "Distinct subscribed topics and patterns.",
+            m.topics_count as f64,
+        );
+        self.gauge(
+            c,
+            "uptime_seconds",
+            "Seconds since start.",
+            m.uptime_seconds,
+        );
     }
 
     fn summary(&mut self, component: &str, name: &str, help: &str, s: LatencySummary) {

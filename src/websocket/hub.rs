@@ -1,0 +1,662 @@
+//! The hub actor: owns the sessions and the topic registry, and fans broadcasts out.
+//!
+//! Every broadcast is one message to the hub, which serializes the frame once, finds the
+//! sessions whose patterns match the topic (cached per topic until the subscriptions
+//! change), and queues the frame to each with `try_send` into the session's bounded
+//! mailbox (`send_buffer`). The hub never waits on a session: a full mailbox makes that
+//! session a slow consumer, closed with 4008 and taken out of the routing at once. Since
+//! one actor assigns `seq` and queues in order, every session sees a topic's messages in
+//! `seq` order.
+//!
+//! Every tick (`connection_timeout / 20`, between 10 ms and 1 s) the hub sweeps: a session
+//! from which nothing arrived for `connection_timeout` plus a tick, and that did not close
+//! itself, is closed with 4000; a session asked to close whose actor has not run since
+//! (its connection cannot take more bytes, so actix-web does not poll it) has its TCP
+//! connection cut after [`stuck_grace`](Hub::stuck_grace), and any session still there
+//! [`CLOSE_GRACE`] after it was asked to close is cut too.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::protocol::{self, close, MAX_SUBSCRIPTIONS};
+use super::socket::Cutter;
+use crate::access::Access;
+use crate::core::counter::StripedCounter;
+use crate::core::metrics_actor::{RateWindow, TICK};
+use crate::{Event, Message, MessageQueue, Pattern, SubscribeError, WebSocketServiceConfig};
+
+/// How long a session that was asked to close, and whose actor still runs, may take
+/// before its connection is cut anyway.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Largest number of topics whose routes are cached.
+const ROUTE_CACHE: usize = 10_000;
+
+/// What the hub, the sessions and the HTTP handler share.
+pub(crate) struct HubShared {
+    pub(crate) config: WebSocketServiceConfig,
+    pub(crate) access: Access,
+    pub(crate) queue: Option<MessageQueue>,
+    pub(crate) stopping: AtomicBool,
+    /// Sessions holding a connection slot.
+    pub(crate) active: AtomicUsize,
+    pub(crate) started: Instant,
+    /// The sweep and session timer period.
+    pub(crate) tick: Duration,
+    next_client: AtomicU64,
+    pub(crate) counters: Counters,
+    /// Whether the open-service warning was considered (on the first connection).
+    pub(crate) exposure_checked: AtomicBool,
+}
+
+/// Counters of the service, updated by sessions and the hub.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) connections: AtomicU64,
+    pub(crate) sent: StripedCounter,
+    pub(crate) received: StripedCounter,
+    pub(crate) errors: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) unauthorized: AtomicU64,
+    pub(crate) slow_consumers: AtomicU64,
+    pub(crate) heartbeat_timeouts: AtomicU64,
+    pub(crate) oversize: AtomicU64,
+    pub(crate) cut: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a close the server decided, by its code.
+    pub(crate) fn closed_with(&self, code: u16) {
+        let counter = match code {
+            close::SLOW_CONSUMER => &self.slow_consumers,
+            close::HEARTBEAT_TIMEOUT => &self.heartbeat_timeouts,
+            close::TOO_BIG => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                &self.oversize
+            }
+            close::PROTOCOL_ERROR | close::POLICY => &self.errors,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl HubShared {
+    pub(crate) fn new(
+        config: WebSocketServiceConfig,
+        access: Access,
+        queue: Option<MessageQueue>,
+    ) -> Self {
+        let tick = (config.connection_timeout / 20).clamp(Duration::from_millis(10), TICK);
+        HubShared {
+            config,
+            access,
+            queue,
+            stopping: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            started: Instant::now(),
+            tick,
+            next_client: AtomicU64::new(1),
+            counters: Counters::default(),
+            exposure_checked: AtomicBool::new(false),
+        }
+    }
+
+    /// Milliseconds since the service started: the clock of [`SessionLink`].
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// A connection slot, unless `max_connections` are taken.
+    pub(crate) fn reserve(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let max = self.config.max_connections;
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ConnectionSlot(self.clone()))
+    }
+
+    /// A new session key and its client id (`c-1`, `c-2`…).
+    pub(crate) fn next_client(&self) -> (u64, Arc<str>) {
+        let key = self.next_client.fetch_add(1, Ordering::Relaxed);
+        (key, format!("c-{key}").into())
+    }
+}
+
+/// One of `max_connections`, held by a session; given back when dropped.
+pub(crate) struct ConnectionSlot(Arc<HubShared>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a session and the hub both see of it.
+pub(crate) struct SessionLink {
+    /// The close code decided for the session (0: none yet). The first to decide wins.
+    close_code: AtomicU16,
+    /// When the last frame arrived from the client (`HubShared::now_ms`).
+    last_inbound: AtomicU64,
+    /// When the session's actor last ran.
+    last_alive: AtomicU64,
+    /// The connection's socket, if the server registered [`on_connect`](super::on_connect).
+    socket: Option<Cutter>,
+}
+
+impl SessionLink {
+    pub(crate) fn new(now_ms: u64, socket: Option<Cutter>) -> Self {
+        SessionLink {
+            close_code: AtomicU16::new(0),
+            last_inbound: AtomicU64::new(now_ms),
+            last_alive: AtomicU64::new(now_ms),
+            socket,
+        }
+    }
+
+    /// Decides the close code, unless one was decided already. True if this call decided.
+    pub(crate) fn claim_close(&self, code: u16) -> bool {
+        self.close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The close code decided, if any.
+    pub(crate) fn close_code(&self) -> Option<u16> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+
+    /// A frame arrived from the client.
+    pub(crate) fn inbound(&self, now_ms: u64) {
+        self.last_inbound.store(now_ms, Ordering::Relaxed);
+        self.last_alive.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// The session's actor ran.
+    pub(crate) fn alive(&self, now_ms: u64) {
+        self.last_alive.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last_inbound(&self) -> u64 {
+        self.last_inbound.load(Ordering::Relaxed)
+    }
+
+    fn last_alive(&self) -> u64 {
+        self.last_alive.load(Ordering::Relaxed)
+    }
+
+    /// Cuts the TCP connection (reset), if the socket is known. True if it was.
+    fn cut(&self) -> bool {
+        self.socket.as_ref().is_some_and(Cutter::cut)
+    }
+}
+
+/// Hub → session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum Outbound {
+    /// A serialized `message` frame, shared by every session it goes to.
+    Frame(ByteString),
+    /// Close with the code decided in the session's [`SessionLink`].
+    Close,
+}
+
+/// A session is up. Answers false when the service is stopping.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct Connect {
+    pub(crate) key: u64,
+    pub(crate) client_id: Arc<str>,
+    pub(crate) out: Recipient<Outbound>,
+    pub(crate) link: Arc<SessionLink>,
+}
+
+/// A session stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Disconnect {
+    pub(crate) key: u64,
+}
+
+/// Which session: by key (from the session itself) or by client id (from the app).
+pub(crate) enum Target {
+    Key(u64),
+    Client(String),
+}
+
+/// Adds a subscription.
+#[derive(Message)]
+#[rtype(result = "Result<(), SubscribeError>")]
+pub(crate) struct Subscribe {
+    pub(crate) target: Target,
+    pub(crate) pattern: Pattern,
+}
+
+/// Removes a subscription, by the pattern as subscribed. Answers whether it existed.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct Unsubscribe {
+    pub(crate) target: Target,
+    pub(crate) pattern: String,
+}
+
+/// What a broadcast carries: JSON given by the app, or a message or event to take the
+/// JSON from without copying it.
+pub(crate) enum Payload {
+    /// A topic and JSON from the app.
+    Value(Box<str>, Value),
+    /// A message, on its topic.
+    Message(Message),
+    /// An event, on its name.
+    Event(Event),
+}
+
+impl Payload {
+    pub(crate) fn topic(&self) -> &str {
+        match self {
+            Payload::Value(topic, _) => topic,
+            Payload::Message(m) => m.topic(),
+            Payload::Event(e) => e.name(),
+        }
+    }
+
+    fn data(&self) -> &Value {
+        match self {
+            Payload::Value(_, v) => v,
+            Payload::Message(m) => m.data(),
+            Payload::Event(e) => e.data(),
+        }
+    }
+}
+
+/// Sends to every session subscribed to the topic. Answers how many it was queued to.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct Broadcast(pub(crate) Payload);
+
+/// Closes one client's session with 1000. Answers whether the client was known.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct Kick {
+    pub(crate) client_id: String,
+}
+
+/// Closes every session with 1001; the sender is answered once all are gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Stop(pub(crate) oneshot::Sender<()>);
+
+/// Asks for the figures only the hub knows.
+#[derive(Message)]
+#[rtype(result = "HubStats")]
+pub(crate) struct GetStats;
+
+/// The hub's figures.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct HubStats {
+    pub(crate) topics: u64,
+    pub(crate) sent_per_second: f64,
+}
+
+struct Entry {
+    client_id: Arc<str>,
+    out: Recipient<Outbound>,
+    link: Arc<SessionLink>,
+    patterns: HashSet<Box<str>>,
+    /// When the session was asked to close (it is out of the routing from then on).
+    closing: Option<(Instant, u64)>,
+}
+
+/// See the module docs.
+pub(crate) struct Hub {
+    shared: Arc<HubShared>,
+    sessions: HashMap<u64, Entry>,
+    by_client: HashMap<Arc<str>, u64>,
+    /// Pattern as written → (parsed, subscribed sessions).
+    patterns: HashMap<Box<str>, (Pattern, HashSet<u64>)>,
+    /// Topic → sessions it goes to, ascending; cleared on every subscription change.
+    routes: HashMap<Box<str>, Rc<[u64]>>,
+    /// Topic → last `seq` given.
+    seqs: HashMap<Box<str>, u64>,
+    stop_waiters: Vec<oneshot::Sender<()>>,
+    sent: RateWindow,
+}
+
+impl Hub {
+    pub(crate) fn new(shared: Arc<HubShared>) -> Self {
+        Hub {
+            shared,
+            sessions: HashMap::new(),
+            by_client: HashMap::new(),
+            patterns: HashMap::new(),
+            routes: HashMap::new(),
+            seqs: HashMap::new(),
+            stop_waiters: Vec::new(),
+            sent: RateWindow::new(Instant::now()),
+        }
+    }
+
+    /// How long a session asked to close may go without its actor running before its
+    /// connection is cut: three ticks, at least 250 ms.
+    fn stuck_grace(&self) -> Duration {
+        (self.shared.tick * 3).max(Duration::from_millis(250))
+    }
+
+    fn key_of(&self, target: &Target) -> Option<u64> {
+        match target {
+            Target::Key(key) => self.sessions.contains_key(key).then_some(*key),
+            Target::Client(id) => self.by_client.get(id.as_str()).copied(),
+        }
+    }
+
+    fn route(&mut self, topic: &str) -> Rc<[u64]> {
+        if let Some(route) = self.routes.get(topic) {
+            return route.clone();
+        }
+        let mut keys: Vec<u64> = self
+            .patterns
+            .values()
+            .filter(|(pattern, _)| pattern.matches(topic))
+            .flat_map(|(_, keys)| keys.iter().copied())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let route: Rc<[u64]> = keys.into();
+        if self.routes.len() >= ROUTE_CACHE {
+            self.routes.clear();
+        }
+        self.routes.insert(topic.into(), route.clone());
+        route
+    }
+
+    fn broadcast(&mut self, payload: &Payload) -> usize {
+        let topic = payload.topic();
+        let route = self.route(topic);
+        if route.is_empty() {
+            return 0;
+        }
+        let seq = self.seqs.entry(topic.into()).or_insert(0);
+        *seq += 1;
+        let text: ByteString =
+            protocol::message_json(topic, payload.data(), *seq, SystemTime::now()).into();
+        let mut queued = 0;
+        let mut slow = Vec::new();
+        for key in route.iter() {
+            let Some(entry) = self.sessions.get(key) else {
+                continue;
+            };
+            match entry.out.try_send(Outbound::Frame(text.clone())) {
+                Ok(()) => queued += 1,
+                Err(SendError::Full(_)) => slow.push(*key),
+                // The session stopped; its Disconnect is on the way.
+                Err(SendError::Closed(_)) => {}
+            }
+        }
+        for key in slow {
+            self.close(key, close::SLOW_CONSUMER);
+        }
+        queued
+    }
+
+    fn unroute(&mut self, key: u64) {
+        let Some(entry) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        for pattern in entry.patterns.drain() {
+            if let Some((_, keys)) = self.patterns.get_mut(&pattern) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.patterns.remove(&pattern);
+                }
+            }
+        }
+        self.routes.clear();
+    }
+
+    /// Asks a session to close with `code`, and takes it out of the routing at once.
+    fn close(&mut self, key: u64, code: u16) {
+        self.unroute(key);
+        let now = Instant::now();
+        let now_ms = self.shared.now_ms();
+        let Some(entry) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if entry.closing.is_some() {
+            return;
+        }
+        entry.closing = Some((now, now_ms));
+        if entry.link.claim_close(code) {
+            self.shared.counters.closed_with(code);
+            if code == close::SLOW_CONSUMER {
+                tracing::warn!(client_id = %entry.client_id, "slow consumer: closing the session (4008)");
+            }
+        }
+        // If the mailbox is full, the session sees the decided code at its next frame.
+        let _ = entry.out.try_send(Outbound::Close);
+    }
+
+    /// Forgets a session whose connection is cut (or cannot be).
+    fn cut(&mut self, key: u64) {
+        self.unroute(key);
+        if let Some(entry) = self.sessions.remove(&key) {
+            self.by_client.remove(&entry.client_id);
+            self.shared.counters.cut.fetch_add(1, Ordering::Relaxed);
+            if entry.link.cut() {
+                tracing::warn!(client_id = %entry.client_id, "session did not close in time: TCP connection reset");
+            } else {
+                tracing::warn!(
+                    client_id = %entry.client_id,
+                    "session did not close in time and its socket is unknown (register tickwire::websocket::on_connect on the HttpServer); forgetting it"
+                );
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let now_ms = self.shared.now_ms();
+        let idle_limit =
+            (self.shared.config.connection_timeout + self.shared.tick).as_millis() as u64;
+        let stuck_grace = self.stuck_grace();
+        let mut expired = Vec::new();
+        let mut cut = Vec::new();
+        for (&key, entry) in &self.sessions {
+            match entry.closing {
+                Some((at, at_ms)) => {
+                    let waited = now.duration_since(at);
+                    let ran_since = entry.link.last_alive() > at_ms;
+                    if (!ran_since && waited >= stuck_grace) || waited >= CLOSE_GRACE {
+                        cut.push(key);
+                    }
+                }
+                None if now_ms.saturating_sub(entry.link.last_inbound()) > idle_limit => {
+                    expired.push(key)
+                }
+                None => {}
+            }
+        }
+        for key in expired {
+            self.close(key, close::HEARTBEAT_TIMEOUT);
+        }
+        for key in cut {
+            self.cut(key);
+        }
+        if self.shared.config.enable_metrics {
+            self.sent.sample(now, self.shared.counters.sent.sum());
+        }
+    }
+
+    fn finish_stop_if_done(&mut self, ctx: &mut Context<Self>) {
+        if self.shared.stopping.load(Ordering::Acquire) && self.sessions.is_empty() {
+            for waiter in self.stop_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+            ctx.stop();
+        }
+    }
+}
+
+impl Actor for Hub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.shared.tick, |hub, ctx| {
+            hub.sweep();
+            hub.finish_stop_if_done(ctx);
+        });
+    }
+}
+
+impl Handler<Connect> for Hub {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> bool {
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        self.by_client.insert(msg.client_id.clone(), msg.key);
+        self.sessions.insert(
+            msg.key,
+            Entry {
+                client_id: msg.client_id,
+                out: msg.out,
+                link: msg.link,
+                patterns: HashSet::new(),
+                closing: None,
+            },
+        );
+        true
+    }
+}
+
+impl Handler<Disconnect> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
+        self.unroute(msg.key);
+        if let Some(entry) = self.sessions.remove(&msg.key) {
+            self.by_client.remove(&entry.client_id);
+        }
+        self.finish_stop_if_done(ctx);
+    }
+}
+
+impl Handler<Subscribe> for Hub {
+    type Result = Result<(), SubscribeError>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        let Some(key) = self.key_of(&msg.target) else {
+            return Err(match msg.target {
+                Target::Client(id) => SubscribeError::UnknownClient(id),
+                Target::Key(_) => SubscribeError::Stopped,
+            });
+        };
+        let Some(entry) = self.sessions.get_mut(&key) else {
+            return Err(SubscribeError::Stopped);
+        };
+        if entry.closing.is_some() {
+            return Err(SubscribeError::Stopped);
+        }
+        let text = msg.pattern.as_str();
+        if entry.patterns.contains(text) {
+            return Ok(());
+        }
+        if entry.patterns.len() >= MAX_SUBSCRIPTIONS {
+            return Err(SubscribeError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
+        }
+        entry.patterns.insert(text.into());
+        self.patterns
+            .entry(text.into())
+            .or_insert_with(|| (msg.pattern.clone(), HashSet::new()))
+            .1
+            .insert(key);
+        self.routes.clear();
+        Ok(())
+    }
+}
+
+impl Handler<Unsubscribe> for Hub {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> bool {
+        let Some(key) = self.key_of(&msg.target) else {
+            return false;
+        };
+        let Some(entry) = self.sessions.get_mut(&key) else {
+            return false;
+        };
+        if !entry.patterns.remove(msg.pattern.as_str()) {
+            return false;
+        }
+        if let Some((_, keys)) = self.patterns.get_mut(msg.pattern.as_str()) {
+            keys.remove(&key);
+            if keys.is_empty() {
+                self.patterns.remove(msg.pattern.as_str());
+            }
+        }
+        self.routes.clear();
+        true
+    }
+}
+
+impl Handler<Broadcast> for Hub {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) -> usize {
+        self.broadcast(&msg.0)
+    }
+}
+
+impl Handler<Kick> for Hub {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Kick, _: &mut Context<Self>) -> bool {
+        match self.by_client.get(msg.client_id.as_str()).copied() {
+            Some(key) => {
+                self.close(key, close::NORMAL);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<Stop> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.stop_waiters.push(msg.0);
+        let keys: Vec<u64> = self.sessions.keys().copied().collect();
+        for key in keys {
+            self.close(key, close::GOING_AWAY);
+        }
+        self.finish_stop_if_done(ctx);
+    }
+}
+
+impl Handler<GetStats> for Hub {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(HubStats {
+            topics: self.patterns.len() as u64,
+            sent_per_second: self
+                .sent
+                .rate(Instant::now(), self.shared.counters.sent.sum()),
+        })
+    }
+}

@@ -1,0 +1,298 @@
+//! The WebSocketService: topics pushed to WebSocket clients through actix-web.
+//!
+//! Each client session is an actix actor; a hub actor (on its own thread) owns the topic
+//! registry and fans broadcasts out. The app mounts `/ws` on its actix-web `App` with
+//! [`configure`], and registers [`on_connect`] on its `HttpServer`:
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer};
+//! use serde_json::json;
+//! use tickwire::{websocket, WebSocketService, WebSocketServiceConfig};
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let ws = WebSocketService::start(WebSocketServiceConfig::default()).unwrap();
+//!     let app_ws = ws.clone();
+//!     let server = HttpServer::new(move || App::new().configure(websocket::configure(app_ws.clone())))
+//!         .on_connect(websocket::on_connect)
+//!         .bind("127.0.0.1:8080")?
+//!         .run();
+//!     // Clients send {"type":"subscribe","topic":"market.>"} and get every broadcast:
+//!     ws.broadcast("market.data", json!({"symbol": "BTC", "price": 50000})).await;
+//!     server.await
+//! }
+//! ```
+//!
+//! The protocol (JSON text frames, error codes, close codes) is in [`protocol`].
+//!
+//! ## Semantics
+//!
+//! - **Broadcast**: [`broadcast`](WebSocketService::broadcast) serializes the frame once,
+//!   whatever the number of clients, and queues it to every session with a matching
+//!   subscription (once per session, however many of its patterns match). It returns the
+//!   number of sessions it was queued to. Each topic numbers its messages (`seq`), and a
+//!   session receives them in that order.
+//! - **Slow clients**: each session takes at most `send_buffer` queued messages; the hub
+//!   never waits for a session. A client that falls further behind is closed with 4008 and
+//!   stops receiving at once, so it never holds more than `send_buffer` messages of server
+//!   memory nor delays anyone else. A client that stops reading its socket altogether
+//!   freezes its session (actix-web stops polling it); such a session is reset at the TCP
+//!   level by the hub, which needs [`on_connect`] (see there).
+//! - **Heartbeats**: the server pings every `heartbeat_interval`; a client from which no
+//!   frame at all arrived for `connection_timeout` is closed with 4000 (checked every
+//!   tick, `connection_timeout / 20` clamped to 10 ms..1 s). If its session cannot run
+//!   (the client does not read either), its connection is reset within a few ticks more.
+//! - **Limits**: over `max_connections`, a connection is refused with HTTP 503 before the
+//!   upgrade; a message over `max_message_size` closes the session with 1009; after
+//!   [`MAX_CONSECUTIVE_ERRORS`](protocol::MAX_CONSECUTIVE_ERRORS) bad frames in a row, 1008.
+//! - **Auth**: with tokens ([`WebSocketServiceBuilder::access`], see [`crate::access`]) a
+//!   client must present one (`Authorization: Bearer …` or `?token=…`) or is refused with
+//!   401 before the upgrade, and may subscribe and publish only within its token's
+//!   patterns (`forbidden`). With no tokens the service is **open** to whoever reaches it;
+//!   a warning is logged on the first connection if the server listens beyond loopback.
+//! - **Client publish**: `{"type":"publish"}` goes into the MessageQueue given with
+//!   [`WebSocketServiceBuilder::publish_to`], when `allow_client_publish` is set;
+//!   otherwise it gets `publish_not_allowed`. It never waits: a full queue answers
+//!   `queue_full`.
+//! - **Compression**: actix-http has no permessage-deflate; nothing is negotiated and
+//!   `enable_compression = true` only logs that once at start.
+//! - **Stop**: [`stop`](WebSocketService::stop) refuses new connections (503), closes
+//!   every session with 1001, and returns when all are gone (a session that cannot take
+//!   its close frame is reset, at most [`CLOSE_GRACE`] later).
+//!
+//! [`bridge`](crate::bridge) connects the EventBus and the MessageQueue to the service.
+
+pub mod protocol;
+
+mod hub;
+mod session;
+mod socket;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::web;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub use hub::CLOSE_GRACE;
+pub use socket::on_connect;
+
+use crate::access::Access;
+use crate::metrics::WebSocketMetrics;
+use crate::{ConfigError, MessageQueue, Pattern, SubscribeError, WebSocketServiceConfig};
+pub(crate) use hub::Payload;
+use hub::{Broadcast, GetStats, Hub, HubShared, Kick, Stop, Subscribe, Target, Unsubscribe};
+
+/// Handle to a running WebSocketService. Cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct WebSocketService {
+    shared: Arc<HubShared>,
+    hub: Addr<Hub>,
+    arbiter: actix_rt::ArbiterHandle,
+}
+
+/// Options of a [`WebSocketService`] beyond its config: who may connect, and where
+/// client publishes go.
+#[derive(Debug)]
+#[must_use = "call start() to start the service"]
+pub struct WebSocketServiceBuilder {
+    config: WebSocketServiceConfig,
+    access: Access,
+    queue: Option<MessageQueue>,
+}
+
+impl WebSocketServiceBuilder {
+    /// The tokens clients must present (default: none, an open service).
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// The MessageQueue that `{"type":"publish"}` frames go to (when
+    /// `allow_client_publish` is set).
+    pub fn publish_to(mut self, queue: MessageQueue) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// Validates the config and starts the hub on its own thread, inside the running
+    /// actix `System`.
+    pub fn start(self) -> Result<WebSocketService, ConfigError> {
+        self.config.validate()?;
+        if actix_rt::System::try_current().is_none() {
+            return Err(ConfigError::NoSystem {
+                component: "WebSocketService",
+            });
+        }
+        if self.config.enable_compression {
+            tracing::info!(
+                "WebSocket compression (permessage-deflate) is not available on this transport: messages are sent uncompressed"
+            );
+        }
+        if self.config.allow_client_publish && self.queue.is_none() {
+            tracing::warn!("allow_client_publish is set but no MessageQueue was given: client publishes will be refused");
+        }
+        let shared = Arc::new(HubShared::new(self.config, self.access, self.queue));
+        let arbiter = actix_rt::Arbiter::new().handle();
+        let hub_shared = shared.clone();
+        let hub = Hub::start_in_arbiter(&arbiter, move |_| Hub::new(hub_shared));
+        Ok(WebSocketService {
+            shared,
+            hub,
+            arbiter,
+        })
+    }
+}
+
+impl WebSocketService {
+    /// Starts an open service (no tokens, no client publish) with `config`.
+    pub fn start(config: WebSocketServiceConfig) -> Result<WebSocketService, ConfigError> {
+        WebSocketService::builder(config).start()
+    }
+
+    /// A service with more options: [`access`](WebSocketServiceBuilder::access) and
+    /// [`publish_to`](WebSocketServiceBuilder::publish_to).
+    pub fn builder(config: WebSocketServiceConfig) -> WebSocketServiceBuilder {
+        WebSocketServiceBuilder {
+            config,
+            access: Access::open(),
+            queue: None,
+        }
+    }
+
+    /// The config the service runs with.
+    pub fn config(&self) -> &WebSocketServiceConfig {
+        &self.shared.config
+    }
+
+    /// Sends `message` to every client subscribed to `topic` (see the module docs).
+    /// Returns how many sessions it was queued to; 0 for an invalid topic (logged) or a
+    /// stopped service.
+    pub async fn broadcast(&self, topic: &str, message: Value) -> usize {
+        if let Err(err) = crate::validate_name(topic) {
+            tracing::warn!(%err, "broadcast to an invalid topic: sent to nobody");
+            return 0;
+        }
+        self.broadcast_payload(Payload::Value(topic.into(), message))
+            .await
+    }
+
+    /// Broadcasts on the payload's (valid) topic.
+    pub(crate) async fn broadcast_payload(&self, payload: Payload) -> usize {
+        self.hub.send(Broadcast(payload)).await.unwrap_or(0)
+    }
+
+    /// Subscribes a connected client to a topic or pattern, on the server's initiative
+    /// (not checked against the client's token).
+    pub async fn subscribe(&self, client_id: &str, topic: &str) -> Result<(), SubscribeError> {
+        let pattern = Pattern::parse(topic)?;
+        let message = Subscribe {
+            target: Target::Client(client_id.to_owned()),
+            pattern,
+        };
+        self.hub
+            .send(message)
+            .await
+            .unwrap_or(Err(SubscribeError::Stopped))
+    }
+
+    /// Removes a client's subscription, by the pattern it was made with. False if there
+    /// was none.
+    pub async fn unsubscribe(&self, client_id: &str, topic: &str) -> bool {
+        let message = Unsubscribe {
+            target: Target::Client(client_id.to_owned()),
+            pattern: topic.to_owned(),
+        };
+        self.hub.send(message).await.unwrap_or(false)
+    }
+
+    /// Closes a client's session with 1000. False if no such client is connected.
+    pub async fn disconnect(&self, client_id: &str) -> bool {
+        let message = Kick {
+            client_id: client_id.to_owned(),
+        };
+        self.hub.send(message).await.unwrap_or(false)
+    }
+
+    /// Sessions open now.
+    pub fn active_connections(&self) -> usize {
+        self.shared.active.load(Ordering::Acquire)
+    }
+
+    /// The seed's metrics, plus ours; definitions on [`WebSocketMetrics`].
+    pub async fn get_performance_metrics(&self) -> WebSocketMetrics {
+        let stats = self.hub.send(GetStats).await.unwrap_or_default();
+        let c = &self.shared.counters;
+        let on = self.shared.config.enable_metrics;
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        WebSocketMetrics {
+            total_connections: load(&c.connections),
+            active_connections: self.active_connections() as u64,
+            total_messages_sent: on.then(|| c.sent.sum()),
+            total_messages_received: on.then(|| c.received.sum()),
+            total_errors: load(&c.errors),
+            messages_per_second: on.then_some(stats.sent_per_second),
+            topics_count: stats.topics,
+            uptime_seconds: self.shared.started.elapsed().as_secs_f64(),
+            rejected_connections: load(&c.rejected),
+            unauthorized: load(&c.unauthorized),
+            slow_consumers: load(&c.slow_consumers),
+            heartbeat_timeouts: load(&c.heartbeat_timeouts),
+            oversize_messages: load(&c.oversize),
+            connections_reset: load(&c.cut),
+            metrics_enabled: on,
+        }
+    }
+
+    /// Refuses new connections, closes every session with 1001 and waits until all are
+    /// gone (see the module docs), then stops the hub and its thread.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.hub.send(Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        self.shared.stopping.store(true, Ordering::Release);
+        self.arbiter.stop();
+    }
+
+    /// Logs a warning (once) if the service is open (no tokens) and one of the addresses
+    /// the server is bound to is not loopback. Call it after binding
+    /// (`HttpServer::addrs()`); the `/ws` handler also calls it on the first connection,
+    /// with the address that connection arrived on. Returns whether it warned.
+    pub fn check_exposure(&self, bound: impl IntoIterator<Item = SocketAddr>) -> bool {
+        if !self.shared.access.is_open() {
+            return false;
+        }
+        let Some(exposed) = bound.into_iter().find(|a| !a.ip().is_loopback()) else {
+            return false;
+        };
+        if self.shared.exposure_checked.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        tracing::warn!(
+            address = %exposed,
+            "the WebSocket service has no tokens configured and listens beyond loopback: anyone who can reach it may subscribe"
+        );
+        true
+    }
+}
+
+impl std::fmt::Debug for WebSocketService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketService")
+            .field("active_connections", &self.active_connections())
+            .finish()
+    }
+}
+
+/// Mounts `GET /ws` (the WebSocket endpoint) on an actix-web `App`:
+/// `App::new().configure(websocket::configure(service.clone()))`.
+pub fn configure(service: WebSocketService) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(service))
+            .route("/ws", web::get().to(session::upgrade));
+    }
+}

@@ -1,0 +1,488 @@
+//! The wire protocol: JSON text frames, as types.
+//!
+//! Client → server ([`ClientFrame`]):
+//! ```text
+//! {"type":"subscribe","topic":"market.data","id":"1"}            topic may be a pattern
+//! {"type":"unsubscribe","topic":"market.data","id":"2"}
+//! {"type":"publish","topic":"orders.new","data":{…},"priority":3,"id":"3"}
+//! {"type":"ping","id":"4"}
+//! ```
+//! Server → client ([`ServerFrame`]):
+//! ```text
+//! {"type":"welcome","client_id":"c-1","heartbeat_interval":30.0}   first frame
+//! {"type":"ack","id":"1"}
+//! {"type":"error","id":"1","code":"invalid_topic","message":"…"}
+//! {"type":"message","topic":"market.data","data":{…},"seq":17,"timestamp":"2026-…Z"}
+//! {"type":"pong","id":"4"}
+//! ```
+//!
+//! - `id` is optional (a string or a number) and echoed in the `ack`, `pong` or `error`.
+//! - `priority` (publish only) is optional: 1..=4 or `"LOW"`..`"CRITICAL"`; default 2.
+//! - `seq` counts the broadcasts of one topic that reached at least one session: 1, 2, 3…
+//!   A session subscribed to a topic sees consecutive numbers; a gap means it missed
+//!   messages (it was not subscribed then). With a pattern subscription, each topic has its
+//!   own sequence.
+//! - `timestamp` is the broadcast time, RFC 3339 in UTC with microseconds.
+//!
+//! Bad input gets an `error` with a stable [`ErrorCode`], and the session stays open;
+//! after [`MAX_CONSECUTIVE_ERRORS`] `error` replies in a row (no `ack` or `pong` in
+//! between), the session is closed with 1008. [`close`] lists every close code.
+//!
+//! ```
+//! use tickwire::websocket::protocol::{ClientFrame, ErrorCode};
+//!
+//! let frame = ClientFrame::parse(r#"{"type":"subscribe","topic":"market.>","id":"1"}"#).unwrap();
+//! assert_eq!(frame, ClientFrame::Subscribe { topic: "market.>".into(), id: Some("1".into()) });
+//!
+//! let refused = ClientFrame::parse(r#"{"type":"subscribe","id":7}"#).unwrap_err();
+//! assert_eq!(refused.code, ErrorCode::MissingField);
+//! assert_eq!(refused.id, Some(7.into()));
+//! assert_eq!(
+//!     refused.to_frame().to_json(),
+//!     r#"{"type":"error","id":7,"code":"missing_field","message":"missing field `topic`"}"#
+//! );
+//! ```
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::Priority;
+
+/// WebSocket close codes the server sends.
+pub mod close {
+    /// Normal closure: [`WebSocketService::disconnect`](crate::WebSocketService::disconnect), or
+    /// an answer to the client's own close.
+    pub const NORMAL: u16 = 1000;
+    /// The service is stopping ([`WebSocketService::stop`](crate::WebSocketService::stop)).
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame that breaks the WebSocket protocol itself.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Policy: [`MAX_CONSECUTIVE_ERRORS`](super::MAX_CONSECUTIVE_ERRORS) bad frames in a row.
+    pub const POLICY: u16 = 1008;
+    /// A message over `max_message_size`.
+    pub const TOO_BIG: u16 = 1009;
+    /// Over `max_connections`. The server refuses such a connection with HTTP 503 before
+    /// the upgrade instead, so this code is not sent today; it is reserved for it.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// Nothing arrived from the client for `connection_timeout`.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+    /// The client fell `send_buffer` messages behind.
+    pub const SLOW_CONSUMER: u16 = 4008;
+}
+
+/// `error` replies in a row after which a session is closed with [`close::POLICY`].
+pub const MAX_CONSECUTIVE_ERRORS: u32 = 16;
+/// Subscriptions one session may hold; more get [`ErrorCode::TooManySubscriptions`].
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+
+/// The `code` of an `error` frame. Serialized in snake case (`"invalid_topic"`); these
+/// strings are stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or not a JSON object, or not UTF-8.
+    InvalidJson,
+    /// A `type` the server does not know.
+    UnknownType,
+    /// A required field (`type`, `topic`, `data`) is absent.
+    MissingField,
+    /// A field of the wrong kind (`topic` not a string, `priority` out of range, `id` an
+    /// object…).
+    InvalidField,
+    /// A topic or pattern that is not valid (see [`Pattern`](crate::Pattern)).
+    InvalidTopic,
+    /// A binary frame: the protocol is JSON text.
+    BinaryNotSupported,
+    /// The client's token does not allow this topic.
+    Forbidden,
+    /// `unsubscribe` from a pattern the session is not subscribed to.
+    NotSubscribed,
+    /// More than [`MAX_SUBSCRIPTIONS`] subscriptions.
+    TooManySubscriptions,
+    /// Client publishing is disabled (`allow_client_publish`, or no MessageQueue).
+    PublishNotAllowed,
+    /// The MessageQueue is full: try again later.
+    QueueFull,
+    /// The service is stopping.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The code as sent (`"invalid_topic"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::InvalidTopic => "invalid_topic",
+            ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::PublishNotAllowed => "publish_not_allowed",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A frame from a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Subscribe to a topic or pattern.
+    Subscribe {
+        /// Topic or pattern.
+        topic: String,
+        /// Echoed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+    /// Drop a subscription, by the pattern it was made with.
+    Unsubscribe {
+        /// The pattern as subscribed.
+        topic: String,
+        /// Echoed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+    /// Publish into the service's MessageQueue.
+    Publish {
+        /// A topic (no wildcard).
+        topic: String,
+        /// The payload.
+        data: Value,
+        /// Default NORMAL.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        priority: Option<Priority>,
+        /// Echoed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+    /// Answered with `pong`.
+    Ping {
+        /// Echoed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+}
+
+/// A frame the server refuses, and why: the `error` reply to send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    /// The frame's `id`, if it had a usable one.
+    pub id: Option<Value>,
+    /// What is wrong.
+    pub code: ErrorCode,
+    /// Details for a person.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal of a request with `id`.
+    pub fn new(id: Option<Value>, code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The `error` frame.
+    pub fn to_frame(&self) -> ServerFrame {
+        ServerFrame::Error {
+            id: self.id.clone(),
+            code: self.code,
+            message: self.message.clone(),
+        }
+    }
+}
+
+impl ClientFrame {
+    /// Reads a client's text frame, naming exactly what is wrong with a bad one.
+    pub fn parse(text: &str) -> Result<ClientFrame, Refusal> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|err| Refusal::new(None, ErrorCode::InvalidJson, err.to_string()))?;
+        let Value::Object(mut obj) = value else {
+            return Err(Refusal::new(
+                None,
+                ErrorCode::InvalidJson,
+                "expected a JSON object",
+            ));
+        };
+        let id = match obj.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(id @ (Value::String(_) | Value::Number(_))) => Some(id),
+            Some(_) => {
+                return Err(Refusal::new(
+                    None,
+                    ErrorCode::InvalidField,
+                    "`id` must be a string or a number",
+                ))
+            }
+        };
+        let refuse = |code, message: String| Refusal::new(id.clone(), code, message);
+        let kind = match obj.remove("type") {
+            Some(Value::String(kind)) => kind,
+            Some(_) => {
+                return Err(refuse(
+                    ErrorCode::InvalidField,
+                    "`type` must be a string".into(),
+                ))
+            }
+            None => {
+                return Err(refuse(
+                    ErrorCode::MissingField,
+                    "missing field `type`".into(),
+                ))
+            }
+        };
+        let topic = |obj: &mut Map<String, Value>| match obj.remove("topic") {
+            Some(Value::String(topic)) => Ok(topic),
+            Some(_) => Err(refuse(
+                ErrorCode::InvalidField,
+                "`topic` must be a string".into(),
+            )),
+            None => Err(refuse(
+                ErrorCode::MissingField,
+                "missing field `topic`".into(),
+            )),
+        };
+        match kind.as_str() {
+            "subscribe" => Ok(ClientFrame::Subscribe {
+                topic: topic(&mut obj)?,
+                id,
+            }),
+            "unsubscribe" => Ok(ClientFrame::Unsubscribe {
+                topic: topic(&mut obj)?,
+                id,
+            }),
+            "ping" => Ok(ClientFrame::Ping { id }),
+            "publish" => {
+                let topic = topic(&mut obj)?;
+                let data = obj.remove("data").ok_or_else(|| {
+                    refuse(ErrorCode::MissingField, "missing field `data`".into())
+                })?;
+                let priority = match obj.remove("priority") {
+                    None | Some(Value::Null) => None,
+                    Some(p) => Some(parse_priority(&p).ok_or_else(|| {
+                        refuse(
+                            ErrorCode::InvalidField,
+                            format!(
+                                "`priority` must be 1..=4 or LOW, NORMAL, HIGH, CRITICAL; got {p}"
+                            ),
+                        )
+                    })?),
+                };
+                Ok(ClientFrame::Publish {
+                    topic,
+                    data,
+                    priority,
+                    id,
+                })
+            }
+            other => Err(refuse(
+                ErrorCode::UnknownType,
+                format!("unknown type {other:?}: expected subscribe, unsubscribe, publish or ping"),
+            )),
+        }
+    }
+
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn parse_priority(value: &Value) -> Option<Priority> {
+    match value {
+        Value::Number(n) => n.as_u64().and_then(|n| Priority::try_from(n).ok()),
+        Value::String(s) => Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s)),
+        _ => None,
+    }
+}
+
+/// A frame from the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The first frame of every session.
+    Welcome {
+        /// The id the server knows the client by.
+        client_id: String,
+        /// Seconds between the server's pings.
+        heartbeat_interval: f64,
+    },
+    /// A request succeeded.
+    Ack {
+        /// The request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+    /// A request failed; the session stays open.
+    Error {
+        /// The request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+        /// Stable code.
+        code: ErrorCode,
+        /// For a person.
+        message: String,
+    },
+    /// A broadcast.
+    Message {
+        /// The topic it was broadcast on.
+        topic: String,
+        /// The payload.
+        data: Value,
+        /// Position in the topic's sequence, from 1.
+        seq: u64,
+        /// Broadcast time, RFC 3339.
+        timestamp: String,
+    },
+    /// The answer to a `ping`.
+    Pong {
+        /// The ping's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+}
+
+impl ServerFrame {
+    /// The welcome frame.
+    pub(crate) fn welcome(client_id: &str, heartbeat: Duration) -> ServerFrame {
+        ServerFrame::Welcome {
+            client_id: client_id.to_owned(),
+            heartbeat_interval: heartbeat.as_secs_f64(),
+        }
+    }
+
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: string keys, no non-finite floats from us.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The text of a `message` frame, serialized from borrowed parts (once per broadcast).
+pub(crate) fn message_json(topic: &str, data: &Value, seq: u64, at: SystemTime) -> String {
+    #[derive(Serialize)]
+    struct MessageRef<'a> {
+        r#type: &'static str,
+        topic: &'a str,
+        data: &'a Value,
+        seq: u64,
+        timestamp: String,
+    }
+    serde_json::to_string(&MessageRef {
+        r#type: "message",
+        topic,
+        data,
+        seq,
+        timestamp: crate::event::rfc3339(at),
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn code(text: &str) -> ErrorCode {
+        ClientFrame::parse(text).unwrap_err().code
+    }
+
+    #[test]
+    fn every_bad_input_has_its_code() {
+        assert_eq!(code("{"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1]"), ErrorCode::InvalidJson);
+        assert_eq!(code("\"subscribe\""), ErrorCode::InvalidJson);
+        assert_eq!(code(r#"{"topic":"a"}"#), ErrorCode::MissingField);
+        assert_eq!(code(r#"{"type":1}"#), ErrorCode::InvalidField);
+        assert_eq!(code(r#"{"type":"jump"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"subscribe"}"#), ErrorCode::MissingField);
+        assert_eq!(
+            code(r#"{"type":"subscribe","topic":5}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(code(r#"{"type":"unsubscribe"}"#), ErrorCode::MissingField);
+        assert_eq!(
+            code(r#"{"type":"publish","topic":"a"}"#),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            code(r#"{"type":"publish","topic":"a","data":1,"priority":9}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"ping","id":{"a":1}}"#),
+            ErrorCode::InvalidField
+        );
+        let r = ClientFrame::parse(r#"{"type":"jump","id":"x"}"#).unwrap_err();
+        assert_eq!(r.id, Some(json!("x")));
+    }
+
+    #[test]
+    fn good_frames_parse_and_round_trip() {
+        let frames = [
+            ClientFrame::Subscribe {
+                topic: "a.*".into(),
+                id: None,
+            },
+            ClientFrame::Unsubscribe {
+                topic: "a.*".into(),
+                id: Some(json!(3)),
+            },
+            ClientFrame::Publish {
+                topic: "orders.new".into(),
+                data: json!({"qty": 1}),
+                priority: Some(Priority::High),
+                id: Some(json!("p")),
+            },
+            ClientFrame::Ping { id: None },
+        ];
+        for frame in frames {
+            assert_eq!(ClientFrame::parse(&frame.to_json()).unwrap(), frame);
+        }
+        let named = ClientFrame::parse(
+            r#"{"type":"publish","topic":"a","data":null,"priority":"critical"}"#,
+        );
+        assert!(matches!(
+            named,
+            Ok(ClientFrame::Publish {
+                priority: Some(Priority::Critical),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_broadcast_text_is_a_message_frame() {
+        let text = message_json(
+            "market.data",
+            &json!({"p": 1.5}),
+            17,
+            SystemTime::UNIX_EPOCH,
+        );
+        let frame: ServerFrame = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            frame,
+            ServerFrame::Message {
+                topic: "market.data".into(),
+                data: json!({"p": 1.5}),
+                seq: 17,
+                timestamp: "1970-01-01T00:00:00.000000Z".into(),
+            }
+        );
+        assert_eq!(
+            ServerFrame::welcome("c-1", Duration::from_secs(30)).to_json(),
+            r#"{"type":"welcome","client_id":"c-1","heartbeat_interval":30.0}"#
+        );
+    }
+}

@@ -1,0 +1,469 @@
+//! One actor per client session, and the HTTP handler that upgrades to it.
+//!
+//! This is the only file that uses `actix-web-actors` (deprecated upstream in favour of
+//! `actix-ws`): moving transports touches this file alone.
+//!
+//! A session:
+//! - registers with the hub, then sends `welcome`;
+//! - answers each client frame in order (a subscription is acknowledged once the hub
+//!   has it, so a broadcast made after the `ack` reaches the client);
+//! - writes the frames the hub queues to it (its mailbox holds `send_buffer` of them);
+//! - pings every `heartbeat_interval`, and closes with 4000 when nothing arrived for
+//!   `connection_timeout` (checked every tick);
+//! - closes with the code the hub decided (4008 slow consumer, 1001 stop, 1000
+//!   disconnect) at its next frame or at once.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_http::ws::Item;
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+
+use super::hub::{
+    Connect, ConnectionSlot, Disconnect, Hub, HubShared, Outbound, SessionLink, Subscribe, Target,
+    Unsubscribe,
+};
+use super::protocol::{
+    close, ClientFrame, ErrorCode, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS,
+};
+use super::socket::Cutter;
+use super::WebSocketService;
+use crate::access::Permissions;
+use crate::{Pattern, PublishError, SubscribeError};
+
+/// A message being reassembled from fragments.
+enum Fragments {
+    Text(Vec<u8>),
+    /// Only its size is kept: it will be refused.
+    Binary(usize),
+}
+
+/// See the module docs.
+pub(crate) struct Session {
+    key: u64,
+    client_id: Arc<str>,
+    hub: Addr<Hub>,
+    shared: Arc<HubShared>,
+    link: Arc<SessionLink>,
+    permissions: Permissions,
+    errors_in_a_row: u32,
+    fragments: Option<Fragments>,
+    last_ping: Instant,
+    _slot: ConnectionSlot,
+}
+
+/// `GET /ws`: refuses with 503 (stopping, or `max_connections` reached) or 401 (token),
+/// else upgrades to a [`Session`].
+pub(crate) async fn upgrade(
+    req: HttpRequest,
+    payload: web::Payload,
+    service: web::Data<WebSocketService>,
+) -> actix_web::Result<HttpResponse> {
+    let shared = &service.shared;
+    let counters = &shared.counters;
+    if shared.stopping.load(Ordering::Acquire) {
+        counters.rejected.fetch_add(1, Ordering::Relaxed);
+        return Ok(refusal(503, "unavailable", "the service is stopping"));
+    }
+    let permissions = match shared.access.authorize_request(&req) {
+        Ok(p) => p,
+        Err(err) => {
+            counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+            let mut res = refusal(401, "unauthorized", &err.to_string());
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return Ok(res);
+        }
+    };
+    let Some(slot) = shared.reserve() else {
+        counters.rejected.fetch_add(1, Ordering::Relaxed);
+        return Ok(refusal(
+            503,
+            "too_many_connections",
+            "max_connections reached; try again later",
+        ));
+    };
+    service.check_exposure([req.app_config().local_addr()]);
+    let (key, client_id) = shared.next_client();
+    let link = Arc::new(SessionLink::new(shared.now_ms(), Cutter::for_request(&req)));
+    let session = Session {
+        key,
+        client_id,
+        hub: service.hub.clone(),
+        shared: shared.clone(),
+        link,
+        permissions,
+        errors_in_a_row: 0,
+        fragments: None,
+        last_ping: Instant::now(),
+        _slot: slot,
+    };
+    let response = ws::WsResponseBuilder::new(session, &req, payload)
+        .frame_size(shared.config.max_message_size)
+        .start()?;
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    Ok(response)
+}
+
+/// A JSON error response before the upgrade.
+fn refusal(status: u16, code: &str, message: &str) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(status)
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).json(serde_json::json!({ "error": code, "message": message }))
+}
+
+impl Session {
+    fn now_ms(&self) -> u64 {
+        self.shared.now_ms()
+    }
+
+    fn send_text(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        text: impl Into<bytestring::ByteString>,
+    ) {
+        ctx.text(text);
+        if self.shared.config.enable_metrics {
+            self.shared.counters.sent.add(1);
+        }
+    }
+
+    fn reply(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ServerFrame) {
+        self.errors_in_a_row = 0;
+        self.send_text(ctx, frame.to_json());
+    }
+
+    fn refuse(&mut self, ctx: &mut ws::WebsocketContext<Self>, refusal: Refusal) {
+        self.shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.send_text(ctx, refusal.to_frame().to_json());
+        self.errors_in_a_row += 1;
+        if self.errors_in_a_row >= MAX_CONSECUTIVE_ERRORS {
+            self.close(ctx, close::POLICY, "too many bad frames in a row");
+        }
+    }
+
+    /// Closes for a reason the session found (unless a code was decided already: then
+    /// with that one).
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
+        if self.link.claim_close(code) {
+            self.shared.counters.closed_with(code);
+            self.write_close(ctx, code, reason);
+        } else {
+            self.close_as_decided(ctx);
+        }
+    }
+
+    /// Closes with the code decided in the link (by the hub, or earlier by the session).
+    fn close_as_decided(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let code = self.link.close_code().unwrap_or(close::NORMAL);
+        let reason = match code {
+            close::SLOW_CONSUMER => "slow consumer: too many messages waiting",
+            close::HEARTBEAT_TIMEOUT => "no frame from the client within connection_timeout",
+            close::GOING_AWAY => "the service is stopping",
+            _ => "closed by the server",
+        };
+        self.write_close(ctx, code, reason);
+    }
+
+    fn write_close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::from(code),
+            description: Some(reason.to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    fn tick(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let now_ms = self.now_ms();
+        self.link.alive(now_ms);
+        if self.link.close_code().is_some() {
+            return self.close_as_decided(ctx);
+        }
+        let timeout = self.shared.config.connection_timeout.as_millis() as u64;
+        if now_ms.saturating_sub(self.link.last_inbound()) >= timeout {
+            return self.close(
+                ctx,
+                close::HEARTBEAT_TIMEOUT,
+                "no frame from the client within connection_timeout",
+            );
+        }
+        if self.last_ping.elapsed() >= self.shared.config.heartbeat_interval {
+            self.last_ping = Instant::now();
+            ctx.ping(b"");
+        }
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.shared.config.enable_metrics {
+            self.shared.counters.received.add(1);
+        }
+        match ClientFrame::parse(text) {
+            Err(refusal) => self.refuse(ctx, refusal),
+            Ok(ClientFrame::Ping { id }) => self.reply(ctx, ServerFrame::Pong { id }),
+            Ok(ClientFrame::Subscribe { topic, id }) => self.subscribe(ctx, topic, id),
+            Ok(ClientFrame::Unsubscribe { topic, id }) => {
+                let request = Unsubscribe {
+                    target: Target::Key(self.key),
+                    pattern: topic.clone(),
+                };
+                ctx.wait(self.hub.send(request).into_actor(self).map(
+                    move |answer, session, ctx| match answer {
+                        Ok(true) => session.reply(ctx, ServerFrame::Ack { id }),
+                        Ok(false) => session.refuse(
+                            ctx,
+                            Refusal::new(
+                                id,
+                                ErrorCode::NotSubscribed,
+                                format!("not subscribed to {topic:?}"),
+                            ),
+                        ),
+                        Err(_) => session.refuse(ctx, unavailable(id)),
+                    },
+                ));
+            }
+            Ok(ClientFrame::Publish {
+                topic,
+                data,
+                priority,
+                id,
+            }) => {
+                let outcome = self.publish(&topic, data, priority.unwrap_or_default());
+                match outcome {
+                    Ok(()) => self.reply(ctx, ServerFrame::Ack { id }),
+                    Err((code, message)) => self.refuse(ctx, Refusal::new(id, code, message)),
+                }
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        topic: String,
+        id: Option<serde_json::Value>,
+    ) {
+        let pattern = match Pattern::parse(&topic) {
+            Ok(p) => p,
+            Err(err) => {
+                return self.refuse(
+                    ctx,
+                    Refusal::new(id, ErrorCode::InvalidTopic, err.to_string()),
+                )
+            }
+        };
+        if !self.permissions.may_subscribe(&pattern) {
+            let message = format!("this token may not subscribe to {topic:?}");
+            return self.refuse(ctx, Refusal::new(id, ErrorCode::Forbidden, message));
+        }
+        let request = Subscribe {
+            target: Target::Key(self.key),
+            pattern,
+        };
+        ctx.wait(
+            self.hub
+                .send(request)
+                .into_actor(self)
+                .map(move |answer, session, ctx| match answer {
+                    Ok(Ok(())) => session.reply(ctx, ServerFrame::Ack { id }),
+                    Ok(Err(err @ SubscribeError::TooManySubscriptions(_))) => session.refuse(
+                        ctx,
+                        Refusal::new(id, ErrorCode::TooManySubscriptions, err.to_string()),
+                    ),
+                    Ok(Err(_)) | Err(_) => session.refuse(ctx, unavailable(id)),
+                }),
+        );
+    }
+
+    /// A client publish into the MessageQueue, or why not.
+    fn publish(
+        &self,
+        topic: &str,
+        data: serde_json::Value,
+        priority: crate::Priority,
+    ) -> Result<(), (ErrorCode, String)> {
+        let queue = match &self.shared.queue {
+            Some(queue) if self.shared.config.allow_client_publish => queue,
+            _ => {
+                return Err((
+                    ErrorCode::PublishNotAllowed,
+                    "clients may not publish on this service".into(),
+                ))
+            }
+        };
+        crate::validate_name(topic).map_err(|err| (ErrorCode::InvalidTopic, err.to_string()))?;
+        if !self.permissions.may_publish(topic) {
+            return Err((
+                ErrorCode::Forbidden,
+                format!("this token may not publish to {topic:?}"),
+            ));
+        }
+        match queue.try_publish(topic, data, priority) {
+            Ok(_) => Ok(()),
+            Err(err @ PublishError::QueueFull(_)) => Err((ErrorCode::QueueFull, err.to_string())),
+            Err(err @ PublishError::InvalidName(..)) => {
+                Err((ErrorCode::InvalidTopic, err.to_string()))
+            }
+            Err(err) => Err((ErrorCode::Unavailable, err.to_string())),
+        }
+    }
+
+    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let (chunk, last) = match item {
+            Item::FirstText(bytes) | Item::FirstBinary(bytes) if self.fragments.is_some() => {
+                let _ = bytes;
+                return self.close(
+                    ctx,
+                    close::PROTOCOL_ERROR,
+                    "a new message began inside a fragmented one",
+                );
+            }
+            Item::FirstText(bytes) => {
+                self.fragments = Some(Fragments::Text(bytes.to_vec()));
+                return;
+            }
+            Item::FirstBinary(bytes) => {
+                self.fragments = Some(Fragments::Binary(bytes.len()));
+                return;
+            }
+            Item::Continue(bytes) => (bytes, false),
+            Item::Last(bytes) => (bytes, true),
+        };
+        let max = self.shared.config.max_message_size;
+        let size = match &mut self.fragments {
+            None => {
+                return self.close(
+                    ctx,
+                    close::PROTOCOL_ERROR,
+                    "a continuation frame without a first frame",
+                )
+            }
+            Some(Fragments::Text(buf)) => {
+                buf.extend_from_slice(&chunk);
+                buf.len()
+            }
+            Some(Fragments::Binary(size)) => {
+                *size += chunk.len();
+                *size
+            }
+        };
+        if size > max {
+            return self.close(ctx, close::TOO_BIG, "message over max_message_size");
+        }
+        if !last {
+            return;
+        }
+        match self.fragments.take() {
+            Some(Fragments::Text(buf)) => match std::str::from_utf8(&buf) {
+                Ok(text) => self.on_text(text, ctx),
+                Err(_) => self.refuse(
+                    ctx,
+                    Refusal::new(None, ErrorCode::InvalidJson, "the message is not UTF-8"),
+                ),
+            },
+            _ => self.binary(ctx),
+        }
+    }
+
+    fn binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.shared.config.enable_metrics {
+            self.shared.counters.received.add(1);
+        }
+        let refusal = Refusal::new(
+            None,
+            ErrorCode::BinaryNotSupported,
+            "binary frames are not supported: send JSON text",
+        );
+        self.refuse(ctx, refusal);
+    }
+}
+
+fn unavailable(id: Option<serde_json::Value>) -> Refusal {
+    Refusal::new(id, ErrorCode::Unavailable, "the service is stopping")
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.shared.config.send_buffer);
+        let connect = Connect {
+            key: self.key,
+            client_id: self.client_id.clone(),
+            out: ctx.address().recipient(),
+            link: self.link.clone(),
+        };
+        ctx.wait(
+            self.hub
+                .send(connect)
+                .into_actor(self)
+                .map(|answer, session, ctx| {
+                    if answer == Ok(true) {
+                        let welcome = ServerFrame::welcome(
+                            &session.client_id,
+                            session.shared.config.heartbeat_interval,
+                        );
+                        session.send_text(ctx, welcome.to_json());
+                    } else {
+                        session.link.claim_close(close::GOING_AWAY);
+                        session.close_as_decided(ctx);
+                    }
+                }),
+        );
+        ctx.run_interval(self.shared.tick, Self::tick);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.hub.do_send(Disconnect { key: self.key });
+    }
+}
+
+impl Handler<Outbound> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
+        self.link.alive(self.now_ms());
+        match msg {
+            Outbound::Frame(text) if self.link.close_code().is_none() => self.send_text(ctx, text),
+            _ => self.close_as_decided(ctx),
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.link.inbound(self.now_ms());
+        match item {
+            Ok(ws::Message::Text(_) | ws::Message::Binary(_)) if self.fragments.is_some() => self
+                .close(
+                    ctx,
+                    close::PROTOCOL_ERROR,
+                    "a new message began inside a fragmented one",
+                ),
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Binary(_)) => self.binary(ctx),
+            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                // Answer the client's close with its own code, and stop.
+                self.link.claim_close(close::NORMAL);
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ws::ProtocolError::Overflow) => {
+                self.close(ctx, close::TOO_BIG, "frame over max_message_size")
+            }
+            Err(err) => self.close(ctx, close::PROTOCOL_ERROR, &err.to_string()),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The client's side of the connection ended.
+        ctx.stop();
+    }
+}
