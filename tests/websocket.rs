@@ -1010,3 +1010,101 @@ async fn plain_http_on_ws_is_a_400_and_bad_configs_are_refused() {
         Err(tickwire::ConfigError::NoSystem { .. })
     ));
 }
+
+#[actix_rt::test]
+async fn concurrent_broadcasters_and_churning_subscribers_lose_and_duplicate_nothing() {
+    use rand::{Rng, SeedableRng};
+    const PUBLISHERS: u64 = 4;
+    const PER_PUBLISHER: u64 = 500;
+    const STABLE: usize = 6;
+    const CHURNERS: usize = 6;
+    let cfg = WebSocketServiceConfig {
+        send_buffer: 100_000, // this test is about routing, not slow consumers
+        ..config()
+    };
+    let server = Server::start(WebSocketService::start(cfg).unwrap());
+
+    /// What one client saw: (topic, seq, publisher, n) per message.
+    type Seen = Vec<(String, u64, u64, u64)>;
+    let mut readers = Vec::new();
+    for c in 0..STABLE + CHURNERS {
+        let (mut conn, _) = server.connect().await;
+        for topic in ["s.>", "end"] {
+            request(&mut conn, json!({"type": "subscribe", "topic": topic})).await;
+        }
+        let churner = c >= STABLE;
+        readers.push(actix_rt::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(c as u64);
+            let (mut subscribed, mut pending, mut toggles) = (true, false, 0);
+            let mut seen: Seen = Vec::new();
+            loop {
+                let m = next_json(&mut conn).await;
+                match m["type"].as_str() {
+                    Some("ack") => pending = false,
+                    Some("message") if m["topic"] == "end" => return (churner, seen),
+                    Some("message") => seen.push((
+                        m["topic"].as_str().unwrap().to_owned(),
+                        m["seq"].as_u64().unwrap(),
+                        m["data"]["p"].as_u64().unwrap(),
+                        m["data"]["n"].as_u64().unwrap(),
+                    )),
+                    _ => panic!("unexpected {m}"),
+                }
+                if churner && !pending && toggles < 100 && (!subscribed || rng.gen_bool(0.1)) {
+                    let kind = if subscribed {
+                        "unsubscribe"
+                    } else {
+                        "subscribe"
+                    };
+                    send(&mut conn, json!({"type": kind, "topic": "s.>"})).await;
+                    subscribed = !subscribed;
+                    pending = true;
+                    toggles += 1;
+                }
+            }
+        }));
+    }
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let ws = server.ws.clone();
+            actix_rt::spawn(async move {
+                for n in 0..PER_PUBLISHER {
+                    let topic = if n % 2 == 0 { "s.a" } else { "s.b" };
+                    ws.broadcast(topic, json!({"p": p, "n": n})).await;
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.await.unwrap();
+    }
+    assert_eq!(
+        server.ws.broadcast("end", json!(null)).await,
+        STABLE + CHURNERS
+    );
+    let per_topic = PUBLISHERS * PER_PUBLISHER / 2;
+    for reader in readers {
+        let (churner, seen) = reader.await.unwrap();
+        for topic in ["s.a", "s.b"] {
+            let mine: Vec<_> = seen.iter().filter(|m| m.0 == topic).collect();
+            // In seq order, no duplicate; each publisher's messages in its order.
+            assert!(
+                mine.windows(2).all(|w| w[0].1 < w[1].1),
+                "{topic}: seq increases"
+            );
+            for p in 0..PUBLISHERS {
+                let ns: Vec<u64> = mine.iter().filter(|m| m.2 == p).map(|m| m.3).collect();
+                assert!(ns.windows(2).all(|w| w[0] < w[1]), "publisher {p} in order");
+            }
+            if !churner {
+                let seqs: Vec<u64> = mine.iter().map(|m| m.1).collect();
+                assert_eq!(
+                    seqs,
+                    (1..=per_topic).collect::<Vec<_>>(),
+                    "{topic}: all, once"
+                );
+            }
+        }
+    }
+    server.shutdown().await;
+}

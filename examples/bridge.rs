@@ -1,0 +1,119 @@
+//! EventBus → MessageQueue → WebSocket, served by actix-web.
+//!
+//! A feed thread publishes `market.tick` events; `bridge::event_bus_to_queue` turns them
+//! into `events.market.tick` messages; `bridge::queue_to_websocket` broadcasts those to
+//! every WebSocket client subscribed to the topic. The example serves `/ws` and, to show
+//! the whole path, connects one WebSocket client of its own and prints what it receives.
+//!
+//! Run: `cargo run --release --example bridge -- [seconds] [bind]` (defaults: 5 s on
+//! 127.0.0.1:8080). While it runs, any WebSocket client can connect, for example
+//! `websocat ws://127.0.0.1:8080/ws` and send `{"type":"subscribe","topic":"events.>"}`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tickwire::{
+    bridge, create_event, websocket, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig,
+    Priority, WebSocketService, WebSocketServiceConfig,
+};
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let seconds: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5.0);
+    let bind = args.next().unwrap_or_else(|| "127.0.0.1:8080".into());
+
+    let bus = EventBus::start(EventBusConfig::default()).expect("valid config");
+    let queue = MessageQueue::start(MessageQueueConfig::default()).expect("valid config");
+    let ws = WebSocketService::start(WebSocketServiceConfig::default()).expect("valid config");
+    bridge::event_bus_to_queue(&bus, &queue, "market.tick")
+        .await
+        .expect("bridge");
+    bridge::queue_to_websocket(&queue, &ws, "events.>")
+        .await
+        .expect("bridge");
+
+    let app_ws = ws.clone();
+    let server =
+        HttpServer::new(move || App::new().configure(websocket::configure(app_ws.clone())))
+            .on_connect(websocket::on_connect)
+            .workers(2)
+            .bind(&bind)?;
+    let addr = server.addrs()[0];
+    ws.check_exposure(server.addrs());
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    println!("serving ws://{addr}/ws for {seconds} s");
+
+    // The feed: a plain thread, as an exchange connection would be.
+    let running = Arc::new(AtomicBool::new(true));
+    let feed = {
+        let (bus, running) = (bus.clone(), running.clone());
+        std::thread::spawn(move || {
+            let mut price = 50_000.0_f64;
+            let mut n = 0u64;
+            while running.load(Ordering::Relaxed) {
+                n += 1;
+                price *= 1.0 + (rand::random::<f64>() - 0.5) * 0.001;
+                let tick =
+                    json!({"symbol": "BTCUSD", "price": (price * 100.0).round() / 100.0, "n": n});
+                let _ = bus.try_publish(create_event("market.tick", tick, Priority::High));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    // A client of our own, to show the path end to end.
+    let (_, mut client) = awc::Client::new()
+        .ws(format!("ws://{addr}/ws"))
+        .connect()
+        .await
+        .expect("connect to our own server");
+    let subscribe = json!({"type": "subscribe", "topic": "events.market.tick", "id": 1});
+    client
+        .send(awc::ws::Message::Text(subscribe.to_string().into()))
+        .await
+        .expect("send");
+    let deadline = actix_rt::time::sleep(Duration::from_secs_f64(seconds));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            _ = actix_rt::signal::ctrl_c() => break,
+            frame = client.next() => match frame {
+                Some(Ok(awc::ws::Frame::Text(text))) => {
+                    let frame: Value = serde_json::from_slice(&text).unwrap_or_default();
+                    match frame["type"].as_str() {
+                        Some("message") => println!(
+                            "client got seq {} on {}: {} @ {}",
+                            frame["seq"], frame["topic"], frame["data"]["data"]["symbol"], frame["data"]["data"]["price"]
+                        ),
+                        _ => println!("client got {frame}"),
+                    }
+                }
+                Some(Ok(awc::ws::Frame::Ping(p))) => { let _ = client.send(awc::ws::Message::Pong(p)).await; }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => { eprintln!("client error: {err}"); break; }
+                None => break,
+            },
+        }
+    }
+
+    running.store(false, Ordering::Relaxed);
+    let _ = feed.join();
+    bus.stop().await;
+    queue.stop().await;
+    ws.stop().await; // closes every session with 1001
+    let metrics = ws.get_performance_metrics().await;
+    println!(
+        "websocket: {} connections, {:?} messages sent",
+        metrics.total_connections, metrics.total_messages_sent
+    );
+    handle.stop(true).await;
+    Ok(())
+}
