@@ -179,11 +179,24 @@ async fn the_protocol_from_welcome_to_unsubscribe() {
     assert_eq!(refused["code"], "not_subscribed");
     assert_eq!(refused["id"], "u");
 
-    // A client's own close is answered with its code.
-    conn.send(Message::Close(Some(CloseReason::from(CloseCode::Normal))))
-        .await
-        .unwrap();
-    assert_eq!(close_code(&mut conn).await, 1000);
+    // A client's own close is answered with its code, unless that code may not be sent.
+    conn.send(Message::Close(Some(CloseReason::from(CloseCode::Other(
+        4321,
+    )))))
+    .await
+    .unwrap();
+    assert_eq!(close_code(&mut conn).await, 4321);
+    let (mut conn, _) = server.connect().await;
+    conn.send(Message::Close(Some(CloseReason::from(CloseCode::Other(
+        1005,
+    )))))
+    .await
+    .unwrap();
+    assert_eq!(
+        close_code(&mut conn).await,
+        1002,
+        "1005 may not be sent: a protocol error"
+    );
     server.shutdown().await;
 }
 
@@ -339,6 +352,7 @@ async fn two_hundred_clients_receive_every_broadcast_in_order() {
 async fn bad_input_gets_an_error_code_and_the_session_stays_open() {
     let server = Server::start(WebSocketService::start(config()).unwrap());
     let (mut conn, _) = server.connect().await;
+    let long_topic = json!({"type": "subscribe", "topic": "t".repeat(257)}).to_string();
     let cases = [
         ("{not json", "invalid_json"),
         ("[1, 2]", "invalid_json"),
@@ -352,12 +366,19 @@ async fn bad_input_gets_an_error_code_and_the_session_stays_open() {
             "invalid_topic",
         ),
         (
+            r#"{"type": "unsubscribe", "topic": "a..b"}"#,
+            "invalid_topic",
+        ),
+        (
             r#"{"type": "publish", "topic": "orders.new", "data": {}}"#,
             "publish_not_allowed",
         ),
+        (&long_topic, "invalid_topic"),
     ];
     for (text, code) in cases {
-        conn.send(Message::Text(text.into())).await.unwrap();
+        conn.send(Message::Text(text.to_owned().into()))
+            .await
+            .unwrap();
         let reply = next_json(&mut conn).await;
         assert_eq!(
             (reply["type"].as_str(), reply["code"].as_str()),
@@ -390,10 +411,10 @@ async fn bad_input_gets_an_error_code_and_the_session_stays_open() {
     }
     assert_eq!(close_code(&mut conn).await, 1008);
     let metrics = server.ws.get_performance_metrics().await;
-    // 9 cases + 1 id echo + 1 binary + the run, plus the 1008 close itself.
+    // 11 cases + 1 id echo + 1 binary + the run, plus the 1008 close itself.
     assert_eq!(
         metrics.total_errors,
-        11 + u64::from(MAX_CONSECUTIVE_ERRORS) + 1
+        13 + u64::from(MAX_CONSECUTIVE_ERRORS) + 1
     );
     server.shutdown().await;
 }
@@ -432,6 +453,18 @@ async fn fragments_are_reassembled_within_max_message_size() {
         .await
         .unwrap();
     assert_eq!(close_code(&mut conn).await, 1009);
+
+    // Fragments that together are not UTF-8: 1007.
+    let (mut conn, _) = server.connect().await;
+    let bytes = actix_web::web::Bytes::from_static(&[0xe2, 0x82]);
+    conn.send(Message::Continuation(Item::FirstText(bytes)))
+        .await
+        .unwrap();
+    let tail = actix_web::web::Bytes::from_static(&[0x28]);
+    conn.send(Message::Continuation(Item::Last(tail)))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut conn).await, 1007);
     server.shutdown().await;
 }
 
@@ -801,13 +834,15 @@ async fn a_client_that_never_reads_is_closed_with_4000_and_its_connection_ends()
     eventually("the session to end", || ws.active_connections() == 0).await;
     // The connection ended in order: welcome, pings, the close frame with 4000, then EOF.
     let (bytes, reset) = blocking(move || read_to_end(&mut stream)).await;
-    assert!(!reset);
-    let close = [0x88u8];
-    let at = bytes
-        .windows(1)
-        .rposition(|w| w == close)
-        .expect("a close frame");
-    assert_eq!(&bytes[at + 2..at + 4], &4000u16.to_be_bytes());
+    // Normally the session closes itself: the close frame, then EOF. (Were its worker
+    // starved for a few ticks, the hub would reset the connection instead.)
+    if !reset {
+        let at = bytes
+            .iter()
+            .rposition(|&b| b == 0x88)
+            .expect("a close frame");
+        assert_eq!(&bytes[at + 2..at + 4], &4000u16.to_be_bytes());
+    }
     assert_eq!(
         server.ws.get_performance_metrics().await.heartbeat_timeouts,
         1
@@ -965,7 +1000,8 @@ async fn a_stalled_reader_is_reset_at_the_heartbeat_timeout() {
     let metrics = ws.get_performance_metrics().await;
     assert_eq!(
         (metrics.heartbeat_timeouts, metrics.connections_reset),
-        (1, 1)
+        (1, 1),
+        "the hub, not the kernel's later TCP_USER_TIMEOUT"
     );
     assert_eq!(metrics.slow_consumers, 0);
     let mut stream = stream;
@@ -1107,4 +1143,85 @@ async fn concurrent_broadcasters_and_churning_subscribers_lose_and_duplicate_not
         }
     }
     server.shutdown().await;
+}
+
+/// Server-side sockets on `port` that are ESTABLISHED, from /proc/net/tcp{,6}.
+#[cfg(target_os = "linux")]
+fn established(port: u16) -> usize {
+    let local = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    f.len() > 3 && f[1].ends_with(&local) && f[3] == "01"
+                })
+                .count()
+        })
+        .sum()
+}
+
+#[cfg(target_os = "linux")]
+#[actix_rt::test]
+async fn clients_that_close_without_reading_leave_no_connection_behind() {
+    // Each raw client sends pings it never reads the pongs of (a small server send
+    // buffer makes those fill up), then a close frame. Whether its session was frozen
+    // (reset by the hub) or answered the close and ended with bytes still unsent
+    // (dropped by the kernel through TCP_USER_TIMEOUT), no connection may remain.
+    let cfg = WebSocketServiceConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        connection_timeout: Duration::from_millis(1000),
+        ..config()
+    };
+    let ws = WebSocketService::start(cfg).unwrap();
+    let app_ws = ws.clone();
+    let server =
+        HttpServer::new(move || App::new().configure(websocket::configure(app_ws.clone())))
+            .on_connect(|connection, extensions| {
+                if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                    socket2::SockRef::from(tcp)
+                        .set_send_buffer_size(8192)
+                        .unwrap();
+                }
+                websocket::on_connect(connection, extensions)
+            })
+            .workers(1)
+            .disable_signals()
+            .bind("127.0.0.1:0")
+            .unwrap();
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(
+            blocking(move || {
+                let mut stream = raw_connect(addr);
+                let mut ping = vec![0x89u8, 0x80 | 125, 0, 0, 0, 0];
+                ping.extend_from_slice(&[b'p'; 125]);
+                for _ in 0..400 {
+                    stream.write_all(&ping).unwrap();
+                }
+                stream
+                    .write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
+                    .unwrap();
+                stream
+            })
+            .await,
+        );
+    }
+    let port = addr.port();
+    eventually("every server-side connection to end", || {
+        established(port) == 0
+    })
+    .await;
+    assert_eq!(ws.active_connections(), 0);
+    drop(clients);
+    ws.stop().await;
+    handle.stop(true).await;
 }

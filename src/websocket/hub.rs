@@ -39,6 +39,8 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Largest number of topics whose routes are cached.
 const ROUTE_CACHE: usize = 10_000;
+/// Topics whose `seq` is kept before those without subscribers are forgotten.
+const SEQ_TOPICS: usize = 100_000;
 
 /// What the hub, the sessions and the HTTP handler share.
 pub(crate) struct HubShared {
@@ -55,6 +57,8 @@ pub(crate) struct HubShared {
     pub(crate) counters: Counters,
     /// Whether the open-service warning was considered (on the first connection).
     pub(crate) exposure_checked: AtomicBool,
+    /// Whether the unknown-socket warning was logged.
+    pub(crate) socket_warning: AtomicBool,
 }
 
 /// Counters of the service, updated by sessions and the hub.
@@ -107,6 +111,7 @@ impl HubShared {
             next_client: AtomicU64::new(1),
             counters: Counters::default(),
             exposure_checked: AtomicBool::new(false),
+            socket_warning: AtomicBool::new(false),
         }
     }
 
@@ -388,6 +393,9 @@ impl Hub {
         if route.is_empty() {
             return 0;
         }
+        if self.seqs.len() >= SEQ_TOPICS && !self.seqs.contains_key(topic) {
+            self.forget_idle_seqs();
+        }
         let seq = self.seqs.entry(topic.into()).or_insert(0);
         *seq += 1;
         let text: ByteString =
@@ -409,6 +417,26 @@ impl Hub {
             self.close(key, close::SLOW_CONSUMER);
         }
         queued
+    }
+
+    /// Forgets the `seq` of topics no session is subscribed to now (their sequence
+    /// restarts at 1), so that broadcasting to ever new topics holds bounded memory.
+    fn forget_idle_seqs(&mut self) {
+        let patterns = &self.patterns;
+        let before = self.seqs.len();
+        self.seqs
+            .retain(|topic, _| patterns.values().any(|(p, _)| p.matches(topic)));
+        tracing::debug!(
+            forgotten = before - self.seqs.len(),
+            "forgot the seq of idle topics"
+        );
+        if self.seqs.len() >= SEQ_TOPICS {
+            tracing::warn!(
+                topics = self.seqs.len(),
+                "over {SEQ_TOPICS} subscribed topics: every seq restarts at 1"
+            );
+            self.seqs.clear();
+        }
     }
 
     fn unroute(&mut self, key: u64) {

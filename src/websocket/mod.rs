@@ -32,12 +32,17 @@
 //!   subscription (once per session, however many of its patterns match). It returns the
 //!   number of sessions it was queued to. Each topic numbers its messages (`seq`), and a
 //!   session receives them in that order.
-//! - **Slow clients**: each session takes at most `send_buffer` queued messages; the hub
-//!   never waits for a session. A client that falls further behind is closed with 4008 and
-//!   stops receiving at once, so it never holds more than `send_buffer` messages of server
-//!   memory nor delays anyone else. A client that stops reading its socket altogether
-//!   freezes its session (actix-web stops polling it); such a session is reset at the TCP
-//!   level by the hub, which needs [`on_connect`] (see there).
+//! - **Slow clients**: each session's mailbox holds at most `send_buffer` queued messages;
+//!   the hub never waits for a session. A client that falls further behind is closed with
+//!   4008 and stops receiving at once, so it never delays anyone else. A client that
+//!   stops reading its socket altogether freezes its session (actix-web stops polling
+//!   it): the hub then resets the TCP connection (the client sees no close frame: 1006),
+//!   which needs [`on_connect`] (see there). What such a client can hold on the server is
+//!   bounded: about twice `send_buffer` messages (the mailbox, and the write buffer that
+//!   one poll of the session fills) plus the kernel's send buffer. On Linux the
+//!   session's socket also gets `TCP_USER_TIMEOUT` = `connection_timeout` +
+//!   [`CLOSE_GRACE`], so the kernel drops a connection whose peer takes no data for that
+//!   long, even after the session itself ended.
 //! - **Heartbeats**: the server pings every `heartbeat_interval`; a client from which no
 //!   frame at all arrived for `connection_timeout` is closed with 4000 (checked every
 //!   tick, `connection_timeout / 20` clamped to 10 ms..1 s). If its session cannot run
@@ -57,8 +62,9 @@
 //! - **Compression**: actix-http has no permessage-deflate; nothing is negotiated and
 //!   `enable_compression = true` only logs that once at start.
 //! - **Stop**: [`stop`](WebSocketService::stop) refuses new connections (503), closes
-//!   every session with 1001, and returns when all are gone (a session that cannot take
-//!   its close frame is reset, at most [`CLOSE_GRACE`] later).
+//!   every session with 1001, and returns when all are gone (a session whose actor does
+//!   not run is reset after a few ticks; one that runs but does not close, after
+//!   [`CLOSE_GRACE`] plus a tick).
 //!
 //! [`bridge`](crate::bridge) connects the EventBus and the MessageQueue to the service.
 
@@ -163,6 +169,16 @@ impl WebSocketService {
         }
     }
 
+    /// The tokens clients must present (shared with `POST /api/publish`).
+    pub fn access(&self) -> &Access {
+        &self.shared.access
+    }
+
+    /// True once [`stop`](Self::stop) was called.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Acquire)
+    }
+
     /// The config the service runs with.
     pub fn config(&self) -> &WebSocketServiceConfig {
         &self.shared.config
@@ -250,11 +266,11 @@ impl WebSocketService {
     /// Refuses new connections, closes every session with 1001 and waits until all are
     /// gone (see the module docs), then stops the hub and its thread.
     pub async fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
         let (tx, rx) = oneshot::channel();
         if self.hub.send(Stop(tx)).await.is_ok() {
             let _ = rx.await;
         }
-        self.shared.stopping.store(true, Ordering::Release);
         self.arbiter.stop();
     }
 

@@ -21,7 +21,8 @@
 //! - `seq` counts the broadcasts of one topic that reached at least one session: 1, 2, 3…
 //!   A session subscribed to a topic sees consecutive numbers; a gap means it missed
 //!   messages (it was not subscribed then). With a pattern subscription, each topic has its
-//!   own sequence.
+//!   own sequence. The hub remembers the sequences of up to 100,000 topics; past that it
+//!   forgets those of topics nobody is subscribed to, which restart at 1.
 //! - `timestamp` is the broadcast time, RFC 3339 in UTC with microseconds.
 //!
 //! Bad input gets an `error` with a stable [`ErrorCode`], and the session stays open;
@@ -59,6 +60,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// A frame that breaks the WebSocket protocol itself.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// Policy: [`MAX_CONSECUTIVE_ERRORS`](super::MAX_CONSECUTIVE_ERRORS) bad frames in a row.
     pub const POLICY: u16 = 1008;
     /// A message over `max_message_size`.
@@ -76,6 +79,9 @@ pub mod close {
 pub const MAX_CONSECUTIVE_ERRORS: u32 = 16;
 /// Subscriptions one session may hold; more get [`ErrorCode::TooManySubscriptions`].
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
+/// Longest topic or pattern a client may send, in bytes; longer ones get
+/// [`ErrorCode::InvalidTopic`].
+pub const MAX_TOPIC_BYTES: usize = 256;
 
 /// The `code` of an `error` frame. Serialized in snake case (`"invalid_topic"`); these
 /// strings are stable.
@@ -91,7 +97,8 @@ pub enum ErrorCode {
     /// A field of the wrong kind (`topic` not a string, `priority` out of range, `id` an
     /// object…).
     InvalidField,
-    /// A topic or pattern that is not valid (see [`Pattern`](crate::Pattern)).
+    /// A topic or pattern that is not valid (see [`Pattern`](crate::Pattern)), or longer
+    /// than [`MAX_TOPIC_BYTES`].
     InvalidTopic,
     /// A binary frame: the protocol is JSON text.
     BinaryNotSupported,
@@ -297,7 +304,8 @@ impl ClientFrame {
     }
 }
 
-fn parse_priority(value: &Value) -> Option<Priority> {
+/// A priority written as 1..=4 or as its name (`"high"`, any case).
+pub(crate) fn parse_priority(value: &Value) -> Option<Priority> {
     match value {
         Value::Number(n) => n.as_u64().and_then(|n| Priority::try_from(n).ok()),
         Value::String(s) => Priority::ALL

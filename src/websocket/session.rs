@@ -27,7 +27,7 @@ use super::hub::{
     Unsubscribe,
 };
 use super::protocol::{
-    close, ClientFrame, ErrorCode, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS,
+    close, ClientFrame, ErrorCode, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS, MAX_TOPIC_BYTES,
 };
 use super::socket::Cutter;
 use super::WebSocketService;
@@ -52,7 +52,8 @@ pub(crate) struct Session {
     errors_in_a_row: u32,
     fragments: Option<Fragments>,
     last_ping: Instant,
-    _slot: ConnectionSlot,
+    /// Given back when the session stops (before the hub hears of it).
+    slot: Option<ConnectionSlot>,
 }
 
 /// `GET /ws`: refuses with 503 (stopping, or `max_connections` reached) or 401 (token),
@@ -89,8 +90,19 @@ pub(crate) async fn upgrade(
         ));
     };
     service.check_exposure([req.app_config().local_addr()]);
+    // Not a WebSocket handshake: 400, before anything else is set up.
+    if let Err(err) = ws::handshake(&req) {
+        return Err(err.into());
+    }
     let (key, client_id) = shared.next_client();
-    let link = Arc::new(SessionLink::new(shared.now_ms(), Cutter::for_request(&req)));
+    // The kernel's own deadline comes after the hub's, which closes more gracefully.
+    let socket = Cutter::for_request(&req, shared.config.connection_timeout + super::CLOSE_GRACE);
+    if socket.is_none() && !shared.socket_warning.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "the connection's socket is unknown (register tickwire::websocket::on_connect on the HttpServer; plain TCP over HTTP/1.1 only): clients that stop reading cannot be reset"
+        );
+    }
+    let link = Arc::new(SessionLink::new(shared.now_ms(), socket));
     let session = Session {
         key,
         client_id,
@@ -101,7 +113,7 @@ pub(crate) async fn upgrade(
         errors_in_a_row: 0,
         fragments: None,
         last_ping: Instant::now(),
-        _slot: slot,
+        slot: Some(slot),
     };
     let response = ws::WsResponseBuilder::new(session, &req, payload)
         .frame_size(shared.config.max_message_size)
@@ -207,6 +219,9 @@ impl Session {
             Ok(ClientFrame::Ping { id }) => self.reply(ctx, ServerFrame::Pong { id }),
             Ok(ClientFrame::Subscribe { topic, id }) => self.subscribe(ctx, topic, id),
             Ok(ClientFrame::Unsubscribe { topic, id }) => {
+                if let Err(err) = check_topic(&topic, Pattern::parse) {
+                    return self.refuse(ctx, Refusal::new(id, ErrorCode::InvalidTopic, err));
+                }
                 let request = Unsubscribe {
                     target: Target::Key(self.key),
                     pattern: topic.clone(),
@@ -247,14 +262,9 @@ impl Session {
         topic: String,
         id: Option<serde_json::Value>,
     ) {
-        let pattern = match Pattern::parse(&topic) {
+        let pattern = match check_topic(&topic, Pattern::parse) {
             Ok(p) => p,
-            Err(err) => {
-                return self.refuse(
-                    ctx,
-                    Refusal::new(id, ErrorCode::InvalidTopic, err.to_string()),
-                )
-            }
+            Err(err) => return self.refuse(ctx, Refusal::new(id, ErrorCode::InvalidTopic, err)),
         };
         if !self.permissions.may_subscribe(&pattern) {
             let message = format!("this token may not subscribe to {topic:?}");
@@ -295,7 +305,7 @@ impl Session {
                 ))
             }
         };
-        crate::validate_name(topic).map_err(|err| (ErrorCode::InvalidTopic, err.to_string()))?;
+        check_topic(topic, crate::validate_name).map_err(|err| (ErrorCode::InvalidTopic, err))?;
         if !self.permissions.may_publish(topic) {
             return Err((
                 ErrorCode::Forbidden,
@@ -360,10 +370,7 @@ impl Session {
         match self.fragments.take() {
             Some(Fragments::Text(buf)) => match std::str::from_utf8(&buf) {
                 Ok(text) => self.on_text(text, ctx),
-                Err(_) => self.refuse(
-                    ctx,
-                    Refusal::new(None, ErrorCode::InvalidJson, "the message is not UTF-8"),
-                ),
+                Err(_) => self.close(ctx, close::INVALID_DATA, "a text message that is not UTF-8"),
             },
             _ => self.binary(ctx),
         }
@@ -380,6 +387,26 @@ impl Session {
         );
         self.refuse(ctx, refusal);
     }
+}
+
+/// A client's topic or pattern: at most [`MAX_TOPIC_BYTES`] bytes, then `parse`.
+fn check_topic<T>(
+    topic: &str,
+    parse: impl FnOnce(&str) -> Result<T, crate::PatternError>,
+) -> Result<T, String> {
+    if topic.len() > MAX_TOPIC_BYTES {
+        return Err(format!(
+            "a topic may hold at most {MAX_TOPIC_BYTES} bytes, got {}",
+            topic.len()
+        ));
+    }
+    parse(topic).map_err(|err| err.to_string())
+}
+
+/// Whether a close code received from a client may be sent back: 1000-1003, 1007-1014
+/// and 3000-4999 (not 1004-1006 nor 1015, which are reserved, nor out of range).
+fn sendable(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 fn unavailable(id: Option<serde_json::Value>) -> Refusal {
@@ -418,6 +445,8 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // Free the slot first: once the hub has every Disconnect, the count is right.
+        self.slot.take();
         self.hub.do_send(Disconnect { key: self.key });
     }
 }
@@ -450,13 +479,22 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
             Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
-                // Answer the client's close with its own code, and stop.
+                // Answer with the client's code when it may be sent back (RFC 6455 7.4),
+                // else 1000; then stop.
                 self.link.claim_close(close::NORMAL);
-                ctx.close(reason);
+                let code = reason.map(|r| u16::from(r.code)).filter(|&c| sendable(c));
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::from(code.unwrap_or(close::NORMAL)),
+                    description: None,
+                }));
                 ctx.stop();
             }
             Err(ws::ProtocolError::Overflow) => {
                 self.close(ctx, close::TOO_BIG, "frame over max_message_size")
+            }
+            // Text that is not UTF-8 (or the connection broke mid-frame).
+            Err(ws::ProtocolError::Io(err)) => {
+                self.close(ctx, close::INVALID_DATA, &err.to_string())
             }
             Err(err) => self.close(ctx, close::PROTOCOL_ERROR, &err.to_string()),
         }

@@ -9,8 +9,16 @@
 //! Without it such a session is only forgotten by the hub (its memory stays bounded) and
 //! its connection lasts until the operating system gives up on it.
 //!
-//! Only plain TCP on Unix is supported; on other transports (TLS, Unix sockets, other
-//! systems) `on_connect` records nothing.
+//! On Linux the same duplicate sets `TCP_USER_TIMEOUT` to `connection_timeout` plus
+//! [`CLOSE_GRACE`](super::CLOSE_GRACE) on the session's socket, so the kernel itself drops
+//! a connection whose peer takes none of our data for that long, including after the
+//! session ended (its close frame unsent), when the hub no longer watches it.
+//!
+//! Only plain TCP on Unix, over HTTP/1.1, is supported; on other transports (TLS, Unix
+//! sockets, other systems) `on_connect` records nothing, a warning is logged on the first
+//! WebSocket connection, and a client that stops reading holds its connection (and its
+//! `max_connections` slot) until the operating system gives up on it, which for an
+//! acknowledged zero window may be never.
 
 use std::any::Any;
 
@@ -53,28 +61,50 @@ pub fn on_connect(connection: &dyn Any, extensions: &mut Extensions) {
 pub(crate) struct Cutter(#[cfg_attr(not(unix), allow(dead_code))] socket2::Socket);
 
 impl Cutter {
-    /// The socket of the connection `req` arrived on, if [`on_connect`] recorded it.
+    /// The socket of the connection `req` arrived on, if [`on_connect`] recorded it, with
+    /// `TCP_USER_TIMEOUT` set to `user_timeout` (Linux).
     ///
-    /// Must be called while the request is being handled (as a handler does): the
-    /// descriptor is then open, since the connection that owns it is the one running the
-    /// handler.
-    pub(crate) fn for_request(req: &HttpRequest) -> Option<Cutter> {
+    /// Call it only from the handler of an HTTP/1.x request (the handler's own future, not
+    /// a task it spawned): then the descriptor is open (see the SAFETY note). `None` for
+    /// HTTP/2 (whose handlers run in tasks of their own) and when nothing was recorded.
+    pub(crate) fn for_request(
+        req: &HttpRequest,
+        user_timeout: std::time::Duration,
+    ) -> Option<Cutter> {
         #[cfg(unix)]
         {
             use std::os::fd::BorrowedFd;
+            if req.version() >= actix_web::http::Version::HTTP_2 {
+                return None;
+            }
             let fd = req.conn_data::<ConnectionFd>()?.0;
-            // SAFETY: `fd` is the descriptor of the connection this request arrived on,
-            // recorded when the connection was accepted. actix-web polls a handler from
-            // within that connection's dispatcher, which owns the socket and closes it only
-            // when it is dropped; so while this handler runs, `fd` is open and is that
-            // socket. The duplicate made here is an independent, owned descriptor.
+            // SAFETY: `fd` is the descriptor of the HTTP/1 connection this request arrived
+            // on, recorded when the connection was accepted. actix-http's HTTP/1 dispatcher
+            // owns that socket, polls the handler's future from within its own poll (it
+            // does not spawn it), and closes the socket only when it is dropped; so while
+            // this handler runs, `fd` is open and is that socket. The duplicate made here is
+            // an independent, owned descriptor. (A middleware that moved the handler's
+            // future to another task would break this; tickwire's routes use none.)
             let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-            let owned = borrowed.try_clone_to_owned().ok()?;
-            Some(Cutter(socket2::Socket::from(owned)))
+            let owned = match borrowed.try_clone_to_owned() {
+                Ok(owned) => owned,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot duplicate the session's socket: it cannot be reset if it stalls");
+                    return None;
+                }
+            };
+            let socket = socket2::Socket::from(owned);
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if let Err(err) = socket.set_tcp_user_timeout(Some(user_timeout)) {
+                tracing::warn!(%err, "cannot set TCP_USER_TIMEOUT on a WebSocket connection");
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            let _ = user_timeout;
+            Some(Cutter(socket))
         }
         #[cfg(not(unix))]
         {
-            let _ = req;
+            let _ = (req, user_timeout);
             None
         }
     }
