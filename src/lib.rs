@@ -11,6 +11,9 @@
 //!   actor per session, with heartbeats, limits, slow-client protection and tokens
 //!   ([`websocket`], [`access`]).
 //! - [`bridge`] connects them: EventBus → MessageQueue → WebSocket.
+//! - [`http`] mounts the HTTP surface (dashboard, `/ws`, `/metrics`, `/api/*`, `/health`)
+//!   on any actix-web `App`; [`serve`] runs everything as `tickwire serve` does (config
+//!   file, graceful shutdown), optionally with the [`demo`] market feed.
 //! - Supervision of every handler ([`core::supervision`]): timeouts, retries with
 //!   backoff, restarts after panics, dead letters, overflow policies.
 //!
@@ -43,14 +46,17 @@ pub mod bench;
 pub mod bridge;
 pub mod config;
 pub mod core;
+pub mod demo;
 pub mod error;
 pub mod event;
 pub mod event_bus;
+pub mod http;
 pub mod message;
 pub mod message_queue;
 pub mod metrics;
 pub mod pattern;
 pub mod priority;
+pub mod serve;
 pub mod websocket;
 
 pub use config::{ConfigError, EventBusConfig, MessageQueueConfig, WebSocketServiceConfig};

@@ -1,6 +1,13 @@
-//! The `tickwire` command.
+//! The `tickwire` command: `tickwire serve` runs the whole system, `tickwire bench`
+//! measures it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tickwire::serve::config::FileConfig;
+use tickwire::serve::{Serve, ServeOptions};
 
 /// tickwire: messaging runtime for algorithmic trading on actix.
 #[derive(Parser, Debug)]
@@ -12,6 +19,31 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the EventBus, the MessageQueue and the WebSocketService behind one HTTP server:
+    /// the live dashboard at /, WebSocket at /ws, Prometheus text at /metrics, JSON metrics
+    /// at /api/metrics, POST /api/publish, and /health. SIGINT or SIGTERM stops it
+    /// gracefully (drains the bus and the queue, closes sessions with 1001, exits 0).
+    /// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change the level.
+    Serve {
+        /// Address to listen on, IP:PORT; overrides `[server] bind` of the config file.
+        /// Default 127.0.0.1:8080. Port 0 picks a free port (printed at start).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<SocketAddr>,
+        /// TOML configuration file with sections [event_bus], [message_queue],
+        /// [websocket] and [server]; every field is optional and documented in
+        /// tickwire.example.toml.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Run a simulated market: a feed thread publishes random-walk ticks for a few
+        /// symbols as `market.tick` events, republished onto the MessageQueue topic
+        /// `market.data`, pushed to WebSocket clients; plus `system.*` status and alert
+        /// events.
+        #[arg(long)]
+        demo: bool,
+        /// Ticks per second of the demo feed.
+        #[arg(long, value_name = "N", default_value_t = 2000, requires = "demo")]
+        demo_rate: u32,
+    },
     /// Measure throughput on this machine (median of several runs), next to a crossbeam
     /// channel baseline run in the same process.
     Bench {
@@ -55,9 +87,15 @@ fn median(mut runs: Vec<tickwire::bench::Throughput>) -> tickwire::bench::Throug
     runs.swap_remove(middle)
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve {
+            bind,
+            config,
+            demo,
+            demo_rate,
+        } => serve(bind, config, demo.then_some(demo_rate)),
         Command::Bench {
             target: BenchTarget::Eventbus,
             events,
@@ -71,7 +109,7 @@ fn main() -> std::process::ExitCode {
                 eprintln!(
                     "error: --events, --runs, --workers and --subscribers must be at least 1"
                 );
-                return std::process::ExitCode::from(2);
+                return ExitCode::from(2);
             }
             let rows = actix_rt::System::new().block_on(async move {
                 let mut rows = Vec::new();
@@ -139,7 +177,48 @@ fn main() -> std::process::ExitCode {
                     );
                 }
             }
-            std::process::ExitCode::SUCCESS
+            ExitCode::SUCCESS
         }
     }
+}
+
+/// `tickwire serve`: exit 0 after a graceful shutdown, 2 for a bad config file, 1 when
+/// the server cannot start.
+fn serve(bind: Option<SocketAddr>, config: Option<PathBuf>, demo: Option<u32>) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut file = match &config {
+        Some(path) => match FileConfig::load(path) {
+            Ok(file) => file,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::from(2);
+            }
+        },
+        None => FileConfig::default(),
+    };
+    if let Some(bind) = bind {
+        file.server.bind = bind;
+    }
+    let options = ServeOptions { config: file, demo };
+    actix_rt::System::new().block_on(async move {
+        let serve = match Serve::start(options).await {
+            Ok(serve) => serve,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for addr in serve.addrs() {
+            // On stdout, for scripts: the address actually bound (port 0 resolved).
+            println!("listening on http://{addr}/");
+        }
+        serve.run_until_signal().await;
+        ExitCode::SUCCESS
+    })
 }

@@ -1,0 +1,203 @@
+//! The HTTP surface, mountable on any actix-web `App`.
+//!
+//! | route | what |
+//! |-------|------|
+//! | `GET /` | the live dashboard (one self-contained page, no external resources) |
+//! | `GET /ws` | the WebSocket endpoint ([`websocket`](crate::websocket::configure)) |
+//! | `GET /metrics` | Prometheus text of the three components ([`render`](crate::metrics::prometheus::render)) |
+//! | `GET /api/metrics` | JSON: `{"event_bus": …, "message_queue": …, "websocket": …}`, the seed's metric sets |
+//! | `POST /api/publish` | JSON `{"topic", "data", "priority"?}` onto the MessageQueue → `202 {"id"}` |
+//! | `GET /health` | `200 {"status":"ok"}`, or `503 {"status":"stopping"}` during shutdown |
+//!
+//! `POST /api/publish` takes a bearer token when the service has tokens (as `/ws` does: the
+//! `Authorization` header or `?token=`), and publishes only to topics the token's
+//! `publish` patterns match. Errors are JSON, `{"error": code, "message": …}`: 400
+//! `invalid_json` (not JSON, wrong fields, not `application/json`), 400 `invalid_topic`,
+//! 400 `invalid_field` (priority), 401 `unauthorized`, 403 `forbidden`, 413 `too_large`
+//! (over the WebSocket `max_message_size`), 503 `queue_full` (with `Retry-After`), 503
+//! `unavailable` (stopping). The publish never waits for room: a full queue answers at once.
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer};
+//! use tickwire::http::{self, Services};
+//! use tickwire::{EventBus, EventBusConfig, MessageQueue, MessageQueueConfig};
+//! use tickwire::{websocket, WebSocketService, WebSocketServiceConfig};
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let services = Services {
+//!         event_bus: EventBus::start(EventBusConfig::default()).unwrap(),
+//!         message_queue: MessageQueue::start(MessageQueueConfig::default()).unwrap(),
+//!         websocket: WebSocketService::start(WebSocketServiceConfig::default()).unwrap(),
+//!     };
+//!     HttpServer::new(move || App::new().configure(http::configure(services.clone())))
+//!         .on_connect(websocket::on_connect)
+//!         .bind("127.0.0.1:8080")?
+//!         .run()
+//!         .await
+//! }
+//! ```
+
+use actix_web::error::{InternalError, JsonPayloadError};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::metrics::prometheus;
+use crate::websocket::protocol::parse_priority;
+use crate::{websocket, EventBus, MessageQueue, PublishError, WebSocketService};
+
+/// The dashboard page served at `GET /`.
+pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// The components the HTTP surface serves. Cheap to clone (handles).
+#[derive(Clone, Debug)]
+pub struct Services {
+    /// Metrics of `/metrics` and `/api/metrics`.
+    pub event_bus: EventBus,
+    /// Where `POST /api/publish` goes.
+    pub message_queue: MessageQueue,
+    /// `/ws`, and the tokens of `POST /api/publish`.
+    pub websocket: WebSocketService,
+}
+
+/// Mounts every route of the module docs: `App::new().configure(http::configure(services))`.
+pub fn configure(services: Services) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        let limit = services.websocket.config().max_message_size;
+        cfg.app_data(web::Data::new(services.clone()))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(limit)
+                    .error_handler(json_error),
+            )
+            .configure(websocket::configure(services.websocket))
+            .service(web::resource("/").route(web::get().to(dashboard)))
+            .service(web::resource("/health").route(web::get().to(health)))
+            .service(web::resource("/metrics").route(web::get().to(prometheus_text)))
+            .service(web::resource("/api/metrics").route(web::get().to(api_metrics)))
+            .service(web::resource("/api/publish").route(web::post().to(publish)));
+    }
+}
+
+/// A JSON error response.
+fn error(status: u16, code: &str, message: impl std::fmt::Display) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(status)
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).json(json!({ "error": code, "message": message.to_string() }))
+}
+
+fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let response = match &err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            error(413, "too_large", &err)
+        }
+        _ => error(400, "invalid_json", &err),
+    };
+    InternalError::from_response(err, response).into()
+}
+
+async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(DASHBOARD_HTML)
+}
+
+async fn health(services: web::Data<Services>) -> HttpResponse {
+    if services.websocket.is_stopping() {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "stopping"}))
+    } else {
+        HttpResponse::Ok().json(json!({"status": "ok"}))
+    }
+}
+
+async fn prometheus_text(services: web::Data<Services>) -> HttpResponse {
+    let (bus, queue, ws) = futures_util::join!(
+        services.event_bus.get_performance_metrics(),
+        services.message_queue.get_performance_metrics(),
+        services.websocket.get_performance_metrics(),
+    );
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(prometheus::render(Some(&bus), Some(&queue), Some(&ws)))
+}
+
+async fn api_metrics(services: web::Data<Services>) -> HttpResponse {
+    let (bus, queue, ws) = futures_util::join!(
+        services.event_bus.get_performance_metrics(),
+        services.message_queue.get_performance_metrics(),
+        services.websocket.get_performance_metrics(),
+    );
+    HttpResponse::Ok().json(json!({
+        "event_bus": bus,
+        "message_queue": queue,
+        "websocket": ws,
+    }))
+}
+
+/// The body of `POST /api/publish`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    topic: String,
+    data: Value,
+    #[serde(default)]
+    priority: Option<Value>,
+}
+
+async fn publish(
+    req: HttpRequest,
+    services: web::Data<Services>,
+    body: web::Json<PublishRequest>,
+) -> HttpResponse {
+    let permissions = match services.websocket.access().authorize_request(&req) {
+        Ok(p) => p,
+        Err(err) => {
+            let mut res = error(401, "unauthorized", err);
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return res;
+        }
+    };
+    let PublishRequest {
+        topic,
+        data,
+        priority,
+    } = body.into_inner();
+    if let Err(err) = crate::validate_name(&topic) {
+        return error(400, "invalid_topic", err);
+    }
+    let priority = match priority {
+        None | Some(Value::Null) => crate::Priority::default(),
+        Some(p) => match parse_priority(&p) {
+            Some(p) => p,
+            None => {
+                let message =
+                    format!("`priority` must be 1..=4 or LOW, NORMAL, HIGH, CRITICAL; got {p}");
+                return error(400, "invalid_field", message);
+            }
+        },
+    };
+    if !permissions.may_publish(&topic) {
+        return error(
+            403,
+            "forbidden",
+            format!("this token may not publish to {topic:?}"),
+        );
+    }
+    match services.message_queue.try_publish(&topic, data, priority) {
+        Ok(id) => HttpResponse::Accepted().json(json!({ "id": id, "topic": topic })),
+        Err(err @ PublishError::QueueFull(_)) => {
+            let mut res = error(503, "queue_full", err);
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            res
+        }
+        Err(err @ PublishError::InvalidName(..)) => error(400, "invalid_topic", err),
+        Err(err) => error(503, "unavailable", err),
+    }
+}

@@ -1,0 +1,211 @@
+//! `tickwire serve`: the three components, the HTTP surface and (optionally) the demo
+//! feed in one process, with a graceful shutdown.
+//!
+//! Wiring: the WebSocketService takes client publishes into the MessageQueue (when
+//! `allow_client_publish`), and every MessageQueue topic is bridged to the WebSocket
+//! clients subscribed to it, so `POST /api/publish` and client publishes reach
+//! subscribers.
+//!
+//! ## Shutdown
+//!
+//! On SIGINT or SIGTERM (or when [`Serve::shutdown`] is called), in this order, each
+//! stage bounded by `[server] shutdown_timeout` and logged:
+//! 1. stop accepting connections, and stop the demo feed;
+//! 2. stop the EventBus: it refuses new events and handles what it accepted;
+//! 3. stop the MessageQueue likewise (its handlers forward to WebSocket clients, which
+//!    are still connected, so nothing accepted is lost on the way);
+//! 4. stop the WebSocketService: every session is closed with 1001;
+//! 5. stop the HTTP server (in-flight requests finish).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer};
+
+use crate::demo::Demo;
+use crate::http::{self, Services};
+use crate::{bridge, websocket, EventBus, MessageQueue, WebSocketService};
+
+pub mod config;
+
+use config::FileConfig;
+
+/// What to serve.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// The configuration (file, or defaults).
+    pub config: FileConfig,
+    /// Run the demo feed at this many ticks per second.
+    pub demo: Option<u32>,
+}
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A component refused its configuration.
+    #[error(transparent)]
+    Config(#[from] crate::ConfigError),
+    /// The token list is not valid.
+    #[error("[server] {0}")]
+    Access(#[from] crate::access::AccessError),
+    /// Wiring the bridges or the demo failed.
+    #[error("cannot wire the components: {0}")]
+    Wiring(#[from] crate::SubscribeError),
+    /// The address cannot be listened on.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running server: its address, its components, and the way to stop it.
+pub struct Serve {
+    addrs: Vec<SocketAddr>,
+    services: Services,
+    demo: Option<Demo>,
+    server: actix_web::dev::ServerHandle,
+    stage_timeout: Duration,
+}
+
+impl Serve {
+    /// Starts everything inside the running actix `System` and binds the server.
+    pub async fn start(options: ServeOptions) -> Result<Serve, ServeError> {
+        let config = options.config;
+        let access = config.access()?;
+        let event_bus = EventBus::start(config.event_bus.clone())?;
+        let message_queue = MessageQueue::start(config.message_queue.clone())?;
+        let websocket = WebSocketService::builder(config.websocket.clone())
+            .access(access)
+            .publish_to(message_queue.clone())
+            .start()?;
+        bridge::queue_to_websocket(&message_queue, &websocket, ">").await?;
+        let services = Services {
+            event_bus,
+            message_queue,
+            websocket,
+        };
+        let demo = match options.demo {
+            Some(rate) => Some(
+                Demo::start(
+                    &services.event_bus,
+                    &services.message_queue,
+                    &services.websocket,
+                    rate,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let app_services = services.clone();
+        let addr = config.server.bind;
+        let server =
+            HttpServer::new(move || App::new().configure(http::configure(app_services.clone())))
+                .on_connect(websocket::on_connect)
+                .workers(config.server.workers)
+                .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1))
+                .disable_signals()
+                .bind(addr)
+                .map_err(|source| ServeError::Bind { addr, source })?;
+        let addrs = server.addrs();
+        services.websocket.check_exposure(addrs.iter().copied());
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        for addr in &addrs {
+            tracing::info!(%addr, demo = ?options.demo, "tickwire listening: dashboard http://{addr}/ , WebSocket ws://{addr}/ws");
+        }
+        Ok(Serve {
+            addrs,
+            services,
+            demo,
+            server: handle,
+            stage_timeout: config.server.shutdown_timeout,
+        })
+    }
+
+    /// The addresses the server listens on.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The running components.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Waits for SIGINT or SIGTERM, then shuts down (see the module docs).
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        self.shutdown().await;
+    }
+
+    /// The graceful shutdown of the module docs.
+    pub async fn shutdown(mut self) {
+        let limit = self.stage_timeout;
+        tracing::info!("shutting down: no new connections");
+        self.server.pause().await;
+        if let Some(demo) = self.demo.take() {
+            let feed = demo.stop();
+            tracing::info!(
+                published = feed.published,
+                dropped = feed.dropped,
+                "demo feed stopped"
+            );
+        }
+        let s = &self.services;
+        stage("EventBus drained", limit, s.event_bus.stop()).await;
+        stage("MessageQueue drained", limit, s.message_queue.stop()).await;
+        let bus = s.event_bus.delivery_stats();
+        let queue = s.message_queue.delivery_stats();
+        tracing::info!(
+            events_processed = bus.processed,
+            events_dead_lettered = bus.dead_letters,
+            messages_processed = queue.processed,
+            messages_dead_lettered = queue.dead_letters,
+            "components drained"
+        );
+        stage(
+            "WebSocket sessions closed (1001)",
+            limit,
+            s.websocket.stop(),
+        )
+        .await;
+        stage("HTTP server stopped", limit, self.server.stop(true)).await;
+        tracing::info!("shutdown complete");
+    }
+}
+
+/// Runs one shutdown stage within `limit`, and logs how it went.
+async fn stage(what: &str, limit: Duration, fut: impl std::future::Future<Output = ()>) {
+    let started = std::time::Instant::now();
+    match actix_rt::time::timeout(limit, fut).await {
+        Ok(()) => tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "{what}"),
+        Err(_) => tracing::warn!(limit_s = limit.as_secs_f64(), "{what}: gave up waiting"),
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+            }
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot listen for SIGTERM; waiting for SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("Ctrl-C received");
+}

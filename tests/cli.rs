@@ -1,0 +1,207 @@
+//! The `tickwire` binary: help, errors, and a graceful shutdown that loses nothing.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_http::ws::{Frame, Message};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn tickwire() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tickwire"))
+}
+
+/// Runs to completion; returns (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = tickwire().args(args).output().expect("run tickwire");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tickwire-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn help_explains_the_commands_and_options() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("serve") && out.contains("bench"), "{out}");
+    let (code, out, _) = run(&["serve", "--help"]);
+    assert_eq!(code, 0);
+    for option in [
+        "--bind",
+        "--config",
+        "--demo",
+        "--demo-rate",
+        "SIGTERM",
+        "RUST_LOG",
+    ] {
+        assert!(
+            out.contains(option),
+            "serve --help mentions {option}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_config_file_names_the_file_the_line_and_the_field() {
+    let path = temp_file("bad.toml", "[event_bus]\nmax_workers = 2\nmax_wrkers = 3\n");
+    let (code, _, err) = run(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(path.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("max_wrkers"),
+        "{err}"
+    );
+
+    let path = temp_file("range.toml", "[websocket]\nmax_connections = 0\n");
+    let (code, _, err) = run(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("line 2: [websocket]") && err.contains("`max_connections`"),
+        "{err}"
+    );
+
+    let (code, _, err) = run(&["serve", "--config", "/nonexistent/tickwire.toml"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cannot read config file /nonexistent/tickwire.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_bind_address_is_a_clear_error() {
+    let (code, _, err) = run(&["serve", "--bind", "localhost"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--bind") && err.contains("localhost"), "{err}");
+    // A well-formed address that is not this machine's (TEST-NET-1): nothing is sent.
+    let (code, _, err) = run(&["serve", "--bind", "192.0.2.1:8080"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot listen on 192.0.2.1:8080"), "{err}");
+}
+
+/// `tickwire serve` on a free loopback port; returns the child and its base URL.
+fn serve(args: &[&str]) -> (Child, String) {
+    let mut child = tickwire()
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info") // a bounded amount of stderr: it is read at the end
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tickwire serve");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("the listening line");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    (child, url)
+}
+
+fn wait(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "tickwire did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(unix)]
+#[actix_rt::test]
+async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
+    const MESSAGES: u64 = 300;
+    let (mut child, url) = serve(&[]);
+    let ws_url = format!("{}/ws", url.replacen("http://", "ws://", 1));
+    let (_, mut conn) = awc::Client::new().ws(ws_url).connect().await.unwrap();
+    let mut frames = Vec::new();
+    let subscribe = json!({"type": "subscribe", "topic": "orders.>", "id": "s"});
+    conn.send(Message::Text(subscribe.to_string().into()))
+        .await
+        .unwrap();
+    // welcome, then the ack.
+    for _ in 0..2 {
+        let frame = actix_rt::time::timeout(PATIENCE, conn.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        frames.push(frame);
+    }
+    assert!(matches!(&frames[1], Frame::Text(t) if t.as_ref() == br#"{"type":"ack","id":"s"}"#));
+
+    let client = awc::Client::new();
+    for n in 0..MESSAGES {
+        let response = client
+            .post(format!("{url}/api/publish"))
+            .send_json(&json!({"topic": "orders.new", "data": {"n": n}}))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    // SIGTERM right away: the messages may still be queued.
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
+    let killed = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(killed, 0);
+
+    let mut seqs = Vec::new();
+    let close = loop {
+        let frame = actix_rt::time::timeout(PATIENCE, conn.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match frame {
+            Frame::Text(text) => {
+                let m: Value = serde_json::from_slice(&text).unwrap();
+                assert_eq!(m["data"]["n"].as_u64(), Some(seqs.len() as u64));
+                seqs.push(m["seq"].as_u64().unwrap());
+            }
+            Frame::Close(reason) => break reason.map(|r| u16::from(r.code)),
+            Frame::Ping(_) | Frame::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        seqs,
+        (1..=MESSAGES).collect::<Vec<_>>(),
+        "every accepted message arrived, once, in order"
+    );
+    assert_eq!(close, Some(1001));
+    let status = wait(&mut child);
+    assert_eq!(status.code(), Some(0));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    for step in [
+        "SIGTERM received",
+        "EventBus drained",
+        "MessageQueue drained",
+        "WebSocket sessions closed",
+        "shutdown complete",
+    ] {
+        assert!(stderr.contains(step), "logged {step:?}:\n{stderr}");
+    }
+}
