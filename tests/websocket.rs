@@ -1023,6 +1023,20 @@ async fn plain_http_on_ws_is_a_400_and_bad_configs_are_refused() {
         .unwrap();
     assert_eq!(response.status(), 400);
     assert_eq!(server.ws.active_connections(), 0);
+    // A browser page of another site may not connect to an open service; its own may.
+    let evil = awc::Client::new()
+        .ws(server.url())
+        .header("Origin", "http://evil.example")
+        .connect()
+        .await;
+    match evil {
+        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => assert_eq!(status, 403),
+        other => panic!("expected 403, got {:?}", other.map(|(r, _)| r.status())),
+    }
+    let own = awc::Client::new()
+        .ws(server.url())
+        .header("Origin", format!("http://{}", server.addr));
+    let (_own, _) = connect_to(own).await;
     // Loopback only: no warning; an open service on 0.0.0.0 warns once.
     assert!(!server.ws.check_exposure([server.addr]));
     let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
@@ -1224,4 +1238,33 @@ async fn clients_that_close_without_reading_leave_no_connection_behind() {
     drop(clients);
     ws.stop().await;
     handle.stop(true).await;
+}
+
+#[actix_rt::test]
+async fn stop_delivers_what_was_queued_before_the_1001() {
+    const CLIENTS: usize = 20;
+    const BURST: u64 = 500;
+    let server = Server::start(WebSocketService::start(config()).unwrap());
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (mut conn, _) = server.connect().await;
+        request(&mut conn, json!({"type": "subscribe", "topic": "burst"})).await;
+        clients.push(conn);
+    }
+    for n in 0..BURST {
+        assert_eq!(server.ws.broadcast("burst", json!(n)).await, CLIENTS);
+    }
+    // At once: much of the burst is still queued in the sessions.
+    server.ws.stop().await;
+    for conn in &mut clients {
+        for n in 0..BURST {
+            assert_eq!(
+                next_json(conn).await["data"],
+                n,
+                "nothing queued is dropped"
+            );
+        }
+        assert_eq!(close_code(conn).await, 1001);
+    }
+    server.handle.stop(true).await;
 }

@@ -215,8 +215,9 @@ impl SessionLink {
 pub(crate) enum Outbound {
     /// A serialized `message` frame, shared by every session it goes to.
     Frame(ByteString),
-    /// Close with the code decided in the session's [`SessionLink`].
-    Close,
+    /// Close with this code, after the frames queued before it (unless a code was decided
+    /// in the session's [`SessionLink`] already: then with that one).
+    Close(u16),
 }
 
 /// A session is up. Answers false when the service is stopping.
@@ -323,6 +324,8 @@ struct Entry {
     patterns: HashSet<Box<str>>,
     /// When the session was asked to close (it is out of the routing from then on).
     closing: Option<(Instant, u64)>,
+    /// A graceful close not yet queued (the mailbox was full): retried every sweep.
+    pending_close: Option<u16>,
 }
 
 /// See the module docs.
@@ -455,6 +458,10 @@ impl Hub {
     }
 
     /// Asks a session to close with `code`, and takes it out of the routing at once.
+    ///
+    /// A graceful close (1000, 1001) is queued behind the frames already queued, so the
+    /// client gets them all first; 4000 and 4008 are decided at once (the session drops
+    /// what is queued).
     fn close(&mut self, key: u64, code: u16) {
         self.unroute(key);
         let now = Instant::now();
@@ -466,6 +473,12 @@ impl Hub {
             return;
         }
         entry.closing = Some((now, now_ms));
+        if matches!(code, close::NORMAL | close::GOING_AWAY) {
+            if entry.out.try_send(Outbound::Close(code)).is_err() {
+                entry.pending_close = Some(code);
+            }
+            return;
+        }
         if entry.link.claim_close(code) {
             self.shared.counters.closed_with(code);
             if code == close::SLOW_CONSUMER {
@@ -473,7 +486,7 @@ impl Hub {
             }
         }
         // If the mailbox is full, the session sees the decided code at its next frame.
-        let _ = entry.out.try_send(Outbound::Close);
+        let _ = entry.out.try_send(Outbound::Close(code));
     }
 
     /// Forgets a session whose connection is cut (or cannot be).
@@ -501,7 +514,12 @@ impl Hub {
         let stuck_grace = self.stuck_grace();
         let mut expired = Vec::new();
         let mut cut = Vec::new();
-        for (&key, entry) in &self.sessions {
+        for (&key, entry) in self.sessions.iter_mut() {
+            if let Some(code) = entry.pending_close {
+                if entry.out.try_send(Outbound::Close(code)).is_ok() {
+                    entry.pending_close = None;
+                }
+            }
             match entry.closing {
                 Some((at, at_ms)) => {
                     let waited = now.duration_since(at);
@@ -564,6 +582,7 @@ impl Handler<Connect> for Hub {
                 link: msg.link,
                 patterns: HashSet::new(),
                 closing: None,
+                pending_close: None,
             },
         );
         true

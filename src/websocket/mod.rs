@@ -55,6 +55,8 @@
 //!   401 before the upgrade, and may subscribe and publish only within its token's
 //!   patterns (`forbidden`). With no tokens the service is **open** to whoever reaches it;
 //!   a warning is logged on the first connection if the server listens beyond loopback.
+//!   An open service still refuses (403) a browser connecting from a page of another site
+//!   (an `Origin` that is not the `Host`), so that any web page cannot read the feed.
 //! - **Client publish**: `{"type":"publish"}` goes into the MessageQueue given with
 //!   [`WebSocketServiceBuilder::publish_to`], when `allow_client_publish` is set;
 //!   otherwise it gets `publish_not_allowed`. It never waits: a full queue answers

@@ -81,6 +81,14 @@ pub(crate) async fn upgrade(
             return Ok(res);
         }
     };
+    if shared.access.is_open() && cross_site(&req) {
+        counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return Ok(refusal(
+            403,
+            "forbidden_origin",
+            "an open service accepts WebSocket connections from its own origin only",
+        ));
+    }
     let Some(slot) = shared.reserve() else {
         counters.rejected.fetch_add(1, Ordering::Relaxed);
         return Ok(refusal(
@@ -120,6 +128,22 @@ pub(crate) async fn upgrade(
         .start()?;
     counters.connections.fetch_add(1, Ordering::Relaxed);
     Ok(response)
+}
+
+/// Whether a browser opened this WebSocket from a page of another site: its `Origin` is
+/// not the `Host` it connects to. (Non-browser clients send no `Origin`.)
+fn cross_site(req: &HttpRequest) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return false;
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    !authority.eq_ignore_ascii_case(host)
 }
 
 /// A JSON error response before the upgrade.
@@ -458,7 +482,14 @@ impl Handler<Outbound> for Session {
         self.link.alive(self.now_ms());
         match msg {
             Outbound::Frame(text) if self.link.close_code().is_none() => self.send_text(ctx, text),
-            _ => self.close_as_decided(ctx),
+            Outbound::Frame(_) => self.close_as_decided(ctx),
+            Outbound::Close(code) => {
+                let reason = match code {
+                    close::GOING_AWAY => "the service is stopping",
+                    _ => "closed by the server",
+                };
+                self.close(ctx, code, reason)
+            }
         }
     }
 }
