@@ -5,9 +5,18 @@
 //! is full), `subscribers` trivial async handlers count what they receive, and the
 //! figure is deliveries per second from the first publish to the last delivery.
 //!
-//! [`crossbeam_baseline`] runs the same load through bounded `crossbeam-channel`s (one per
-//! subscriber, a consumer thread each, the same capacity): the physical floor for a
-//! hand-off between threads, to compare against in the same run.
+//! Baselines run the same load (the same `Event`s, built the same way, each subscriber
+//! counting every one) in the same process, to compare against in the same run:
+//!
+//! - [`crossbeam_baseline`]: a bounded `crossbeam-channel` per subscriber, a consumer
+//!   thread each, the same capacity: the physical floor for a hand-off between threads.
+//! - [`tokio_broadcast_baseline`]: one `tokio::sync::broadcast` channel (the usual
+//!   in-process fan-out), a receiver per subscriber on a thread of its own; the publisher
+//!   waits for room (broadcast has no backpressure, and a lagging receiver would lose
+//!   events), so nothing is lost.
+//! - [`actix_baseline`]: plain actix, one counting actor per subscriber on `workers`
+//!   arbiters, the publisher thread calling `Addr::try_send` (retrying on a full mailbox
+//!   of the same capacity).
 //!
 //! ```
 //! # actix_rt::System::new().block_on(async {
@@ -24,7 +33,12 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use actix::prelude::*;
+
 use crate::{Event, EventBus, EventBusConfig, Priority, PublishError};
+
+/// Mailbox and channel capacity of the baselines: EventBus's default `queue_size`.
+const CAPACITY: usize = 10_000;
 
 /// The result of one throughput run.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -138,7 +152,7 @@ pub async fn eventbus_throughput(
 pub fn crossbeam_baseline(events: u64, subscribers: usize) -> Throughput {
     let (senders, consumers): (Vec<_>, Vec<_>) = (0..subscribers)
         .map(|_| {
-            let (tx, rx) = crossbeam::channel::bounded::<Event>(10_000);
+            let (tx, rx) = crossbeam::channel::bounded::<Event>(CAPACITY);
             let consumer = std::thread::spawn(move || rx.iter().count() as u64);
             (tx, consumer)
         })
@@ -161,5 +175,146 @@ pub fn crossbeam_baseline(events: u64, subscribers: usize) -> Throughput {
         deliveries,
         full_retries: 0,
         elapsed: start.elapsed(),
+    }
+}
+
+/// The same load through one `tokio::sync::broadcast` channel of capacity 10,000, a
+/// receiver per subscriber on a thread of its own (a current-thread runtime each). The
+/// publisher waits (yielding) while the channel is full, so no receiver lags.
+pub fn tokio_broadcast_baseline(events: u64, subscribers: usize) -> Throughput {
+    let (tx, _) = tokio::sync::broadcast::channel::<Event>(CAPACITY);
+    let consumers: Vec<_> = (0..subscribers)
+        .map(|_| {
+            let mut rx = tx.subscribe();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("a current-thread runtime");
+                runtime.block_on(async move {
+                    let mut count = 0u64;
+                    loop {
+                        match rx.recv().await {
+                            Ok(_) => count += 1,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return count,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                panic!("broadcast baseline: a receiver lagged by {n}")
+                            }
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut full_retries = 0;
+    for i in 0..events {
+        let event = Event::new("bench.tick", json!(i)).with_priority(Priority::Normal);
+        while tx.len() >= CAPACITY - 1 {
+            full_retries += 1;
+            std::thread::yield_now();
+        }
+        tx.send(event).expect("receivers alive");
+    }
+    drop(tx);
+    let deliveries = consumers
+        .into_iter()
+        .map(|c| c.join().expect("consumer thread"))
+        .sum();
+    Throughput {
+        events,
+        subscribers,
+        deliveries,
+        full_retries,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Counts ticks; says when it has seen `target` of them.
+struct Counter {
+    count: u64,
+    target: u64,
+    done: Arc<Semaphore>,
+}
+
+impl Actor for Counter {
+    type Context = Context<Self>;
+}
+
+/// One event for [`Counter`].
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Tick(#[allow(dead_code)] Event);
+
+impl Handler<Tick> for Counter {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, _: &mut Context<Self>) {
+        self.count += 1;
+        if self.count == self.target {
+            self.done.add_permits(1);
+        }
+    }
+}
+
+/// The same load through plain actix: one counting actor per subscriber (mailbox
+/// capacity 10,000) on `workers` arbiters; a publisher thread `try_send`s each event to
+/// every actor, retrying after a `yield` when a mailbox is full. Must run inside an actix
+/// System.
+pub async fn actix_baseline(events: u64, subscribers: usize, workers: usize) -> Throughput {
+    let arbiters: Vec<Arbiter> = (0..workers.max(1)).map(|_| Arbiter::new()).collect();
+    let done = Arc::new(Semaphore::new(0));
+    let addrs: Vec<Addr<Counter>> = (0..subscribers)
+        .map(|i| {
+            let done = done.clone();
+            Counter::start_in_arbiter(&arbiters[i % arbiters.len()].handle(), move |ctx| {
+                ctx.set_mailbox_capacity(CAPACITY);
+                Counter {
+                    count: 0,
+                    target: events,
+                    done,
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let publisher = std::thread::spawn(move || {
+        let mut full_retries = 0;
+        for i in 0..events {
+            let event = Event::new("bench.tick", json!(i)).with_priority(Priority::Normal);
+            for addr in &addrs {
+                let mut tick = Tick(event.clone());
+                loop {
+                    match addr.try_send(tick) {
+                        Ok(()) => break,
+                        Err(SendError::Full(back)) => {
+                            full_retries += 1;
+                            tick = back;
+                            std::thread::yield_now();
+                        }
+                        Err(SendError::Closed(_)) => panic!("actix baseline: an actor stopped"),
+                    }
+                }
+            }
+        }
+        full_retries
+    });
+    let all = u32::try_from(subscribers).expect("subscriber count fits u32");
+    let deadline = Duration::from_secs(120) + Duration::from_micros(events);
+    tokio::time::timeout(deadline, done.acquire_many(all))
+        .await
+        .expect("actix baseline: every actor counts every event")
+        .expect("semaphore is never closed")
+        .forget();
+    let elapsed = start.elapsed();
+    let full_retries = publisher.join().expect("publisher thread");
+    for arbiter in arbiters {
+        arbiter.stop();
+    }
+    Throughput {
+        events,
+        subscribers,
+        deliveries: events * subscribers as u64,
+        full_retries,
+        elapsed,
     }
 }

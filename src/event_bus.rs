@@ -291,6 +291,11 @@ impl EventBus {
         EventBusMetrics::from_snapshot(&self.core.metrics().await)
     }
 
+    /// True once [`stop`](Self::stop) was called (it refuses new events from then on).
+    pub fn is_stopping(&self) -> bool {
+        self.core.is_stopping()
+    }
+
     /// Number of subscriptions.
     pub fn subscription_count(&self) -> usize {
         self.core.subscriptions()

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tickwire::bench::{self, Throughput};
 use tickwire::serve::config::FileConfig;
-use tickwire::serve::{Serve, ServeOptions};
+use tickwire::serve::{Serve, ServeOptions, Signals};
 
 /// tickwire: messaging runtime for algorithmic trading on actix.
 #[derive(Parser, Debug)]
@@ -44,8 +45,9 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 2000, requires = "demo")]
         demo_rate: u32,
     },
-    /// Measure throughput on this machine (median of several runs), next to a crossbeam
-    /// channel baseline run in the same process.
+    /// Measure throughput on this machine (median of several runs), next to baselines run
+    /// in the same process: a crossbeam channel per subscriber, a tokio broadcast channel,
+    /// and plain actix actors.
     Bench {
         /// What to measure.
         #[arg(value_enum, default_value = "eventbus")]
@@ -78,7 +80,7 @@ enum BenchTarget {
 }
 
 /// The run with the median deliveries per second.
-fn median(mut runs: Vec<tickwire::bench::Throughput>) -> tickwire::bench::Throughput {
+fn median(mut runs: Vec<Throughput>) -> Throughput {
     runs.sort_by(|a, b| {
         a.deliveries_per_second()
             .total_cmp(&b.deliveries_per_second())
@@ -114,66 +116,76 @@ fn main() -> ExitCode {
             let rows = actix_rt::System::new().block_on(async move {
                 let mut rows = Vec::new();
                 for &subs in &subscribers {
-                    let (mut ours, mut floor) = (Vec::new(), Vec::new());
-                    // Interleaved, so both see the same machine state.
+                    let mut runs_of: [Vec<Throughput>; 4] = Default::default();
+                    // Interleaved run by run, so all see the same machine state.
                     for _ in 0..runs {
-                        ours.push(
-                            tickwire::bench::eventbus_throughput(
-                                events,
-                                subs,
-                                workers,
-                                !no_metrics,
-                            )
-                            .await,
+                        runs_of[0].push(
+                            bench::eventbus_throughput(events, subs, workers, !no_metrics).await,
                         );
-                        floor.push(tickwire::bench::crossbeam_baseline(events, subs));
+                        runs_of[1].push(bench::crossbeam_baseline(events, subs));
+                        runs_of[2].push(bench::tokio_broadcast_baseline(events, subs));
+                        runs_of[3].push(bench::actix_baseline(events, subs, workers).await);
                     }
-                    rows.push((median(ours), median(floor)));
+                    rows.push(runs_of.map(median));
                 }
                 rows
             });
+            let names = ["crossbeam", "tokio_broadcast", "actix"];
             if json {
                 let out = serde_json::json!({
                     "target": "eventbus",
                     "workers": workers,
                     "runs": runs,
                     "metrics": !no_metrics,
-                    "results": rows.iter().map(|(r, b)| serde_json::json!({
-                        "subscribers": r.subscribers,
-                        "events": r.events,
-                        "deliveries": r.deliveries,
-                        "deliveries_per_second": r.deliveries_per_second(),
-                        "events_per_second": r.events_per_second(),
-                        "full_retries": r.full_retries,
-                        "elapsed_seconds": r.elapsed.as_secs_f64(),
-                        "crossbeam_deliveries_per_second": b.deliveries_per_second(),
-                        "ratio_to_crossbeam": r.deliveries_per_second() / b.deliveries_per_second(),
-                    })).collect::<Vec<_>>(),
+                    "results": rows.iter().map(|[r, baselines @ ..]| {
+                        let mut row = serde_json::json!({
+                            "subscribers": r.subscribers,
+                            "events": r.events,
+                            "deliveries": r.deliveries,
+                            "deliveries_per_second": r.deliveries_per_second(),
+                            "events_per_second": r.events_per_second(),
+                            "full_retries": r.full_retries,
+                            "elapsed_seconds": r.elapsed.as_secs_f64(),
+                        });
+                        for (name, b) in names.iter().zip(baselines) {
+                            row[format!("{name}_deliveries_per_second")] = b.deliveries_per_second().into();
+                            row[format!("ratio_to_{name}")] =
+                                (r.deliveries_per_second() / b.deliveries_per_second()).into();
+                        }
+                        row
+                    }).collect::<Vec<_>>(),
                 });
                 println!("{out}");
             } else {
                 println!(
-                    "EventBus throughput, 1 publisher thread, {workers} workers, metrics {}, median of {runs} runs",
+                    "EventBus throughput, 1 publisher thread, {workers} workers, metrics {}, median of {runs} runs (deliveries/s; ratio = tickwire / baseline)",
                     if no_metrics { "off" } else { "on" }
                 );
                 println!(
-                    "{:>11} {:>10} {:>14} {:>12} {:>22} {:>8}",
+                    "{:>11} {:>10} {:>12} {:>12} {:>6} {:>12} {:>6} {:>12} {:>6}",
                     "subscribers",
                     "events",
-                    "deliveries/s",
-                    "events/s",
-                    "crossbeam deliveries/s",
+                    "tickwire",
+                    "crossbeam",
+                    "ratio",
+                    "tokio bcast",
+                    "ratio",
+                    "actix",
                     "ratio"
                 );
-                for (r, b) in &rows {
+                for [r, c, t, a] in &rows {
+                    let ours = r.deliveries_per_second();
                     println!(
-                        "{:>11} {:>10} {:>14.0} {:>12.0} {:>22.0} {:>8.2}",
+                        "{:>11} {:>10} {:>12.0} {:>12.0} {:>6.2} {:>12.0} {:>6.2} {:>12.0} {:>6.2}",
                         r.subscribers,
                         r.events,
-                        r.deliveries_per_second(),
-                        r.events_per_second(),
-                        b.deliveries_per_second(),
-                        r.deliveries_per_second() / b.deliveries_per_second()
+                        ours,
+                        c.deliveries_per_second(),
+                        ours / c.deliveries_per_second(),
+                        t.deliveries_per_second(),
+                        ours / t.deliveries_per_second(),
+                        a.deliveries_per_second(),
+                        ours / a.deliveries_per_second(),
                     );
                 }
             }
@@ -207,6 +219,14 @@ fn serve(bind: Option<SocketAddr>, config: Option<PathBuf>, demo: Option<u32>) -
     }
     let options = ServeOptions { config: file, demo };
     actix_rt::System::new().block_on(async move {
+        // Listen before saying we are ready: a SIGTERM right after is not missed.
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(err) => {
+                eprintln!("error: cannot listen for signals: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
         let serve = match Serve::start(options).await {
             Ok(serve) => serve,
             Err(err) => {
@@ -218,7 +238,7 @@ fn serve(bind: Option<SocketAddr>, config: Option<PathBuf>, demo: Option<u32>) -
             // On stdout, for scripts: the address actually bound (port 0 resolved).
             println!("listening on http://{addr}/");
         }
-        serve.run_until_signal().await;
+        serve.run_until(signals).await;
         ExitCode::SUCCESS
     })
 }

@@ -333,6 +333,11 @@ impl MessageQueue {
         )
     }
 
+    /// True once [`stop`](Self::stop) was called (it refuses new messages from then on).
+    pub fn is_stopping(&self) -> bool {
+        self.core.is_stopping()
+    }
+
     /// Number of subscriptions (a consumer group counts once).
     pub fn subscription_count(&self) -> usize {
         self.core.subscriptions()

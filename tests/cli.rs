@@ -14,22 +14,57 @@ fn tickwire() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tickwire"))
 }
 
-/// Runs to completion; returns (exit code, stdout, stderr).
+/// Runs to completion (killed past the safety timeout); returns (exit code, stdout,
+/// stderr).
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = tickwire().args(args).output().expect("run tickwire");
+    let mut child = tickwire()
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tickwire");
+    // Drain both pipes on threads, so a chatty child never blocks on a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let status = wait(&mut child);
     (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        status.code().unwrap_or(-1),
+        out.join().unwrap(),
+        err.join().unwrap(),
     )
 }
 
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tickwire-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
+/// A file in a directory of this test process, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        let dir = std::env::temp_dir().join(format!("tickwire-cli-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 #[test]
@@ -56,17 +91,17 @@ fn help_explains_the_commands_and_options() {
 
 #[test]
 fn a_bad_config_file_names_the_file_the_line_and_the_field() {
-    let path = temp_file("bad.toml", "[event_bus]\nmax_workers = 2\nmax_wrkers = 3\n");
-    let (code, _, err) = run(&["serve", "--config", path.to_str().unwrap()]);
+    let file = TempFile::new("bad.toml", "[event_bus]\nmax_workers = 2\nmax_wrkers = 3\n");
+    let (code, _, err) = run(&["serve", "--config", file.path()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains(path.to_str().unwrap()), "{err}");
+    assert!(err.contains(file.path()), "{err}");
     assert!(
         err.contains("line 3") && err.contains("max_wrkers"),
         "{err}"
     );
 
-    let path = temp_file("range.toml", "[websocket]\nmax_connections = 0\n");
-    let (code, _, err) = run(&["serve", "--config", path.to_str().unwrap()]);
+    let file = TempFile::new("range.toml", "[websocket]\nmax_connections = 0\n");
+    let (code, _, err) = run(&["serve", "--config", file.path()]);
     assert_eq!(code, 2);
     assert!(
         err.contains("line 2: [websocket]") && err.contains("`max_connections`"),
@@ -103,8 +138,15 @@ fn serve(args: &[&str]) -> (Child, String) {
         .spawn()
         .expect("spawn tickwire serve");
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("the listening line");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(PATIENCE)
+        .expect("the listening line in time");
     let url = line
         .trim()
         .strip_prefix("listening on ")
@@ -148,21 +190,25 @@ async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
     }
     assert!(matches!(&frames[1], Frame::Text(t) if t.as_ref() == br#"{"type":"ack","id":"s"}"#));
 
-    let client = awc::Client::new();
-    for n in 0..MESSAGES {
-        let response = client
-            .post(format!("{url}/api/publish"))
-            .send_json(&json!({"topic": "orders.new", "data": {"n": n}}))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-    }
-    // SIGTERM right away: the messages may still be queued.
+    // Published 16 at a time, so that a backlog is queued when the signal comes.
+    let client = awc::Client::builder().timeout(PATIENCE).finish();
+    let statuses: Vec<u16> = futures_util::stream::iter(0..MESSAGES)
+        .map(|n| {
+            let request = client
+                .post(format!("{url}/api/publish"))
+                .send_json(&json!({"topic": "orders.new", "data": {"n": n}}));
+            async move { request.await.map(|r| r.status().as_u16()).unwrap_or(0) }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|&s| s == 202), "{statuses:?}");
+    // SIGTERM right away: messages may still be queued.
     // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
     let killed = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(killed, 0);
 
-    let mut seqs = Vec::new();
+    let (mut seqs, mut ns) = (Vec::new(), Vec::new());
     let close = loop {
         let frame = actix_rt::time::timeout(PATIENCE, conn.next())
             .await
@@ -172,7 +218,7 @@ async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
         match frame {
             Frame::Text(text) => {
                 let m: Value = serde_json::from_slice(&text).unwrap();
-                assert_eq!(m["data"]["n"].as_u64(), Some(seqs.len() as u64));
+                ns.push(m["data"]["n"].as_u64().unwrap());
                 seqs.push(m["seq"].as_u64().unwrap());
             }
             Frame::Close(reason) => break reason.map(|r| u16::from(r.code)),
@@ -180,6 +226,12 @@ async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
             other => panic!("unexpected {other:?}"),
         }
     };
+    ns.sort_unstable();
+    assert_eq!(
+        ns,
+        (0..MESSAGES).collect::<Vec<_>>(),
+        "every accepted message, once"
+    );
     assert_eq!(
         seqs,
         (1..=MESSAGES).collect::<Vec<_>>(),

@@ -132,6 +132,10 @@ async fn health_metrics_and_api_metrics() {
     assert!(m["message_queue"]["total_queue_size"].is_u64());
     assert_eq!(m["websocket"]["active_connections"], 0);
 
+    // 503 as soon as a component is stopping (the bus stops first at shutdown).
+    s.event_bus.stop().await;
+    let resp = test::call_service(&app, test::TestRequest::get().uri("/health").to_request()).await;
+    assert_eq!(resp.status(), 503);
     stop(&s).await;
     let resp = test::call_service(&app, test::TestRequest::get().uri("/health").to_request()).await;
     assert_eq!(resp.status(), 503);
@@ -304,5 +308,30 @@ async fn publish_with_tokens_needs_one_that_allows_the_topic() {
         .set_payload(body)
         .to_request();
     assert_eq!(test::call_service(&app, req).await.status(), 202);
+    stop(&s).await;
+}
+
+#[actix_rt::test]
+async fn mounting_leaves_the_host_apps_json_settings_alone() {
+    let s = services(Access::open(), MessageQueueConfig::default());
+    let app = test::init_service(
+        App::new()
+            .route(
+                "/host",
+                actix_web::web::post().to(|body: actix_web::web::Json<Value>| async move {
+                    actix_web::HttpResponse::Ok().json(body.into_inner())
+                }),
+            )
+            .configure(http::configure(s.clone())),
+    )
+    .await;
+    // Larger than tickwire's max_message_size (4096): the host's default limit applies.
+    let big = json!({"pad": "x".repeat(5000)}).to_string();
+    let req = test::TestRequest::post()
+        .uri("/host")
+        .insert_header(("content-type", "application/json"))
+        .set_payload(big)
+        .to_request();
+    assert_eq!(test::call_service(&app, req).await.status(), 200);
     stop(&s).await;
 }

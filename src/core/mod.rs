@@ -486,6 +486,11 @@ impl<T: Deliverable> Core<T> {
     }
 
     /// Number of subscriptions.
+    /// True once `stop` was called.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Acquire)
+    }
+
     pub(crate) fn subscriptions(&self) -> usize {
         self.shared.index.load().len()
     }

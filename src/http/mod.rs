@@ -10,12 +10,17 @@
 //! | `GET /health` | `200 {"status":"ok"}`, or `503 {"status":"stopping"}` during shutdown |
 //!
 //! `POST /api/publish` takes a bearer token when the service has tokens (as `/ws` does: the
-//! `Authorization` header or `?token=`), and publishes only to topics the token's
-//! `publish` patterns match. Errors are JSON, `{"error": code, "message": …}`: 400
-//! `invalid_json` (not JSON, wrong fields, not `application/json`), 400 `invalid_topic`,
-//! 400 `invalid_field` (priority), 401 `unauthorized`, 403 `forbidden`, 413 `too_large`
-//! (over the WebSocket `max_message_size`), 503 `queue_full` (with `Retry-After`), 503
-//! `unavailable` (stopping). The publish never waits for room: a full queue answers at once.
+//! `Authorization` header or `?token=`; checked before the body is read), and publishes
+//! only to topics the token's `publish` patterns match. Errors are JSON,
+//! `{"error": code, "message": …}`: 400 `invalid_json` (not JSON, wrong fields, not
+//! `application/json`), 400 `invalid_topic`, 400 `invalid_field` (priority), 401
+//! `unauthorized`, 403 `forbidden`, 413 `too_large` (over the WebSocket
+//! `max_message_size`), 503 `queue_full` (with `Retry-After`), 503 `unavailable`
+//! (stopping). The publish never waits for room: a full queue answers at once.
+//!
+//! Tokens guard `/ws` and `/api/publish` only: `/`, `/metrics`, `/api/metrics` and
+//! `/health` stay open (put them behind your own middleware if they must not be).
+//! `/health` answers 503 as soon as any component is stopping.
 //!
 //! ```no_run
 //! use actix_web::{App, HttpServer};
@@ -38,9 +43,9 @@
 //! }
 //! ```
 
-use actix_web::error::{InternalError, JsonPayloadError};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -65,13 +70,7 @@ pub struct Services {
 /// Mounts every route of the module docs: `App::new().configure(http::configure(services))`.
 pub fn configure(services: Services) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        let limit = services.websocket.config().max_message_size;
         cfg.app_data(web::Data::new(services.clone()))
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(limit)
-                    .error_handler(json_error),
-            )
             .configure(websocket::configure(services.websocket))
             .service(web::resource("/").route(web::get().to(dashboard)))
             .service(web::resource("/health").route(web::get().to(health)))
@@ -88,16 +87,6 @@ fn error(status: u16, code: &str, message: impl std::fmt::Display) -> HttpRespon
     HttpResponse::build(status).json(json!({ "error": code, "message": message.to_string() }))
 }
 
-fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    let response = match &err {
-        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            error(413, "too_large", &err)
-        }
-        _ => error(400, "invalid_json", &err),
-    };
-    InternalError::from_response(err, response).into()
-}
-
 async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -106,7 +95,10 @@ async fn dashboard() -> HttpResponse {
 }
 
 async fn health(services: web::Data<Services>) -> HttpResponse {
-    if services.websocket.is_stopping() {
+    if services.event_bus.is_stopping()
+        || services.message_queue.is_stopping()
+        || services.websocket.is_stopping()
+    {
         HttpResponse::ServiceUnavailable().json(json!({"status": "stopping"}))
     } else {
         HttpResponse::Ok().json(json!({"status": "ok"}))
@@ -150,7 +142,7 @@ struct PublishRequest {
 async fn publish(
     req: HttpRequest,
     services: web::Data<Services>,
-    body: web::Json<PublishRequest>,
+    mut payload: web::Payload,
 ) -> HttpResponse {
     let permissions = match services.websocket.access().authorize_request(&req) {
         Ok(p) => p,
@@ -163,11 +155,39 @@ async fn publish(
             return res;
         }
     };
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return error(
+            400,
+            "invalid_json",
+            "expected Content-Type: application/json",
+        );
+    }
+    // Read the body only now, after the token, and no more than the limit.
+    let limit = services.websocket.config().max_message_size;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return error(400, "invalid_json", "the request body could not be read");
+        };
+        if body.len() + chunk.len() > limit {
+            return error(413, "too_large", format!("the body is over {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
     let PublishRequest {
         topic,
         data,
         priority,
-    } = body.into_inner();
+    } = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => return error(400, "invalid_json", err),
+    };
     if let Err(err) = crate::validate_name(&topic) {
         return error(400, "invalid_topic", err);
     }

@@ -59,8 +59,9 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// HTTP worker threads (each serves many connections). 1..=64, default 2.
     pub workers: usize,
-    /// How long a graceful shutdown may take for each stage (draining the bus, the
-    /// queue, closing sessions, finishing HTTP requests). Seconds; default 10.
+    /// How long a graceful shutdown may take to close the WebSocket sessions, and then to
+    /// finish HTTP requests (the EventBus and the MessageQueue drain within their own
+    /// `default_timeout`). Seconds; default 10.
     #[serde(with = "secs")]
     pub shutdown_timeout: Duration,
     /// Bearer tokens (`[[server.tokens]]`). None: the service is open to anyone who can
@@ -149,6 +150,13 @@ impl FileConfig {
         Access::with_tokens(&self.server.tokens)
     }
 
+    /// Checks every value (as [`parse`](Self::parse) does); the error is
+    /// `[section] message`.
+    pub fn validate(&self) -> Result<(), String> {
+        self.check()
+            .map_err(|(section, _, message)| format!("[{section}] {message}"))
+    }
+
     fn check(&self) -> Result<(), (&'static str, Field, String)> {
         let component = |section: &'static str, result: Result<(), ConfigError>| {
             result.map_err(|err| {
@@ -191,7 +199,8 @@ enum Field {
 
 /// The table header a line opens, if it is one (`[a.b]` or `[[a.b]]`).
 fn header(line: &str) -> Option<&str> {
-    let line = line.trim();
+    // A header may be followed by a comment: `[event_bus]   # …`.
+    let line = line.split('#').next().unwrap_or("").trim();
     let inner = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]"));
     inner
         .or_else(|| line.strip_prefix('[').and_then(|l| l.strip_suffix(']')))
@@ -264,6 +273,11 @@ mod tests {
         );
         let err = parse("[message_queue]\nmax_size = \"big\"\n").unwrap_err();
         assert!(err.contains("line 2") && err.contains("max_size"), "{err}");
+        let err = parse("[event_bus]   # with a comment\nmax_workers = 0\n").unwrap_err();
+        assert!(
+            err.starts_with("tickwire.toml, line 2: [event_bus]"),
+            "{err}"
+        );
         let err = parse("[websocket]\n\nmax_message_size = 0\n").unwrap_err();
         assert_eq!(
             err,

@@ -9,13 +9,18 @@
 //! ## Shutdown
 //!
 //! On SIGINT or SIGTERM (or when [`Serve::shutdown`] is called), in this order, each
-//! stage bounded by `[server] shutdown_timeout` and logged:
-//! 1. stop accepting connections, and stop the demo feed;
-//! 2. stop the EventBus: it refuses new events and handles what it accepted;
+//! stage logged:
+//! 1. stop accepting connections, and stop the demo feed (`/health` answers 503 from
+//!    the next stage on);
+//! 2. stop the EventBus: it refuses new events and handles what it accepted (bounded by
+//!    its `default_timeout`);
 //! 3. stop the MessageQueue likewise (its handlers forward to WebSocket clients, which
-//!    are still connected, so nothing accepted is lost on the way);
-//! 4. stop the WebSocketService: every session is closed with 1001;
-//! 5. stop the HTTP server (in-flight requests finish).
+//!    are still connected);
+//! 4. stop the WebSocketService: every session gets what was queued for it, then a close
+//!    with 1001 (bounded by `[server] shutdown_timeout`);
+//! 5. stop the HTTP server (in-flight requests finish, bounded likewise).
+//!
+//! A second signal during the shutdown exits at once, with code 130.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,6 +53,9 @@ pub enum ServeError {
     /// The token list is not valid.
     #[error("[server] {0}")]
     Access(#[from] crate::access::AccessError),
+    /// A configuration value out of range (`[section] message`).
+    #[error("invalid config: {0}")]
+    Invalid(String),
     /// Wiring the bridges or the demo failed.
     #[error("cannot wire the components: {0}")]
     Wiring(#[from] crate::SubscribeError),
@@ -68,12 +76,15 @@ pub struct Serve {
     demo: Option<Demo>,
     server: actix_web::dev::ServerHandle,
     stage_timeout: Duration,
+    /// The EventBus's and the MessageQueue's `default_timeout`, and a second of margin.
+    drain_limits: (Duration, Duration),
 }
 
 impl Serve {
     /// Starts everything inside the running actix `System` and binds the server.
     pub async fn start(options: ServeOptions) -> Result<Serve, ServeError> {
         let config = options.config;
+        config.validate().map_err(ServeError::Invalid)?;
         let access = config.access()?;
         let event_bus = EventBus::start(config.event_bus.clone())?;
         let message_queue = MessageQueue::start(config.message_queue.clone())?;
@@ -123,6 +134,10 @@ impl Serve {
             demo,
             server: handle,
             stage_timeout: config.server.shutdown_timeout,
+            drain_limits: (
+                config.event_bus.default_timeout + Duration::from_secs(1),
+                config.message_queue.default_timeout + Duration::from_secs(1),
+            ),
         })
     }
 
@@ -136,9 +151,15 @@ impl Serve {
         &self.services
     }
 
-    /// Waits for SIGINT or SIGTERM, then shuts down (see the module docs).
-    pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+    /// Waits for SIGINT or SIGTERM, then shuts down (see the module docs); a second
+    /// signal exits the process at once with code 130.
+    pub async fn run_until(self, mut signals: Signals) {
+        signals.next().await;
+        actix_rt::spawn(async move {
+            signals.next().await;
+            tracing::warn!("second signal: exiting without finishing the shutdown");
+            std::process::exit(130);
+        });
         self.shutdown().await;
     }
 
@@ -156,8 +177,10 @@ impl Serve {
             );
         }
         let s = &self.services;
-        stage("EventBus drained", limit, s.event_bus.stop()).await;
-        stage("MessageQueue drained", limit, s.message_queue.stop()).await;
+        // Each bounded by its own default_timeout (the contract of stop()).
+        let (bus_limit, queue_limit) = self.drain_limits;
+        stage("EventBus drained", bus_limit, s.event_bus.stop()).await;
+        stage("MessageQueue drained", queue_limit, s.message_queue.stop()).await;
         let bus = s.event_bus.delivery_stats();
         let queue = s.message_queue.delivery_stats();
         tracing::info!(
@@ -187,25 +210,41 @@ async fn stage(what: &str, limit: Duration, fut: impl std::future::Future<Output
     }
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-            }
-        }
-        Err(err) => {
-            tracing::warn!(%err, "cannot listen for SIGTERM; waiting for SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+/// SIGINT and SIGTERM, listened for from the moment [`Signals::install`] returns (before
+/// the server says it is ready, so a signal sent right after is not missed).
+pub struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("Ctrl-C received");
+impl Signals {
+    /// Starts listening. Must run inside the actix System (a tokio runtime).
+    pub fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal.
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received");
+        }
+    }
 }

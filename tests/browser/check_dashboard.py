@@ -122,6 +122,9 @@ class WebDriver:
             "--disable-gpu",
             "--disable-background-networking",
             "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-component-update",
+            "--disable-sync",
             "--window-size=1600,1000",
             "--user-data-dir=" + profile_dir,
         ]

@@ -12,8 +12,18 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     echo "installing Debian's chromium and chromium-driver"
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    installed=""
+    for attempt in 1 2 3; do
+        if $SUDO apt-get -o DPkg::Lock::Timeout=120 update -qq &&
+            DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=120 install -y -qq \
+                --no-install-recommends chromium chromium-driver >/dev/null; then
+            installed=yes
+            break
+        fi
+        echo "apt-get failed (attempt $attempt); retrying in 10 s"
+        sleep 10
+    done
+    if [ -z "$installed" ]; then echo "error: could not install chromium"; exit 1; fi
 fi
 if [ ! -x "$BIN" ]; then
     cargo build --bin tickwire
@@ -38,7 +48,11 @@ done
 if [ -z "$URL" ]; then echo "tickwire serve did not report its address"; cat "$LOG"; exit 1; fi
 echo "dashboard at $URL"
 
-python3 tests/browser/check_dashboard.py "$URL" target/dashboard.png
+if ! python3 tests/browser/check_dashboard.py "$URL" target/dashboard.png; then
+    echo "dashboard check failed; the server's log:"
+    cat "$LOG"
+    exit 1
+fi
 
 kill -TERM "$PID"
 for _ in $(seq 1 300); do
