@@ -26,6 +26,10 @@
 //! # });
 //! ```
 
+pub mod latency;
+pub mod suite;
+pub mod ws;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +39,9 @@ use tokio::sync::Semaphore;
 
 use actix::prelude::*;
 
-use crate::{Event, EventBus, EventBusConfig, Priority, PublishError};
+use crate::{
+    Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority, PublishError,
+};
 
 /// Mailbox and channel capacity of the baselines: EventBus's default `queue_size`.
 const CAPACITY: usize = 10_000;
@@ -141,6 +147,97 @@ pub async fn eventbus_throughput(
         events,
         subscribers,
         deliveries: counters.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
+        full_retries,
+        elapsed,
+    }
+}
+
+/// How the MessageQueue throughput scenario consumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum QueueConsumers {
+    /// `n` subscriptions, each gets every message.
+    FanOut(usize),
+    /// One consumer group of `n` members: each message to exactly one.
+    Group(usize),
+}
+
+/// Publishes `messages` messages from one thread (`try_publish`, retried when full) to a
+/// MessageQueue with `workers` workers and `max_size` 10,000, consumed as `consumers`
+/// says, and times it to the last delivery. Must run inside an actix System.
+pub async fn queue_throughput(
+    messages: u64,
+    consumers: QueueConsumers,
+    workers: usize,
+) -> Throughput {
+    let queue = MessageQueue::start(MessageQueueConfig {
+        max_workers: workers,
+        ..MessageQueueConfig::default()
+    })
+    .expect("valid bench config");
+    let (members, expected, permits) = match consumers {
+        QueueConsumers::FanOut(n) => (n, messages * n as u64, n),
+        QueueConsumers::Group(n) => (n, messages, 1),
+    };
+    let done = Arc::new(Semaphore::new(0));
+    let total = Arc::new(AtomicU64::new(0));
+    for _ in 0..members {
+        let (done, total) = (done.clone(), total.clone());
+        let own = AtomicU64::new(0);
+        let handler = move |_m: crate::Message| {
+            match consumers {
+                QueueConsumers::FanOut(_) => {
+                    if own.fetch_add(1, Ordering::Relaxed) + 1 == messages {
+                        done.add_permits(1);
+                    }
+                }
+                QueueConsumers::Group(_) => {
+                    if total.fetch_add(1, Ordering::Relaxed) + 1 == messages {
+                        done.add_permits(1);
+                    }
+                }
+            }
+            std::future::ready(Ok(()))
+        };
+        match consumers {
+            QueueConsumers::FanOut(_) => queue.subscribe("bench.q", handler).await,
+            QueueConsumers::Group(_) => queue.subscribe_group("bench.q", "bench", handler).await,
+        }
+        .expect("valid pattern");
+    }
+    let start = Instant::now();
+    let publisher = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            let mut full_retries = 0;
+            for i in 0..messages {
+                loop {
+                    match queue.try_publish("bench.q", json!(i), Priority::Normal) {
+                        Ok(_) => break,
+                        Err(PublishError::QueueFull(_)) => {
+                            full_retries += 1;
+                            std::thread::yield_now();
+                        }
+                        Err(other) => panic!("bench publish failed: {other}"),
+                    }
+                }
+            }
+            full_retries
+        })
+    };
+    let deadline = Duration::from_secs(120) + Duration::from_micros(messages);
+    let permits = u32::try_from(permits).expect("member count fits u32");
+    tokio::time::timeout(deadline, done.acquire_many(permits))
+        .await
+        .expect("bench: not every message was delivered")
+        .expect("semaphore is never closed")
+        .forget();
+    let elapsed = start.elapsed();
+    let full_retries = publisher.join().expect("publisher thread");
+    queue.stop().await;
+    Throughput {
+        events: messages,
+        subscribers: members,
+        deliveries: expected,
         full_retries,
         elapsed,
     }

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tickwire::bench::{self, Throughput};
+use std::time::Duration;
+
+use tickwire::bench::suite::{self, SuiteOptions, Target};
+use tickwire::bench::ws::ServerMode;
 use tickwire::serve::config::FileConfig;
 use tickwire::serve::{Serve, ServeOptions, Signals};
 
@@ -45,29 +48,45 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 2000, requires = "demo")]
         demo_rate: u32,
     },
-    /// Measure throughput on this machine (median of several runs), next to baselines run
-    /// in the same process: a crossbeam channel per subscriber, a tokio broadcast channel,
-    /// and plain actix actors.
+    /// Measure tickwire on this machine, next to baselines run in the same process (a
+    /// crossbeam channel, tokio::sync::broadcast, plain actix): EventBus and MessageQueue
+    /// throughput and open-loop latency, priority under saturation, WebSocket fan-out over
+    /// loopback. Figures are medians of several runs; BENCHMARKS.md explains them.
     Bench {
         /// What to measure.
-        #[arg(value_enum, default_value = "eventbus")]
+        #[arg(value_enum, default_value = "all")]
         target: BenchTarget,
-        /// Events published per run.
-        #[arg(long, default_value_t = 2_000_000)]
-        events: u64,
-        /// Subscribers each event goes to (a comma-separated list runs each).
-        #[arg(long, value_delimiter = ',', default_value = "1,4")]
-        subscribers: Vec<usize>,
-        /// Worker threads of the bus (max_workers).
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Seconds of each latency, priority and WebSocket run.
+        #[arg(long, default_value_t = 2.0, value_name = "S")]
+        duration: f64,
         /// Runs per figure; the median is reported.
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Run the bus with `enable_metrics = false` (no timing on the hot path).
+        /// Events (messages) per throughput run.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Subscriber counts of the throughput scenarios (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        subscribers: Vec<usize>,
+        /// Worker threads of the bus and the queue (max_workers).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Offered rate of the latency scenarios, per second.
+        #[arg(long, default_value_t = 100_000.0)]
+        rate: f64,
+        /// CRITICAL events per second in the priority scenario.
+        #[arg(long, default_value_t = 1_000.0)]
+        critical_rate: f64,
+        /// WebSocket clients.
+        #[arg(long, default_value_t = 1_000)]
+        clients: usize,
+        /// WebSocket messages published per second (each goes to every client).
+        #[arg(long, default_value_t = 300.0)]
+        ws_rate: f64,
+        /// Run the EventBus throughput scenario with `enable_metrics = false`.
         #[arg(long)]
         no_metrics: bool,
     },
@@ -75,18 +94,14 @@ enum Command {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum BenchTarget {
-    /// EventBus, one publisher thread to N subscribers.
+    /// EventBus: throughput 1→N, latency, priority under saturation.
     Eventbus,
-}
-
-/// The run with the median deliveries per second.
-fn median(mut runs: Vec<Throughput>) -> Throughput {
-    runs.sort_by(|a, b| {
-        a.deliveries_per_second()
-            .total_cmp(&b.deliveries_per_second())
-    });
-    let middle = runs.len() / 2;
-    runs.swap_remove(middle)
+    /// MessageQueue: throughput (fan-out, a 4-member group), latency.
+    Queue,
+    /// WebSocket fan-out over loopback to many clients.
+    Ws,
+    /// Everything.
+    All,
 }
 
 fn main() -> ExitCode {
@@ -99,97 +114,67 @@ fn main() -> ExitCode {
             demo_rate,
         } => serve(bind, config, demo.then_some(demo_rate)),
         Command::Bench {
-            target: BenchTarget::Eventbus,
+            target,
+            json,
+            duration,
+            runs,
             events,
             subscribers,
             workers,
-            runs,
-            json,
+            rate,
+            critical_rate,
+            clients,
+            ws_rate,
             no_metrics,
         } => {
-            if events == 0 || runs == 0 || workers == 0 || subscribers.contains(&0) {
-                eprintln!(
-                    "error: --events, --runs, --workers and --subscribers must be at least 1"
-                );
+            let valid = events > 0
+                && runs > 0
+                && workers > 0
+                && clients > 0
+                && !subscribers.contains(&0)
+                && [duration, rate, critical_rate, ws_rate]
+                    .iter()
+                    .all(|v| v.is_finite() && *v > 0.0);
+            if !valid {
+                eprintln!("error: every count, rate and duration must be positive");
                 return ExitCode::from(2);
             }
-            let rows = actix_rt::System::new().block_on(async move {
-                let mut rows = Vec::new();
-                for &subs in &subscribers {
-                    let mut runs_of: [Vec<Throughput>; 4] = Default::default();
-                    // Interleaved run by run, so all see the same machine state.
-                    for _ in 0..runs {
-                        runs_of[0].push(
-                            bench::eventbus_throughput(events, subs, workers, !no_metrics).await,
-                        );
-                        runs_of[1].push(bench::crossbeam_baseline(events, subs));
-                        runs_of[2].push(bench::tokio_broadcast_baseline(events, subs));
-                        runs_of[3].push(bench::actix_baseline(events, subs, workers).await);
+            let options = SuiteOptions {
+                runs,
+                events,
+                subscribers,
+                workers,
+                duration: Duration::from_secs_f64(duration),
+                rate,
+                critical_rate,
+                clients,
+                ws_rate,
+                ws_server: match std::env::current_exe() {
+                    Ok(exe) => ServerMode::ChildProcess(exe),
+                    Err(_) => ServerMode::InProcess,
+                },
+                metrics: !no_metrics,
+            };
+            let target = match target {
+                BenchTarget::Eventbus => Target::EventBus,
+                BenchTarget::Queue => Target::Queue,
+                BenchTarget::Ws => Target::WebSocket,
+                BenchTarget::All => Target::All,
+            };
+            match actix_rt::System::new().block_on(suite::run(target, &options)) {
+                Ok((table, value)) => {
+                    if json {
+                        println!("{value}");
+                    } else {
+                        print!("{table}");
                     }
-                    rows.push(runs_of.map(median));
+                    ExitCode::SUCCESS
                 }
-                rows
-            });
-            let names = ["crossbeam", "tokio_broadcast", "actix"];
-            if json {
-                let out = serde_json::json!({
-                    "target": "eventbus",
-                    "workers": workers,
-                    "runs": runs,
-                    "metrics": !no_metrics,
-                    "results": rows.iter().map(|[r, baselines @ ..]| {
-                        let mut row = serde_json::json!({
-                            "subscribers": r.subscribers,
-                            "events": r.events,
-                            "deliveries": r.deliveries,
-                            "deliveries_per_second": r.deliveries_per_second(),
-                            "events_per_second": r.events_per_second(),
-                            "full_retries": r.full_retries,
-                            "elapsed_seconds": r.elapsed.as_secs_f64(),
-                        });
-                        for (name, b) in names.iter().zip(baselines) {
-                            row[format!("{name}_deliveries_per_second")] = b.deliveries_per_second().into();
-                            row[format!("ratio_to_{name}")] =
-                                (r.deliveries_per_second() / b.deliveries_per_second()).into();
-                        }
-                        row
-                    }).collect::<Vec<_>>(),
-                });
-                println!("{out}");
-            } else {
-                println!(
-                    "EventBus throughput, 1 publisher thread, {workers} workers, metrics {}, median of {runs} runs (deliveries/s; ratio = tickwire / baseline)",
-                    if no_metrics { "off" } else { "on" }
-                );
-                println!(
-                    "{:>11} {:>10} {:>12} {:>12} {:>6} {:>12} {:>6} {:>12} {:>6}",
-                    "subscribers",
-                    "events",
-                    "tickwire",
-                    "crossbeam",
-                    "ratio",
-                    "tokio bcast",
-                    "ratio",
-                    "actix",
-                    "ratio"
-                );
-                for [r, c, t, a] in &rows {
-                    let ours = r.deliveries_per_second();
-                    println!(
-                        "{:>11} {:>10} {:>12.0} {:>12.0} {:>6.2} {:>12.0} {:>6.2} {:>12.0} {:>6.2}",
-                        r.subscribers,
-                        r.events,
-                        ours,
-                        c.deliveries_per_second(),
-                        ours / c.deliveries_per_second(),
-                        t.deliveries_per_second(),
-                        ours / t.deliveries_per_second(),
-                        a.deliveries_per_second(),
-                        ours / a.deliveries_per_second(),
-                    );
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
                 }
             }
-            ExitCode::SUCCESS
         }
     }
 }

@@ -1,7 +1,13 @@
 //! Every `tickwire bench` scenario and baseline, run briefly so they keep working. No
 //! speed is asserted (speed belongs to benchmarks, not tests); counts are.
 
-use tickwire::bench;
+use std::time::Duration;
+
+use tickwire::bench::latency;
+use tickwire::bench::ws::{self, ServerMode, WsOptions};
+use tickwire::bench::{self, QueueConsumers};
+
+const SHORT: Duration = Duration::from_millis(200);
 
 #[actix_rt::test]
 async fn eventbus_throughput_and_its_baselines_deliver_everything() {
@@ -18,4 +24,60 @@ async fn eventbus_throughput_and_its_baselines_deliver_everything() {
         assert_eq!(run.deliveries, events * subscribers as u64, "{run:?}");
         assert!(run.deliveries_per_second() > 0.0);
     }
+}
+
+#[actix_rt::test]
+async fn queue_throughput_fans_out_and_shares_in_a_group() {
+    let fan_out = bench::queue_throughput(2_000, QueueConsumers::FanOut(3), 2).await;
+    assert_eq!(fan_out.deliveries, 6_000);
+    let group = bench::queue_throughput(2_000, QueueConsumers::Group(4), 2).await;
+    assert_eq!(group.deliveries, 2_000);
+}
+
+#[actix_rt::test]
+async fn latency_scenarios_count_every_item() {
+    let rate = 5_000.0;
+    let expected = (rate * SHORT.as_secs_f64()) as u64;
+    let reports = [
+        latency::eventbus_latency(rate, SHORT, 2).await,
+        latency::queue_latency(rate, SHORT, 2).await,
+        latency::crossbeam_latency(rate, SHORT),
+        latency::tokio_broadcast_latency(rate, SHORT),
+        latency::actix_latency(rate, SHORT).await,
+    ];
+    for r in reports {
+        assert_eq!(r.items, expected, "{}", r.name);
+        assert_eq!(
+            r.latency_us.count, expected,
+            "{}: one sample per item",
+            r.name
+        );
+        assert!(r.latency_us.p50 <= r.latency_us.max);
+    }
+}
+
+#[actix_rt::test]
+async fn priority_under_saturation_handles_every_critical_event() {
+    let r = latency::priority_under_saturation(SHORT, 1_000.0, 100).await;
+    assert_eq!(r.critical_handled, 200);
+    assert!(r.low_handled > 0);
+}
+
+#[actix_rt::test]
+async fn websocket_fanout_delivers_to_every_client() {
+    let options = WsOptions {
+        clients: 5,
+        rate: 50.0,
+        duration: SHORT,
+        payload: 200,
+        server: ServerMode::InProcess,
+    };
+    let r = ws::websocket_fanout(&options).await.unwrap();
+    assert_eq!((r.published, r.expected), (10, 50));
+    assert_eq!(r.delivered, 50, "{r:?}");
+    assert_eq!(r.latency_us.count, 50);
+    assert_eq!(
+        r.server_bytes_per_connection, None,
+        "no figure for an in-process server"
+    );
 }

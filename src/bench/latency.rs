@@ -1,0 +1,475 @@
+//! Open-loop latency: publish → handler start at a fixed offered rate, and priority under
+//! saturation.
+//!
+//! **Open loop**: item `i` is due at `start + i / rate`, and its latency is measured from
+//! that due time, not from when it was actually sent. A publisher that stalls (a full
+//! mailbox, a descheduled thread) therefore shows the stall in the latency of every item
+//! it delayed, instead of hiding it (no coordinated omission). A refused `try_publish` is
+//! retried (after a `yield`) until accepted, and that wait counts.
+//!
+//! The same schedule runs on tickwire (EventBus, MessageQueue) and on the baselines:
+//! a `crossbeam-channel`, a `tokio::sync::broadcast` channel and an actix actor, each with
+//! one consumer that timestamps on receipt.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::metrics::LatencySummary;
+use crate::{
+    Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority, PublishError,
+};
+
+/// What an open-loop run measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LatencyReport {
+    /// What ran (`eventbus`, `crossbeam`…).
+    pub name: &'static str,
+    /// Items per second offered.
+    pub offered_rate: f64,
+    /// Items sent (and received: a run fails rather than lose one).
+    pub items: u64,
+    /// Latency from the due time to the consumer, µs.
+    pub latency_us: LatencySummary,
+}
+
+/// Item `i` is due at `start + i × period`.
+#[derive(Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    period: Duration,
+}
+
+impl Schedule {
+    fn new(rate: f64) -> Schedule {
+        Schedule {
+            start: Instant::now() + Duration::from_millis(20),
+            period: Duration::from_secs_f64(1.0 / rate.max(1.0)),
+        }
+    }
+
+    fn due(&self, i: u64) -> Instant {
+        self.start + self.period.mul_f64(i as f64)
+    }
+
+    /// Waits (yielding) until item `i` is due.
+    fn wait_for(&self, i: u64) {
+        let due = self.due(i);
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                return;
+            }
+            if due - now > Duration::from_millis(2) {
+                std::thread::sleep(due - now - Duration::from_millis(1));
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn latency_us(&self, i: u64) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.due(i))
+            .as_micros() as u64
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn items(rate: f64, duration: Duration) -> u64 {
+    ((rate * duration.as_secs_f64()) as u64).max(1)
+}
+
+/// Retries a `try_publish` until it is accepted.
+fn publish_until_accepted<T>(
+    mut item: T,
+    mut try_publish: impl FnMut(T) -> Result<(), PublishError<T>>,
+) where
+    T: crate::Deliverable,
+{
+    loop {
+        match try_publish(item) {
+            Ok(()) => return,
+            Err(PublishError::QueueFull(back)) => {
+                item = back;
+                std::thread::yield_now();
+            }
+            Err(other) => panic!("bench publish failed: {other}"),
+        }
+    }
+}
+
+/// Waits for `permits` on `done`, failing loudly if items were lost.
+async fn await_done(done: &Semaphore, permits: u32, what: &str) {
+    tokio::time::timeout(Duration::from_secs(120), done.acquire_many(permits))
+        .await
+        .unwrap_or_else(|_| panic!("bench {what}: not every item arrived"))
+        .expect("semaphore is never closed")
+        .forget();
+}
+
+/// EventBus: one trivial subscriber, `rate` events per second for `duration`.
+pub async fn eventbus_latency(rate: f64, duration: Duration, workers: usize) -> LatencyReport {
+    let bus = EventBus::start(EventBusConfig {
+        max_workers: workers,
+        max_history: 0,
+        ..EventBusConfig::default()
+    })
+    .expect("valid bench config");
+    let total = items(rate, duration);
+    let schedule = Schedule::new(rate);
+    let hist = Arc::new(Mutex::new(histogram()));
+    let done = Arc::new(Semaphore::new(0));
+    {
+        let (hist, done) = (hist.clone(), done.clone());
+        let seen = AtomicU64::new(0);
+        bus.subscribe("bench.latency", move |event: Event| {
+            let i = event.data().as_u64().unwrap_or(0);
+            let _ = hist
+                .lock()
+                .map(|mut h| h.record(schedule.latency_us(i).max(1)));
+            if seen.fetch_add(1, Ordering::Relaxed) + 1 == total {
+                done.add_permits(1);
+            }
+            std::future::ready(Ok(()))
+        })
+        .await
+        .expect("valid pattern");
+    }
+    let publisher = {
+        let bus = bus.clone();
+        std::thread::spawn(move || {
+            for i in 0..total {
+                schedule.wait_for(i);
+                let event = Event::new("bench.latency", json!(i));
+                publish_until_accepted(event, |e| bus.try_publish(e));
+            }
+        })
+    };
+    await_done(&done, 1, "eventbus latency").await;
+    publisher.join().expect("publisher thread");
+    bus.stop().await;
+    let latency_us = LatencySummary::of(&hist.lock().expect("not poisoned"));
+    LatencyReport {
+        name: "eventbus",
+        offered_rate: rate,
+        items: total,
+        latency_us,
+    }
+}
+
+/// MessageQueue: one trivial subscriber, `rate` messages per second for `duration`.
+pub async fn queue_latency(rate: f64, duration: Duration, workers: usize) -> LatencyReport {
+    let queue = MessageQueue::start(MessageQueueConfig {
+        max_workers: workers,
+        ..MessageQueueConfig::default()
+    })
+    .expect("valid bench config");
+    let total = items(rate, duration);
+    let schedule = Schedule::new(rate);
+    let hist = Arc::new(Mutex::new(histogram()));
+    let done = Arc::new(Semaphore::new(0));
+    {
+        let (hist, done) = (hist.clone(), done.clone());
+        let seen = AtomicU64::new(0);
+        queue
+            .subscribe("bench.latency", move |m| {
+                let i = m.data().as_u64().unwrap_or(0);
+                let _ = hist
+                    .lock()
+                    .map(|mut h| h.record(schedule.latency_us(i).max(1)));
+                if seen.fetch_add(1, Ordering::Relaxed) + 1 == total {
+                    done.add_permits(1);
+                }
+                std::future::ready(Ok(()))
+            })
+            .await
+            .expect("valid pattern");
+    }
+    let publisher = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            for i in 0..total {
+                schedule.wait_for(i);
+                loop {
+                    match queue.try_publish("bench.latency", json!(i), Priority::Normal) {
+                        Ok(_) => break,
+                        Err(PublishError::QueueFull(_)) => std::thread::yield_now(),
+                        Err(other) => panic!("bench publish failed: {other}"),
+                    }
+                }
+            }
+        })
+    };
+    await_done(&done, 1, "queue latency").await;
+    publisher.join().expect("publisher thread");
+    queue.stop().await;
+    let latency_us = LatencySummary::of(&hist.lock().expect("not poisoned"));
+    LatencyReport {
+        name: "message_queue",
+        offered_rate: rate,
+        items: total,
+        latency_us,
+    }
+}
+
+/// Baseline: a bounded crossbeam channel to a consumer thread.
+pub fn crossbeam_latency(rate: f64, duration: Duration) -> LatencyReport {
+    let total = items(rate, duration);
+    let schedule = Schedule::new(rate);
+    let (tx, rx) = crossbeam::channel::bounded::<Event>(super::CAPACITY);
+    let consumer = std::thread::spawn(move || {
+        let mut h = histogram();
+        for event in rx.iter() {
+            let i = event.data().as_u64().unwrap_or(0);
+            let _ = h.record(schedule.latency_us(i).max(1));
+        }
+        h
+    });
+    for i in 0..total {
+        schedule.wait_for(i);
+        tx.send(Event::new("bench.latency", json!(i)))
+            .expect("consumer alive");
+    }
+    drop(tx);
+    let h = consumer.join().expect("consumer thread");
+    LatencyReport {
+        name: "crossbeam",
+        offered_rate: rate,
+        items: total,
+        latency_us: LatencySummary::of(&h),
+    }
+}
+
+/// Baseline: a tokio broadcast channel to one receiver on its own thread.
+pub fn tokio_broadcast_latency(rate: f64, duration: Duration) -> LatencyReport {
+    let total = items(rate, duration);
+    let schedule = Schedule::new(rate);
+    let (tx, mut rx) = tokio::sync::broadcast::channel::<Event>(super::CAPACITY);
+    let consumer = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime");
+        runtime.block_on(async move {
+            let mut h = histogram();
+            loop {
+                match rx.recv().await {
+                    Ok(event) => {
+                        let i = event.data().as_u64().unwrap_or(0);
+                        let _ = h.record(schedule.latency_us(i).max(1));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return h,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        panic!("broadcast baseline: the receiver lagged by {n}")
+                    }
+                }
+            }
+        })
+    });
+    for i in 0..total {
+        schedule.wait_for(i);
+        while tx.len() >= super::CAPACITY - 1 {
+            std::thread::yield_now();
+        }
+        tx.send(Event::new("bench.latency", json!(i)))
+            .expect("receiver alive");
+    }
+    drop(tx);
+    let h = consumer.join().expect("consumer thread");
+    LatencyReport {
+        name: "tokio_broadcast",
+        offered_rate: rate,
+        items: total,
+        latency_us: LatencySummary::of(&h),
+    }
+}
+
+struct Timer {
+    schedule: Schedule,
+    hist: Histogram<u64>,
+    seen: u64,
+    total: u64,
+    done: Arc<Semaphore>,
+    out: Arc<Mutex<Option<Histogram<u64>>>>,
+}
+
+impl Actor for Timer {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Timed(Event);
+
+impl Handler<Timed> for Timer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Timed, _: &mut Context<Self>) {
+        let i = msg.0.data().as_u64().unwrap_or(0);
+        let _ = self.hist.record(self.schedule.latency_us(i).max(1));
+        self.seen += 1;
+        if self.seen == self.total {
+            if let Ok(mut out) = self.out.lock() {
+                *out = Some(self.hist.clone());
+            }
+            self.done.add_permits(1);
+        }
+    }
+}
+
+/// Baseline: plain actix, `try_send` to an actor on its own arbiter.
+pub async fn actix_latency(rate: f64, duration: Duration) -> LatencyReport {
+    let total = items(rate, duration);
+    let schedule = Schedule::new(rate);
+    let arbiter = Arbiter::new();
+    let done = Arc::new(Semaphore::new(0));
+    let out = Arc::new(Mutex::new(None));
+    let addr = {
+        let (done, out) = (done.clone(), out.clone());
+        Timer::start_in_arbiter(&arbiter.handle(), move |ctx| {
+            ctx.set_mailbox_capacity(super::CAPACITY);
+            Timer {
+                schedule,
+                hist: histogram(),
+                seen: 0,
+                total,
+                done,
+                out,
+            }
+        })
+    };
+    let publisher = std::thread::spawn(move || {
+        for i in 0..total {
+            schedule.wait_for(i);
+            let mut msg = Timed(Event::new("bench.latency", json!(i)));
+            loop {
+                match addr.try_send(msg) {
+                    Ok(()) => break,
+                    Err(SendError::Full(back)) => {
+                        msg = back;
+                        std::thread::yield_now();
+                    }
+                    Err(SendError::Closed(_)) => panic!("actix baseline: the actor stopped"),
+                }
+            }
+        }
+    });
+    await_done(&done, 1, "actix latency").await;
+    publisher.join().expect("publisher thread");
+    arbiter.stop();
+    let h = out
+        .lock()
+        .expect("not poisoned")
+        .take()
+        .unwrap_or_else(histogram);
+    LatencyReport {
+        name: "actix",
+        offered_rate: rate,
+        items: total,
+        latency_us: LatencySummary::of(&h),
+    }
+}
+
+/// What the priority scenario measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PriorityReport {
+    /// LOW events handled.
+    pub low_handled: u64,
+    /// CRITICAL events handled.
+    pub critical_handled: u64,
+    /// LOW: from acceptance to the handler, µs.
+    pub low_us: LatencySummary,
+    /// CRITICAL: from the due time (open loop, 1/rate apart) to the handler, µs.
+    pub critical_us: LatencySummary,
+    /// `critical_us.p99 / low_us.p99`.
+    pub p99_ratio: f64,
+}
+
+/// Priority under saturation: one thread floods LOW events as fast as the bus takes them
+/// (its one mailbox stays full), another publishes CRITICAL events at `critical_rate`
+/// (open loop), for `duration`; one trivial subscriber handles both.
+pub async fn priority_under_saturation(
+    duration: Duration,
+    critical_rate: f64,
+    queue_size: usize,
+) -> PriorityReport {
+    let bus = EventBus::start(EventBusConfig {
+        max_workers: 1,
+        max_history: 0,
+        queue_size,
+        ..EventBusConfig::default()
+    })
+    .expect("valid bench config");
+    let origin = Instant::now();
+    let schedule = Schedule::new(critical_rate);
+    let criticals = items(critical_rate, duration);
+    let hists = Arc::new(Mutex::new((histogram(), histogram())));
+    {
+        let hists = hists.clone();
+        bus.subscribe("bench.prio", move |e: Event| {
+            let mut h = hists.lock().expect("not poisoned");
+            match e.priority() {
+                Priority::Critical => {
+                    let i = e.data().as_u64().unwrap_or(0);
+                    let _ = h.1.record(schedule.latency_us(i).max(1));
+                }
+                _ => {
+                    let at = Duration::from_nanos(e.data().as_u64().unwrap_or(0));
+                    let waited = origin.elapsed().saturating_sub(at).as_micros() as u64;
+                    let _ = h.0.record(waited.max(1));
+                }
+            }
+            std::future::ready(Ok(()))
+        })
+        .await
+        .expect("valid pattern");
+    }
+    let stop_flood = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (bus, stop) = (bus.clone(), stop_flood.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Stamped when offered again after a refusal: LOW latency counts from
+                // acceptance, the flood being unbounded by design.
+                let at = origin.elapsed().as_nanos() as u64;
+                let event = Event::new("bench.prio", json!(at)).with_priority(Priority::Low);
+                if bus.try_publish(event).is_err() {
+                    std::thread::yield_now();
+                }
+            }
+        })
+    };
+    let critical = {
+        let bus = bus.clone();
+        std::thread::spawn(move || {
+            for i in 0..criticals {
+                schedule.wait_for(i);
+                let event = Event::new("bench.prio", json!(i)).with_priority(Priority::Critical);
+                publish_until_accepted(event, |e| bus.try_publish(e));
+            }
+        })
+    };
+    critical.join().expect("critical publisher");
+    stop_flood.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().expect("flood publisher");
+    bus.stop().await;
+    let (low, crit) = {
+        let h = hists.lock().expect("not poisoned");
+        (LatencySummary::of(&h.0), LatencySummary::of(&h.1))
+    };
+    PriorityReport {
+        low_handled: low.count,
+        critical_handled: crit.count,
+        p99_ratio: crit.p99 as f64 / low.p99.max(1) as f64,
+        low_us: low,
+        critical_us: crit,
+    }
+}
