@@ -127,9 +127,21 @@ fn a_bad_bind_address_is_a_clear_error() {
     assert!(err.contains("cannot listen on 192.0.2.1:8080"), "{err}");
 }
 
+/// A child process killed when dropped (a failing test leaves no server behind).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `tickwire serve` on a free loopback port; returns the child and its base URL.
-fn serve(args: &[&str]) -> (Child, String) {
-    let mut child = tickwire()
+fn serve(args: &[&str]) -> (KillOnDrop, String) {
+    let child = tickwire()
         .args(["serve", "--bind", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "info") // a bounded amount of stderr: it is read at the end
@@ -137,7 +149,8 @@ fn serve(args: &[&str]) -> (Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn tickwire serve");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut child = KillOnDrop(child);
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -205,7 +218,7 @@ async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
     assert!(statuses.iter().all(|&s| s == 202), "{statuses:?}");
     // SIGTERM right away: messages may still be queued.
     // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
-    let killed = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let killed = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(killed, 0);
 
     let (mut seqs, mut ns) = (Vec::new(), Vec::new());
@@ -238,10 +251,11 @@ async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
         "every accepted message arrived, once, in order"
     );
     assert_eq!(close, Some(1001));
-    let status = wait(&mut child);
+    let status = wait(&mut child.0);
     assert_eq!(status.code(), Some(0));
     let mut stderr = String::new();
     child
+        .0
         .stderr
         .take()
         .unwrap()
