@@ -116,6 +116,63 @@ async fn await_done(done: &Semaphore, permits: u32, what: &str) {
         .forget();
 }
 
+/// The subscriber side of an open-loop run on tickwire: records each item's latency and
+/// says when all arrived.
+#[derive(Clone)]
+struct Sink {
+    schedule: Schedule,
+    total: u64,
+    hist: Arc<Mutex<Histogram<u64>>>,
+    seen: Arc<AtomicU64>,
+    done: Arc<Semaphore>,
+}
+
+impl Sink {
+    fn new(rate: f64, duration: Duration) -> Sink {
+        Sink {
+            schedule: Schedule::new(rate),
+            total: items(rate, duration),
+            hist: Arc::new(Mutex::new(histogram())),
+            seen: Arc::default(),
+            done: Arc::new(Semaphore::new(0)),
+        }
+    }
+
+    /// The handler's work for item `i`.
+    fn record(&self, i: u64) {
+        let latency = self.schedule.latency_us(i).max(1);
+        let _ = self.hist.lock().map(|mut h| h.record(latency));
+        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.total {
+            self.done.add_permits(1);
+        }
+    }
+
+    /// Publishes item `i` when due, with `publish`, on a thread of its own; then waits
+    /// for every item and reports.
+    async fn drive(
+        &self,
+        name: &'static str,
+        publish: impl Fn(u64) + Send + 'static,
+    ) -> LatencyReport {
+        let (schedule, total) = (self.schedule, self.total);
+        let publisher = std::thread::spawn(move || {
+            for i in 0..total {
+                schedule.wait_for(i);
+                publish(i);
+            }
+        });
+        await_done(&self.done, 1, name).await;
+        publisher.join().expect("publisher thread");
+        let latency_us = LatencySummary::of(&self.hist.lock().expect("not poisoned"));
+        LatencyReport {
+            name,
+            offered_rate: 1.0 / schedule.period.as_secs_f64(),
+            items: total,
+            latency_us,
+        }
+    }
+}
+
 /// EventBus: one trivial subscriber, `rate` events per second for `duration`.
 pub async fn eventbus_latency(rate: f64, duration: Duration, workers: usize) -> LatencyReport {
     let bus = EventBus::start(EventBusConfig {
@@ -124,46 +181,23 @@ pub async fn eventbus_latency(rate: f64, duration: Duration, workers: usize) -> 
         ..EventBusConfig::default()
     })
     .expect("valid bench config");
-    let total = items(rate, duration);
-    let schedule = Schedule::new(rate);
-    let hist = Arc::new(Mutex::new(histogram()));
-    let done = Arc::new(Semaphore::new(0));
-    {
-        let (hist, done) = (hist.clone(), done.clone());
-        let seen = AtomicU64::new(0);
-        bus.subscribe("bench.latency", move |event: Event| {
-            let i = event.data().as_u64().unwrap_or(0);
-            let _ = hist
-                .lock()
-                .map(|mut h| h.record(schedule.latency_us(i).max(1)));
-            if seen.fetch_add(1, Ordering::Relaxed) + 1 == total {
-                done.add_permits(1);
-            }
-            std::future::ready(Ok(()))
+    let sink = Sink::new(rate, duration);
+    let handler = sink.clone();
+    bus.subscribe("bench.latency", move |event: Event| {
+        handler.record(event.data().as_u64().unwrap_or(0));
+        std::future::ready(Ok(()))
+    })
+    .await
+    .expect("valid pattern");
+    let publisher = bus.clone();
+    let report = sink
+        .drive("eventbus", move |i| {
+            let event = Event::new("bench.latency", json!(i));
+            publish_until_accepted(event, |e| publisher.try_publish(e));
         })
-        .await
-        .expect("valid pattern");
-    }
-    let publisher = {
-        let bus = bus.clone();
-        std::thread::spawn(move || {
-            for i in 0..total {
-                schedule.wait_for(i);
-                let event = Event::new("bench.latency", json!(i));
-                publish_until_accepted(event, |e| bus.try_publish(e));
-            }
-        })
-    };
-    await_done(&done, 1, "eventbus latency").await;
-    publisher.join().expect("publisher thread");
+        .await;
     bus.stop().await;
-    let latency_us = LatencySummary::of(&hist.lock().expect("not poisoned"));
-    LatencyReport {
-        name: "eventbus",
-        offered_rate: rate,
-        items: total,
-        latency_us,
-    }
+    report
 }
 
 /// MessageQueue: one trivial subscriber, `rate` messages per second for `duration`.
@@ -173,52 +207,27 @@ pub async fn queue_latency(rate: f64, duration: Duration, workers: usize) -> Lat
         ..MessageQueueConfig::default()
     })
     .expect("valid bench config");
-    let total = items(rate, duration);
-    let schedule = Schedule::new(rate);
-    let hist = Arc::new(Mutex::new(histogram()));
-    let done = Arc::new(Semaphore::new(0));
-    {
-        let (hist, done) = (hist.clone(), done.clone());
-        let seen = AtomicU64::new(0);
-        queue
-            .subscribe("bench.latency", move |m| {
-                let i = m.data().as_u64().unwrap_or(0);
-                let _ = hist
-                    .lock()
-                    .map(|mut h| h.record(schedule.latency_us(i).max(1)));
-                if seen.fetch_add(1, Ordering::Relaxed) + 1 == total {
-                    done.add_permits(1);
-                }
-                std::future::ready(Ok(()))
-            })
-            .await
-            .expect("valid pattern");
-    }
-    let publisher = {
-        let queue = queue.clone();
-        std::thread::spawn(move || {
-            for i in 0..total {
-                schedule.wait_for(i);
-                loop {
-                    match queue.try_publish("bench.latency", json!(i), Priority::Normal) {
-                        Ok(_) => break,
-                        Err(PublishError::QueueFull(_)) => std::thread::yield_now(),
-                        Err(other) => panic!("bench publish failed: {other}"),
-                    }
-                }
+    let sink = Sink::new(rate, duration);
+    let handler = sink.clone();
+    queue
+        .subscribe("bench.latency", move |m| {
+            handler.record(m.data().as_u64().unwrap_or(0));
+            std::future::ready(Ok(()))
+        })
+        .await
+        .expect("valid pattern");
+    let publisher = queue.clone();
+    let report = sink
+        .drive("message_queue", move |i| loop {
+            match publisher.try_publish("bench.latency", json!(i), Priority::Normal) {
+                Ok(_) => return,
+                Err(PublishError::QueueFull(_)) => std::thread::yield_now(),
+                Err(other) => panic!("bench publish failed: {other}"),
             }
         })
-    };
-    await_done(&done, 1, "queue latency").await;
-    publisher.join().expect("publisher thread");
+        .await;
     queue.stop().await;
-    let latency_us = LatencySummary::of(&hist.lock().expect("not poisoned"));
-    LatencyReport {
-        name: "message_queue",
-        offered_rate: rate,
-        items: total,
-        latency_us,
-    }
+    report
 }
 
 /// Baseline: a bounded crossbeam channel to a consumer thread.
