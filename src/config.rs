@@ -58,7 +58,8 @@ pub struct EventBusConfig {
     /// across them. 1..=1024, default 10.
     pub max_workers: usize,
     /// How many events may wait in one subscription's mailbox; a publisher that finds it
-    /// full waits (see `## Backpressure` on [`EventBus`](crate::EventBus)). ≥ 1, default 10000.
+    /// full waits (see `## Backpressure` on [`EventBus`](crate::EventBus)); LOW events may
+    /// fill 7/8 of it, the rest is kept for more urgent ones. ≥ 1, default 10000.
     pub queue_size: usize,
     /// How many of the latest published events [`EventBus::history`](crate::EventBus::history)
     /// keeps; 0 keeps none. Default 1000.

@@ -82,6 +82,10 @@ use crate::{
 /// [`OverflowPolicy`](crate::OverflowPolicy), which never makes publishers wait and
 /// counts what it drops.
 ///
+/// LOW events may fill at most seven eighths of a mailbox (of 8 slots or more): the last
+/// eighth is kept for NORMAL, HIGH and CRITICAL ones, so a flood of LOW events never makes
+/// an urgent event wait for room.
+///
 /// ## Failures
 ///
 /// A handler that returns `Err`, times out or panics is retried with backoff per its

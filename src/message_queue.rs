@@ -20,7 +20,9 @@
 //!   subscriptions together (each subscription's mailbox is bounded by it too). A
 //!   subscription with a drop [`OverflowPolicy`](crate::OverflowPolicy) never makes a
 //!   publisher wait for it: when the queue is full it drops (its own oldest message, or
-//!   the new one) and counts it.
+//!   the new one) and counts it. With priority queues, LOW messages may fill at most
+//!   seven eighths of `max_size` (and of each mailbox): the rest is kept for more urgent
+//!   ones.
 //! - **`enable_priority_queues = false`** makes every subscription plain FIFO.
 //! - **Per-topic depth**: messages accepted and not yet finished, per topic. A counter is
 //!   kept for every topic ever published to, so an app with unbounded topic names grows

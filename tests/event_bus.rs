@@ -775,3 +775,41 @@ async fn a_stop_that_times_out_counts_what_it_discards() {
     assert_eq!(stats.dropped, 9, "the queued events are accounted for");
     assert!(seen.lock().unwrap().is_empty());
 }
+
+#[actix_rt::test]
+async fn low_events_leave_an_eighth_of_the_mailbox_to_more_urgent_ones() {
+    let bus = EventBus::start(EventBusConfig {
+        queue_size: 16,
+        default_timeout: Duration::from_millis(100),
+        ..config()
+    })
+    .unwrap();
+    let (mut gate, seen) = gated(&bus, "h.>").await;
+    // Event 0 is in the handler's hands (out of the mailbox); then LOW fills 14 of 16.
+    bus.try_publish(ev("h.x", 0)).unwrap();
+    gate.entered.recv().await.unwrap();
+    for n in 1..=14 {
+        bus.try_publish(ev("h.low", n).with_priority(Priority::Low))
+            .unwrap();
+    }
+    let refused = bus.try_publish(ev("h.low", 15).with_priority(Priority::Low));
+    assert!(matches!(refused, Err(PublishError::QueueFull(_))));
+    // publish waits for room for LOW, and the room is not there: QueueFull after the timeout.
+    let waited = bus
+        .publish(ev("h.low", 16).with_priority(Priority::Low))
+        .await;
+    assert!(matches!(waited, Err(PublishError::QueueFull(_))));
+    // The last two slots are there for anything more urgent.
+    bus.try_publish(ev("h.crit", 100).with_priority(Priority::Critical))
+        .unwrap();
+    bus.try_publish(ev("h.norm", 101)).unwrap();
+    assert!(matches!(
+        bus.try_publish(ev("h.crit", 102).with_priority(Priority::Critical)),
+        Err(PublishError::QueueFull(_))
+    ));
+    gate.permits.add_permits(100);
+    bus.stop().await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 17);
+    assert_eq!(&seen[..3], &[0, 100, 101], "the urgent ones first");
+}

@@ -575,3 +575,51 @@ async fn drop_policies_drop_when_the_queue_is_full_instead_of_refusing() {
     assert_eq!(q.delivery_stats().dropped, 4);
     assert_eq!(q.total_queue_size(), 0);
 }
+
+#[actix_rt::test]
+async fn a_queue_full_of_low_messages_still_takes_critical_ones_unless_fifo() {
+    for fifo in [false, true] {
+        let q = MessageQueue::start(MessageQueueConfig {
+            max_size: 16,
+            enable_priority_queues: !fifo,
+            ..MessageQueueConfig::default()
+        })
+        .unwrap();
+        // The subscriber holds its first message until the gate opens: nothing leaves.
+        let (gate_tx, gate) = tokio::sync::watch::channel(false);
+        q.subscribe("held", move |_| {
+            let mut gate = gate.clone();
+            async move {
+                let _ = gate.wait_for(|open| *open).await;
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        let mut accepted = 0;
+        while q
+            .try_publish("held", json!(accepted), Priority::Low)
+            .is_ok()
+        {
+            accepted += 1;
+            assert!(
+                accepted <= 17,
+                "max_size bounds LOW too (16 queued, 1 in hand)"
+            );
+        }
+        let critical = q.try_publish("held", json!("urgent"), Priority::Critical);
+        if fifo {
+            assert!(
+                critical.is_err(),
+                "FIFO: every priority shares the whole bound"
+            );
+        } else {
+            assert!(
+                critical.is_ok(),
+                "LOW left room for CRITICAL ({accepted} LOW accepted)"
+            );
+        }
+        gate_tx.send(true).unwrap();
+        q.stop().await;
+    }
+}

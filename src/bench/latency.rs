@@ -396,15 +396,20 @@ pub struct PriorityReport {
     pub critical_handled: u64,
     /// LOW: from acceptance to the handler, µs.
     pub low_us: LatencySummary,
-    /// CRITICAL: from the due time (open loop, 1/rate apart) to the handler, µs.
+    /// CRITICAL: from the publish call to the handler, µs (as for LOW).
     pub critical_us: LatencySummary,
+    /// CRITICAL: from the due time (open loop, 1/rate apart) to the handler, µs: adds
+    /// how late the publishing thread itself was woken.
+    pub critical_from_due_us: LatencySummary,
     /// `critical_us.p99 / low_us.p99`.
     pub p99_ratio: f64,
 }
 
 /// Priority under saturation: one thread floods LOW events as fast as the bus takes them
-/// (its one mailbox stays full), another publishes CRITICAL events at `critical_rate`
-/// (open loop), for `duration`; one trivial subscriber handles both.
+/// (its one mailbox stays full, up to what LOW may fill), another publishes CRITICAL
+/// events at `critical_rate` (open loop), for `duration`; one trivial subscriber handles
+/// both. Both latencies are measured from the publish call; CRITICAL's also from its due
+/// time.
 pub async fn priority_under_saturation(
     duration: Duration,
     critical_rate: f64,
@@ -420,19 +425,20 @@ pub async fn priority_under_saturation(
     let origin = Instant::now();
     let schedule = Schedule::new(critical_rate);
     let criticals = items(critical_rate, duration);
-    let hists = Arc::new(Mutex::new((histogram(), histogram())));
+    let hists = Arc::new(Mutex::new((histogram(), histogram(), histogram())));
     {
         let hists = hists.clone();
         bus.subscribe("bench.prio", move |e: Event| {
             let mut h = hists.lock().expect("not poisoned");
+            let at = Duration::from_nanos(e.data()["at"].as_u64().unwrap_or(0));
+            let waited = origin.elapsed().saturating_sub(at).as_micros() as u64;
             match e.priority() {
                 Priority::Critical => {
-                    let i = e.data().as_u64().unwrap_or(0);
-                    let _ = h.1.record(schedule.latency_us(i).max(1));
+                    let i = e.data()["i"].as_u64().unwrap_or(0);
+                    let _ = h.1.record(waited.max(1));
+                    let _ = h.2.record(schedule.latency_us(i).max(1));
                 }
                 _ => {
-                    let at = Duration::from_nanos(e.data().as_u64().unwrap_or(0));
-                    let waited = origin.elapsed().saturating_sub(at).as_micros() as u64;
                     let _ = h.0.record(waited.max(1));
                 }
             }
@@ -449,7 +455,8 @@ pub async fn priority_under_saturation(
                 // Stamped when offered again after a refusal: LOW latency counts from
                 // acceptance, the flood being unbounded by design.
                 let at = origin.elapsed().as_nanos() as u64;
-                let event = Event::new("bench.prio", json!(at)).with_priority(Priority::Low);
+                let event =
+                    Event::new("bench.prio", json!({ "at": at })).with_priority(Priority::Low);
                 if bus.try_publish(event).is_err() {
                     std::thread::yield_now();
                 }
@@ -461,7 +468,9 @@ pub async fn priority_under_saturation(
         std::thread::spawn(move || {
             for i in 0..criticals {
                 schedule.wait_for(i);
-                let event = Event::new("bench.prio", json!(i)).with_priority(Priority::Critical);
+                let at = origin.elapsed().as_nanos() as u64;
+                let event = Event::new("bench.prio", json!({ "i": i, "at": at }))
+                    .with_priority(Priority::Critical);
                 publish_until_accepted(event, |e| bus.try_publish(e));
             }
         })
@@ -470,9 +479,13 @@ pub async fn priority_under_saturation(
     stop_flood.store(true, std::sync::atomic::Ordering::Relaxed);
     flood.join().expect("flood publisher");
     bus.stop().await;
-    let (low, crit) = {
+    let (low, crit, from_due) = {
         let h = hists.lock().expect("not poisoned");
-        (LatencySummary::of(&h.0), LatencySummary::of(&h.1))
+        (
+            LatencySummary::of(&h.0),
+            LatencySummary::of(&h.1),
+            LatencySummary::of(&h.2),
+        )
     };
     PriorityReport {
         low_handled: low.count,
@@ -480,5 +493,6 @@ pub async fn priority_under_saturation(
         p99_ratio: crit.p99 as f64 / low.p99.max(1) as f64,
         low_us: low,
         critical_us: crit,
+        critical_from_due_us: from_due,
     }
 }

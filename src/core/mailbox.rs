@@ -149,6 +149,12 @@ pub(crate) enum Refused {
     Closed,
 }
 
+/// Slots of a bound that LOW items may not take, kept for more urgent ones: an eighth
+/// (none below 8), so that a flood of LOW items never makes a CRITICAL one wait for room.
+pub(crate) fn headroom(capacity: usize) -> usize {
+    capacity / 8
+}
+
 /// Consumer-side state of the anti-starvation rule.
 #[derive(Debug, Default)]
 pub(crate) struct LaneTurns {
@@ -223,14 +229,25 @@ impl<T> PriorityMailbox<T> {
         self.state.load(Ordering::Acquire) & CANCELLED != 0
     }
 
-    /// Takes one slot, or says why not.
-    pub(crate) fn reserve(&self) -> Result<(), Refused> {
+    /// How many slots an item of `priority` may fill: all of them, except for LOW,
+    /// which leaves the last [`headroom`] to more urgent items (priority lanes only).
+    pub(crate) fn limit(&self, priority: Priority) -> usize {
+        if priority == Priority::Low && !self.fifo {
+            self.capacity - headroom(self.capacity)
+        } else {
+            self.capacity
+        }
+    }
+
+    /// Takes one slot for an item of `priority`, or says why not.
+    pub(crate) fn reserve(&self, priority: Priority) -> Result<(), Refused> {
+        let limit = self.limit(priority);
         let mut current = self.state.load(Ordering::Relaxed);
         loop {
             if current & (CLOSED | CANCELLED) != 0 {
                 return Err(Refused::Closed);
             }
-            if current & COUNT >= self.capacity {
+            if current & COUNT >= limit {
                 return Err(Refused::Full);
             }
             match self.state.compare_exchange_weak(
@@ -249,11 +266,15 @@ impl<T> PriorityMailbox<T> {
     /// `evict` is set, takes the slot of the oldest item of the lowest non-empty lane and
     /// returns that item (to be discarded; the count does not change). `Err(Full)`: full
     /// and nothing to evict (drop the new item).
-    pub(crate) fn reserve_or_evict(&self, evict: bool) -> Result<Option<Envelope<T>>, Refused> {
+    pub(crate) fn reserve_or_evict(
+        &self,
+        evict: bool,
+        priority: Priority,
+    ) -> Result<Option<Envelope<T>>, Refused> {
         // When the mailbox is full but every lane is empty, the slots are reserved by
         // publishers about to push: try a few times, then drop the new item instead.
         for _ in 0..64 {
-            match self.reserve() {
+            match self.reserve(priority) {
                 Ok(()) => return Ok(None),
                 Err(Refused::Full) if evict => {
                     if let Some(oldest) = self.lanes.iter().find_map(|lane| lane.pop()) {
@@ -351,14 +372,15 @@ impl<T> PriorityMailbox<T> {
         }
     }
 
-    /// Waits until [`reserve`](Self::reserve) may succeed, the mailbox closes, or a slot is
-    /// freed. Returns at once if that is already so. Spurious returns are possible: the
-    /// caller retries its reservation.
-    pub(crate) async fn wait_for_room(&self) {
+    /// Waits until [`reserve`](Self::reserve) may succeed for `priority`, the mailbox
+    /// closes, or a slot is freed. Returns at once if that is already so. Spurious returns
+    /// are possible: the caller retries its reservation.
+    pub(crate) async fn wait_for_room(&self, priority: Priority) {
+        let limit = self.limit(priority);
         self.room
             .wait(|| {
                 let state = self.state.load(Ordering::SeqCst);
-                state & (CLOSED | CANCELLED) != 0 || state & COUNT < self.capacity
+                state & (CLOSED | CANCELLED) != 0 || state & COUNT < limit
             })
             .await
     }
@@ -436,7 +458,7 @@ mod tests {
     }
 
     fn put(mb: &PriorityMailbox<u32>, n: u32, p: Priority) {
-        mb.reserve().unwrap();
+        mb.reserve(Priority::Normal).unwrap();
         mb.push_reserved(env(n), p)
     }
 
@@ -471,16 +493,45 @@ mod tests {
     }
 
     #[test]
+    fn low_items_leave_an_eighth_of_the_slots_to_more_urgent_ones() {
+        let mb: PriorityMailbox<u32> = PriorityMailbox::new(16, false);
+        for _ in 0..14 {
+            mb.reserve(Priority::Low).unwrap();
+        }
+        assert_eq!(
+            mb.reserve(Priority::Low),
+            Err(Refused::Full),
+            "14 of 16: LOW stops"
+        );
+        mb.reserve(Priority::Critical).unwrap();
+        mb.reserve(Priority::Normal).unwrap();
+        assert_eq!(
+            mb.reserve(Priority::Critical),
+            Err(Refused::Full),
+            "16 of 16"
+        );
+        // No headroom in FIFO mode, nor below 8 slots.
+        let fifo: PriorityMailbox<u32> = PriorityMailbox::new(16, true);
+        for _ in 0..16 {
+            fifo.reserve(Priority::Low).unwrap();
+        }
+        let small: PriorityMailbox<u32> = PriorityMailbox::new(7, false);
+        for _ in 0..7 {
+            small.reserve(Priority::Low).unwrap();
+        }
+    }
+
+    #[test]
     fn capacity_and_close_are_enforced_by_reservation() {
         let mb = PriorityMailbox::<u32>::new(2, false);
-        mb.reserve().unwrap();
-        mb.reserve().unwrap();
-        assert_eq!(mb.reserve(), Err(Refused::Full));
+        mb.reserve(Priority::Normal).unwrap();
+        mb.reserve(Priority::Normal).unwrap();
+        assert_eq!(mb.reserve(Priority::Normal), Err(Refused::Full));
         mb.unreserve();
-        mb.reserve().unwrap();
+        mb.reserve(Priority::Normal).unwrap();
         mb.close();
         mb.unreserve();
-        assert_eq!(mb.reserve(), Err(Refused::Closed));
+        assert_eq!(mb.reserve(Priority::Normal), Err(Refused::Closed));
         assert_eq!(mb.len(), 1);
     }
 
@@ -513,7 +564,7 @@ mod tests {
         let bound = Arc::new(SharedBound::new(10));
         let mb = PriorityMailbox::with_shared_bound(10, false, Some(bound.clone()));
         for n in 0..3 {
-            assert!(bound.reserve(1));
+            assert!(bound.reserve(1, 10));
             put(&mb, n, Priority::Normal);
         }
         mb.pop(&mut LaneTurns::default()).unwrap();
@@ -560,11 +611,11 @@ mod tests {
             for n in 0..7 {
                 put(&mb, n, Priority::Normal); // one slot free
             }
-            mb.reserve().unwrap(); // another publisher's transient reservation
-            assert_eq!(mb.reserve(), Err(Refused::Full));
+            mb.reserve(Priority::Normal).unwrap(); // another publisher's transient reservation
+            assert_eq!(mb.reserve(Priority::Normal), Err(Refused::Full));
             let waiter = tokio::spawn({
                 let mb = mb.clone();
-                async move { mb.wait_for_room().await }
+                async move { mb.wait_for_room(Priority::Normal).await }
             });
             for _ in 0..3 {
                 tokio::task::yield_now().await; // the waiter registers and sleeps
@@ -583,8 +634,14 @@ mod tests {
         put(&mb, 1, Priority::High);
         put(&mb, 2, Priority::Low);
         put(&mb, 3, Priority::Low);
-        assert_eq!(mb.reserve_or_evict(false).unwrap_err(), Refused::Full);
-        let evicted = mb.reserve_or_evict(true).unwrap().unwrap();
+        assert_eq!(
+            mb.reserve_or_evict(false, Priority::Normal).unwrap_err(),
+            Refused::Full
+        );
+        let evicted = mb
+            .reserve_or_evict(true, Priority::Normal)
+            .unwrap()
+            .unwrap();
         assert_eq!(evicted.item, 2);
         assert_eq!(mb.len(), 3, "the slot passed to the new item");
         mb.push_reserved(env(4), Priority::Normal);
@@ -599,7 +656,7 @@ mod tests {
         assert_eq!(mb.cancel(), 2);
         assert_eq!(mb.len(), 0);
         assert!(mb.is_cancelled());
-        assert_eq!(mb.reserve(), Err(Refused::Closed));
+        assert_eq!(mb.reserve(Priority::Normal), Err(Refused::Closed));
     }
 
     #[test]

@@ -250,10 +250,14 @@ impl<T: Deliverable> Shared<T> {
 
     /// Takes a slot in a drop-policy subscription's mailbox (and in the component's
     /// bound), making room by policy when full. Returns whether the item goes there.
-    fn offer_dropping(&self, route: &Route<T>, policy: OverflowPolicy) -> bool {
+    fn offer_dropping(&self, route: &Route<T>, policy: OverflowPolicy, priority: Priority) -> bool {
         let evict = policy == OverflowPolicy::DropOldest;
         let dropped = || SubStats::add(&route.stats.dropped, 1);
-        let bound_slot = self.bound.as_ref().is_none_or(|b| b.reserve(1));
+        let fifo = self.settings.fifo;
+        let bound_slot = self
+            .bound
+            .as_ref()
+            .is_none_or(|b| b.reserve(1, b.limit(priority, fifo)));
         if !bound_slot {
             // The component is full: only this subscription's own oldest item can make
             // room (its slots, here and in the bound, pass to the new item).
@@ -272,7 +276,7 @@ impl<T: Deliverable> Shared<T> {
                 bound.release(1, true);
             }
         };
-        match route.mailbox.reserve_or_evict(evict) {
+        match route.mailbox.reserve_or_evict(evict, priority) {
             Ok(None) => true,
             Ok(Some(_evicted)) => {
                 // The evicted item's bound slot passes to the new one.
@@ -306,13 +310,14 @@ impl<T: Deliverable> Shared<T> {
         }
         let snapshot = self.index.load();
         snapshot.with_routes(item, |routes, item| {
+            let priority = item.priority();
             let mut taken = Taken::new(routes.len());
             // Block subscriptions first: all of them or none.
             for (i, route) in routes.iter().enumerate() {
                 if route.overflow != OverflowPolicy::Block {
                     continue;
                 }
-                match route.mailbox.reserve() {
+                match route.mailbox.reserve(priority) {
                     Ok(()) => taken.set(i),
                     // Unsubscribed since the snapshot was taken: not a match any more.
                     Err(Refused::Closed) if route.mailbox.is_cancelled() => {}
@@ -328,7 +333,7 @@ impl<T: Deliverable> Shared<T> {
             // The component-wide bound: a slot for every Block delivery, all or none.
             if let Some(bound) = &self.bound {
                 let needed = (0..routes.len()).filter(|&i| taken.get(i)).count();
-                if needed > 0 && !bound.reserve(needed) {
+                if needed > 0 && !bound.reserve(needed, bound.limit(priority, self.settings.fifo)) {
                     taken.undo(routes);
                     return Err(Attempt::BoundFull(item, needed));
                 }
@@ -337,7 +342,7 @@ impl<T: Deliverable> Shared<T> {
             // publisher wait, neither for their mailbox nor for the component's bound.
             for (i, route) in routes.iter().enumerate() {
                 let policy = route.overflow;
-                if policy != OverflowPolicy::Block && self.offer_dropping(route, policy) {
+                if policy != OverflowPolicy::Block && self.offer_dropping(route, policy, priority) {
                     taken.set(i);
                 }
             }
@@ -563,7 +568,7 @@ impl<T: Deliverable> Core<T> {
                 Err(Attempt::Stopped(back)) => return Err(PublishError::Stopped(back)),
                 Err(Attempt::Full(back, mailbox)) => {
                     item = back;
-                    let wait = mailbox.wait_for_room();
+                    let wait = mailbox.wait_for_room(item.priority());
                     if tokio::time::timeout_at(deadline, wait).await.is_err() {
                         return Err(PublishError::QueueFull(item));
                     }
@@ -571,11 +576,12 @@ impl<T: Deliverable> Core<T> {
                 Err(Attempt::BoundFull(back, needed)) => {
                     item = back;
                     let bound = self.shared.bound.as_ref().expect("a bound refused");
-                    if needed > bound.capacity() {
+                    let limit = bound.limit(item.priority(), settings.fifo);
+                    if needed > limit {
                         // More matching deliveries than the whole queue may hold.
                         return Err(PublishError::QueueFull(item));
                     }
-                    let wait = bound.wait_for_room(needed);
+                    let wait = bound.wait_for_room(needed, limit);
                     if tokio::time::timeout_at(deadline, wait).await.is_err() {
                         return Err(PublishError::QueueFull(item));
                     }

@@ -89,21 +89,26 @@ impl SharedBound {
         }
     }
 
-    /// The bound.
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// Items counted against the bound.
     pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
 
-    /// Takes `n` slots, or none.
-    pub(crate) fn reserve(&self, n: usize) -> bool {
+    /// How many slots items of `priority` may fill: all, except for LOW which leaves
+    /// the headroom to more urgent items (`fifo`: none, every priority is equal).
+    pub(crate) fn limit(&self, priority: crate::Priority, fifo: bool) -> usize {
+        if priority == crate::Priority::Low && !fifo {
+            self.capacity - super::mailbox::headroom(self.capacity)
+        } else {
+            self.capacity
+        }
+    }
+
+    /// Takes `n` slots within `limit` (see [`limit`](Self::limit)), or none.
+    pub(crate) fn reserve(&self, n: usize, limit: usize) -> bool {
         self.count
             .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |c| {
-                (c + n <= self.capacity).then_some(c + n)
+                (c + n <= limit).then_some(c + n)
             })
             .is_ok()
     }
@@ -116,10 +121,10 @@ impl SharedBound {
         }
     }
 
-    /// Waits until `n` slots may be free.
-    pub(crate) async fn wait_for_room(&self, n: usize) {
+    /// Waits until `n` slots may be free within `limit`.
+    pub(crate) async fn wait_for_room(&self, n: usize, limit: usize) {
         self.room
-            .wait(|| self.count.load(Ordering::SeqCst) + n <= self.capacity)
+            .wait(|| self.count.load(Ordering::SeqCst) + n <= limit)
             .await
     }
 }
@@ -137,13 +142,13 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let bound = Arc::new(SharedBound::new(4));
-            assert!(bound.reserve(3));
-            assert!(!bound.reserve(2), "3 + 2 > 4: nothing taken");
+            assert!(bound.reserve(3, 4));
+            assert!(!bound.reserve(2, 4), "3 + 2 > 4: nothing taken");
             assert_eq!(bound.len(), 3);
-            assert!(bound.reserve(1));
+            assert!(bound.reserve(1, 4));
             let waiter = tokio::spawn({
                 let bound = bound.clone();
-                async move { bound.wait_for_room(2).await }
+                async move { bound.wait_for_room(2, 4).await }
             });
             while bound.room.waiters.load(Ordering::SeqCst) == 0 {
                 tokio::task::yield_now().await;
