@@ -17,13 +17,14 @@ fn tickwire() -> Command {
 /// Runs to completion (killed past the safety timeout); returns (exit code, stdout,
 /// stderr).
 fn run(args: &[&str]) -> (i32, String, String) {
-    let mut child = tickwire()
+    let child = tickwire()
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run tickwire");
+    let mut child = KillOnDrop(child); // killed if it outlives the safety timeout
     // Drain both pipes on threads, so a chatty child never blocks on a full pipe.
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
@@ -32,9 +33,9 @@ fn run(args: &[&str]) -> (i32, String, String) {
             text
         })
     };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let status = wait(&mut child);
+    let out = drain(Box::new(child.0.stdout.take().unwrap()));
+    let err = drain(Box::new(child.0.stderr.take().unwrap()));
+    let status = wait(&mut child.0);
     (
         status.code().unwrap_or(-1),
         out.join().unwrap(),
