@@ -25,7 +25,7 @@ fn run(args: &[&str]) -> (i32, String, String) {
         .spawn()
         .expect("run tickwire");
     let mut child = KillOnDrop(child); // killed if it outlives the safety timeout
-    // Drain both pipes on threads, so a chatty child never blocks on a full pipe.
+                                       // Drain both pipes on threads, so a chatty child never blocks on a full pipe.
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();

@@ -296,20 +296,22 @@ async fn run(options: &WsOptions, server: &Server, url: &str) -> std::io::Result
     let start_wall = SystemTime::now() + Duration::from_millis(10);
     let start = Instant::now() + Duration::from_millis(10);
     let publish_url = format!("{url}/api/publish");
-    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    // Each publish is a task of its own, so that it progresses while the loop sleeps
+    // until the next one is due.
+    let mut publishes = Vec::with_capacity(total as usize);
     for i in 0..total {
         let due = start + period.mul_f64(i as f64);
         actix_rt::time::sleep_until(due.into()).await;
         let sent = unix_nanos(start_wall + period.mul_f64(i as f64));
         let body = json!({"topic": "bench.ws", "data": {"sent": sent, "pad": pad}});
-        in_flight.push(client.post(&publish_url).send_json(&body));
-        // Collect finished requests without waiting for the others.
-        while let Some(Some(done)) = futures_util::FutureExt::now_or_never(in_flight.next()) {
-            done.map_err(|e| std::io::Error::other(format!("publish: {e}")))?;
-        }
+        let request = client.post(&publish_url).send_json(&body);
+        publishes.push(actix_rt::spawn(async move { request.await.map(|_| ()) }));
     }
-    while let Some(done) = in_flight.next().await {
-        done.map_err(|e| std::io::Error::other(format!("publish: {e}")))?;
+    for publish in publishes {
+        publish
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(|e| std::io::Error::other(format!("publish: {e}")))?;
     }
     let expected = total * options.clients as u64;
     let deadline = Instant::now() + Duration::from_secs(10);
