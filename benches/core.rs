@@ -1,6 +1,7 @@
-//! Criterion benches of the EventBus hot paths: pattern matching and `try_publish` to
-//! 1, 4 and 16 subscribers (publish cost on the caller's thread, with the handlers
-//! running on the bus's workers).
+//! Criterion benches of the hot paths: pattern matching, the priority mailbox's
+//! reserve → push → pop cycle (one thread, no handler), and `try_publish` to 1, 4 and
+//! 16 subscribers (publish cost on the caller's thread, with the handlers running on
+//! the bus's workers).
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -22,6 +23,18 @@ fn patterns(c: &mut Criterion) {
     group.bench_function("validate_name", |b| {
         b.iter(|| tickwire::validate_name(black_box("market.tick.btcusd")))
     });
+    group.finish();
+}
+
+fn mailbox(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mailbox");
+    for batch in [1u64, 64] {
+        let mut mb = tickwire::core::BenchMailbox::new(1024);
+        group.throughput(Throughput::Elements(batch));
+        group.bench_with_input(BenchmarkId::new("push_pop", batch), &batch, |b, &n| {
+            b.iter(|| mb.push_pop(black_box(n)))
+        });
+    }
     group.finish();
 }
 
@@ -76,5 +89,5 @@ fn publish(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, patterns, publish);
+criterion_group!(benches, patterns, mailbox, publish);
 criterion_main!(benches);

@@ -59,6 +59,9 @@ pub(crate) mod registry;
 pub(crate) mod room;
 pub mod supervision;
 
+#[doc(hidden)]
+pub use mailbox::BenchMailbox;
+
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
