@@ -46,6 +46,44 @@ use crate::{
 /// Mailbox and channel capacity of the baselines: EventBus's default `queue_size`.
 const CAPACITY: usize = 10_000;
 
+/// Offers `item` to `try_publish` until it is accepted, yielding after each refusal for
+/// lack of room; returns how many refusals there were. Any other refusal fails the bench.
+pub(crate) fn publish_until_accepted<T: crate::Deliverable>(
+    mut item: T,
+    mut try_publish: impl FnMut(T) -> Result<(), PublishError<T>>,
+) -> u64 {
+    let mut refusals = 0;
+    loop {
+        match try_publish(item) {
+            Ok(()) => return refusals,
+            Err(PublishError::QueueFull(back)) => {
+                refusals += 1;
+                item = back;
+                std::thread::yield_now();
+            }
+            Err(other) => panic!("bench publish failed: {other}"),
+        }
+    }
+}
+
+/// Like [`publish_until_accepted`], for a publish that builds its item afresh each time
+/// (`MessageQueue::try_publish`).
+pub(crate) fn retry_until_accepted<R, T: crate::Deliverable>(
+    mut attempt: impl FnMut() -> Result<R, PublishError<T>>,
+) -> u64 {
+    let mut refusals = 0;
+    loop {
+        match attempt() {
+            Ok(_) => return refusals,
+            Err(PublishError::QueueFull(_)) => {
+                refusals += 1;
+                std::thread::yield_now();
+            }
+            Err(other) => panic!("bench publish failed: {other}"),
+        }
+    }
+}
+
 /// The result of one throughput run.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Throughput {
@@ -109,22 +147,12 @@ pub async fn eventbus_throughput(
     let publisher = {
         let bus = bus.clone();
         std::thread::spawn(move || {
-            let mut full_retries = 0;
-            for i in 0..events {
-                let mut event = Event::new("bench.tick", json!(i)).with_priority(Priority::Normal);
-                loop {
-                    match bus.try_publish(event) {
-                        Ok(()) => break,
-                        Err(PublishError::QueueFull(back)) => {
-                            full_retries += 1;
-                            event = back;
-                            std::thread::yield_now();
-                        }
-                        Err(other) => panic!("bench publish failed: {other}"),
-                    }
-                }
-            }
-            full_retries
+            (0..events)
+                .map(|i| {
+                    let event = Event::new("bench.tick", json!(i)).with_priority(Priority::Normal);
+                    publish_until_accepted(event, |e| bus.try_publish(e))
+                })
+                .sum::<u64>()
         })
     };
     let all = u32::try_from(subscribers).expect("subscriber count fits u32");
@@ -208,20 +236,13 @@ pub async fn queue_throughput(
     let publisher = {
         let queue = queue.clone();
         std::thread::spawn(move || {
-            let mut full_retries = 0;
-            for i in 0..messages {
-                loop {
-                    match queue.try_publish("bench.q", json!(i), Priority::Normal) {
-                        Ok(_) => break,
-                        Err(PublishError::QueueFull(_)) => {
-                            full_retries += 1;
-                            std::thread::yield_now();
-                        }
-                        Err(other) => panic!("bench publish failed: {other}"),
-                    }
-                }
-            }
-            full_retries
+            (0..messages)
+                .map(|i| {
+                    retry_until_accepted(|| {
+                        queue.try_publish("bench.q", json!(i), Priority::Normal)
+                    })
+                })
+                .sum::<u64>()
         })
     };
     let deadline = Duration::from_secs(120) + Duration::from_micros(messages);

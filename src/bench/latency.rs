@@ -20,10 +20,9 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use super::{publish_until_accepted, retry_until_accepted};
 use crate::metrics::LatencySummary;
-use crate::{
-    Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority, PublishError,
-};
+use crate::{Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority};
 
 /// What an open-loop run measured.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -86,25 +85,6 @@ fn histogram() -> Histogram<u64> {
 
 fn items(rate: f64, duration: Duration) -> u64 {
     ((rate * duration.as_secs_f64()) as u64).max(1)
-}
-
-/// Retries a `try_publish` until it is accepted.
-fn publish_until_accepted<T>(
-    mut item: T,
-    mut try_publish: impl FnMut(T) -> Result<(), PublishError<T>>,
-) where
-    T: crate::Deliverable,
-{
-    loop {
-        match try_publish(item) {
-            Ok(()) => return,
-            Err(PublishError::QueueFull(back)) => {
-                item = back;
-                std::thread::yield_now();
-            }
-            Err(other) => panic!("bench publish failed: {other}"),
-        }
-    }
 }
 
 /// Waits for `permits` on `done`, failing loudly if items were lost.
@@ -218,12 +198,10 @@ pub async fn queue_latency(rate: f64, duration: Duration, workers: usize) -> Lat
         .expect("valid pattern");
     let publisher = queue.clone();
     let report = sink
-        .drive("message_queue", move |i| loop {
-            match publisher.try_publish("bench.latency", json!(i), Priority::Normal) {
-                Ok(_) => return,
-                Err(PublishError::QueueFull(_)) => std::thread::yield_now(),
-                Err(other) => panic!("bench publish failed: {other}"),
-            }
+        .drive("message_queue", move |i| {
+            retry_until_accepted(|| {
+                publisher.try_publish("bench.latency", json!(i), Priority::Normal)
+            });
         })
         .await;
     queue.stop().await;

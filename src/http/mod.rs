@@ -80,11 +80,22 @@ pub fn configure(services: Services) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
-/// A JSON error response.
-fn error(status: u16, code: &str, message: impl std::fmt::Display) -> HttpResponse {
+/// A JSON error response, `{"error": code, "message": …}` (also the WebSocket upgrade's
+/// refusals).
+pub(crate) fn json_error(status: u16, code: &str, message: impl std::fmt::Display) -> HttpResponse {
     let status = actix_web::http::StatusCode::from_u16(status)
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     HttpResponse::build(status).json(json!({ "error": code, "message": message.to_string() }))
+}
+
+/// 401 for a missing or wrong token, with `WWW-Authenticate: Bearer`.
+pub(crate) fn unauthorized(err: impl std::fmt::Display) -> HttpResponse {
+    let mut res = json_error(401, "unauthorized", err);
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    res
 }
 
 async fn dashboard() -> HttpResponse {
@@ -146,14 +157,7 @@ async fn publish(
 ) -> HttpResponse {
     let permissions = match services.websocket.access().authorize_request(&req) {
         Ok(p) => p,
-        Err(err) => {
-            let mut res = error(401, "unauthorized", err);
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            return res;
-        }
+        Err(err) => return unauthorized(err),
     };
     let is_json = req
         .headers()
@@ -162,7 +166,7 @@ async fn publish(
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
-        return error(
+        return json_error(
             400,
             "invalid_json",
             "expected Content-Type: application/json",
@@ -173,10 +177,10 @@ async fn publish(
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let Ok(chunk) = chunk else {
-            return error(400, "invalid_json", "the request body could not be read");
+            return json_error(400, "invalid_json", "the request body could not be read");
         };
         if body.len() + chunk.len() > limit {
-            return error(413, "too_large", format!("the body is over {limit} bytes"));
+            return json_error(413, "too_large", format!("the body is over {limit} bytes"));
         }
         body.extend_from_slice(&chunk);
     }
@@ -186,10 +190,10 @@ async fn publish(
         priority,
     } = match serde_json::from_slice(&body) {
         Ok(request) => request,
-        Err(err) => return error(400, "invalid_json", err),
+        Err(err) => return json_error(400, "invalid_json", err),
     };
     if let Err(err) = crate::validate_name(&topic) {
-        return error(400, "invalid_topic", err);
+        return json_error(400, "invalid_topic", err);
     }
     let priority = match priority {
         None | Some(Value::Null) => crate::Priority::default(),
@@ -198,12 +202,12 @@ async fn publish(
             None => {
                 let message =
                     format!("`priority` must be 1..=4 or LOW, NORMAL, HIGH, CRITICAL; got {p}");
-                return error(400, "invalid_field", message);
+                return json_error(400, "invalid_field", message);
             }
         },
     };
     if !permissions.may_publish(&topic) {
-        return error(
+        return json_error(
             403,
             "forbidden",
             format!("this token may not publish to {topic:?}"),
@@ -212,12 +216,12 @@ async fn publish(
     match services.message_queue.try_publish(&topic, data, priority) {
         Ok(id) => HttpResponse::Accepted().json(json!({ "id": id, "topic": topic })),
         Err(err @ PublishError::QueueFull(_)) => {
-            let mut res = error(503, "queue_full", err);
+            let mut res = json_error(503, "queue_full", err);
             res.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             res
         }
-        Err(err @ PublishError::InvalidName(..)) => error(400, "invalid_topic", err),
-        Err(err) => error(503, "unavailable", err),
+        Err(err @ PublishError::InvalidName(..)) => json_error(400, "invalid_topic", err),
+        Err(err) => json_error(503, "unavailable", err),
     }
 }

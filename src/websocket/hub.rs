@@ -447,12 +447,7 @@ impl Hub {
             return;
         };
         for pattern in entry.patterns.drain() {
-            if let Some((_, keys)) = self.patterns.get_mut(&pattern) {
-                keys.remove(&key);
-                if keys.is_empty() {
-                    self.patterns.remove(&pattern);
-                }
-            }
+            forget_subscriber(&mut self.patterns, &pattern, key);
         }
         self.routes.clear();
     }
@@ -555,6 +550,21 @@ impl Hub {
     }
 }
 
+/// Takes session `key` off `pattern`'s subscribers, and the pattern off the registry
+/// when none is left.
+fn forget_subscriber(
+    patterns: &mut HashMap<Box<str>, (Pattern, HashSet<u64>)>,
+    pattern: &str,
+    key: u64,
+) {
+    if let Some((_, keys)) = patterns.get_mut(pattern) {
+        keys.remove(&key);
+        if keys.is_empty() {
+            patterns.remove(pattern);
+        }
+    }
+}
+
 impl Actor for Hub {
     type Context = Context<Self>;
 
@@ -648,12 +658,7 @@ impl Handler<Unsubscribe> for Hub {
         if !entry.patterns.remove(msg.pattern.as_str()) {
             return false;
         }
-        if let Some((_, keys)) = self.patterns.get_mut(msg.pattern.as_str()) {
-            keys.remove(&key);
-            if keys.is_empty() {
-                self.patterns.remove(msg.pattern.as_str());
-            }
-        }
+        forget_subscriber(&mut self.patterns, &msg.pattern, key);
         self.routes.clear();
         true
     }
@@ -685,7 +690,7 @@ impl Handler<Stop> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) {
-        self.shared.stopping.store(true, Ordering::Release);
+        // `stopping` was set by `WebSocketService::stop` before it sent this.
         self.stop_waiters.push(msg.0);
         let keys: Vec<u64> = self.sessions.keys().copied().collect();
         for key in keys {

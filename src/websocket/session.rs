@@ -32,6 +32,7 @@ use super::protocol::{
 use super::socket::Cutter;
 use super::WebSocketService;
 use crate::access::Permissions;
+use crate::http::{json_error, unauthorized};
 use crate::{Pattern, PublishError, SubscribeError};
 
 /// A message being reassembled from fragments.
@@ -67,23 +68,18 @@ pub(crate) async fn upgrade(
     let counters = &shared.counters;
     if shared.stopping.load(Ordering::Acquire) {
         counters.rejected.fetch_add(1, Ordering::Relaxed);
-        return Ok(refusal(503, "unavailable", "the service is stopping"));
+        return Ok(json_error(503, "unavailable", "the service is stopping"));
     }
     let permissions = match shared.access.authorize_request(&req) {
         Ok(p) => p,
         Err(err) => {
             counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-            let mut res = refusal(401, "unauthorized", &err.to_string());
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            return Ok(res);
+            return Ok(unauthorized(err));
         }
     };
     if shared.access.is_open() && cross_site(&req) {
         counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-        return Ok(refusal(
+        return Ok(json_error(
             403,
             "forbidden_origin",
             "an open service accepts WebSocket connections from its own origin only",
@@ -91,7 +87,7 @@ pub(crate) async fn upgrade(
     }
     let Some(slot) = shared.reserve() else {
         counters.rejected.fetch_add(1, Ordering::Relaxed);
-        return Ok(refusal(
+        return Ok(json_error(
             503,
             "too_many_connections",
             "max_connections reached; try again later",
@@ -146,13 +142,6 @@ fn cross_site(req: &HttpRequest) -> bool {
     !authority.eq_ignore_ascii_case(host)
 }
 
-/// A JSON error response before the upgrade.
-fn refusal(status: u16, code: &str, message: &str) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(status)
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status).json(serde_json::json!({ "error": code, "message": message }))
-}
-
 impl Session {
     fn now_ms(&self) -> u64 {
         self.shared.now_ms()
@@ -197,13 +186,7 @@ impl Session {
     /// Closes with the code decided in the link (by the hub, or earlier by the session).
     fn close_as_decided(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let code = self.link.close_code().unwrap_or(close::NORMAL);
-        let reason = match code {
-            close::SLOW_CONSUMER => "slow consumer: too many messages waiting",
-            close::HEARTBEAT_TIMEOUT => "no frame from the client within connection_timeout",
-            close::GOING_AWAY => "the service is stopping",
-            _ => "closed by the server",
-        };
-        self.write_close(ctx, code, reason);
+        self.write_close(ctx, code, close_reason(code));
     }
 
     fn write_close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
@@ -225,7 +208,7 @@ impl Session {
             return self.close(
                 ctx,
                 close::HEARTBEAT_TIMEOUT,
-                "no frame from the client within connection_timeout",
+                close_reason(close::HEARTBEAT_TIMEOUT),
             );
         }
         if self.last_ping.elapsed() >= self.shared.config.heartbeat_interval {
@@ -413,6 +396,16 @@ impl Session {
     }
 }
 
+/// The reason sent with a close the server decided.
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::SLOW_CONSUMER => "slow consumer: too many messages waiting",
+        close::HEARTBEAT_TIMEOUT => "no frame from the client within connection_timeout",
+        close::GOING_AWAY => "the service is stopping",
+        _ => "closed by the server",
+    }
+}
+
 /// A client's topic or pattern: at most [`MAX_TOPIC_BYTES`] bytes, then `parse`.
 fn check_topic<T>(
     topic: &str,
@@ -483,13 +476,7 @@ impl Handler<Outbound> for Session {
         match msg {
             Outbound::Frame(text) if self.link.close_code().is_none() => self.send_text(ctx, text),
             Outbound::Frame(_) => self.close_as_decided(ctx),
-            Outbound::Close(code) => {
-                let reason = match code {
-                    close::GOING_AWAY => "the service is stopping",
-                    _ => "closed by the server",
-                };
-                self.close(ctx, code, reason)
-            }
+            Outbound::Close(code) => self.close(ctx, code, close_reason(code)),
         }
     }
 }
