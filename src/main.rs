@@ -86,6 +86,9 @@ enum Command {
         /// WebSocket messages published per second (each goes to every client).
         #[arg(long, default_value_t = 300.0)]
         ws_rate: f64,
+        /// Threads of the WebSocket load generator that read the clients' connections.
+        #[arg(long, default_value_t = 2)]
+        ws_readers: usize,
         /// Run the EventBus throughput scenario with `enable_metrics = false`.
         #[arg(long)]
         no_metrics: bool,
@@ -125,12 +128,14 @@ fn main() -> ExitCode {
             critical_rate,
             clients,
             ws_rate,
+            ws_readers,
             no_metrics,
         } => {
             let valid = events > 0
                 && runs > 0
                 && workers > 0
                 && clients > 0
+                && ws_readers > 0
                 && !subscribers.contains(&0)
                 && [duration, rate, critical_rate, ws_rate]
                     .iter()
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
                 critical_rate,
                 clients,
                 ws_rate,
+                ws_readers,
                 ws_server: match std::env::current_exe() {
                     Ok(exe) => ServerMode::ChildProcess(exe),
                     Err(_) => ServerMode::InProcess,

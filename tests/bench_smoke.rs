@@ -67,6 +67,7 @@ async fn priority_under_saturation_handles_every_critical_event() {
 async fn websocket_fanout_delivers_to_every_client() {
     let options = WsOptions {
         clients: 5,
+        readers: 2,
         rate: 50.0,
         duration: SHORT,
         payload: 200,
@@ -76,6 +77,7 @@ async fn websocket_fanout_delivers_to_every_client() {
     assert_eq!((r.published, r.expected), (10, 50));
     assert_eq!(r.delivered, 50, "{r:?}");
     assert_eq!(r.latency_us.count, 50);
+    assert_eq!(r.reader_cpu.len(), 2, "one figure per reader thread");
     assert_eq!(
         r.server_bytes_per_connection, None,
         "no figure for an in-process server"

@@ -115,6 +115,8 @@ impl Serve {
         let server =
             HttpServer::new(move || App::new().configure(http::configure(app_services.clone())))
                 .on_connect(websocket::on_connect)
+                // Small frames and responses are sent as they are written (no Nagle delay).
+                .tcp_nodelay(true)
                 .workers(config.server.workers)
                 .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1))
                 .disable_signals()

@@ -27,7 +27,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::protocol::{self, close, MAX_SUBSCRIPTIONS};
-use super::socket::Cutter;
+use super::socket::SessionSocket;
 use crate::access::Access;
 use crate::core::counter::StripedCounter;
 use crate::core::metrics_actor::{RateWindow, TICK};
@@ -156,11 +156,11 @@ pub(crate) struct SessionLink {
     /// When the session's actor last ran.
     last_alive: AtomicU64,
     /// The connection's socket, if the server registered [`on_connect`](super::on_connect).
-    socket: Option<Cutter>,
+    socket: Option<SessionSocket>,
 }
 
 impl SessionLink {
-    pub(crate) fn new(now_ms: u64, socket: Option<Cutter>) -> Self {
+    pub(crate) fn new(now_ms: u64, socket: Option<SessionSocket>) -> Self {
         SessionLink {
             close_code: AtomicU16::new(0),
             last_inbound: AtomicU64::new(now_ms),
@@ -205,7 +205,7 @@ impl SessionLink {
 
     /// Cuts the TCP connection (reset), if the socket is known. True if it was.
     fn cut(&self) -> bool {
-        self.socket.as_ref().is_some_and(Cutter::cut)
+        self.socket.as_ref().is_some_and(SessionSocket::cut)
     }
 }
 

@@ -29,7 +29,7 @@ use super::hub::{
 use super::protocol::{
     close, ClientFrame, ErrorCode, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS, MAX_TOPIC_BYTES,
 };
-use super::socket::Cutter;
+use super::socket::SessionSocket;
 use super::WebSocketService;
 use crate::access::Permissions;
 use crate::http::{json_error, unauthorized};
@@ -100,7 +100,8 @@ pub(crate) async fn upgrade(
     }
     let (key, client_id) = shared.next_client();
     // The kernel's own deadline comes after the hub's, which closes more gracefully.
-    let socket = Cutter::for_request(&req, shared.config.connection_timeout + super::CLOSE_GRACE);
+    let socket =
+        SessionSocket::for_request(&req, shared.config.connection_timeout + super::CLOSE_GRACE);
     if socket.is_none() && !shared.socket_warning.swap(true, Ordering::Relaxed) {
         tracing::warn!(
             "the connection's socket is unknown (register tickwire::websocket::on_connect on the HttpServer; plain TCP over HTTP/1.1 only): clients that stop reading cannot be reset"

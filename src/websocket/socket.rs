@@ -1,4 +1,5 @@
-//! Cutting the TCP connection of a session whose actor cannot run.
+//! The TCP socket of a WebSocket session: tuned for pushing small frames, and cut when
+//! the session's actor cannot run.
 //!
 //! actix-web runs a WebSocket session inside the response body stream, and polls that
 //! stream only while the connection's write buffer has room. A client that stops reading
@@ -9,16 +10,21 @@
 //! Without it such a session is only forgotten by the hub (its memory stays bounded) and
 //! its connection lasts until the operating system gives up on it.
 //!
-//! On Linux the same duplicate sets `TCP_USER_TIMEOUT` to `connection_timeout` plus
-//! [`CLOSE_GRACE`](super::CLOSE_GRACE) on the session's socket, so the kernel itself drops
-//! a connection whose peer takes none of our data for that long, including after the
-//! session ended (its close frame unsent), when the hub no longer watches it.
+//! The same duplicate sets, on the session's socket:
+//! - `TCP_NODELAY`: each frame leaves as it is written. With Nagle's algorithm a frame
+//!   waits for the acknowledgement of the previous one, which a client that only reads
+//!   delays (up to 40 ms on Linux); `tickwire serve` sets it on every connection.
+//! - on Linux, `TCP_USER_TIMEOUT` = `connection_timeout` plus
+//!   [`CLOSE_GRACE`](super::CLOSE_GRACE), so the kernel itself drops a connection whose
+//!   peer takes none of our data for that long, including after the session ended (its
+//!   close frame unsent), when the hub no longer watches it.
 //!
 //! Only plain TCP on Unix, over HTTP/1.1, is supported; on other transports (TLS, Unix
 //! sockets, other systems) `on_connect` records nothing, a warning is logged on the first
 //! WebSocket connection, and a client that stops reading holds its connection (and its
 //! `max_connections` slot) until the operating system gives up on it, which for an
-//! acknowledged zero window may be never.
+//! acknowledged zero window may be never. (There, `HttpServer::tcp_nodelay(true)` still
+//! sets `TCP_NODELAY`.)
 
 use std::any::Any;
 
@@ -58,11 +64,11 @@ pub fn on_connect(connection: &dyn Any, extensions: &mut Extensions) {
 }
 
 /// A duplicate of a session's socket descriptor, to reset the connection with.
-pub(crate) struct Cutter(#[cfg_attr(not(unix), allow(dead_code))] socket2::Socket);
+pub(crate) struct SessionSocket(#[cfg_attr(not(unix), allow(dead_code))] socket2::Socket);
 
-impl Cutter {
+impl SessionSocket {
     /// The socket of the connection `req` arrived on, if [`on_connect`] recorded it, with
-    /// `TCP_USER_TIMEOUT` set to `user_timeout` (Linux).
+    /// `TCP_NODELAY` set, and `TCP_USER_TIMEOUT` set to `user_timeout` (Linux).
     ///
     /// Call it only from the handler of an HTTP/1.x request (the handler's own future, not
     /// a task it spawned): then the descriptor is open (see the SAFETY note). `None` for
@@ -70,7 +76,7 @@ impl Cutter {
     pub(crate) fn for_request(
         req: &HttpRequest,
         user_timeout: std::time::Duration,
-    ) -> Option<Cutter> {
+    ) -> Option<SessionSocket> {
         #[cfg(unix)]
         {
             use std::os::fd::BorrowedFd;
@@ -93,20 +99,30 @@ impl Cutter {
                     return None;
                 }
             };
-            let socket = socket2::Socket::from(owned);
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            if let Err(err) = socket.set_tcp_user_timeout(Some(user_timeout)) {
-                tracing::warn!(%err, "cannot set TCP_USER_TIMEOUT on a WebSocket connection");
-            }
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
-            let _ = user_timeout;
-            Some(Cutter(socket))
+            let socket = SessionSocket(socket2::Socket::from(owned));
+            socket.tune(user_timeout);
+            Some(socket)
         }
         #[cfg(not(unix))]
         {
             let _ = (req, user_timeout);
             None
         }
+    }
+
+    /// Sets `TCP_NODELAY`, and `TCP_USER_TIMEOUT` to `user_timeout` (Linux); a failure is
+    /// logged, and the session goes on without.
+    #[cfg(unix)]
+    fn tune(&self, user_timeout: std::time::Duration) {
+        if let Err(err) = self.0.set_tcp_nodelay(true) {
+            tracing::warn!(%err, "cannot set TCP_NODELAY on a WebSocket connection");
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Err(err) = self.0.set_tcp_user_timeout(Some(user_timeout)) {
+            tracing::warn!(%err, "cannot set TCP_USER_TIMEOUT on a WebSocket connection");
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = user_timeout;
     }
 
     /// Resets the connection: no lingering on unsent data, then shut both directions,
@@ -120,5 +136,31 @@ impl Cutter {
         }
         #[cfg(not(unix))]
         false
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::SessionSocket;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    #[test]
+    fn tune_sets_nodelay_and_the_user_timeout_on_the_shared_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(!accepted.nodelay().unwrap(), "Nagle is on by default");
+        // A duplicate, as the session takes: the options are the socket's, not the fd's.
+        let socket = SessionSocket(socket2::Socket::from(accepted.try_clone().unwrap()));
+        socket.tune(Duration::from_millis(35_000));
+        assert!(accepted.nodelay().unwrap());
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        assert_eq!(
+            socket2::SockRef::from(&accepted)
+                .tcp_user_timeout()
+                .unwrap(),
+            Some(Duration::from_millis(35_000))
+        );
     }
 }
