@@ -8,7 +8,9 @@
 //! - **Consumer groups** ([`subscribe_group`](MessageQueue::subscribe_group)): each
 //!   message goes to exactly one member of the group. Members share the group's mailbox
 //!   and each takes the next message when it is free, so the least busy member does the
-//!   work (no round-robin: a slow member never holds messages another could handle). A
+//!   work (no round-robin: a slow member never holds messages another could handle).
+//!   Members are woken as the work needs them: a burst wakes them one by one, and a group
+//!   that keeps up costs about one wake per burst, not one per member per message. A
 //!   member that leaves gets no more; what is still queued stays for the other members.
 //!   A leaving member finishes the message in hand; a message it holds for a retry or
 //!   across a restart is discarded with it. A group is named by its pattern and group

@@ -159,6 +159,135 @@ async fn a_consumer_group_handles_each_message_exactly_once() {
 }
 
 #[actix_rt::test]
+async fn a_backlog_is_handed_to_an_idle_member_while_the_first_is_busy() {
+    let q = mq(small());
+    let (_, mut a) = gated(&q, "jobs", Some("workers")).await;
+    let (_, mut b) = gated(&q, "jobs", Some("workers")).await;
+    // A burst: the first push wakes one member, the rest find it searching and wake
+    // nobody; the member that takes an item while others wait must wake the other.
+    for n in 0..10 {
+        q.try_publish("jobs", json!(n), Priority::Normal).unwrap();
+    }
+    let first = tokio::time::timeout(SAFETY, a.entered.recv()).await;
+    let second = tokio::time::timeout(SAFETY, b.entered.recv()).await;
+    let (first, second) = (first.unwrap().unwrap(), second.unwrap().unwrap());
+    assert_ne!(first, second, "each member holds its own message");
+    a.permits.add_permits(100);
+    b.permits.add_permits(100);
+    q.stop().await;
+    let mut all: Vec<u64> = a.seen.lock().unwrap().clone();
+    all.extend(b.seen.lock().unwrap().iter());
+    all.sort_unstable();
+    assert_eq!(all, (0..10).collect::<Vec<_>>());
+}
+
+/// Many publishers, a group whose members come and go: every message is handled exactly
+/// once, and all of them before `stop` (which would drain a stranded message itself).
+#[actix_rt::test]
+async fn a_churning_group_under_many_publishers_handles_each_message_once_without_stop() {
+    const PUBLISHERS: u64 = 4;
+    const PER_PUBLISHER: u64 = 25_000;
+    const TOTAL: u64 = PUBLISHERS * PER_PUBLISHER;
+    let q = mq(MessageQueueConfig {
+        max_workers: 2,
+        max_size: 512,
+        ..MessageQueueConfig::default()
+    });
+    let counts: Arc<Vec<AtomicU32>> = Arc::new((0..TOTAL).map(|_| AtomicU32::new(0)).collect());
+    let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let all_handled = Arc::new(Semaphore::new(0));
+    let member = {
+        let (counts, handled, all_handled) = (counts.clone(), handled.clone(), all_handled.clone());
+        move |m: Message| {
+            let (counts, handled, all_handled) =
+                (counts.clone(), handled.clone(), all_handled.clone());
+            async move {
+                let n = num(&m);
+                if n.is_multiple_of(7) {
+                    actix_rt::task::yield_now().await; // some handlers take a turn
+                }
+                counts[n as usize].fetch_add(1, Ordering::Relaxed);
+                if handled.fetch_add(1, Ordering::AcqRel) + 1 == TOTAL {
+                    all_handled.add_permits(1);
+                }
+                Ok(())
+            }
+        }
+    };
+    for _ in 0..2 {
+        q.subscribe_group("jobs", "workers", member.clone())
+            .await
+            .unwrap();
+    }
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for i in 0..PER_PUBLISHER {
+                    let n = p * PER_PUBLISHER + i;
+                    loop {
+                        match q.try_publish("jobs", json!(n), Priority::ALL[(n % 4) as usize]) {
+                            Ok(_) => break,
+                            Err(PublishError::QueueFull(_)) => std::thread::yield_now(),
+                            Err(other) => panic!("{other}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Members join and leave while the publishers run (a fixed pseudo-random walk).
+    let mut churned = Vec::new();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..400 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        if churned.is_empty() || !seed.is_multiple_of(3) {
+            let id = q
+                .subscribe_group("jobs", "workers", member.clone())
+                .await
+                .unwrap();
+            churned.push(id);
+        } else {
+            let id = churned.swap_remove((seed as usize / 3) % churned.len());
+            assert!(q.unsubscribe(id).await);
+        }
+        actix_rt::task::yield_now().await;
+    }
+    for id in churned {
+        assert!(q.unsubscribe(id).await);
+    }
+    actix_rt::task::spawn_blocking(move || {
+        for p in publishers {
+            p.join().unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(SAFETY, all_handled.acquire())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "only {} of {TOTAL} handled: a message is stranded",
+                handled.load(Ordering::Acquire)
+            )
+        })
+        .unwrap()
+        .forget();
+    q.stop().await;
+    let wrong: Vec<(usize, u32)> = counts
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .enumerate()
+        .filter(|&(_, c)| c != 1)
+        .take(5)
+        .collect();
+    assert!(wrong.is_empty(), "(message, times handled): {wrong:?}");
+    assert_eq!(handled.load(Ordering::Acquire), TOTAL);
+}
+
+#[actix_rt::test]
 async fn a_member_that_leaves_gets_no_more_and_its_queue_goes_to_the_others() {
     let q = mq(small());
     let (a_id, mut a) = gated(&q, "jobs", Some("workers")).await;

@@ -28,6 +28,7 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::handler::{ErrorCallback, Invoke};
+use super::index::Members;
 use super::mailbox::{Envelope, LaneTurns, PriorityMailbox, WakeFlag};
 use super::recorder::{Recorder, SHIP_INTERVAL};
 use super::supervision::{self, HandlerFailure, SubStats, DEAD_LETTER_PREFIX};
@@ -74,8 +75,8 @@ pub(crate) struct Subscription<T, H> {
     pub(crate) restarts_in_a_row: AtomicU32,
     /// Set by the registry when this subscription is removed.
     pub(crate) removed: Arc<AtomicBool>,
-    /// The mailbox is shared with the other members of a group.
-    pub(crate) in_group: bool,
+    /// The group's members, when the mailbox is shared with them.
+    pub(crate) group: Option<Arc<Members>>,
     /// This actor's coalesced wake flag (see the mailbox docs).
     pub(crate) wake_flag: Arc<WakeFlag>,
     /// Latency histograms, when metrics are on; only this actor's thread touches them.
@@ -86,6 +87,21 @@ impl<T, H> Subscription<T, H> {
     /// The subscription was removed (or its mailbox cancelled): stop taking items.
     fn is_removed(&self) -> bool {
         self.mailbox.is_cancelled() || self.removed.load(Ordering::Acquire)
+    }
+
+    /// A group member stops searching (it took an item, or it leaves): publishers now wake
+    /// another member for new items, and if items wait already, it wakes one itself.
+    fn stop_searching(&self) {
+        if let Some(group) = &self.group {
+            group.stop_searching(&self.wake_flag, &self.mailbox);
+        }
+    }
+
+    /// A group member is done with its item and looks for the next.
+    fn search_again(&self) {
+        if self.group.is_some() {
+            self.wake_flag.set_searching();
+        }
     }
 }
 
@@ -212,7 +228,7 @@ impl<T, H> Drop for HandlerActor<T, H> {
     /// cancel the mailbox so publishers skip the subscription instead of waiting on it.
     fn drop(&mut self) {
         // A group's mailbox stays with the other members.
-        if !self.sub.in_group {
+        if self.sub.group.is_none() {
             self.sub.mailbox.cancel();
         }
     }
@@ -224,7 +240,13 @@ impl<T: Deliverable, H: Invoke<T>> Handler<Wake> for HandlerActor<T, H> {
     /// Drains the mailbox until it is empty (or cancelled), then goes idle. Ignored while
     /// a restart is pending (the resumed drain covers it) or after `Finish`.
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        if self.finished || self.in_flight.is_some() || self.finishing {
+        if self.finished {
+            // A publisher that still had this (former) group member in its snapshot woke
+            // it: pass the item on.
+            self.sub.stop_searching();
+            return;
+        }
+        if self.in_flight.is_some() || self.finishing {
             return;
         }
         self.start_drain(ctx);
@@ -271,16 +293,23 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
             if sub.mailbox.is_cancelled() {
                 sub.mailbox.cancel(); // discard what a late publisher pushed
             }
+            sub.stop_searching(); // a group member leaves the rest to the others
             return (DrainEnd::Done, turns);
         }
         let job = match first.take() {
-            Some(job) => job,
+            Some(job) => {
+                sub.stop_searching();
+                job
+            }
             None => match sub.mailbox.pop(&mut turns) {
-                Some(envelope) => InFlight {
-                    envelope,
-                    attempts: 0,
-                    last_error: String::new(),
-                },
+                Some(envelope) => {
+                    sub.stop_searching();
+                    InFlight {
+                        envelope,
+                        attempts: 0,
+                        last_error: String::new(),
+                    }
+                }
                 None => {
                     sub.mailbox.notify_room();
                     if to_the_end {
@@ -308,6 +337,7 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
         if let Some(panicked) = deliver(&sub, job).await {
             return (DrainEnd::Panicked(panicked), turns);
         }
+        sub.search_again();
         budget -= 1;
         if budget == 0 {
             budget = BATCH;

@@ -57,9 +57,56 @@ impl Waker {
     /// `do_send` ignores the actor mailbox's capacity, which is safe here: the flag
     /// allows at most one `Wake` in flight per consumer. If the actor is gone its
     /// subscription is being removed.
-    pub(crate) fn wake(&self) {
-        if self.flag.raise() {
+    pub(crate) fn wake(&self) -> bool {
+        let woken = self.flag.raise();
+        if woken {
             self.recipient.do_send(Wake);
+        }
+        woken
+    }
+}
+
+/// Wakes the consumer(s) of a mailbox an item was just pushed to: a subscription's
+/// actor unless it is awake; for a group, no member while one is searching, else the
+/// first idle one (see the mailbox docs). When every member is busy, the first to
+/// finish takes the item.
+pub(crate) fn wake_for_push(wakers: &[Waker]) {
+    match wakers {
+        [one] => {
+            one.wake();
+        }
+        members => {
+            if members.iter().any(|m| m.flag.is_searching()) {
+                return;
+            }
+            let _ = members.iter().any(Waker::wake);
+        }
+    }
+}
+
+/// The current members of a consumer group, for its members to wake one another (the
+/// registry replaces the list as members join and leave).
+#[derive(Default)]
+pub(crate) struct Members(ArcSwap<Vec<Waker>>);
+
+impl Members {
+    /// Replaces the list.
+    pub(crate) fn set(&self, members: Vec<Waker>) {
+        self.0.store(Arc::new(members));
+    }
+
+    /// [`wake_for_push`] on the current members.
+    pub(crate) fn wake_for_push(&self) {
+        wake_for_push(&self.0.load());
+    }
+
+    /// The member whose flag is `own` stops searching (it took an item, or it leaves):
+    /// publishers now wake another member for new items, and if items wait in `mailbox`
+    /// already, this wakes one (unless another member is searching).
+    pub(crate) fn stop_searching<T>(&self, own: &WakeFlag, mailbox: &PriorityMailbox<T>) {
+        own.set_busy();
+        if mailbox.has_items_after_fence() {
+            self.wake_for_push();
         }
     }
 }
@@ -201,6 +248,90 @@ mod tests {
     impl Handler<Wake> for Nop {
         type Result = ();
         fn handle(&mut self, _: Wake, _: &mut Context<Self>) {}
+    }
+
+    fn push(mailbox: &PriorityMailbox<u64>, n: u64) {
+        use crate::core::mailbox::{CompletionGuard, DepthGuard, Envelope};
+        mailbox.reserve(Priority::Normal).unwrap();
+        let envelope = Envelope {
+            item: n,
+            queued_at: None,
+            depth: DepthGuard::new(None),
+            completion: CompletionGuard::new(None),
+        };
+        mailbox.push_reserved(envelope, Priority::Normal);
+    }
+
+    /// Which members are searching.
+    fn searching(members: &[Waker]) -> Vec<bool> {
+        members.iter().map(|m| m.flag.is_searching()).collect()
+    }
+
+    #[actix_rt::test]
+    async fn a_group_wakes_one_idle_member_per_push_or_backlog_and_none_while_one_searches() {
+        let recipient = Nop.start().recipient();
+        let members: Vec<Waker> = (0..3)
+            .map(|_| Waker {
+                flag: Arc::default(),
+                recipient: recipient.clone(),
+            })
+            .collect();
+        wake_for_push(&members);
+        assert_eq!(
+            searching(&members),
+            [true, false, false],
+            "the first idle one"
+        );
+        wake_for_push(&members);
+        assert_eq!(
+            searching(&members),
+            [true, false, false],
+            "it will see the item"
+        );
+        members[0].flag.set_busy();
+        wake_for_push(&members);
+        assert_eq!(
+            searching(&members),
+            [false, true, false],
+            "0 is busy: the next"
+        );
+        members[1].flag.set_busy();
+        members[2].flag.set_busy();
+        wake_for_push(&members);
+        assert_eq!(
+            searching(&members),
+            [false, false, false],
+            "all busy: the first to finish takes it"
+        );
+        members[2].flag.set_searching();
+        let group = Members::default();
+        group.set(members.clone());
+        group.wake_for_push();
+        assert_eq!(searching(&members), [false, false, true]);
+        let mailbox = PriorityMailbox::<u64>::new(4, false);
+        // Member 2 takes the last item: it wakes nobody.
+        group.stop_searching(&members[2].flag, &mailbox);
+        assert_eq!(searching(&members), [false, false, false]);
+        // Member 2 takes an item and more wait: it wakes the first idle member.
+        let idle: Vec<Waker> = (0..2)
+            .map(|_| Waker {
+                flag: Arc::default(),
+                recipient: recipient.clone(),
+            })
+            .collect();
+        let group = Members::default();
+        group.set(idle.clone());
+        assert!(idle[0].flag.raise());
+        push(&mailbox, 7);
+        group.stop_searching(&idle[0].flag, &mailbox);
+        assert_eq!(searching(&idle), [false, true], "the backlog is handed on");
+        // A plain subscription: woken once, whatever it does after.
+        let one = [Waker {
+            flag: Arc::default(),
+            recipient,
+        }];
+        assert!(one[0].wake());
+        assert!(!one[0].wake(), "already raised");
     }
 
     fn ids(snapshot: &Snapshot<crate::Event>, name: &'static str) -> Vec<u64> {

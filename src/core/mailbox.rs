@@ -13,12 +13,21 @@
 //!   same word, every reservation that succeeded is visible to whoever drains after closing:
 //!   no accepted item can slip in after a drain finished.
 //! - a coalesced wake flag per consumer ([`WakeFlag`], held by the consumer and by the
-//!   route publishers use). A publisher that pushes and finds a consumer's flag clear
-//!   sets it and wakes that consumer (one actix message); while it is set, pushes send
-//!   nothing. The consumer clears its flag when it finds the lanes empty, then looks once
-//!   more ([`try_idle`](PriorityMailbox::try_idle)), so a push that raced with going idle
-//!   is never left behind. A consumer group's members share one mailbox, each with its
-//!   own flag: every idle member is woken by the next push.
+//!   route publishers use). A publisher that pushes and finds a consumer's flag idle
+//!   raises it and wakes that consumer (one actix message); while it is raised, pushes
+//!   send nothing. The consumer lowers its flag when it finds the lanes empty, then looks
+//!   once more ([`try_idle`](PriorityMailbox::try_idle)), so a push that raced with going
+//!   idle is never left behind.
+//! - A consumer group's members share one mailbox, each with its own flag, which also
+//!   says whether the member is *searching* (it will look at the lanes before it sleeps)
+//!   or *busy* (running its handler: it looks again afterwards). A push wakes no member
+//!   while one is searching, else the first idle one; a member that takes an item
+//!   becomes busy and, if more items wait, wakes the next idle member itself. So a
+//!   backlog wakes the members one by one, an item never waits behind a busy member
+//!   while another is idle, and a group whose members keep up costs about one wake per
+//!   burst instead of one per member per push. (Each of these steps stores or
+//!   compare-and-swaps the flag, then reads the other side's state, all `SeqCst`: either
+//!   the publisher sees the member stop searching, or the member sees the item.)
 //! - `room`: where publishers wait for space (slow path only; see the `room` module).
 //!
 //! ## Priority
@@ -35,7 +44,7 @@
 //! In FIFO mode (MessageQueue with `enable_priority_queues = false`) everything goes to a
 //! single lane, in arrival order.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicI64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam::queue::SegQueue;
@@ -161,14 +170,41 @@ pub(crate) struct LaneTurns {
     passed: [u32; 4],
 }
 
-/// One consumer's coalesced wake flag: set while the consumer is scheduled or running.
+/// A flag's states (see [`WakeFlag`]).
+const IDLE: u8 = 0;
+const SEARCHING: u8 = 1;
+const BUSY: u8 = 2;
+
+/// One consumer's coalesced wake flag: idle (a push must wake it), searching (scheduled,
+/// or draining: it will look at the lanes before it sleeps), or busy (a group member
+/// running its handler, or one that left the group). Only group members use busy.
 #[derive(Debug, Default)]
-pub(crate) struct WakeFlag(CachePadded<AtomicBool>);
+pub(crate) struct WakeFlag(CachePadded<AtomicU8>);
 
 impl WakeFlag {
-    /// Sets the flag; true if it was clear, that is, if the caller must wake the consumer.
+    /// Raises an idle flag to searching; true if it was idle, that is, if the caller must
+    /// wake the consumer. (A load first: a raised flag costs a push no write.)
     pub(crate) fn raise(&self) -> bool {
-        !self.0.swap(true, Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) == IDLE
+            && self
+                .0
+                .compare_exchange(IDLE, SEARCHING, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+    }
+
+    /// The consumer will look at the lanes before it sleeps.
+    pub(crate) fn is_searching(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == SEARCHING
+    }
+
+    /// A group member stops searching: it runs its handler, or leaves the group.
+    pub(crate) fn set_busy(&self) {
+        self.0.store(BUSY, Ordering::SeqCst);
+    }
+
+    /// A group member is done with its item and looks for the next.
+    pub(crate) fn set_searching(&self) {
+        self.0.store(SEARCHING, Ordering::SeqCst);
     }
 }
 
@@ -300,9 +336,10 @@ impl<T> PriorityMailbox<T> {
     pub(crate) fn push_reserved(&self, envelope: Envelope<T>, priority: Priority) {
         let lane = if self.fifo { 0 } else { priority.lane() };
         // Ordering: `SegQueue::push` publishes the item with a SeqCst CAS and `is_empty`
-        // reads with SeqCst loads, so this push, the publisher's `raise` after it, and
-        // `try_idle`'s store, fence and emptiness check are all in one total order:
-        // either the consumer sees the item, or `raise` sees the flag cleared and wakes it.
+        // reads with SeqCst loads, so this push, the publisher's flag reads after it
+        // (`raise`, `is_searching`), and a consumer's flag store followed by
+        // `has_items_after_fence` are all in one total order: either the consumer sees the
+        // item, or the publisher sees the flag idle (or no member searching) and wakes one.
         self.lanes[lane].push(envelope);
     }
 
@@ -400,10 +437,15 @@ impl<T> PriorityMailbox<T> {
     /// true if the consumer must go on (an item arrived and the consumer took the flag
     /// back), false if it may go idle (a later push will wake it).
     pub(crate) fn try_idle(&self, flag: &WakeFlag) -> bool {
-        flag.0.store(false, Ordering::SeqCst);
+        flag.0.store(IDLE, Ordering::SeqCst);
+        self.has_items_after_fence() && flag.raise()
+    }
+
+    /// After a store to a wake flag: whether an item waits, in the same total order as the
+    /// publishers' pushes and flag reads (see `push_reserved`).
+    pub(crate) fn has_items_after_fence(&self) -> bool {
         fence(Ordering::SeqCst);
-        let pending = self.lanes.iter().any(|lane| !lane.is_empty());
-        pending && flag.raise()
+        self.lanes.iter().any(|lane| !lane.is_empty())
     }
 
     /// No new reservations; what was accepted stays to be drained. Wakes waiting publishers

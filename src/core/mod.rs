@@ -380,9 +380,7 @@ impl<T: Deliverable> Shared<T> {
                     completion: CompletionGuard::new(completion.as_ref()),
                 };
                 route.mailbox.push_reserved(envelope, priority);
-                for waker in route.wakers.iter() {
-                    waker.wake();
-                }
+                index::wake_for_push(&route.wakers);
             }
             Ok(completion)
         })
@@ -465,7 +463,7 @@ impl<T: Deliverable> Core<T> {
                     shared,
                     restarts_in_a_row: AtomicU32::new(0),
                     removed: args.removed,
-                    in_group: args.in_group,
+                    group: args.group,
                     wake_flag: args.wake_flag,
                     recorder: sink.map(|sink| std::cell::RefCell::new(Recorder::new(sink))),
                 },

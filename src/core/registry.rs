@@ -9,8 +9,9 @@
 //! The members of a consumer group (same pattern, same group name) share one mailbox:
 //! the group is a single route in the index, and each member's handler actor takes
 //! items from the shared mailbox. An item is taken by exactly one member, whichever is
-//! free first (so the least busy member does the work); a publish wakes every idle
-//! member. When a member leaves, the items still queued stay in the shared mailbox for
+//! free first (so the least busy member does the work); a publish wakes an idle member
+//! only when none is searching, and a member that takes an item while more wait wakes
+//! the next (see the mailbox's docs). When a member leaves, the items still queued stay in the shared mailbox for
 //! the others; when the last member leaves, they are discarded like a subscription's.
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,7 +23,7 @@ use actix_rt::{Arbiter, ArbiterHandle};
 use futures_util::future::join_all;
 
 use super::handler_actor::{Finish, Wake};
-use super::index::{Route, Snapshot, SubscriptionId, Waker};
+use super::index::{Members, Route, Snapshot, SubscriptionId, Waker};
 use super::mailbox::{PriorityMailbox, WakeFlag};
 use super::supervision::{OverflowPolicy, SubStats};
 use super::{Deliverable, Shared};
@@ -36,8 +37,8 @@ pub(crate) struct SpawnArgs<'a, T> {
     pub(crate) stats: Arc<SubStats>,
     /// Set when this subscription (a group member) is removed.
     pub(crate) removed: Arc<AtomicBool>,
-    /// Whether the mailbox is shared with other members of a group.
-    pub(crate) in_group: bool,
+    /// The group's members, when the mailbox is shared with them.
+    pub(crate) group: Option<Arc<Members>>,
     /// The new handler actor's wake flag (publishers hold it too).
     pub(crate) wake_flag: Arc<WakeFlag>,
 }
@@ -86,9 +87,18 @@ struct Target<T> {
     stats: Arc<SubStats>,
     /// Member id → how to wake it (one entry for a plain subscription).
     members: BTreeMap<SubscriptionId, Waker>,
+    /// A group's members as they see one another (`None` for a plain subscription).
+    group: Option<Arc<Members>>,
 }
 
 impl<T> Target<T> {
+    /// Tells the group's members who the members are now.
+    fn members_changed(&self) {
+        if let Some(group) = &self.group {
+            group.set(self.members.values().cloned().collect());
+        }
+    }
+
     fn route(&self) -> Arc<Route<T>> {
         Arc::new(Route {
             id: self.id,
@@ -156,7 +166,7 @@ impl<T: Deliverable> Registry<T> {
     }
 
     /// The target a new subscription joins: its group's, or a new one.
-    fn target_for(&mut self, id: SubscriptionId, msg: &Subscribe<T>) -> (SubscriptionId, bool) {
+    fn target_for(&mut self, id: SubscriptionId, msg: &Subscribe<T>) -> SubscriptionId {
         let key = msg.group.as_ref().map(|g| {
             (
                 Box::<str>::from(msg.pattern.as_str()),
@@ -164,7 +174,7 @@ impl<T: Deliverable> Registry<T> {
             )
         });
         if let Some(existing) = key.as_ref().and_then(|k| self.groups.get(k)) {
-            return (*existing, true);
+            return *existing;
         }
         let settings = &self.shared.settings;
         let mailbox = Arc::new(PriorityMailbox::with_shared_bound(
@@ -182,13 +192,13 @@ impl<T: Deliverable> Registry<T> {
                 mailbox,
                 stats: Arc::default(),
                 members: BTreeMap::new(),
+                group: key.is_some().then(Arc::default),
             },
         );
         if let Some(key) = key {
             self.groups.insert(key, id);
-            return (id, true);
         }
-        (id, false)
+        id
     }
 }
 
@@ -212,7 +222,7 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
         }
         let id = SubscriptionId(self.next_id);
         self.next_id += 1;
-        let (target_id, in_group) = self.target_for(id, &msg);
+        let target_id = self.target_for(id, &msg);
         let (worker_index, worker) = self
             .workers
             .iter_mut()
@@ -229,7 +239,7 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
             mailbox: target.mailbox.clone(),
             stats: target.stats.clone(),
             removed: removed.clone(),
-            in_group,
+            group: target.group.clone(),
             wake_flag: wake_flag.clone(),
         });
         let waker = Waker {
@@ -239,6 +249,7 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
         // A group member joins with work possibly waiting: look at the mailbox once.
         waker.wake();
         target.members.insert(id, waker);
+        target.members_changed();
         tracing::debug!(
             subscription = %id,
             pattern = %msg.pattern,
@@ -251,9 +262,7 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
             id,
             Entry {
                 target: target_id,
-                group: in_group
-                    .then(|| msg.group.map(|g| (msg.pattern.as_str().into(), g.into())))
-                    .flatten(),
+                group: msg.group.map(|g| (msg.pattern.as_str().into(), g.into())),
                 finish,
                 removed,
                 worker: worker_index,
@@ -282,7 +291,11 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
             .targets
             .get_mut(&entry.target)
             .expect("entry has a target");
-        target.members.remove(&msg.0);
+        if let Some(leaving) = target.members.remove(&msg.0) {
+            // Publishers holding the previous snapshot must not count on it.
+            leaving.flag.set_busy();
+        }
+        target.members_changed();
         let retired = if target.members.is_empty() {
             let target = self.targets.remove(&entry.target).expect("present");
             if let Some(key) = &entry.group {
@@ -292,8 +305,12 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
             tracing::debug!(subscription = %msg.0, discarded, "unsubscribed");
             Some(target.stats)
         } else {
-            // Wake the member if it waits (a retry delay, a restart backoff).
+            // Wake the member if it waits (a retry delay, a restart backoff), and have
+            // a member look at what the leaving one may have left.
             target.mailbox.poke();
+            if let Some(group) = &target.group {
+                group.wake_for_push();
+            }
             tracing::debug!(subscription = %msg.0, "left its group");
             None
         };
