@@ -53,6 +53,14 @@ async fn latency_scenarios_count_every_item() {
             r.name
         );
         assert!(r.latency_us.p50 <= r.latency_us.max);
+        // Each item was published at or after its due time, so it is no older from there.
+        let (due, publish) = (r.latency_us, r.from_publish_us);
+        assert_eq!(publish.count, expected, "{}", r.name);
+        assert!(
+            publish.p50 <= due.p50 && publish.p99 <= due.p99 && publish.max <= due.max,
+            "{}: from the publish call {publish:?}, from the due time {due:?}",
+            r.name
+        );
     }
 }
 

@@ -10,6 +10,11 @@
 //! The same schedule runs on tickwire (EventBus, MessageQueue) and on the baselines:
 //! a `crossbeam-channel`, a `tokio::sync::broadcast` channel and an actix actor, each with
 //! one consumer that timestamps on receipt.
+//!
+//! Each item's latency is also measured from the moment its publisher started to publish
+//! it (`from_publish_us`). The difference between the two figures is how late the
+//! publishing thread itself was: a preempted publisher delays every item due during the
+//! preemption, which the open loop rightly counts, but which no channel can help.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,20 +40,26 @@ pub struct LatencyReport {
     pub items: u64,
     /// Latency from the due time to the consumer, µs.
     pub latency_us: LatencySummary,
+    /// Latency from the publish call to the consumer, µs: the channel's share of
+    /// `latency_us`, without the publishing thread's own lateness.
+    pub from_publish_us: LatencySummary,
 }
 
-/// Item `i` is due at `start + i × period`.
-#[derive(Clone, Copy)]
+/// Item `i` is due at `start + i × period`; `sent[i]` is when its publisher started to
+/// publish it (ns after `start`), set by [`wait_for`](Schedule::wait_for).
+#[derive(Clone)]
 struct Schedule {
     start: Instant,
     period: Duration,
+    sent: Arc<[AtomicU64]>,
 }
 
 impl Schedule {
-    fn new(rate: f64) -> Schedule {
+    fn new(rate: f64, items: u64) -> Schedule {
         Schedule {
             start: Instant::now() + Duration::from_millis(20),
             period: Duration::from_secs_f64(1.0 / rate.max(1.0)),
+            sent: (0..items).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -56,12 +67,16 @@ impl Schedule {
         self.start + self.period.mul_f64(i as f64)
     }
 
-    /// Waits (yielding) until item `i` is due.
+    /// Waits (yielding) until item `i` is due, then notes when it is being published.
+    /// (The consumer reads the note after receiving the item, which orders the two.)
     fn wait_for(&self, i: u64) {
         let due = self.due(i);
         loop {
             let now = Instant::now();
             if now >= due {
+                if let Some(sent) = self.sent.get(i as usize) {
+                    sent.store(self.nanos(now), Ordering::Relaxed);
+                }
                 return;
             }
             if due - now > Duration::from_millis(2) {
@@ -72,10 +87,56 @@ impl Schedule {
         }
     }
 
+    fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_nanos() as u64
+    }
+
     fn latency_us(&self, i: u64) -> u64 {
         Instant::now()
             .saturating_duration_since(self.due(i))
             .as_micros() as u64
+    }
+}
+
+/// A consumer's latencies: from the due time, and from the publish call.
+#[derive(Clone)]
+struct Timings {
+    from_due: Histogram<u64>,
+    from_publish: Histogram<u64>,
+}
+
+impl Timings {
+    fn new() -> Timings {
+        Timings {
+            from_due: histogram(),
+            from_publish: histogram(),
+        }
+    }
+
+    /// Item `i` arrived now.
+    fn record(&mut self, schedule: &Schedule, i: u64) {
+        let now = schedule.nanos(Instant::now());
+        let due = schedule.nanos(schedule.due(i));
+        let sent = schedule
+            .sent
+            .get(i as usize)
+            .map_or(due, |s| s.load(Ordering::Relaxed));
+        let _ = self
+            .from_due
+            .record((now.saturating_sub(due) / 1000).max(1));
+        let _ = self
+            .from_publish
+            .record((now.saturating_sub(sent) / 1000).max(1));
+    }
+
+    fn report(&self, name: &'static str, schedule: &Schedule) -> LatencyReport {
+        LatencyReport {
+            name,
+            offered_rate: 1.0 / schedule.period.as_secs_f64(),
+            items: schedule.sent.len() as u64,
+            latency_us: LatencySummary::of(&self.from_due),
+            from_publish_us: LatencySummary::of(&self.from_publish),
+        }
     }
 }
 
@@ -102,17 +163,18 @@ async fn await_done(done: &Semaphore, permits: u32, what: &str) {
 struct Sink {
     schedule: Schedule,
     total: u64,
-    hist: Arc<Mutex<Histogram<u64>>>,
+    timings: Arc<Mutex<Timings>>,
     seen: Arc<AtomicU64>,
     done: Arc<Semaphore>,
 }
 
 impl Sink {
     fn new(rate: f64, duration: Duration) -> Sink {
+        let total = items(rate, duration);
         Sink {
-            schedule: Schedule::new(rate),
-            total: items(rate, duration),
-            hist: Arc::new(Mutex::new(histogram())),
+            schedule: Schedule::new(rate, total),
+            total,
+            timings: Arc::new(Mutex::new(Timings::new())),
             seen: Arc::default(),
             done: Arc::new(Semaphore::new(0)),
         }
@@ -120,8 +182,9 @@ impl Sink {
 
     /// The handler's work for item `i`.
     fn record(&self, i: u64) {
-        let latency = self.schedule.latency_us(i).max(1);
-        let _ = self.hist.lock().map(|mut h| h.record(latency));
+        if let Ok(mut timings) = self.timings.lock() {
+            timings.record(&self.schedule, i);
+        }
         if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.total {
             self.done.add_permits(1);
         }
@@ -134,7 +197,7 @@ impl Sink {
         name: &'static str,
         publish: impl Fn(u64) + Send + 'static,
     ) -> LatencyReport {
-        let (schedule, total) = (self.schedule, self.total);
+        let (schedule, total) = (self.schedule.clone(), self.total);
         let publisher = std::thread::spawn(move || {
             for i in 0..total {
                 schedule.wait_for(i);
@@ -143,13 +206,8 @@ impl Sink {
         });
         await_done(&self.done, 1, name).await;
         publisher.join().expect("publisher thread");
-        let latency_us = LatencySummary::of(&self.hist.lock().expect("not poisoned"));
-        LatencyReport {
-            name,
-            offered_rate: 1.0 / schedule.period.as_secs_f64(),
-            items: total,
-            latency_us,
-        }
+        let timings = self.timings.lock().expect("not poisoned");
+        timings.report(name, &self.schedule)
     }
 }
 
@@ -211,49 +269,45 @@ pub async fn queue_latency(rate: f64, duration: Duration, workers: usize) -> Lat
 /// Baseline: a bounded crossbeam channel to a consumer thread.
 pub fn crossbeam_latency(rate: f64, duration: Duration) -> LatencyReport {
     let total = items(rate, duration);
-    let schedule = Schedule::new(rate);
+    let schedule = Schedule::new(rate, total);
     let (tx, rx) = crossbeam::channel::bounded::<Event>(super::CAPACITY);
-    let consumer = std::thread::spawn(move || {
-        let mut h = histogram();
-        for event in rx.iter() {
-            let i = event.data().as_u64().unwrap_or(0);
-            let _ = h.record(schedule.latency_us(i).max(1));
-        }
-        h
-    });
+    let consumer = {
+        let schedule = schedule.clone();
+        std::thread::spawn(move || {
+            let mut timings = Timings::new();
+            for event in rx.iter() {
+                timings.record(&schedule, event.data().as_u64().unwrap_or(0));
+            }
+            timings
+        })
+    };
     for i in 0..total {
         schedule.wait_for(i);
         tx.send(Event::new("bench.latency", json!(i)))
             .expect("consumer alive");
     }
     drop(tx);
-    let h = consumer.join().expect("consumer thread");
-    LatencyReport {
-        name: "crossbeam",
-        offered_rate: rate,
-        items: total,
-        latency_us: LatencySummary::of(&h),
-    }
+    let timings = consumer.join().expect("consumer thread");
+    timings.report("crossbeam", &schedule)
 }
 
 /// Baseline: a tokio broadcast channel to one receiver on its own thread.
 pub fn tokio_broadcast_latency(rate: f64, duration: Duration) -> LatencyReport {
     let total = items(rate, duration);
-    let schedule = Schedule::new(rate);
+    let schedule = Schedule::new(rate, total);
     let (tx, mut rx) = tokio::sync::broadcast::channel::<Event>(super::CAPACITY);
+    let consumer_schedule = schedule.clone();
     let consumer = std::thread::spawn(move || {
+        let schedule = consumer_schedule;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a current-thread runtime");
         runtime.block_on(async move {
-            let mut h = histogram();
+            let mut timings = Timings::new();
             loop {
                 match rx.recv().await {
-                    Ok(event) => {
-                        let i = event.data().as_u64().unwrap_or(0);
-                        let _ = h.record(schedule.latency_us(i).max(1));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return h,
+                    Ok(event) => timings.record(&schedule, event.data().as_u64().unwrap_or(0)),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return timings,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         panic!("broadcast baseline: the receiver lagged by {n}")
                     }
@@ -270,22 +324,17 @@ pub fn tokio_broadcast_latency(rate: f64, duration: Duration) -> LatencyReport {
             .expect("receiver alive");
     }
     drop(tx);
-    let h = consumer.join().expect("consumer thread");
-    LatencyReport {
-        name: "tokio_broadcast",
-        offered_rate: rate,
-        items: total,
-        latency_us: LatencySummary::of(&h),
-    }
+    let timings = consumer.join().expect("consumer thread");
+    timings.report("tokio_broadcast", &schedule)
 }
 
 struct Timer {
     schedule: Schedule,
-    hist: Histogram<u64>,
+    timings: Timings,
     seen: u64,
     total: u64,
     done: Arc<Semaphore>,
-    out: Arc<Mutex<Option<Histogram<u64>>>>,
+    out: Arc<Mutex<Option<Timings>>>,
 }
 
 impl Actor for Timer {
@@ -301,11 +350,11 @@ impl Handler<Timed> for Timer {
 
     fn handle(&mut self, msg: Timed, _: &mut Context<Self>) {
         let i = msg.0.data().as_u64().unwrap_or(0);
-        let _ = self.hist.record(self.schedule.latency_us(i).max(1));
+        self.timings.record(&self.schedule, i);
         self.seen += 1;
         if self.seen == self.total {
             if let Ok(mut out) = self.out.lock() {
-                *out = Some(self.hist.clone());
+                *out = Some(self.timings.clone());
             }
             self.done.add_permits(1);
         }
@@ -315,17 +364,17 @@ impl Handler<Timed> for Timer {
 /// Baseline: plain actix, `try_send` to an actor on its own arbiter.
 pub async fn actix_latency(rate: f64, duration: Duration) -> LatencyReport {
     let total = items(rate, duration);
-    let schedule = Schedule::new(rate);
+    let schedule = Schedule::new(rate, total);
     let arbiter = Arbiter::new();
     let done = Arc::new(Semaphore::new(0));
     let out = Arc::new(Mutex::new(None));
     let addr = {
-        let (done, out) = (done.clone(), out.clone());
+        let (done, out, schedule) = (done.clone(), out.clone(), schedule.clone());
         Timer::start_in_arbiter(&arbiter.handle(), move |ctx| {
             ctx.set_mailbox_capacity(super::CAPACITY);
             Timer {
                 schedule,
-                hist: histogram(),
+                timings: Timings::new(),
                 seen: 0,
                 total,
                 done,
@@ -333,9 +382,10 @@ pub async fn actix_latency(rate: f64, duration: Duration) -> LatencyReport {
             }
         })
     };
+    let publisher_schedule = schedule.clone();
     let publisher = std::thread::spawn(move || {
         for i in 0..total {
-            schedule.wait_for(i);
+            publisher_schedule.wait_for(i);
             let mut msg = Timed(Event::new("bench.latency", json!(i)));
             loop {
                 match addr.try_send(msg) {
@@ -352,17 +402,12 @@ pub async fn actix_latency(rate: f64, duration: Duration) -> LatencyReport {
     await_done(&done, 1, "actix latency").await;
     publisher.join().expect("publisher thread");
     arbiter.stop();
-    let h = out
+    let timings = out
         .lock()
         .expect("not poisoned")
         .take()
-        .unwrap_or_else(histogram);
-    LatencyReport {
-        name: "actix",
-        offered_rate: rate,
-        items: total,
-        latency_us: LatencySummary::of(&h),
-    }
+        .unwrap_or_else(Timings::new);
+    timings.report("actix", &schedule)
 }
 
 /// What the priority scenario measured.
@@ -401,11 +446,11 @@ pub async fn priority_under_saturation(
     })
     .expect("valid bench config");
     let origin = Instant::now();
-    let schedule = Schedule::new(critical_rate);
     let criticals = items(critical_rate, duration);
+    let schedule = Schedule::new(critical_rate, criticals);
     let hists = Arc::new(Mutex::new((histogram(), histogram(), histogram())));
     {
-        let hists = hists.clone();
+        let (hists, schedule) = (hists.clone(), schedule.clone());
         bus.subscribe("bench.prio", move |e: Event| {
             let mut h = hists.lock().expect("not poisoned");
             let at = Duration::from_nanos(e.data()["at"].as_u64().unwrap_or(0));
