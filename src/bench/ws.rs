@@ -232,7 +232,9 @@ fn sent_of(frame: &[u8]) -> Option<u64> {
     if !frame.starts_with(br#"{"type":"message""#) {
         return None;
     }
-    let at = frame.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    // From the end: the key is near it (serde_json orders `pad` before `sent`), and
+    // this scan is a tenth of a reader thread's time.
+    let at = frame.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
     let digits = frame[at..]
         .iter()
         .take_while(|b| b.is_ascii_digit())
