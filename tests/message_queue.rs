@@ -181,32 +181,47 @@ async fn a_backlog_is_handed_to_an_idle_member_while_the_first_is_busy() {
     assert_eq!(all, (0..10).collect::<Vec<_>>());
 }
 
-/// Many publishers, a group whose members come and go: every message is handled exactly
-/// once, and all of them before `stop` (which would drain a stranded message itself).
+/// Many publishers, a group whose members all come and go (each joins, takes work, and
+/// leaves, some while holding a message): every message is handled exactly once, and all
+/// of them before `stop` (which would drain a stranded message itself), after the last
+/// departures, when no push will come to rescue a stranded one.
 #[actix_rt::test]
 async fn a_churning_group_under_many_publishers_handles_each_message_once_without_stop() {
     const PUBLISHERS: u64 = 4;
     const PER_PUBLISHER: u64 = 25_000;
     const TOTAL: u64 = PUBLISHERS * PER_PUBLISHER;
+    const MEMBERS: usize = 200;
     let q = mq(MessageQueueConfig {
         max_workers: 2,
         max_size: 512,
         ..MessageQueueConfig::default()
     });
     let counts: Arc<Vec<AtomicU32>> = Arc::new((0..TOTAL).map(|_| AtomicU32::new(0)).collect());
+    let per_member: Arc<Vec<AtomicU32>> =
+        Arc::new((0..MEMBERS).map(|_| AtomicU32::new(0)).collect());
     let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let all_handled = Arc::new(Semaphore::new(0));
-    let member = {
-        let (counts, handled, all_handled) = (counts.clone(), handled.clone(), all_handled.clone());
+    let member = |index: usize| {
+        let (counts, per_member, handled, all_handled) = (
+            counts.clone(),
+            per_member.clone(),
+            handled.clone(),
+            all_handled.clone(),
+        );
         move |m: Message| {
-            let (counts, handled, all_handled) =
-                (counts.clone(), handled.clone(), all_handled.clone());
+            let (counts, per_member, handled, all_handled) = (
+                counts.clone(),
+                per_member.clone(),
+                handled.clone(),
+                all_handled.clone(),
+            );
             async move {
                 let n = num(&m);
-                if n.is_multiple_of(7) {
+                if n.is_multiple_of(3) {
                     actix_rt::task::yield_now().await; // some handlers take a turn
                 }
                 counts[n as usize].fetch_add(1, Ordering::Relaxed);
+                per_member[index].fetch_add(1, Ordering::Relaxed);
                 if handled.fetch_add(1, Ordering::AcqRel) + 1 == TOTAL {
                     all_handled.add_permits(1);
                 }
@@ -214,10 +229,15 @@ async fn a_churning_group_under_many_publishers_handles_each_message_once_withou
             }
         }
     };
+    let mut joined = 0;
+    let mut present = Vec::new();
     for _ in 0..2 {
-        q.subscribe_group("jobs", "workers", member.clone())
-            .await
-            .unwrap();
+        present.push(
+            q.subscribe_group("jobs", "workers", member(joined))
+                .await
+                .unwrap(),
+        );
+        joined += 1;
     }
     let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|p| {
@@ -236,27 +256,25 @@ async fn a_churning_group_under_many_publishers_handles_each_message_once_withou
             })
         })
         .collect();
-    // Members join and leave while the publishers run (a fixed pseudo-random walk).
-    let mut churned = Vec::new();
+    // Members join and leave (a fixed pseudo-random walk, the first two included) until
+    // the publishers are done; at least one member stays.
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    for _ in 0..400 {
+    while publishers.iter().any(|p| !p.is_finished()) && joined < MEMBERS {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        if churned.is_empty() || !seed.is_multiple_of(3) {
-            let id = q
-                .subscribe_group("jobs", "workers", member.clone())
-                .await
-                .unwrap();
-            churned.push(id);
+        if present.len() < 2 || seed.is_multiple_of(2) {
+            present.push(
+                q.subscribe_group("jobs", "workers", member(joined))
+                    .await
+                    .unwrap(),
+            );
+            joined += 1;
         } else {
-            let id = churned.swap_remove((seed as usize / 3) % churned.len());
+            let id = present.swap_remove((seed as usize / 2) % present.len());
             assert!(q.unsubscribe(id).await);
         }
         actix_rt::task::yield_now().await;
-    }
-    for id in churned {
-        assert!(q.unsubscribe(id).await);
     }
     actix_rt::task::spawn_blocking(move || {
         for p in publishers {
@@ -265,6 +283,10 @@ async fn a_churning_group_under_many_publishers_handles_each_message_once_withou
     })
     .await
     .unwrap();
+    // The last departures, with work possibly queued: the one left must get it all.
+    while present.len() > 1 {
+        assert!(q.unsubscribe(present.remove(0)).await);
+    }
     tokio::time::timeout(SAFETY, all_handled.acquire())
         .await
         .unwrap_or_else(|_| {
@@ -285,6 +307,16 @@ async fn a_churning_group_under_many_publishers_handles_each_message_once_withou
         .collect();
     assert!(wrong.is_empty(), "(message, times handled): {wrong:?}");
     assert_eq!(handled.load(Ordering::Acquire), TOTAL);
+    let worked = per_member
+        .iter()
+        .take(joined)
+        .filter(|c| c.load(Ordering::Relaxed) > 0)
+        .count();
+    println!("{joined} members joined, {worked} of them handled messages");
+    assert!(
+        worked > 2,
+        "members that joined later took work too ({worked} of {joined})"
+    );
 }
 
 #[actix_rt::test]

@@ -2,9 +2,10 @@
 //! subscription's mailbox and runs the handler, one item at a time, under the
 //! subscription's supervision policy (see [`supervision`](super::supervision)).
 //!
-//! The actor is woken by a [`Wake`] message that a publisher sends only when the actor's
-//! own wake flag was clear (see the mailbox's docs), so a busy subscription costs no
-//! actix message per item. It drains inside `ctx.wait`, so no other message of the actor
+//! The actor is woken by a [`Wake`] message sent only by whoever raised its idle wake
+//! flag: a publisher, or for a group member also another member handing on a backlog,
+//! or the registry (see the mailbox's docs). So a busy subscription costs no actix
+//! message per item. It drains inside `ctx.wait`, so no other message of the actor
 //! interleaves with a drain, and yields to the worker's other actors every [`BATCH`]
 //! items.
 //!
@@ -29,7 +30,7 @@ use tracing::Instrument;
 
 use super::handler::{ErrorCallback, Invoke};
 use super::index::Members;
-use super::mailbox::{Envelope, LaneTurns, PriorityMailbox, WakeFlag};
+use super::mailbox::{Activity, Envelope, LaneTurns, PriorityMailbox, WakeFlag};
 use super::recorder::{Recorder, SHIP_INTERVAL};
 use super::supervision::{self, HandlerFailure, SubStats, DEAD_LETTER_PREFIX};
 use super::{Deliverable, Shared, SubscriptionId};
@@ -89,18 +90,18 @@ impl<T, H> Subscription<T, H> {
         self.mailbox.is_cancelled() || self.removed.load(Ordering::Acquire)
     }
 
-    /// A group member stops searching (it took an item, or it leaves): publishers now wake
-    /// another member for new items, and if items wait already, it wakes one itself.
-    fn stop_searching(&self) {
-        if let Some(group) = &self.group {
-            group.stop_searching(&self.wake_flag, &self.mailbox);
+    /// A group member moves its flag `from` → `to` (see the mailbox's `Activity`); a
+    /// plain subscription's publishers only look for idle, so it skips this.
+    fn shift(&self, from: Activity, to: Activity) {
+        if self.group.is_some() {
+            self.wake_flag.shift(from, to);
         }
     }
 
-    /// A group member is done with its item and looks for the next.
-    fn search_again(&self) {
-        if self.group.is_some() {
-            self.wake_flag.set_searching();
+    /// A group member took an item: it is busy, and hands what waits to another member.
+    fn took_item(&self) {
+        if let Some(group) = &self.group {
+            group.took_item(&self.wake_flag, &self.mailbox);
         }
     }
 }
@@ -240,13 +241,7 @@ impl<T: Deliverable, H: Invoke<T>> Handler<Wake> for HandlerActor<T, H> {
     /// Drains the mailbox until it is empty (or cancelled), then goes idle. Ignored while
     /// a restart is pending (the resumed drain covers it) or after `Finish`.
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        if self.finished {
-            // A publisher that still had this (former) group member in its snapshot woke
-            // it: pass the item on.
-            self.sub.stop_searching();
-            return;
-        }
-        if self.in_flight.is_some() || self.finishing {
+        if self.finished || self.in_flight.is_some() || self.finishing {
             return;
         }
         self.start_drain(ctx);
@@ -288,22 +283,22 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
 ) -> (DrainEnd<T>, LaneTurns) {
     let mut budget = BATCH;
     let mut idle_spins = 0u32;
+    sub.shift(Activity::Woken, Activity::Searching);
     loop {
         if sub.is_removed() {
             if sub.mailbox.is_cancelled() {
                 sub.mailbox.cancel(); // discard what a late publisher pushed
             }
-            sub.stop_searching(); // a group member leaves the rest to the others
             return (DrainEnd::Done, turns);
         }
         let job = match first.take() {
             Some(job) => {
-                sub.stop_searching();
+                sub.took_item();
                 job
             }
             None => match sub.mailbox.pop(&mut turns) {
                 Some(envelope) => {
-                    sub.stop_searching();
+                    sub.took_item();
                     InFlight {
                         envelope,
                         attempts: 0,
@@ -337,12 +332,16 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
         if let Some(panicked) = deliver(&sub, job).await {
             return (DrainEnd::Panicked(panicked), turns);
         }
-        sub.search_again();
+        sub.shift(Activity::Busy, Activity::Searching);
         budget -= 1;
         if budget == 0 {
             budget = BATCH;
             sub.mailbox.notify_room();
+            // While the worker's other actors run, this member is not searching: a push
+            // wakes another.
+            sub.shift(Activity::Searching, Activity::Woken);
             actix_rt::task::yield_now().await;
+            sub.shift(Activity::Woken, Activity::Searching);
         }
     }
 }

@@ -20,7 +20,7 @@ use actix::Recipient;
 use arc_swap::ArcSwap;
 
 use super::handler_actor::Wake;
-use super::mailbox::{PriorityMailbox, WakeFlag};
+use super::mailbox::{Activity, PriorityMailbox, WakeFlag};
 use super::supervision::{OverflowPolicy, SubStats};
 use super::Deliverable;
 use crate::{Pattern, Priority};
@@ -66,26 +66,63 @@ impl Waker {
     }
 }
 
-/// Wakes the consumer(s) of a mailbox an item was just pushed to: a subscription's
-/// actor unless it is awake; for a group, no member while one is searching, else the
-/// first idle one (see the mailbox docs). When every member is busy, the first to
-/// finish takes the item.
-pub(crate) fn wake_for_push(wakers: &[Waker]) {
-    match wakers {
-        [one] => {
-            one.wake();
-        }
-        members => {
-            if members.iter().any(|m| m.flag.is_searching()) {
-                return;
+/// How a publisher wakes the consumer(s) of a route after pushing an item.
+#[derive(Clone)]
+pub(crate) enum Wakeup {
+    /// A subscription's one handler actor: woken unless its flag is raised.
+    One(Waker),
+    /// A consumer group's members, from the live list (see the mailbox docs).
+    Group(Arc<Members>),
+}
+
+impl Wakeup {
+    /// Wakes a consumer for an item just pushed, if one is needed.
+    pub(crate) fn for_push(&self) {
+        match self {
+            Wakeup::One(one) => {
+                one.wake();
             }
-            let _ = members.iter().any(Waker::wake);
+            Wakeup::Group(members) => members.wake_for_push(),
         }
     }
 }
 
-/// The current members of a consumer group, for its members to wake one another (the
-/// registry replaces the list as members join and leave).
+/// The outcome of looking at a group's members for a push.
+enum Scan {
+    /// A member will see the item (or was just woken to).
+    Done,
+    /// The list holds a member that left: it is stale, read the live one.
+    Stale,
+}
+
+/// For an item just pushed: nothing while a member is searching; else the first idle
+/// member is woken. When every member is woken or busy, they look at the mailbox later.
+fn scan_for_push(members: &[Waker]) -> Scan {
+    let mut idle = None;
+    for member in members {
+        match member.flag.activity() {
+            Activity::Searching => return Scan::Done,
+            Activity::Left => return Scan::Stale,
+            Activity::Idle => {
+                idle = idle.or(Some(member));
+            }
+            Activity::Woken | Activity::Busy => {}
+        }
+    }
+    // A failed raise means the member was raised by another publisher (it will run) or
+    // left after we saw it idle (the registry wakes the others after that).
+    if let Some(member) = idle {
+        member.wake();
+    }
+    Scan::Done
+}
+
+/// The current members of a consumer group (the registry replaces the list as members
+/// join and leave, before it marks a leaving member [`Left`](Activity::Left)).
+///
+/// Each member holds the list, and the list holds each member's address: a member's
+/// actor lives until it leaves the list (or its worker stops), not when the registry
+/// drops its own addresses.
 #[derive(Default)]
 pub(crate) struct Members(ArcSwap<Vec<Waker>>);
 
@@ -95,16 +132,18 @@ impl Members {
         self.0.store(Arc::new(members));
     }
 
-    /// [`wake_for_push`] on the current members.
+    /// Wakes a member for an item just pushed, if one is needed (see [`scan_for_push`]).
     pub(crate) fn wake_for_push(&self) {
-        wake_for_push(&self.0.load());
+        // A member marked `Left` was removed from the list before it was marked, so the
+        // list read after seeing the mark no longer holds it: this loops at most once per
+        // concurrent departure.
+        while let Scan::Stale = scan_for_push(&self.0.load()) {}
     }
 
-    /// The member whose flag is `own` stops searching (it took an item, or it leaves):
-    /// publishers now wake another member for new items, and if items wait in `mailbox`
-    /// already, this wakes one (unless another member is searching).
-    pub(crate) fn stop_searching<T>(&self, own: &WakeFlag, mailbox: &PriorityMailbox<T>) {
-        own.set_busy();
+    /// The member whose flag is `own` took an item: it is busy (publishers now wake
+    /// another member for new items), and if more items wait already, it wakes one.
+    pub(crate) fn took_item<T>(&self, own: &WakeFlag, mailbox: &PriorityMailbox<T>) {
+        own.shift(Activity::Searching, Activity::Busy);
         if mailbox.has_items_after_fence() {
             self.wake_for_push();
         }
@@ -116,8 +155,8 @@ pub(crate) struct Route<T> {
     pub(crate) id: SubscriptionId,
     pub(crate) handler_priority: Priority,
     pub(crate) mailbox: Arc<PriorityMailbox<T>>,
-    /// The handler actors to wake (every member of a group).
-    pub(crate) wakers: Box<[Waker]>,
+    /// How to wake its handler actor (or its group's members).
+    pub(crate) wakeup: Wakeup,
     pub(crate) overflow: OverflowPolicy,
     pub(crate) stats: Arc<SubStats>,
 }
@@ -262,76 +301,91 @@ mod tests {
         mailbox.push_reserved(envelope, Priority::Normal);
     }
 
-    /// Which members are searching.
-    fn searching(members: &[Waker]) -> Vec<bool> {
-        members.iter().map(|m| m.flag.is_searching()).collect()
+    fn members(n: usize, recipient: &Recipient<Wake>) -> Vec<Waker> {
+        (0..n)
+            .map(|_| Waker {
+                flag: Arc::default(),
+                recipient: recipient.clone(),
+            })
+            .collect()
+    }
+
+    fn activities(members: &[Waker]) -> Vec<Activity> {
+        members.iter().map(|m| m.flag.activity()).collect()
     }
 
     #[actix_rt::test]
     async fn a_group_wakes_one_idle_member_per_push_or_backlog_and_none_while_one_searches() {
+        use Activity::{Busy, Idle, Left, Searching, Woken};
         let recipient = Nop.start().recipient();
-        let members: Vec<Waker> = (0..3)
-            .map(|_| Waker {
-                flag: Arc::default(),
-                recipient: recipient.clone(),
-            })
-            .collect();
-        wake_for_push(&members);
+        let m = members(3, &recipient);
+        let group = Arc::new(Members::default());
+        group.set(m.clone());
+        let wakeup = Wakeup::Group(group.clone());
+        wakeup.for_push();
+        assert_eq!(activities(&m), [Woken, Idle, Idle], "the first idle one");
+        wakeup.for_push();
         assert_eq!(
-            searching(&members),
-            [true, false, false],
-            "the first idle one"
+            activities(&m),
+            [Woken, Woken, Idle],
+            "a woken member is not running yet (its worker may be busy): the next"
         );
-        wake_for_push(&members);
+        assert!(m[0].flag.shift(Woken, Searching));
+        assert!(m[1].flag.shift(Woken, Busy));
+        wakeup.for_push();
+        assert_eq!(activities(&m), [Searching, Busy, Idle], "0 will see it");
+        assert!(m[0].flag.shift(Searching, Busy));
+        wakeup.for_push();
         assert_eq!(
-            searching(&members),
-            [true, false, false],
-            "it will see the item"
+            activities(&m),
+            [Busy, Busy, Woken],
+            "none searching: an idle one"
         );
-        members[0].flag.set_busy();
-        wake_for_push(&members);
+        wakeup.for_push();
         assert_eq!(
-            searching(&members),
-            [false, true, false],
-            "0 is busy: the next"
+            activities(&m),
+            [Busy, Busy, Woken],
+            "none idle: they look later"
         );
-        members[1].flag.set_busy();
-        members[2].flag.set_busy();
-        wake_for_push(&members);
-        assert_eq!(
-            searching(&members),
-            [false, false, false],
-            "all busy: the first to finish takes it"
-        );
-        members[2].flag.set_searching();
-        let group = Members::default();
-        group.set(members.clone());
-        group.wake_for_push();
-        assert_eq!(searching(&members), [false, false, true]);
+
+        // A member that takes the last item wakes nobody; one that leaves a backlog wakes
+        // the first idle member.
         let mailbox = PriorityMailbox::<u64>::new(4, false);
-        // Member 2 takes the last item: it wakes nobody.
-        group.stop_searching(&members[2].flag, &mailbox);
-        assert_eq!(searching(&members), [false, false, false]);
-        // Member 2 takes an item and more wait: it wakes the first idle member.
-        let idle: Vec<Waker> = (0..2)
-            .map(|_| Waker {
-                flag: Arc::default(),
-                recipient: recipient.clone(),
-            })
-            .collect();
-        let group = Members::default();
-        group.set(idle.clone());
-        assert!(idle[0].flag.raise());
+        let m = members(2, &recipient);
+        group.set(m.clone());
+        assert!(m[0].flag.raise() && m[0].flag.shift(Woken, Searching));
+        group.took_item(&m[0].flag, &mailbox);
+        assert_eq!(activities(&m), [Busy, Idle]);
+        assert!(m[0].flag.shift(Busy, Searching));
         push(&mailbox, 7);
-        group.stop_searching(&idle[0].flag, &mailbox);
-        assert_eq!(searching(&idle), [false, true], "the backlog is handed on");
+        group.took_item(&m[0].flag, &mailbox);
+        assert_eq!(activities(&m), [Busy, Woken], "the backlog is handed on");
+
+        // A list holding a member that left is stale: the publisher rereads the live
+        // list (which the registry replaced before marking the member).
+        let departed = members(1, &recipient);
+        let current = members(1, &recipient);
+        departed[0].flag.set_left();
+        group.set(current.clone());
+        assert!(matches!(scan_for_push(&departed), Scan::Stale));
+        assert_eq!(activities(&current), [Idle], "the stale list wakes nobody");
+        group.wake_for_push();
+        assert_eq!(activities(&current), [Woken], "the live list does");
+
+        // A member never overwrites `Left`, and does not go idle with it.
+        let gone = &departed[0].flag;
+        assert!(!gone.shift(Searching, Busy) && !gone.raise());
+        assert!(!mailbox.try_idle(gone));
+        assert_eq!(gone.activity(), Left);
+
         // A plain subscription: woken once, whatever it does after.
-        let one = [Waker {
-            flag: Arc::default(),
-            recipient,
-        }];
-        assert!(one[0].wake());
-        assert!(!one[0].wake(), "already raised");
+        let one = Wakeup::One(members(1, &recipient).remove(0));
+        let Wakeup::One(waker) = &one else {
+            unreachable!()
+        };
+        one.for_push();
+        assert_eq!(waker.flag.activity(), Woken);
+        assert!(!waker.wake(), "already raised");
     }
 
     fn ids(snapshot: &Snapshot<crate::Event>, name: &'static str) -> Vec<u64> {
@@ -355,10 +409,10 @@ mod tests {
                 id: SubscriptionId(id),
                 handler_priority: prio,
                 mailbox: Arc::new(PriorityMailbox::new(4, false)),
-                wakers: Box::new([Waker {
+                wakeup: Wakeup::One(Waker {
                     flag: Arc::default(),
                     recipient: waker.clone(),
-                }]),
+                }),
                 overflow: OverflowPolicy::Block,
                 stats: Arc::default(),
             });

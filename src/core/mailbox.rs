@@ -19,15 +19,18 @@
 //!   once more ([`try_idle`](PriorityMailbox::try_idle)), so a push that raced with going
 //!   idle is never left behind.
 //! - A consumer group's members share one mailbox, each with its own flag, which also
-//!   says whether the member is *searching* (it will look at the lanes before it sleeps)
-//!   or *busy* (running its handler: it looks again afterwards). A push wakes no member
+//!   says what the member is doing ([`Activity`]): *woken* (it will run), *searching*
+//!   (its drain is running: it looks at the lanes before it stops or yields), *busy*
+//!   (running its handler: it looks again afterwards) or *left*. A push wakes no member
 //!   while one is searching, else the first idle one; a member that takes an item
 //!   becomes busy and, if more items wait, wakes the next idle member itself. So a
-//!   backlog wakes the members one by one, an item never waits behind a busy member
-//!   while another is idle, and a group whose members keep up costs about one wake per
-//!   burst instead of one per member per push. (Each of these steps stores or
-//!   compare-and-swaps the flag, then reads the other side's state, all `SeqCst`: either
-//!   the publisher sees the member stop searching, or the member sees the item.)
+//!   backlog wakes the members one by one, and a group that keeps up costs about one
+//!   wake per burst instead of one per member per push. A woken member does not hold
+//!   back the next wake: if its worker is kept busy by another actor, the next push
+//!   wakes another member. Publishers wake from the group's live member list; one that
+//!   still sees a member that left reloads the list. (Each step changes a flag, then
+//!   reads the other side's state, all `SeqCst`: either the publisher sees the member
+//!   stop searching, or the member sees the item.)
 //! - `room`: where publishers wait for space (slow path only; see the `room` module).
 //!
 //! ## Priority
@@ -170,41 +173,62 @@ pub(crate) struct LaneTurns {
     passed: [u32; 4],
 }
 
-/// A flag's states (see [`WakeFlag`]).
-const IDLE: u8 = 0;
-const SEARCHING: u8 = 1;
-const BUSY: u8 = 2;
+/// What a consumer is doing, as its [`WakeFlag`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Activity {
+    /// Asleep: a push must wake it.
+    Idle,
+    /// Raised: a `Wake` is on its way, or its drain yielded to the worker's other actors.
+    /// It will run, and look at the lanes, but it is not running now.
+    Woken,
+    /// Its drain is running: it looks at the lanes before it stops or yields.
+    Searching,
+    /// A group member running its handler: it looks again afterwards.
+    Busy,
+    /// A group member that left: it never looks again (the registry stores this after
+    /// publishing the group's new member list).
+    Left,
+}
 
-/// One consumer's coalesced wake flag: idle (a push must wake it), searching (scheduled,
-/// or draining: it will look at the lanes before it sleeps), or busy (a group member
-/// running its handler, or one that left the group). Only group members use busy.
+impl Activity {
+    const ALL: [Activity; 5] = [
+        Activity::Idle,
+        Activity::Woken,
+        Activity::Searching,
+        Activity::Busy,
+        Activity::Left,
+    ];
+}
+
+/// One consumer's coalesced wake flag (see the module docs). Publishers raise it from
+/// idle; the consumer moves it between the other states (a plain subscription only
+/// between idle and woken); every change is a `SeqCst` compare-and-swap, so a member
+/// never overwrites [`Left`](Activity::Left).
 #[derive(Debug, Default)]
 pub(crate) struct WakeFlag(CachePadded<AtomicU8>);
 
 impl WakeFlag {
-    /// Raises an idle flag to searching; true if it was idle, that is, if the caller must
-    /// wake the consumer. (A load first: a raised flag costs a push no write.)
+    /// What the consumer is doing.
+    pub(crate) fn activity(&self) -> Activity {
+        Activity::ALL[usize::from(self.0.load(Ordering::SeqCst))]
+    }
+
+    /// Moves `from` → `to`; false if the flag was not `from`.
+    pub(crate) fn shift(&self, from: Activity, to: Activity) -> bool {
+        self.0
+            .compare_exchange(from as u8, to as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Raises an idle flag; true if it was idle, that is, if the caller must wake the
+    /// consumer. (A load first: a raised flag costs a push no write.)
     pub(crate) fn raise(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == IDLE
-            && self
-                .0
-                .compare_exchange(IDLE, SEARCHING, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
+        self.activity() == Activity::Idle && self.shift(Activity::Idle, Activity::Woken)
     }
 
-    /// The consumer will look at the lanes before it sleeps.
-    pub(crate) fn is_searching(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == SEARCHING
-    }
-
-    /// A group member stops searching: it runs its handler, or leaves the group.
-    pub(crate) fn set_busy(&self) {
-        self.0.store(BUSY, Ordering::SeqCst);
-    }
-
-    /// A group member is done with its item and looks for the next.
-    pub(crate) fn set_searching(&self) {
-        self.0.store(SEARCHING, Ordering::SeqCst);
+    /// A group member left (see [`Activity::Left`]).
+    pub(crate) fn set_left(&self) {
+        self.0.store(Activity::Left as u8, Ordering::SeqCst);
     }
 }
 
@@ -337,7 +361,7 @@ impl<T> PriorityMailbox<T> {
         let lane = if self.fifo { 0 } else { priority.lane() };
         // Ordering: `SegQueue::push` publishes the item with a SeqCst CAS and `is_empty`
         // reads with SeqCst loads, so this push, the publisher's flag reads after it
-        // (`raise`, `is_searching`), and a consumer's flag store followed by
+        // (`index::Wakeup::for_push`), and a consumer's flag change followed by
         // `has_items_after_fence` are all in one total order: either the consumer sees the
         // item, or the publisher sees the flag idle (or no member searching) and wakes one.
         self.lanes[lane].push(envelope);
@@ -437,8 +461,16 @@ impl<T> PriorityMailbox<T> {
     /// true if the consumer must go on (an item arrived and the consumer took the flag
     /// back), false if it may go idle (a later push will wake it).
     pub(crate) fn try_idle(&self, flag: &WakeFlag) -> bool {
-        flag.0.store(IDLE, Ordering::SeqCst);
-        self.has_items_after_fence() && flag.raise()
+        loop {
+            let now = flag.activity();
+            if now == Activity::Left {
+                return false;
+            }
+            if flag.shift(now, Activity::Idle) {
+                break;
+            }
+        }
+        self.has_items_after_fence() && flag.shift(Activity::Idle, Activity::Searching)
     }
 
     /// After a store to a wake flag: whether an item waits, in the same total order as the

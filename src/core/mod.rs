@@ -380,7 +380,7 @@ impl<T: Deliverable> Shared<T> {
                     completion: CompletionGuard::new(completion.as_ref()),
                 };
                 route.mailbox.push_reserved(envelope, priority);
-                index::wake_for_push(&route.wakers);
+                route.wakeup.for_push();
             }
             Ok(completion)
         })

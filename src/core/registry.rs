@@ -8,11 +8,14 @@
 //!
 //! The members of a consumer group (same pattern, same group name) share one mailbox:
 //! the group is a single route in the index, and each member's handler actor takes
-//! items from the shared mailbox. An item is taken by exactly one member, whichever is
-//! free first (so the least busy member does the work); a publish wakes an idle member
-//! only when none is searching, and a member that takes an item while more wait wakes
-//! the next (see the mailbox's docs). When a member leaves, the items still queued stay in the shared mailbox for
-//! the others; when the last member leaves, they are discarded like a subscription's.
+//! items from the shared mailbox. An item is taken by exactly one member, whichever
+//! looks first (so the least busy member does the work). A push wakes the first idle
+//! member (by id) only when none is searching, and a member that takes an item while
+//! more wait wakes the next (see the mailbox's docs). Publishers wake from the group's
+//! live member list ([`Members`]), which this actor replaces as members join and leave,
+//! before it marks a leaving member `Left`; it then wakes the remaining members, so the
+//! items still queued stay for them. When the last member leaves, they are discarded
+//! like a subscription's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +26,7 @@ use actix_rt::{Arbiter, ArbiterHandle};
 use futures_util::future::join_all;
 
 use super::handler_actor::{Finish, Wake};
-use super::index::{Members, Route, Snapshot, SubscriptionId, Waker};
+use super::index::{Members, Route, Snapshot, SubscriptionId, Waker, Wakeup};
 use super::mailbox::{PriorityMailbox, WakeFlag};
 use super::supervision::{OverflowPolicy, SubStats};
 use super::{Deliverable, Shared};
@@ -99,15 +102,22 @@ impl<T> Target<T> {
         }
     }
 
-    fn route(&self) -> Arc<Route<T>> {
-        Arc::new(Route {
+    /// The route publishers use; `None` for a target without members (never published:
+    /// a target is removed with its last member).
+    fn route(&self) -> Option<Arc<Route<T>>> {
+        let wakeup = match (&self.group, self.members.values().next()) {
+            (Some(group), Some(_)) => Wakeup::Group(group.clone()),
+            (None, Some(one)) => Wakeup::One(one.clone()),
+            (_, None) => return None,
+        };
+        Some(Arc::new(Route {
             id: self.id,
             handler_priority: self.handler_priority,
             mailbox: self.mailbox.clone(),
-            wakers: self.members.values().cloned().collect(),
+            wakeup,
             overflow: self.overflow,
             stats: self.stats.clone(),
-        })
+        }))
     }
 }
 
@@ -153,7 +163,7 @@ impl<T: Deliverable> Registry<T> {
         let routes: Vec<(Pattern, Arc<Route<T>>)> = self
             .targets
             .values()
-            .map(|t| (t.pattern.clone(), t.route()))
+            .filter_map(|t| Some((t.pattern.clone(), t.route()?)))
             .collect();
         let snapshot = Snapshot::build(routes.iter().map(|(p, r)| (p, r)));
         self.shared.index.store(Arc::new(snapshot));
@@ -291,11 +301,13 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
             .targets
             .get_mut(&entry.target)
             .expect("entry has a target");
-        if let Some(leaving) = target.members.remove(&msg.0) {
-            // Publishers holding the previous snapshot must not count on it.
-            leaving.flag.set_busy();
-        }
+        let leaving = target.members.remove(&msg.0);
         target.members_changed();
+        if let (Some(leaving), Some(_)) = (leaving, &target.group) {
+            // After the new list: a publisher that sees the mark reads the new list. One
+            // that saw the member before the mark is covered by the wake below.
+            leaving.flag.set_left();
+        }
         let retired = if target.members.is_empty() {
             let target = self.targets.remove(&entry.target).expect("present");
             if let Some(key) = &entry.group {
