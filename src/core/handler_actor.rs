@@ -339,7 +339,9 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
             sub.mailbox.notify_room();
             // While the worker's other actors run, this member is not searching: a push
             // wakes another.
-            sub.shift(Activity::Searching, Activity::Woken);
+            if sub.group.is_some() {
+                sub.wake_flag.pause();
+            }
             actix_rt::task::yield_now().await;
             sub.shift(Activity::Woken, Activity::Searching);
         }

@@ -95,13 +95,15 @@ enum Scan {
     Stale,
 }
 
-/// For an item just pushed: nothing while a member is searching; else the first idle
-/// member is woken. When every member is woken or busy, they look at the mailbox later.
+/// For an item just pushed: nothing while a member is searching or was just woken (see
+/// `WAKE_GRACE`); else the first idle member is woken. When every member is woken or
+/// busy, they look at the mailbox later.
 fn scan_for_push(members: &[Waker]) -> Scan {
     let mut idle = None;
     for member in members {
         match member.flag.activity() {
             Activity::Searching => return Scan::Done,
+            Activity::Woken if member.flag.recently_woken() => return Scan::Done,
             Activity::Left => return Scan::Stale,
             Activity::Idle => {
                 idle = idle.or(Some(member));
@@ -325,10 +327,14 @@ mod tests {
         wakeup.for_push();
         assert_eq!(activities(&m), [Woken, Idle, Idle], "the first idle one");
         wakeup.for_push();
+        assert_eq!(activities(&m), [Woken, Idle, Idle], "0 is on its way");
+        // Woken longer ago than the grace: its worker is held up, wake the next.
+        m[0].flag.age_wake(crate::core::mailbox::WAKE_GRACE);
+        wakeup.for_push();
         assert_eq!(
             activities(&m),
             [Woken, Woken, Idle],
-            "a woken member is not running yet (its worker may be busy): the next"
+            "0 is held up: the next"
         );
         assert!(m[0].flag.shift(Woken, Searching));
         assert!(m[1].flag.shift(Woken, Busy));

@@ -25,9 +25,10 @@
 //!   while one is searching, else the first idle one; a member that takes an item
 //!   becomes busy and, if more items wait, wakes the next idle member itself. So a
 //!   backlog wakes the members one by one, and a group that keeps up costs about one
-//!   wake per burst instead of one per member per push. A woken member does not hold
-//!   back the next wake: if its worker is kept busy by another actor, the next push
-//!   wakes another member. Publishers wake from the group's live member list; one that
+//!   wake per burst instead of one per member per push. A woken member holds back
+//!   further wakes only for [`WAKE_GRACE`] (500 µs): if its worker is kept busy by
+//!   another actor's long synchronous handler, the next push after that wakes another
+//!   member. Publishers wake from the group's live member list; one that
 //!   still sees a member that left reloads the list. (Each step changes a flag, then
 //!   reads the other side's state, all `SeqCst`: either the publisher sees the member
 //!   stop searching, or the member sees the item.)
@@ -47,8 +48,10 @@
 //! In FIFO mode (MessageQueue with `enable_priority_queues = false`) everything goes to a
 //! single lane, in arrival order.
 
-use std::sync::atomic::{fence, AtomicI64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crossbeam::queue::SegQueue;
 use crossbeam::utils::CachePadded;
@@ -179,7 +182,8 @@ pub(crate) enum Activity {
     /// Asleep: a push must wake it.
     Idle,
     /// Raised: a `Wake` is on its way, or its drain yielded to the worker's other actors.
-    /// It will run, and look at the lanes, but it is not running now.
+    /// It will run, and look at the lanes, but it is not running now (for a group
+    /// member: counted as on its way for [`WAKE_GRACE`]).
     Woken,
     /// Its drain is running: it looks at the lanes before it stops or yields.
     Searching,
@@ -200,22 +204,43 @@ impl Activity {
     ];
 }
 
+/// How long a woken group member counts as on its way: a push within it wakes no other
+/// member. After it, the member is taken to be held up (its worker busy with another
+/// actor's long synchronous handler), and a push wakes another idle member.
+pub(crate) const WAKE_GRACE: Duration = Duration::from_micros(500);
+
+/// Nanoseconds on a process-wide monotonic clock. It starts far from zero, so that a
+/// flag never woken (`woken_at` 0) is long past its grace.
+fn clock_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    const ORIGIN: u64 = 1 << 40; // about 18 minutes
+    ORIGIN + EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+#[derive(Debug, Default)]
+struct Flag {
+    activity: AtomicU8,
+    /// When it was last woken ([`clock_ns`]); a hint, read only to time the grace.
+    woken_at: AtomicU64,
+}
+
 /// One consumer's coalesced wake flag (see the module docs). Publishers raise it from
 /// idle; the consumer moves it between the other states (a plain subscription only
 /// between idle and woken); every change is a `SeqCst` compare-and-swap, so a member
 /// never overwrites [`Left`](Activity::Left).
 #[derive(Debug, Default)]
-pub(crate) struct WakeFlag(CachePadded<AtomicU8>);
+pub(crate) struct WakeFlag(CachePadded<Flag>);
 
 impl WakeFlag {
     /// What the consumer is doing.
     pub(crate) fn activity(&self) -> Activity {
-        Activity::ALL[usize::from(self.0.load(Ordering::SeqCst))]
+        Activity::ALL[usize::from(self.0.activity.load(Ordering::SeqCst))]
     }
 
     /// Moves `from` → `to`; false if the flag was not `from`.
     pub(crate) fn shift(&self, from: Activity, to: Activity) -> bool {
         self.0
+            .activity
             .compare_exchange(from as u8, to as u8, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
     }
@@ -223,12 +248,39 @@ impl WakeFlag {
     /// Raises an idle flag; true if it was idle, that is, if the caller must wake the
     /// consumer. (A load first: a raised flag costs a push no write.)
     pub(crate) fn raise(&self) -> bool {
-        self.activity() == Activity::Idle && self.shift(Activity::Idle, Activity::Woken)
+        if self.activity() != Activity::Idle {
+            return false;
+        }
+        self.0.woken_at.store(clock_ns(), Ordering::Relaxed);
+        self.shift(Activity::Idle, Activity::Woken)
+    }
+
+    /// A searching group member yields to its worker's other actors: woken, from now.
+    pub(crate) fn pause(&self) {
+        self.0.woken_at.store(clock_ns(), Ordering::Relaxed);
+        self.shift(Activity::Searching, Activity::Woken);
+    }
+
+    /// Woken less than [`WAKE_GRACE`] ago (by the hint: a race makes it err either way,
+    /// which costs at most one wake too many or a wake later).
+    pub(crate) fn recently_woken(&self) -> bool {
+        let since = clock_ns().saturating_sub(self.0.woken_at.load(Ordering::Relaxed));
+        since < WAKE_GRACE.as_nanos() as u64
+    }
+
+    /// Moves the last wake back by `by` (tests of the grace).
+    #[cfg(test)]
+    pub(crate) fn age_wake(&self, by: Duration) {
+        self.0
+            .woken_at
+            .fetch_sub(by.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// A group member left (see [`Activity::Left`]).
     pub(crate) fn set_left(&self) {
-        self.0.store(Activity::Left as u8, Ordering::SeqCst);
+        self.0
+            .activity
+            .store(Activity::Left as u8, Ordering::SeqCst);
     }
 }
 
