@@ -2,7 +2,7 @@
 //! queue-wide bound, patterns, per-topic depth, stop, supervision and the bridge.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -179,6 +179,78 @@ async fn a_backlog_is_handed_to_an_idle_member_while_the_first_is_busy() {
     all.extend(b.seen.lock().unwrap().iter());
     all.sort_unstable();
     assert_eq!(all, (0..10).collect::<Vec<_>>());
+}
+
+/// A member woken on a worker that another member's synchronous handler blocks cannot
+/// run; after a short grace the next push wakes a member on another worker.
+#[actix_rt::test]
+async fn a_member_held_up_by_its_worker_does_not_hold_back_the_group() {
+    let q = mq(small()); // two workers
+    let (blocked, release) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (entered_tx, mut entered) = mpsc::unbounded_channel::<usize>();
+    let handled: Arc<Vec<AtomicU32>> = Arc::new((0..3).map(|_| AtomicU32::new(0)).collect());
+    let member = |index: usize| {
+        let (blocked, release, entered_tx, handled) = (
+            blocked.clone(),
+            release.clone(),
+            entered_tx.clone(),
+            handled.clone(),
+        );
+        move |_: Message| {
+            // The first message A or B takes blocks their worker until released.
+            if index < 2 && !blocked.swap(true, Ordering::AcqRel) {
+                let _ = entered_tx.send(index);
+                while !release.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+            }
+            handled[index].fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Ok(()))
+        }
+    };
+    // Members go to the least loaded worker: A and B share worker 0, C has worker 1 (X
+    // only steers the placement).
+    q.subscribe_group("jobs", "g", member(0)).await.unwrap();
+    let x = q
+        .subscribe("steer", |_| std::future::ready(Ok(())))
+        .await
+        .unwrap();
+    q.subscribe_group("jobs", "g", member(1)).await.unwrap();
+    assert!(q.unsubscribe(x).await);
+    q.subscribe_group("jobs", "g", member(2)).await.unwrap();
+    let mut published = 0u64;
+    let mut publish = || match q.try_publish("jobs", json!(published), Priority::Normal) {
+        Ok(_) => published += 1,
+        Err(PublishError::QueueFull(_)) => {}
+        Err(other) => panic!("{other}"),
+    };
+    // Until A or B blocks worker 0.
+    let blocker = loop {
+        publish();
+        if let Ok(index) = entered.try_recv() {
+            break index;
+        }
+        actix_rt::task::yield_now().await;
+    };
+    // The other member of worker 0 is woken and cannot run; C, idle on worker 1, must
+    // be woken by a later push.
+    let c_before = handled[2].load(Ordering::Relaxed);
+    let rescued = tokio::time::timeout(SAFETY, async {
+        while handled[2].load(Ordering::Relaxed) == c_before {
+            publish();
+            actix_rt::task::yield_now().await;
+        }
+    })
+    .await;
+    release.store(true, Ordering::Release);
+    rescued.expect("C was never woken while worker 0 was blocked");
+    q.stop().await;
+    let total: u32 = handled.iter().map(|h| h.load(Ordering::Relaxed)).sum();
+    assert_eq!(u64::from(total), published, "each message handled once");
+    assert!(handled[blocker].load(Ordering::Relaxed) >= 1);
 }
 
 /// Many publishers, a group whose members all come and go (each joins, takes work, and
