@@ -42,7 +42,9 @@
 //!   one poll of the session fills) plus the kernel's send buffer. On Linux the
 //!   session's socket also gets `TCP_USER_TIMEOUT` = `connection_timeout` +
 //!   [`CLOSE_GRACE`], so the kernel drops a connection whose peer takes no data for that
-//!   long, even after the session itself ended.
+//!   long, even after the session itself ended. The same descriptor sets `TCP_NODELAY`:
+//!   each frame leaves as it is written, instead of waiting for the acknowledgement of
+//!   the previous one (which a client that only reads delays).
 //! - **Heartbeats**: the server pings every `heartbeat_interval`; a client from which no
 //!   frame at all arrived for `connection_timeout` is closed with 4000 (checked every
 //!   tick, `connection_timeout / 20` clamped to 10 ms..1 s). If its session cannot run
