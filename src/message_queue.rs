@@ -10,8 +10,12 @@
 //!   and each takes the next message when it is free, so the least busy member does the
 //!   work (no round-robin: a slow member never holds messages another could handle).
 //!   Members are woken as the work needs them: a burst wakes them one by one, and a group
-//!   that keeps up costs about one wake per burst, not one per member per message. A
-//!   member that leaves gets no more; what is still queued stays for the other members.
+//!   that keeps up costs about one wake per burst, not one per member per message. (A
+//!   handler that blocks its worker thread, CPU-bound work in an async handler, also
+//!   holds up the members on that worker: an idle member elsewhere is preferred, but one
+//!   already woken there holds back further wakes for up to 500 µs, or until the next
+//!   message. Run such work in a blocking handler.) A member that leaves gets no more;
+//!   what is still queued stays for the other members.
 //!   A leaving member finishes the message in hand; a message it holds for a retry or
 //!   across a restart is discarded with it. A group is named by its pattern and group
 //!   name; its members run concurrently, with no order between them, and one member's

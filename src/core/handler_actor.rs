@@ -45,7 +45,8 @@ pub(crate) struct Wake;
 
 /// Ends a subscription: with `drain`, after handling everything accepted (stop); without,
 /// once the item in hand is done (unsubscribe; the registry has already cancelled the
-/// mailbox). The reply comes when the handler will not run again.
+/// mailbox, or for a group member that leaves others behind, marked it removed). The
+/// reply comes when the handler will not run again.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub(crate) struct Finish {
@@ -338,7 +339,7 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
             budget = BATCH;
             sub.mailbox.notify_room();
             // While the worker's other actors run, this member is not searching: a push
-            // wakes another.
+            // after the grace wakes another.
             if sub.group.is_some() {
                 sub.wake_flag.pause();
             }

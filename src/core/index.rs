@@ -50,9 +50,16 @@ impl std::fmt::Display for SubscriptionId {
 pub(crate) struct Waker {
     pub(crate) flag: Arc<WakeFlag>,
     pub(crate) recipient: Recipient<Wake>,
+    /// The worker arbiter the consumer runs on (its index).
+    pub(crate) worker: usize,
 }
 
 impl Waker {
+    /// The consumer's worker, as a bit of a set of workers (modulo 64).
+    fn worker_bit(&self) -> u64 {
+        1 << (self.worker % 64)
+    }
+
     /// Wakes the consumer unless its flag says it is already scheduled or running.
     /// `do_send` ignores the actor mailbox's capacity, which is safe here: the flag
     /// allows at most one `Wake` in flight per consumer. If the actor is gone its
@@ -96,25 +103,30 @@ enum Scan {
 }
 
 /// For an item just pushed: nothing while a member is searching or was just woken (see
-/// `WAKE_GRACE`); else the first idle member is woken. When every member is woken or
-/// busy, they look at the mailbox later.
+/// `WAKE_GRACE`); else an idle member is woken, the first on a worker where no member is
+/// busy or waiting to run, or else the first. When every member is woken or busy, they
+/// look at the mailbox later.
 fn scan_for_push(members: &[Waker]) -> Scan {
-    let mut idle = None;
+    // Workers where a member is busy or waiting to run: an idle member there may not run
+    // soon (a synchronous handler can hold the worker), so one elsewhere is preferred.
+    let (mut occupied, mut any_idle) = (0u64, false);
     for member in members {
         match member.flag.activity() {
             Activity::Searching => return Scan::Done,
             Activity::Woken if member.flag.recently_woken() => return Scan::Done,
             Activity::Left => return Scan::Stale,
-            Activity::Idle => {
-                idle = idle.or(Some(member));
-            }
-            Activity::Woken | Activity::Busy => {}
+            Activity::Idle => any_idle = true,
+            Activity::Woken | Activity::Busy => occupied |= member.worker_bit(),
         }
     }
     // A failed raise means the member was raised by another publisher (it will run) or
     // left after we saw it idle (the registry wakes the others after that).
-    if let Some(member) = idle {
-        member.wake();
+    if any_idle {
+        let _ = members
+            .iter()
+            .filter(|m| occupied & m.worker_bit() == 0)
+            .any(Waker::wake)
+            || members.iter().any(Waker::wake);
     }
     Scan::Done
 }
@@ -305,9 +317,10 @@ mod tests {
 
     fn members(n: usize, recipient: &Recipient<Wake>) -> Vec<Waker> {
         (0..n)
-            .map(|_| Waker {
+            .map(|i| Waker {
                 flag: Arc::default(),
                 recipient: recipient.clone(),
+                worker: i,
             })
             .collect()
     }
@@ -326,10 +339,11 @@ mod tests {
         let wakeup = Wakeup::Group(group.clone());
         wakeup.for_push();
         assert_eq!(activities(&m), [Woken, Idle, Idle], "the first idle one");
+        m[0].flag.date_wake(-60_000); // well within the grace, however slow this test
         wakeup.for_push();
         assert_eq!(activities(&m), [Woken, Idle, Idle], "0 is on its way");
         // Woken longer ago than the grace: its worker is held up, wake the next.
-        m[0].flag.age_wake(crate::core::mailbox::WAKE_GRACE);
+        m[0].flag.date_wake(1);
         wakeup.for_push();
         assert_eq!(
             activities(&m),
@@ -353,6 +367,21 @@ mod tests {
             [Busy, Busy, Woken],
             "none idle: they look later"
         );
+
+        // An idle member on a worker where another is busy may not run soon: one on a
+        // free worker is preferred (here 0 and 1 share a worker).
+        let shared: Vec<Waker> = [0, 0, 1]
+            .into_iter()
+            .map(|worker| Waker {
+                flag: Arc::default(),
+                recipient: recipient.clone(),
+                worker,
+            })
+            .collect();
+        assert!(shared[0].flag.raise() && shared[0].flag.shift(Woken, Busy));
+        group.set(shared.clone());
+        group.wake_for_push();
+        assert_eq!(activities(&shared), [Busy, Idle, Woken], "worker 1 is free");
 
         // A member that takes the last item wakes nobody; one that leaves a backlog wakes
         // the first idle member.
@@ -418,6 +447,7 @@ mod tests {
                 wakeup: Wakeup::One(Waker {
                     flag: Arc::default(),
                     recipient: waker.clone(),
+                    worker: 0,
                 }),
                 overflow: OverflowPolicy::Block,
                 stats: Arc::default(),

@@ -22,7 +22,8 @@
 //!   says what the member is doing ([`Activity`]): *woken* (it will run), *searching*
 //!   (its drain is running: it looks at the lanes before it stops or yields), *busy*
 //!   (running its handler: it looks again afterwards) or *left*. A push wakes no member
-//!   while one is searching, else the first idle one; a member that takes an item
+//!   while one is searching, else one idle member (the first on a worker where no member
+//!   is busy or waiting to run, or else the first); a member that takes an item
 //!   becomes busy and, if more items wait, wakes the next idle member itself. So a
 //!   backlog wakes the members one by one, and a group that keeps up costs about one
 //!   wake per burst instead of one per member per push. A woken member holds back
@@ -209,8 +210,8 @@ impl Activity {
 /// actor's long synchronous handler), and a push wakes another idle member.
 pub(crate) const WAKE_GRACE: Duration = Duration::from_micros(500);
 
-/// Nanoseconds on a process-wide monotonic clock. It starts far from zero, so that a
-/// flag never woken (`woken_at` 0) is long past its grace.
+/// Nanoseconds on a process-wide monotonic clock. It starts far from zero, so that
+/// stamps can be dated back from it without wrapping.
 fn clock_ns() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     const ORIGIN: u64 = 1 << 40; // about 18 minutes
@@ -224,9 +225,11 @@ struct Flag {
     woken_at: AtomicU64,
 }
 
-/// One consumer's coalesced wake flag (see the module docs). Publishers raise it from
-/// idle; the consumer moves it between the other states (a plain subscription only
-/// between idle and woken); every change is a `SeqCst` compare-and-swap, so a member
+/// One consumer's coalesced wake flag (see the module docs). Whoever wakes the consumer
+/// raises it from idle (a publisher; for a group member also another member handing on
+/// a backlog, or the registry); the consumer moves it between the other states (a plain
+/// subscription only to idle and back, in `try_idle`). Every change but the registry's
+/// [`set_left`](WakeFlag::set_left) (a store) is a `SeqCst` compare-and-swap, so a member
 /// never overwrites [`Left`](Activity::Left).
 #[derive(Debug, Default)]
 pub(crate) struct WakeFlag(CachePadded<Flag>);
@@ -268,12 +271,12 @@ impl WakeFlag {
         since < WAKE_GRACE.as_nanos() as u64
     }
 
-    /// Moves the last wake back by `by` (tests of the grace).
+    /// Dates the last wake `ago` before now, or in the future when `ago` is negative
+    /// (tests of the grace, independent of how fast they run).
     #[cfg(test)]
-    pub(crate) fn age_wake(&self, by: Duration) {
-        self.0
-            .woken_at
-            .fetch_sub(by.as_nanos() as u64, Ordering::Relaxed);
+    pub(crate) fn date_wake(&self, ago_ms: i64) {
+        let at = clock_ns() as i64 - ago_ms * 1_000_000;
+        self.0.woken_at.store(at as u64, Ordering::Relaxed);
     }
 
     /// A group member left (see [`Activity::Left`]).

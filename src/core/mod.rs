@@ -34,8 +34,9 @@
 //! ## Wake-ups
 //!
 //! A publisher wakes a handler actor (one actix message) only when the actor was idle; a
-//! busy subscription costs no message per item. The actor yields to the other actors of
-//! its worker every [`BATCH`] items.
+//! busy subscription costs no message per item. For a consumer group, a push wakes at
+//! most one member, and none while one is looking at the mailbox (see the mailbox's
+//! docs). The actor yields to the other actors of its worker every [`BATCH`] items.
 //!
 //! ## Atomic publish
 //!

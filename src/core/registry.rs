@@ -9,13 +9,14 @@
 //! The members of a consumer group (same pattern, same group name) share one mailbox:
 //! the group is a single route in the index, and each member's handler actor takes
 //! items from the shared mailbox. An item is taken by exactly one member, whichever
-//! looks first (so the least busy member does the work). A push wakes the first idle
-//! member (by id) only when none is searching, and a member that takes an item while
-//! more wait wakes the next (see the mailbox's docs). Publishers wake from the group's
-//! live member list ([`Members`]), which this actor replaces as members join and leave,
-//! before it marks a leaving member `Left`; it then wakes the remaining members, so the
-//! items still queued stay for them. When the last member leaves, they are discarded
-//! like a subscription's.
+//! looks first (a busy member does not look). A push wakes no member while one is
+//! searching or was woken less than 500 µs ago, else one idle member (preferably on a
+//! worker where no member is busy), and a member that takes an item while more wait
+//! wakes the next (see the mailbox's docs). Publishers wake from the group's live member
+//! list ([`Members`]), which this actor replaces as members join and leave, before it
+//! marks a leaving member `Left`; it then wakes a remaining member if one is needed, so
+//! the items still queued stay for them. When the last member leaves, they are
+//! discarded like a subscription's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -255,6 +256,7 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
         let waker = Waker {
             flag: wake_flag,
             recipient,
+            worker: worker_index,
         };
         // A group member joins with work possibly waiting: look at the mailbox once.
         waker.wake();
@@ -317,8 +319,8 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
             tracing::debug!(subscription = %msg.0, discarded, "unsubscribed");
             Some(target.stats)
         } else {
-            // Wake the member if it waits (a retry delay, a restart backoff), and have
-            // a member look at what the leaving one may have left.
+            // Wake the leaving member if it waits out a retry delay, and have a member
+            // look at what it may have left.
             target.mailbox.poke();
             if let Some(group) = &target.group {
                 group.wake_for_push();
