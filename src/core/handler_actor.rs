@@ -99,6 +99,13 @@ impl<T, H> Subscription<T, H> {
         }
     }
 
+    /// A group member yields to its worker's other actors (see `WakeFlag::pause`).
+    fn pause(&self) {
+        if self.group.is_some() {
+            self.wake_flag.pause();
+        }
+    }
+
     /// A group member took an item: it is busy, and hands what waits to another member.
     fn took_item(&self) {
         if let Some(group) = &self.group {
@@ -293,19 +300,13 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
             return (DrainEnd::Done, turns);
         }
         let job = match first.take() {
-            Some(job) => {
-                sub.took_item();
-                job
-            }
+            Some(job) => job,
             None => match sub.mailbox.pop(&mut turns) {
-                Some(envelope) => {
-                    sub.took_item();
-                    InFlight {
-                        envelope,
-                        attempts: 0,
-                        last_error: String::new(),
-                    }
-                }
+                Some(envelope) => InFlight {
+                    envelope,
+                    attempts: 0,
+                    last_error: String::new(),
+                },
                 None => {
                     sub.mailbox.notify_room();
                     if to_the_end {
@@ -330,6 +331,7 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
                 }
             },
         };
+        sub.took_item();
         if let Some(panicked) = deliver(&sub, job).await {
             return (DrainEnd::Panicked(panicked), turns);
         }
@@ -340,9 +342,7 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
             sub.mailbox.notify_room();
             // While the worker's other actors run, this member is not searching: a push
             // after the grace wakes another.
-            if sub.group.is_some() {
-                sub.wake_flag.pause();
-            }
+            sub.pause();
             actix_rt::task::yield_now().await;
             sub.shift(Activity::Woken, Activity::Searching);
         }

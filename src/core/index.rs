@@ -65,11 +65,19 @@ impl Waker {
     /// allows at most one `Wake` in flight per consumer. If the actor is gone its
     /// subscription is being removed.
     pub(crate) fn wake(&self) -> bool {
-        let woken = self.flag.raise();
-        if woken {
+        self.send_if(self.flag.raise())
+    }
+
+    /// [`wake`](Self::wake), timing the wake for the group's grace (`raise_timed`).
+    fn wake_timed(&self) -> bool {
+        self.send_if(self.flag.raise_timed())
+    }
+
+    fn send_if(&self, raised: bool) -> bool {
+        if raised {
             self.recipient.do_send(Wake);
         }
-        woken
+        raised
     }
 }
 
@@ -125,8 +133,8 @@ fn scan_for_push(members: &[Waker]) -> Scan {
         let _ = members
             .iter()
             .filter(|m| occupied & m.worker_bit() == 0)
-            .any(Waker::wake)
-            || members.iter().any(Waker::wake);
+            .any(Waker::wake_timed)
+            || members.iter().any(Waker::wake_timed);
     }
     Scan::Done
 }

@@ -26,8 +26,9 @@
 //!   is busy or waiting to run, or else the first); a member that takes an item
 //!   becomes busy and, if more items wait, wakes the next idle member itself. So a
 //!   backlog wakes the members one by one, and a group that keeps up costs about one
-//!   wake per burst instead of one per member per push. A woken member holds back
-//!   further wakes only for [`WAKE_GRACE`] (500 µs): if its worker is kept busy by
+//!   wake per burst instead of one per member per push. A member woken by a push (or a
+//!   hand-on), or one that yielded, holds back further wakes only for [`WAKE_GRACE`]
+//!   (500 µs); one woken on joining, not at all: if its worker is kept busy by
 //!   another actor's long synchronous handler, the next push after that wakes another
 //!   member. Publishers wake from the group's live member list; one that
 //!   still sees a member that left reloads the list. (Each step changes a flag, then
@@ -183,8 +184,9 @@ pub(crate) enum Activity {
     /// Asleep: a push must wake it.
     Idle,
     /// Raised: a `Wake` is on its way, or its drain yielded to the worker's other actors.
-    /// It will run, and look at the lanes, but it is not running now (for a group
-    /// member: counted as on its way for [`WAKE_GRACE`]).
+    /// It will run, and look at the lanes, but it is not running now (a group member
+    /// woken by a push or a hand-on, or that yielded, counts as on its way for
+    /// [`WAKE_GRACE`]).
     Woken,
     /// Its drain is running: it looks at the lanes before it stops or yields.
     Searching,
@@ -251,6 +253,14 @@ impl WakeFlag {
     /// Raises an idle flag; true if it was idle, that is, if the caller must wake the
     /// consumer. (A load first: a raised flag costs a push no write.)
     pub(crate) fn raise(&self) -> bool {
+        self.activity() == Activity::Idle && self.shift(Activity::Idle, Activity::Woken)
+    }
+
+    /// [`raise`](Self::raise), noting when, for the grace (a group member woken by a
+    /// push or a hand-on; other wakes are not timed, which keeps the clock off a plain
+    /// subscription's publish path, and lets a member woken otherwise, on joining, hold
+    /// back no push).
+    pub(crate) fn raise_timed(&self) -> bool {
         if self.activity() != Activity::Idle {
             return false;
         }
