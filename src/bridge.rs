@@ -73,7 +73,12 @@ pub async fn event_bus_to_queue(
 /// let ws = WebSocketService::start(WebSocketServiceConfig::default()).unwrap();
 /// bridge::queue_to_websocket(&mq, &ws, "market.>").await.unwrap();
 /// mq.publish("market.data", json!({"price": 50000}), Priority::Normal).await.unwrap();
-/// mq.stop().await;
+/// mq.publish("orders.new", json!({"qty": 1}), Priority::Normal).await.unwrap(); // not bridged
+/// mq.stop().await; // the bridge has handled what it was given
+/// // One message went through the bridge (to no client: nobody is connected).
+/// let stats = mq.delivery_stats();
+/// assert_eq!((stats.accepted, stats.processed), (1, 1));
+/// assert_eq!(ws.get_performance_metrics().await.total_messages_sent, Some(0));
 /// ws.stop().await;
 /// # });
 /// ```

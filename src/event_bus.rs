@@ -63,7 +63,11 @@ use crate::{
 /// ## Handler priority
 ///
 /// [`HandlerConfig::priority`] orders subscriptions, not events: among the subscriptions
-/// that match one event, the event is pushed to the higher-priority handler's mailbox first.
+/// that match one event, the event is pushed to the higher-priority handler's mailbox
+/// first, and a worker thread with several woken handlers runs the higher-priority one
+/// first (a handler draining a backlog lets a more urgent one woken on its worker run
+/// between two of its events). See `## Handler priority on a worker` in the core's
+/// source (`src/core/worker.rs`).
 ///
 /// ## Ordering
 ///
@@ -100,8 +104,9 @@ use crate::{
 /// ## Shutdown
 ///
 /// [`stop`](Self::stop) refuses new events ([`PublishError::Stopped`]), handles every
-/// event accepted before (waiting at most `default_timeout`; what is left then is logged
-/// and discarded, counted as `dropped`), then stops the handler actors and worker
+/// event accepted before (waiting at most `default_timeout`; what is left then, queued
+/// or in hand, is logged and discarded, counted as `dropped`: see `## Accounting` in
+/// [`supervision`](crate::core::supervision)), then stops the handler actors and worker
 /// threads. Call it: handlers
 /// often hold a handle (to publish derived events), so dropping the app's own handles
 /// does not end the bus; stopping the actix `System` does, without draining. Do not
@@ -155,6 +160,7 @@ impl EventBus {
             dead_letters: config.max_dead_letters,
             shared_bound: None,
             metrics: config.enable_metrics,
+            track_depths: false,
         };
         Ok(EventBus {
             core: Arc::new(Core::start(settings)),
@@ -163,7 +169,8 @@ impl EventBus {
 
     /// Subscribes an async handler to a name or pattern (see [`Pattern`](crate::Pattern)).
     /// The handler's future runs on the subscription's worker thread and need not be
-    /// `Send`.
+    /// `Send`. Returns once the subscription is in place and its handler actor runs: an
+    /// event published after that reaches it.
     pub async fn subscribe<F, Fut>(
         &self,
         pattern: &str,

@@ -28,14 +28,18 @@
 //! #[actix::main]
 //! async fn main() {
 //!     let bus = EventBus::start(EventBusConfig::default()).unwrap();
-//!     bus.subscribe("market.>", |event: Event| async move {
-//!         println!("{} {}", event.name(), event.data());
-//!         Ok(())
+//!     let (tx, mut prices) = tokio::sync::mpsc::unbounded_channel();
+//!     bus.subscribe("market.>", move |event: Event| {
+//!         let _ = tx.send((event.name().to_owned(), event.data()["price"].clone()));
+//!         async { Ok(()) }
 //!     })
 //!     .await
 //!     .unwrap();
 //!     bus.publish(Event::new("market.tick.btc", json!({"price": 50000}))).await.unwrap();
+//!     bus.publish(Event::new("orders.new", json!({"qty": 1}))).await.unwrap(); // no match
 //!     bus.stop().await; // handles what was accepted, then stops
+//!     assert_eq!(prices.recv().await, Some(("market.tick.btc".to_owned(), json!(50000))));
+//!     assert_eq!(prices.try_recv().ok(), None);
 //! }
 //! ```
 
@@ -71,6 +75,6 @@ pub use event_bus::EventBus;
 pub use message::Message;
 pub use message_queue::MessageQueue;
 pub use metrics::{EventBusMetrics, LatencySummary, MessageQueueMetrics, WebSocketMetrics};
-pub use pattern::{validate_name, Pattern, PatternError};
+pub use pattern::{validate_name, Pattern, PatternError, MAX_NAME_BYTES};
 pub use priority::{EventPriority, InvalidPriority, MessagePriority, Priority};
 pub use websocket::WebSocketService;

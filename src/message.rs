@@ -15,7 +15,6 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -32,9 +31,6 @@ struct Inner {
     data: Value,
     priority: Priority,
     timestamp: SystemTime,
-    /// The queue's depth counter of this topic, when the message was published through a
-    /// queue that tracks depths.
-    depth: Option<Arc<AtomicI64>>,
 }
 
 /// A message on a topic with a JSON payload. Cloning is a reference-count increment.
@@ -45,22 +41,12 @@ impl Message {
     /// A new message with a fresh id and the current time. The topic is checked when the
     /// message is published.
     pub fn new(topic: impl Into<String>, data: Value, priority: Priority) -> Message {
-        Message::with_depth(topic.into(), data, priority, None)
-    }
-
-    pub(crate) fn with_depth(
-        topic: String,
-        data: Value,
-        priority: Priority,
-        depth: Option<Arc<AtomicI64>>,
-    ) -> Message {
         Message(Arc::new(Inner {
             id: next_id(),
-            topic: topic.into_boxed_str(),
+            topic: topic.into().into_boxed_str(),
             data,
             priority,
             timestamp: SystemTime::now(),
-            depth,
         }))
     }
 
@@ -127,15 +113,10 @@ impl Deliverable for Message {
 
     /// `$dlq.<topic>`, same priority, the failure as data.
     fn dead_letter(original: &Message, failure: &HandlerFailure) -> Message {
-        Message::with_depth(
+        Message::new(
             format!("{DEAD_LETTER_PREFIX}{}", original.topic()),
             failure.to_json(),
             original.priority(),
-            None,
         )
-    }
-
-    fn depth_counter(&self) -> Option<&Arc<AtomicI64>> {
-        self.0.depth.as_ref()
     }
 }

@@ -3,7 +3,10 @@
 //! ## Patterns
 //!
 //! A name is one or more dot-separated tokens: `market.tick`, `trading.signal.btc`. A
-//! token is non-empty and holds no whitespace, no `*` and no `>`.
+//! token is non-empty and holds no whitespace, no `*` and no `>`. A name or pattern is at
+//! most [`MAX_NAME_BYTES`] (256) bytes long: the one limit of every component (EventBus,
+//! MessageQueue, WebSocket, `POST /api/publish`), so that names a client invents can
+//! never make the per-name state of a server large.
 //!
 //! A subscription pattern is a name in which a whole token may be a wildcard, as in NATS:
 //!
@@ -30,6 +33,9 @@
 //! ```
 
 use std::fmt;
+
+/// The longest name or pattern, in bytes (UTF-8).
+pub const MAX_NAME_BYTES: usize = 256;
 
 /// What is wrong with a name or a pattern. The `input` field holds the offending text.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -74,9 +80,18 @@ pub enum PatternError {
         /// The rejected text.
         input: String,
     },
+    /// Longer than [`MAX_NAME_BYTES`]. The text is not kept.
+    #[error("invalid {kind}: {length} bytes long, at most {MAX_NAME_BYTES} allowed")]
+    TooLong {
+        /// `"name"` or `"pattern"`.
+        kind: &'static str,
+        /// Its length in bytes.
+        length: usize,
+    },
 }
 
-/// Checks a published name: tokens non-empty, no whitespace, no wildcard.
+/// Checks a published name: tokens non-empty, no whitespace, no wildcard, at most
+/// [`MAX_NAME_BYTES`] bytes.
 ///
 /// ```
 /// assert!(tickwire::validate_name("market.tick").is_ok());
@@ -88,7 +103,7 @@ pub fn validate_name(name: &str) -> Result<(), PatternError> {
     // no empty token. Anything else takes the slow path, which finds the exact problem
     // (or accepts a valid non-ASCII name).
     let mut token_len = 0usize;
-    let mut plain = !name.is_empty();
+    let mut plain = !name.is_empty() && name.len() <= MAX_NAME_BYTES;
     for &b in name.as_bytes() {
         match b {
             b'.' if token_len > 0 => token_len = 0,
@@ -118,6 +133,12 @@ fn check_tokens(
 ) -> Result<(), PatternError> {
     if input.is_empty() {
         return Err(PatternError::Empty { kind });
+    }
+    if input.len() > MAX_NAME_BYTES {
+        return Err(PatternError::TooLong {
+            kind,
+            length: input.len(),
+        });
     }
     if input.chars().any(char::is_whitespace) {
         return Err(PatternError::Whitespace {
@@ -375,6 +396,18 @@ mod tests {
             validate_name("a b"),
             Err(PatternError::Whitespace { .. })
         ));
+        // Up to MAX_NAME_BYTES bytes (not characters), names and patterns alike.
+        let longest = "é".repeat(MAX_NAME_BYTES / 2);
+        assert!(validate_name(&longest).is_ok());
+        assert!(Pattern::parse(&longest).is_ok());
+        let over = format!("{longest}x");
+        for err in [validate_name(&over), Pattern::parse(&over).map(|_| ())] {
+            assert!(
+                matches!(err, Err(PatternError::TooLong { length, .. }) if length == MAX_NAME_BYTES + 1),
+                "{err:?}"
+            );
+        }
+        assert!(Pattern::parse(&format!("{}.>", "a".repeat(MAX_NAME_BYTES - 1))).is_err());
     }
 
     /// The obvious token-by-token definition, to check the byte-level matcher against.

@@ -181,6 +181,20 @@ fn wait(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// Bytes the kernel may buffer on a loopback TCP connection whose receiver does not read:
+/// the sender's buffer at its largest, and the receiver's at its default (Linux's
+/// `tcp_wmem` maximum and `tcp_rmem` default; 8 MiB elsewhere).
+fn kernel_socket_buffers() -> usize {
+    let field = |file: &str, i: usize| -> Option<usize> {
+        let text = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{file}")).ok()?;
+        text.split_whitespace().nth(i)?.parse().ok()
+    };
+    match (field("tcp_wmem", 2), field("tcp_rmem", 1)) {
+        (Some(send), Some(receive)) => send + receive,
+        _ => 8 << 20,
+    }
+}
+
 #[cfg(unix)]
 #[actix_rt::test]
 async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
@@ -204,20 +218,27 @@ async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
     }
     assert!(matches!(&frames[1], Frame::Text(t) if t.as_ref() == br#"{"type":"ack","id":"s"}"#));
 
-    // Published 16 at a time, so that a backlog is queued when the signal comes.
+    // The client reads nothing until the signal, and the messages are more than the
+    // kernel's socket buffers between it and the server can hold (the server's send
+    // buffer grows to at most tcp_wmem's maximum; the client's receive buffer, which it
+    // never reads, stays near tcp_rmem's default): so when the signal comes, the server
+    // holds a backlog of at least half of them, which it must deliver before its 1001.
+    let kernel = kernel_socket_buffers();
+    let size = (2 * kernel).div_ceil(MESSAGES as usize).max(1024);
+    let pad = "x".repeat(size);
     let client = awc::Client::builder().timeout(PATIENCE).finish();
     let statuses: Vec<u16> = futures_util::stream::iter(0..MESSAGES)
         .map(|n| {
             let request = client
                 .post(format!("{url}/api/publish"))
-                .send_json(&json!({"topic": "orders.new", "data": {"n": n}}));
+                .send_json(&json!({"topic": "orders.new", "data": {"n": n, "pad": pad}}));
             async move { request.await.map(|r| r.status().as_u16()).unwrap_or(0) }
         })
         .buffer_unordered(16)
         .collect()
         .await;
     assert!(statuses.iter().all(|&s| s == 202), "{statuses:?}");
-    // SIGTERM right away: messages may still be queued.
+    assert!(MESSAGES as usize * size >= 2 * kernel);
     // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
     let killed = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(killed, 0);

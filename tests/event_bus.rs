@@ -2,6 +2,8 @@
 //!
 //! Synchronisation is by channels and barriers; timeouts are only safety nets.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,7 @@ use tickwire::{
     create_event, create_handler_config, Deliver, Event, EventBus, EventBusConfig, HandlerResult,
     PatternError, Priority, PublishError, SubscribeError,
 };
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 const SAFETY: Duration = Duration::from_secs(60);
 
@@ -137,12 +139,13 @@ async fn fifo_per_subscription_within_a_priority_from_many_publishers() {
                 for i in 0..5000u64 {
                     let mut e =
                         create_event("orders.new", json!(p * 1_000_000 + i), Priority::High);
+                    let mut backoff = common::Backoff::default();
                     loop {
                         match bus.try_publish(e) {
                             Ok(()) => break,
                             Err(PublishError::QueueFull(back)) => {
                                 e = back;
-                                std::thread::yield_now();
+                                backoff.wait();
                             }
                             Err(other) => panic!("{other}"),
                         }
@@ -301,10 +304,12 @@ async fn invalid_patterns_and_names_are_clear_errors() {
 async fn unsubscribe_stops_delivery() {
     let bus = EventBus::start(config()).unwrap();
     let count = Arc::new(AtomicUsize::new(0));
+    let (ran_tx, mut ran) = mpsc::unbounded_channel();
     let c = count.clone();
     let id = bus
         .subscribe("a", move |_| {
             c.fetch_add(1, Ordering::SeqCst);
+            let _ = ran_tx.send(());
             async { Ok(()) }
         })
         .await
@@ -312,23 +317,28 @@ async fn unsubscribe_stops_delivery() {
     let mut witness = forward(&bus, "a").await;
     bus.publish(ev("a", 1)).await.unwrap();
     recv(&mut witness).await;
-    // The witness shares no worker guarantee with the first handler: wait for both.
+    // The two handlers share no worker guarantee: wait until the first one ran too.
+    tokio::time::timeout(SAFETY, ran.recv()).await.unwrap();
     assert!(bus.unsubscribe(id).await);
-    let after_unsubscribe = count.load(Ordering::SeqCst);
-    assert!(after_unsubscribe <= 1);
+    assert_eq!(count.load(Ordering::SeqCst), 1);
     for n in 0..100 {
         bus.publish(ev("a", n)).await.unwrap();
     }
     for _ in 0..100 {
         recv(&mut witness).await;
     }
-    assert_eq!(count.load(Ordering::SeqCst), after_unsubscribe);
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "nothing after unsubscribe returned"
+    );
     assert!(
         !bus.unsubscribe(id).await,
         "second unsubscribe finds nothing"
     );
     assert_eq!(bus.subscription_count(), 1);
     bus.stop().await;
+    assert_eq!(count.load(Ordering::SeqCst), 1);
 }
 
 #[actix_rt::test]
@@ -377,23 +387,41 @@ async fn publish_waits_for_room_instead_of_dropping() {
         ..config()
     })
     .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    bus.subscribe("slow", move |e| {
-        let s = s.clone();
-        async move {
-            tokio::task::yield_now().await;
-            s.lock().unwrap().push(num(&e));
-            Ok(())
-        }
-    })
-    .await
-    .unwrap();
-    for n in 0..2000 {
+    let (mut gate, seen) = gated(&bus, "slow").await;
+    bus.publish(ev("slow", 0)).await.unwrap();
+    gate.entered.recv().await.unwrap(); // 0 in hand
+    for n in 1..=4 {
+        bus.publish(ev("slow", n)).await.unwrap(); // the mailbox is full
+    }
+    // A publish into the full mailbox can only return once the handler takes event 1,
+    // which it does only after the test lets event 0 finish: the log proves the wait.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let waiting = {
+        let (bus, log) = (bus.clone(), log.clone());
+        actix_rt::spawn(async move {
+            let result = bus.publish(ev("slow", 5)).await;
+            log.lock().unwrap().push("publish returned");
+            result
+        })
+    };
+    for _ in 0..10 {
+        actix_rt::task::yield_now().await; // the publish runs, finds no room, waits
+    }
+    log.lock().unwrap().push("permit for event 0");
+    gate.permits.add_permits(1);
+    waiting.await.unwrap().unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["permit for event 0", "publish returned"]
+    );
+    // Then a long run of publishes, each waiting for room as needed: nothing dropped.
+    gate.permits.add_permits(10_000);
+    for n in 6..2000 {
         bus.publish(ev("slow", n)).await.unwrap();
     }
     bus.stop().await;
     assert_eq!(*seen.lock().unwrap(), (0..2000).collect::<Vec<u64>>());
+    assert_eq!(bus.delivery_stats().dropped, 0);
 }
 
 #[actix_rt::test]
@@ -524,7 +552,7 @@ async fn sync_handlers_and_actor_recipients_are_delivered_to() {
 }
 
 #[actix_rt::test]
-async fn handler_errors_do_not_stop_delivery() {
+async fn handler_errors_do_not_stop_delivery_and_higher_priority_handlers_go_first() {
     let bus = EventBus::start(EventBusConfig {
         max_workers: 1,
         enable_async_processing: false,
@@ -556,12 +584,17 @@ async fn handler_errors_do_not_stop_delivery() {
     }
     for n in 0..3 {
         bus.publish(ev("p", n)).await.unwrap();
+        // Sync dispatch waited for all three; the higher-priority handler got it first.
+        assert_eq!(
+            order.lock().unwrap()[3 * n as usize..],
+            ["critical", "normal", "low"],
+            "event {n}"
+        );
     }
     bus.stop().await;
-    // A failing handler keeps receiving, and sync dispatch waited for all three each time.
-    let mut order = order.lock().unwrap().clone();
-    order.sort_unstable();
-    assert_eq!(order, [["critical"; 3], ["low"; 3], ["normal"; 3]].concat());
+    // A failing handler keeps receiving.
+    assert_eq!(order.lock().unwrap().len(), 9);
+    assert_eq!(bus.delivery_stats().dead_letters, 3);
 }
 
 #[actix_rt::test]
@@ -643,12 +676,13 @@ async fn stress_many_publishers_subscribers_and_random_unsubscribes() {
             for i in 0..EVENTS {
                 let mut e = Event::new("stress.tick", json!(p * EVENTS + i))
                     .with_priority(Priority::ALL[(i % 4) as usize]);
+                let mut backoff = common::Backoff::default();
                 loop {
                     match bus.try_publish(e) {
                         Ok(()) => break,
                         Err(PublishError::QueueFull(back)) => {
                             e = back;
-                            std::thread::yield_now();
+                            backoff.wait();
                         }
                         Err(other) => panic!("{other}"),
                     }
@@ -720,17 +754,21 @@ async fn stress_many_publishers_subscribers_and_random_unsubscribes() {
 }
 
 #[actix_rt::test]
-async fn dropped_oneshot_is_not_needed_for_stop() {
-    // stop() with no subscriptions returns, and publishing to nobody before it is fine.
+async fn stop_without_subscriptions_returns_and_refuses_later_publishes() {
     let bus = EventBus::start(config()).unwrap();
-    bus.publish(ev("nobody", 1)).await.unwrap();
-    let (tx, rx) = oneshot::channel();
-    let b = bus.clone();
-    actix_rt::spawn(async move {
-        b.stop().await;
-        let _ = tx.send(());
-    });
-    tokio::time::timeout(SAFETY, rx).await.unwrap().unwrap();
+    bus.publish(ev("nobody", 1)).await.unwrap(); // accepted, delivered to no one
+    tokio::time::timeout(SAFETY, bus.stop()).await.unwrap();
+    assert!(matches!(
+        bus.try_publish(ev("nobody", 2)),
+        Err(PublishError::Stopped(ref e)) if num(e) == 2
+    ));
+    let names: Vec<u64> = bus.history(10).await.iter().map(num).collect();
+    assert_eq!(names, [1], "the one accepted event is in the history");
+    assert_eq!(
+        bus.delivery_stats(),
+        tickwire::DeliveryStats::default(),
+        "nothing delivered, nothing dropped"
+    );
 }
 
 #[test]
@@ -772,7 +810,11 @@ async fn a_stop_that_times_out_counts_what_it_discards() {
     gate.entered.recv().await.unwrap(); // event 0 in hand, 9 queued
     bus.stop().await; // waits 100 ms, then gives up
     let stats = bus.delivery_stats();
-    assert_eq!(stats.dropped, 9, "the queued events are accounted for");
+    assert_eq!(
+        (stats.accepted, stats.dropped, stats.processed, stats.queued),
+        (10, 10, 0, 0),
+        "the 9 queued events and the one in hand are accounted for, once"
+    );
     assert!(seen.lock().unwrap().is_empty());
 }
 
@@ -808,8 +850,202 @@ async fn low_events_leave_an_eighth_of_the_mailbox_to_more_urgent_ones() {
         Err(PublishError::QueueFull(_))
     ));
     gate.permits.add_permits(100);
+    gate.finished(17).await; // stop's drain bound is short in this test
     bus.stop().await;
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 17);
     assert_eq!(&seen[..3], &[0, 100, 101], "the urgent ones first");
+}
+
+#[actix_rt::test]
+async fn a_low_event_never_evicts_a_more_urgent_one() {
+    use tickwire::OverflowPolicy;
+    let bus = EventBus::start(EventBusConfig {
+        queue_size: 16,
+        ..config()
+    })
+    .unwrap();
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let permits = Arc::new(Semaphore::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (p, s) = (permits.clone(), seen.clone());
+    let config = create_handler_config("evicting")
+        .overflow(OverflowPolicy::DropOldest)
+        .timeout(SAFETY);
+    bus.subscribe_with("e.>", config, move |event| {
+        let (p, s, entered_tx) = (p.clone(), s.clone(), entered_tx.clone());
+        async move {
+            let _ = entered_tx.send(());
+            p.acquire().await.unwrap().forget();
+            s.lock().unwrap().push(num(&event));
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    bus.publish(ev("e.first", 0)).await.unwrap();
+    entered.recv().await.unwrap(); // in hand: the 16 slots are free
+    for n in 1..=14 {
+        bus.publish(ev("e.crit", n).with_priority(Priority::Critical))
+            .await
+            .unwrap();
+    }
+    // 14 of 16 taken: LOW may not take more, and may not evict a CRITICAL event either.
+    bus.publish(ev("e.low", 100).with_priority(Priority::Low))
+        .await
+        .unwrap();
+    assert_eq!(bus.delivery_stats().dropped, 1, "the LOW event was dropped");
+    // With a NORMAL event queued too, LOW still finds only more urgent ones to evict.
+    bus.publish(ev("e.normal", 15)).await.unwrap();
+    bus.publish(ev("e.low", 101).with_priority(Priority::Low))
+        .await
+        .unwrap();
+    assert_eq!(bus.delivery_stats().dropped, 2);
+    permits.add_permits(100);
+    gate_finished(&mut entered, 15).await;
+    bus.stop().await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        *seen,
+        (0..=15).collect::<Vec<u64>>(),
+        "no urgent event lost"
+    );
+}
+
+/// Waits until the gated handler entered `n` more events.
+async fn gate_finished(entered: &mut mpsc::UnboundedReceiver<()>, n: usize) {
+    for _ in 0..n {
+        tokio::time::timeout(SAFETY, entered.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[actix_rt::test]
+async fn a_worker_runs_its_woken_handlers_by_handler_priority() {
+    let bus = EventBus::start(EventBusConfig {
+        max_workers: 1,
+        ..EventBusConfig::default()
+    })
+    .unwrap();
+    // A handler that holds the only worker thread until released, so that the others
+    // are woken while it cannot run them.
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    bus.subscribe("block", move |_| {
+        let _ = entered_tx.send(());
+        let _ = release_rx.lock().unwrap().recv(); // blocks the worker thread
+        async { Ok(()) }
+    })
+    .await
+    .unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    for (name, priority) in [
+        ("w.low", Priority::Low),
+        ("w.normal", Priority::Normal),
+        ("w.high", Priority::High),
+        ("w.critical", Priority::Critical),
+    ] {
+        let (o, done_tx) = (order.clone(), done_tx.clone());
+        bus.subscribe_with(
+            name,
+            create_handler_config(name).priority(priority),
+            move |_| {
+                o.lock().unwrap().push(name);
+                let _ = done_tx.send(());
+                async { Ok(()) }
+            },
+        )
+        .await
+        .unwrap();
+    }
+    // Each handler actor has run once (started, and idle since).
+    for name in ["w.low", "w.normal", "w.high", "w.critical"] {
+        bus.publish(ev(name, 0)).await.unwrap();
+    }
+    for _ in 0..4 {
+        tokio::time::timeout(SAFETY, done.recv()).await.unwrap();
+    }
+    order.lock().unwrap().clear();
+    bus.publish(ev("block", 0)).await.unwrap();
+    entered.recv().await.unwrap(); // the worker thread is held
+                                   // Woken lowest first, each on its own event name.
+    for name in ["w.low", "w.normal", "w.high", "w.critical"] {
+        bus.publish(ev(name, 1)).await.unwrap();
+    }
+    release_tx.send(()).unwrap();
+    for _ in 0..4 {
+        tokio::time::timeout(SAFETY, done.recv()).await.unwrap();
+    }
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["w.critical", "w.high", "w.normal", "w.low"]
+    );
+    bus.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_draining_handler_yields_its_worker_to_a_more_urgent_one() {
+    let bus = EventBus::start(EventBusConfig {
+        max_workers: 1,
+        ..EventBusConfig::default()
+    })
+    .unwrap();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    let (o, d) = (order.clone(), done_tx.clone());
+    // A LOW handler with a backlog: its first event holds the worker thread.
+    bus.subscribe_with(
+        "bulk",
+        create_handler_config("bulk").priority(Priority::Low),
+        move |e| {
+            if num(&e) == 0 {
+                let _ = entered_tx.send(());
+                let _ = release_rx.lock().unwrap().recv();
+            }
+            o.lock().unwrap().push(format!("bulk {}", num(&e)));
+            let _ = d.send(());
+            async { Ok(()) }
+        },
+    )
+    .await
+    .unwrap();
+    let o = order.clone();
+    bus.subscribe_with(
+        "urgent",
+        create_handler_config("urgent").priority(Priority::Critical),
+        move |_| {
+            o.lock().unwrap().push("urgent".to_owned());
+            let _ = done_tx.send(());
+            async { Ok(()) }
+        },
+    )
+    .await
+    .unwrap();
+    bus.publish(ev("urgent", 0)).await.unwrap(); // started, and idle since
+    tokio::time::timeout(SAFETY, done.recv()).await.unwrap();
+    order.lock().unwrap().clear();
+    bus.publish(ev("bulk", 0)).await.unwrap();
+    entered.recv().await.unwrap();
+    for n in 1..=200 {
+        bus.publish(ev("bulk", n)).await.unwrap();
+    }
+    bus.publish(ev("urgent", 1)).await.unwrap();
+    release_tx.send(()).unwrap();
+    for _ in 0..202 {
+        tokio::time::timeout(SAFETY, done.recv()).await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    assert_eq!(
+        order[..3],
+        ["bulk 0", "urgent", "bulk 1"],
+        "the urgent handler runs as soon as the bulk one finishes an event"
+    );
+    bus.stop().await;
 }

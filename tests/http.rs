@@ -113,13 +113,20 @@ async fn health_metrics_and_api_metrics() {
     );
     let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
-    for component in ["event_bus", "message_queue", "websocket"] {
-        let prefix = format!("tickwire_{component}_");
-        assert!(
-            scrape.samples.iter().any(|s| s.metric.starts_with(&prefix)),
-            "{component}"
-        );
-    }
+    let sample = |name: &str| match scrape.samples.iter().find(|s| s.metric == name) {
+        Some(prometheus_parse::Sample {
+            value: prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v),
+            ..
+        }) => *v,
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(sample("tickwire_event_bus_events_published_total"), 1.0);
+    assert_eq!(
+        sample("tickwire_message_queue_messages_published_total"),
+        0.0
+    );
+    assert_eq!(sample("tickwire_message_queue_queue_size"), 0.0);
+    assert_eq!(sample("tickwire_websocket_active_connections"), 0.0);
 
     let resp = test::call_service(
         &app,
@@ -129,8 +136,19 @@ async fn health_metrics_and_api_metrics() {
     assert_eq!(resp.status(), 200);
     let m = body_json(resp).await;
     assert_eq!(m["event_bus"]["total_events_published"], 1);
-    assert!(m["message_queue"]["total_queue_size"].is_u64());
+    assert_eq!(m["event_bus"]["total_handlers"], 1);
+    assert_eq!(m["message_queue"]["total_queue_size"], 0);
+    assert_eq!(m["message_queue"]["total_messages_published"], 0);
     assert_eq!(m["websocket"]["active_connections"], 0);
+    for component in ["event_bus", "message_queue", "websocket"] {
+        assert!(
+            m[component]["uptime_seconds"]
+                .as_f64()
+                .is_some_and(|u| u >= 0.0),
+            "{component}: {}",
+            m[component]
+        );
+    }
 
     // 503 as soon as a component is stopping (the bus stops first at shutdown).
     s.event_bus.stop().await;
@@ -212,8 +230,26 @@ async fn publish_goes_onto_the_queue_and_bad_input_gets_json_errors() {
     )
     .await;
     assert_eq!(resp.status(), 405);
+    let long = format!(
+        r#"{{"topic":"a.{}","data":1}}"#,
+        "b".repeat(tickwire::MAX_NAME_BYTES)
+    );
+    let (status, reply) = post(&app, &long, None).await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (400, Some("invalid_topic"))
+    );
+    assert!(
+        reply["message"].as_str().unwrap().contains("at most 256"),
+        "{reply}"
+    );
+    stop(&s).await; // drains: anything published by mistake has reached the handler now
     assert!(rx.try_recv().is_err(), "nothing refused was published");
-    stop(&s).await;
+    assert!(
+        s.message_queue.topic_depths().is_empty(),
+        "refused topics leave no per-topic state: {:?}",
+        s.message_queue.topic_depths()
+    );
     let (status, body) = post(&app, r#"{"topic":"orders.new","data":1}"#, None).await;
     assert_eq!((status, body["error"].as_str()), (503, Some("unavailable")));
 }
@@ -261,6 +297,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
         accepted += 1;
         assert!(accepted <= 10, "max_size 2 is never reached");
     };
+    assert_eq!(accepted, 3, "one in hand, two waiting");
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
     assert_eq!(body_json(resp).await["error"], "queue_full");
@@ -289,6 +326,14 @@ async fn publish_with_tokens_needs_one_that_allows_the_topic() {
     ])
     .unwrap();
     let s = services(access, MessageQueueConfig::default());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    s.message_queue
+        .subscribe(">", move |m| {
+            let _ = tx.send(m.topic().to_owned());
+            std::future::ready(Ok(()))
+        })
+        .await
+        .unwrap();
     let app = test::init_service(App::new().configure(http::configure(s.clone()))).await;
     let body = r#"{"topic":"orders.new","data":1}"#;
     let (status, reply) = post(&app, body, None).await;
@@ -309,6 +354,12 @@ async fn publish_with_tokens_needs_one_that_allows_the_topic() {
         .to_request();
     assert_eq!(test::call_service(&app, req).await.status(), 202);
     stop(&s).await;
+    let published: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert_eq!(
+        published,
+        ["orders.new", "orders.new"],
+        "the two accepted, only"
+    );
 }
 
 #[actix_rt::test]

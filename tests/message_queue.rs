@@ -1,6 +1,8 @@
 //! MessageQueue behaviour: fan-out, consumer groups, priority and FIFO modes, the
 //! queue-wide bound, patterns, per-topic depth, stop, supervision and the bridge.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -126,10 +128,11 @@ async fn a_consumer_group_handles_each_message_exactly_once() {
         let q = q.clone();
         std::thread::spawn(move || {
             for n in 0..MESSAGES {
+                let mut backoff = common::Backoff::default();
                 loop {
                     match q.try_publish("orders.new", json!(n), Priority::ALL[(n % 4) as usize]) {
                         Ok(_) => break,
-                        Err(PublishError::QueueFull(_)) => std::thread::yield_now(),
+                        Err(PublishError::QueueFull(_)) => backoff.wait(),
                         Err(other) => panic!("{other}"),
                     }
                 }
@@ -327,10 +330,11 @@ async fn a_churning_group_under_many_publishers_handles_each_message_once_withou
             std::thread::spawn(move || {
                 for i in 0..PER_PUBLISHER {
                     let n = p * PER_PUBLISHER + i;
+                    let mut backoff = common::Backoff::default();
                     loop {
                         match q.try_publish("jobs", json!(n), Priority::ALL[(n % 4) as usize]) {
                             Ok(_) => break,
-                            Err(PublishError::QueueFull(_)) => std::thread::yield_now(),
+                            Err(PublishError::QueueFull(_)) => backoff.wait(),
                             Err(other) => panic!("{other}"),
                         }
                     }
@@ -526,6 +530,11 @@ async fn max_size_bounds_the_whole_queue() {
     first.permits.add_permits(100);
     second.permits.add_permits(100);
     waiting.await.unwrap().unwrap();
+    // stop's drain bound is short in this test: let the handlers finish first.
+    common::eventually("both handlers saw five messages", SAFETY, || {
+        first.seen.lock().unwrap().len() == 5 && second.seen.lock().unwrap().len() == 5
+    })
+    .await;
     q.stop().await;
     assert_eq!(*first.seen.lock().unwrap(), [0, 1, 2, 3, 6]);
     assert_eq!(*second.seen.lock().unwrap(), [0, 1, 2, 3, 6]);
@@ -585,6 +594,11 @@ async fn topic_depths_and_topics_count() {
     recorder(&q, "b.c").await;
     let (_, mut gate) = gated(&q, "x.*", None).await;
     assert_eq!(q.topics_count(), 2, "topics with subscribers");
+    assert_eq!(
+        q.topic_depths().into_iter().collect::<Vec<_>>(),
+        [("a".to_owned(), 0), ("b.c".to_owned(), 0)],
+        "exact-topic subscriptions, nothing in flight"
+    );
     for n in 0..3 {
         q.publish("x.y", json!(n), Priority::Normal).await.unwrap();
     }
@@ -597,7 +611,11 @@ async fn topic_depths_and_topics_count() {
     assert_eq!(q.topics_count(), 3, "plus the topic with waiting messages");
     gate.permits.add_permits(3);
     q.stop().await;
-    assert_eq!(q.topic_depths().get("x.y"), Some(&0));
+    assert_eq!(
+        q.topic_depths().get("x.y"),
+        None,
+        "nothing in flight, no exact subscriber: not listed"
+    );
     assert_eq!(
         q.topics_count(),
         0,
@@ -865,4 +883,48 @@ async fn a_queue_full_of_low_messages_still_takes_critical_ones_unless_fifo() {
         gate_tx.send(true).unwrap();
         q.stop().await;
     }
+}
+
+#[actix_rt::test]
+async fn a_low_message_never_evicts_a_more_urgent_one_from_the_full_queue() {
+    use tickwire::OverflowPolicy;
+    let q = mq(MessageQueueConfig {
+        max_size: 16,
+        ..small()
+    });
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let permits = Arc::new(Semaphore::new(0));
+    let seen: Seen = Arc::default();
+    let (p, s) = (permits.clone(), seen.clone());
+    let config = create_handler_config("evicting")
+        .overflow(OverflowPolicy::DropOldest)
+        .timeout(SAFETY);
+    q.subscribe_with("e", config, move |m| {
+        let (p, s, entered_tx) = (p.clone(), s.clone(), entered_tx.clone());
+        async move {
+            let _ = entered_tx.send(());
+            p.acquire().await.unwrap().forget();
+            s.lock().unwrap().push(num(&m));
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    q.publish("e", json!(0), Priority::Normal).await.unwrap();
+    entered.recv().await.unwrap();
+    for n in 1..=14 {
+        q.publish("e", json!(n), Priority::Critical).await.unwrap();
+    }
+    assert_eq!(q.total_queue_size(), 14);
+    // 14 of 16: the queue-wide bound has no room for LOW, and a LOW message may not
+    // evict a CRITICAL one.
+    q.publish("e", json!(100), Priority::Low).await.unwrap();
+    assert_eq!(q.delivery_stats().dropped, 1);
+    assert_eq!(q.total_queue_size(), 14);
+    permits.add_permits(100);
+    for _ in 0..14 {
+        tokio::time::timeout(SAFETY, entered.recv()).await.unwrap();
+    }
+    q.stop().await;
+    assert_eq!(*seen.lock().unwrap(), (0..=14).collect::<Vec<u64>>());
 }

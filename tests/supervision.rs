@@ -721,3 +721,133 @@ async fn a_retry_delay_of_duration_max_means_never_and_does_not_break_the_subscr
     bus.stop().await;
     assert_eq!(bus.delivery_stats().retries, 1);
 }
+
+#[actix_rt::test]
+async fn a_panic_wakes_publishers_waiting_for_the_slot_it_freed() {
+    // Eight slots: taking one item from a full mailbox stays above the low-water mark,
+    // so only the panic path can tell waiting publishers that a slot is free.
+    let bus = bus(EventBusConfig {
+        queue_size: 8,
+        default_timeout: Duration::from_secs(30),
+        ..small()
+    });
+    let gate = Arc::new(Semaphore::new(0));
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let g = gate.clone();
+    // Event 0 waits for the gate; event 1 panics at once, and the restart after it waits
+    // an hour.
+    let config = quick("panics_once")
+        .restart_delay(Duration::from_secs(3600))
+        .timeout(SAFETY);
+    bus.subscribe_with("w", config, move |e| {
+        let n = num(&e);
+        let _ = entered_tx.send(n);
+        if n == 1 {
+            panic!("event 1 breaks the handler");
+        }
+        let g = g.clone();
+        async move {
+            if n == 0 {
+                g.acquire().await.unwrap().forget();
+            }
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    bus.publish(ev("w", 0)).await.unwrap();
+    assert_eq!(entered.recv().await, Some(0));
+    for n in 1..=8 {
+        bus.try_publish(ev("w", n)).unwrap(); // the mailbox is full
+    }
+    let waiting = {
+        let bus = bus.clone();
+        actix_rt::spawn(async move { bus.publish(ev("w", 9)).await })
+    };
+    // The spawned publish runs on this thread at the next yields: it finds the mailbox
+    // full and waits for room (its first poll ends there).
+    for _ in 0..3 {
+        actix_rt::task::yield_now().await;
+    }
+    // Event 0 finishes; event 1 is taken (a slot is free) and panics.
+    gate.add_permits(1);
+    assert_eq!(entered.recv().await, Some(1));
+    // The waiting publish gets that slot while the handler's actor waits out its hour.
+    let published = tokio::time::timeout(SAFETY, waiting).await;
+    assert!(
+        matches!(published, Ok(Ok(Ok(())))),
+        "the waiting publish was not woken by the panic: {published:?}"
+    );
+    assert_eq!(bus.delivery_stats().restarts, 1);
+    assert!(
+        entered.try_recv().is_err(),
+        "nothing ran during the restart delay"
+    );
+}
+
+#[actix_rt::test]
+async fn a_stop_that_times_out_accounts_for_every_accepted_item_exactly() {
+    const EACH: u64 = 20;
+    let bus = bus(EventBusConfig {
+        max_workers: 4,
+        default_timeout: Duration::from_millis(300),
+        ..EventBusConfig::default()
+    });
+    // A slow handler: most of its items are still queued when the drain times out.
+    bus.subscribe_with("slow", quick("slow").timeout(SAFETY), |_| async {
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    // A failing handler whose retries wait an hour: its item is held for a retry.
+    bus.subscribe_with(
+        "failing",
+        create_handler_config("failing")
+            .max_retries(3)
+            .retry_delay(Duration::from_secs(3600)),
+        |_| std::future::ready(Err("fails".into())),
+    )
+    .await
+    .unwrap();
+    // A handler that never returns: its item is in hand.
+    bus.subscribe_with("stuck", quick("stuck").timeout(SAFETY), |_| async {
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    // A handler that panics and restarts after an hour: its item is kept across a restart.
+    bus.subscribe_with(
+        "panics",
+        quick("panics").restart_delay(Duration::from_secs(3600)),
+        |_| -> std::future::Ready<tickwire::HandlerResult> { panic!("always") },
+    )
+    .await
+    .unwrap();
+    // Fast handlers that finish everything.
+    bus.subscribe("fast", |_| std::future::ready(Ok(())))
+        .await
+        .unwrap();
+    for name in ["slow", "failing", "stuck", "panics", "fast"] {
+        for n in 0..EACH {
+            bus.publish(ev(name, n)).await.unwrap();
+        }
+    }
+    bus.stop().await;
+    let stats = bus.delivery_stats();
+    assert_eq!((stats.queued, stats.accepted), (0, 5 * EACH), "{stats:?}");
+    assert_eq!(
+        stats.processed + stats.dead_letters + stats.dropped,
+        5 * EACH,
+        "every accepted item is processed, dead or dropped, once: {stats:?}"
+    );
+    assert!(
+        stats.processed >= EACH,
+        "the fast handler finished: {stats:?}"
+    );
+    assert!(
+        stats.dropped >= 3 * (EACH - 1),
+        "held and queued items were dropped: {stats:?}"
+    );
+}

@@ -61,14 +61,16 @@ pub struct HandlerConfig {
     pub(crate) retry_on_error: bool,
     pub(crate) max_retries: u32,
     pub(crate) retry_delay: Duration,
+    pub(crate) restart_delay: Duration,
     pub(crate) error_handler: Option<ErrorCallback>,
     pub(crate) overflow: OverflowPolicy,
 }
 
 impl HandlerConfig {
     /// A config with the seed's defaults: `Normal` priority, the component's
-    /// `default_timeout`, retries on error, 3 retries, 1 s before the first retry, no error
-    /// handler, [`OverflowPolicy::Block`].
+    /// `default_timeout`, retries on error, 3 retries, 1 s before the first retry,
+    /// [`RESTART_BACKOFF`](super::supervision::RESTART_BACKOFF) before the first restart,
+    /// no error handler, [`OverflowPolicy::Block`].
     pub fn new(name: impl Into<String>) -> Self {
         HandlerConfig {
             name: name.into(),
@@ -77,6 +79,7 @@ impl HandlerConfig {
             retry_on_error: true,
             max_retries: 3,
             retry_delay: Duration::from_secs(1),
+            restart_delay: super::supervision::RESTART_BACKOFF,
             error_handler: None,
             overflow: OverflowPolicy::Block,
         }
@@ -117,6 +120,16 @@ impl HandlerConfig {
         self
     }
 
+    /// How long a handler actor restarted after a panic waits before it resumes, for the
+    /// first restart in a row (default
+    /// [`RESTART_BACKOFF`](super::supervision::RESTART_BACKOFF), 10 ms); later ones in a
+    /// row double it, capped (see
+    /// [`restart_delay`](crate::core::supervision::restart_delay)).
+    pub fn restart_delay(mut self, delay: Duration) -> Self {
+        self.restart_delay = delay;
+        self
+    }
+
     /// Called once for each delivery that finally failed (a dead letter), on the
     /// handler's worker thread. Keep it short; a panic in it is caught and logged.
     pub fn error_handler(mut self, f: impl Fn(&HandlerFailure) + Send + Sync + 'static) -> Self {
@@ -151,6 +164,7 @@ impl fmt::Debug for HandlerConfig {
             .field("retry_on_error", &self.retry_on_error)
             .field("max_retries", &self.max_retries)
             .field("retry_delay", &self.retry_delay)
+            .field("restart_delay", &self.restart_delay)
             .field("error_handler", &self.error_handler.is_some())
             .field("overflow", &self.overflow)
             .finish()

@@ -28,12 +28,15 @@ use actix::prelude::*;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
+use super::counter::StripedCounter;
 use super::handler::{ErrorCallback, Invoke};
 use super::index::Members;
 use super::mailbox::{Activity, Envelope, LaneTurns, PriorityMailbox, WakeFlag};
 use super::recorder::{Recorder, SHIP_INTERVAL};
 use super::supervision::{self, HandlerFailure, SubStats, DEAD_LETTER_PREFIX};
+use super::worker::RunQueue;
 use super::{Deliverable, Shared, SubscriptionId};
+use crate::Priority;
 
 /// Items run between two yields to the worker's other actors.
 pub const BATCH: usize = 128;
@@ -59,6 +62,8 @@ pub(crate) struct Policy {
     /// 1 + retries (1 when retries are off).
     pub(crate) max_attempts: u32,
     pub(crate) retry_delay: Duration,
+    /// Before the first restart in a row.
+    pub(crate) restart_delay: Duration,
     pub(crate) error_handler: Option<ErrorCallback>,
 }
 
@@ -83,6 +88,12 @@ pub(crate) struct Subscription<T, H> {
     pub(crate) wake_flag: Arc<WakeFlag>,
     /// Latency histograms, when metrics are on; only this actor's thread touches them.
     pub(crate) recorder: Option<RefCell<Recorder>>,
+    /// The handler priority of the subscription (its group's, for a member).
+    pub(crate) handler_priority: Priority,
+    /// The run queue of this actor's worker (see `worker`).
+    pub(crate) run: Arc<RunQueue>,
+    /// The component's count of accepted items discarded unhandled.
+    pub(crate) dropped: Arc<StripedCounter>,
 }
 
 impl<T, H> Subscription<T, H> {
@@ -110,6 +121,29 @@ impl<T, H> Subscription<T, H> {
     fn took_item(&self) {
         if let Some(group) = &self.group {
             group.took_item(&self.wake_flag, &self.mailbox);
+        }
+    }
+
+    /// Counts accepted items discarded unhandled (neither handled nor dead-lettered).
+    fn discarded(&self, n: usize) {
+        if n > 0 {
+            self.dropped.add(n as u64);
+        }
+    }
+}
+
+/// The item a drain is delivering. If the drain ends, or is dropped, before the item is
+/// handled or dead-lettered, the item counts as dropped: so every accepted item is
+/// accounted for once, however its delivery ends.
+struct Held<'a, T> {
+    job: Option<InFlight<T>>,
+    dropped: &'a StripedCounter,
+}
+
+impl<T> Drop for Held<'_, T> {
+    fn drop(&mut self) {
+        if self.job.take().is_some() {
+            self.dropped.add(1);
         }
     }
 }
@@ -142,10 +176,15 @@ pub(crate) struct HandlerActor<T, H> {
     replies: Vec<tokio::sync::oneshot::Sender<()>>,
     /// `Finish` was answered: the handler never runs again.
     finished: bool,
+    /// The timer that ships latency histograms (metrics on); cancelled at `Finish`, so
+    /// that a finished actor ends once its addresses are dropped.
+    ship_timer: Option<SpawnHandle>,
+    /// Told when the actor first runs (`subscribe` returns then).
+    started: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
-    pub(crate) fn new(sub: Subscription<T, H>) -> Self {
+    pub(crate) fn new(sub: Subscription<T, H>, started: tokio::sync::oneshot::Sender<()>) -> Self {
         HandlerActor {
             sub: Arc::new(sub),
             turns: Some(LaneTurns::default()),
@@ -153,6 +192,8 @@ impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
             finishing: false,
             replies: Vec::new(),
             finished: false,
+            ship_timer: None,
+            started: Some(started),
         }
     }
 
@@ -171,7 +212,7 @@ impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
                 }
                 DrainEnd::Done => {
                     if act.finishing {
-                        act.finish();
+                        act.finish(ctx);
                     }
                 }
             }
@@ -185,11 +226,17 @@ impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
         }
     }
 
-    /// The handler will not run again: answer every `Finish`.
-    fn finish(&mut self) {
+    /// The handler will not run again: answer every `Finish`. An item kept across a
+    /// restart is discarded (counted as dropped).
+    fn finish(&mut self, ctx: &mut Context<Self>) {
         self.ship(); // before the replies, so a stopped component's figures are complete
+        if let Some(timer) = self.ship_timer.take() {
+            ctx.cancel_future(timer);
+        }
         self.finished = true;
-        self.in_flight = None;
+        if self.in_flight.take().is_some() {
+            self.sub.discarded(1);
+        }
         for reply in self.replies.drain(..) {
             let _ = reply.send(());
         }
@@ -206,21 +253,27 @@ impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
 impl<T: Deliverable, H: Invoke<T>> Actor for HandlerActor<T, H> {
     type Context = Context<Self>;
 
-    /// With metrics on, ships the latency histograms once a second.
+    /// Tells `subscribe` that the actor runs; with metrics on, ships the latency
+    /// histograms once a second (until `Finish`).
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.sub.recorder.is_some() {
-            ctx.run_interval(SHIP_INTERVAL, |act, _| act.ship());
+        if let Some(started) = self.started.take() {
+            let _ = started.send(());
+        }
+        if self.sub.recorder.is_some() && !self.finished {
+            self.ship_timer = Some(ctx.run_interval(SHIP_INTERVAL, |act, _| act.ship()));
         }
     }
 }
 
 impl<T: Deliverable, H: Invoke<T>> actix::Supervised for HandlerActor<T, H> {
-    /// Counts the restart and schedules [`resume`](HandlerActor::resume) after the
-    /// restart backoff.
+    /// Counts the restart, wakes publishers waiting for room (the item that panicked
+    /// left its slot when it was taken, and the mailbox is not drained during the
+    /// backoff), and schedules [`resume`](HandlerActor::resume) after the restart backoff.
     fn restarting(&mut self, ctx: &mut Context<Self>) {
         SubStats::add(&self.sub.stats.restarts, 1);
+        self.sub.mailbox.notify_room();
         let in_a_row = self.sub.restarts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-        let backoff = supervision::restart_backoff(in_a_row);
+        let backoff = supervision::restart_delay(self.sub.policy.restart_delay, in_a_row);
         tracing::warn!(
             handler.name = %self.sub.name,
             subscription = %self.sub.id,
@@ -234,12 +287,15 @@ impl<T: Deliverable, H: Invoke<T>> actix::Supervised for HandlerActor<T, H> {
 
 impl<T, H> Drop for HandlerActor<T, H> {
     /// Backstop: if the actor goes away without finishing (its worker stopped, or a bug),
-    /// cancel the mailbox so publishers skip the subscription instead of waiting on it.
+    /// cancel the mailbox so publishers skip the subscription instead of waiting on it,
+    /// and count what is discarded.
     fn drop(&mut self) {
+        let mut discarded = usize::from(self.in_flight.take().is_some());
         // A group's mailbox stays with the other members.
         if self.sub.group.is_none() {
-            self.sub.mailbox.cancel();
+            discarded += self.sub.mailbox.cancel();
         }
+        self.sub.discarded(discarded);
     }
 }
 
@@ -265,9 +321,10 @@ impl<T: Deliverable, H: Invoke<T>> Handler<Finish> for HandlerActor<T, H> {
         let (done, finished) = tokio::sync::oneshot::channel();
         self.replies.push(done);
         if self.finished || !msg.drain {
-            // Unsubscribe: the mailbox is cancelled; the item in hand (if any) is done,
-            // since no drain runs while a message is handled; a kept item is dropped.
-            self.finish();
+            // Unsubscribe (or a stop that gave up): the mailbox is cancelled; the item in
+            // hand (if any) is done, since no drain runs while a message is handled; a
+            // kept item is dropped.
+            self.finish(ctx);
         } else if !self.finishing {
             self.finishing = true;
             // With an item kept across a restart, the pending `resume` drains.
@@ -285,28 +342,34 @@ impl<T: Deliverable, H: Invoke<T>> Handler<Finish> for HandlerActor<T, H> {
 /// reserved slots to be filled and keep the wake flag (nothing will wake us again).
 async fn drain<T: Deliverable, H: Invoke<T>>(
     sub: Arc<Subscription<T, H>>,
-    mut first: Option<InFlight<T>>,
+    first: Option<InFlight<T>>,
     mut turns: LaneTurns,
     to_the_end: bool,
 ) -> (DrainEnd<T>, LaneTurns) {
     let mut budget = BATCH;
     let mut idle_spins = 0u32;
+    let mut held = Held {
+        job: first,
+        dropped: &sub.dropped,
+    };
     sub.shift(Activity::Woken, Activity::Searching);
     loop {
         if sub.is_removed() {
             if sub.mailbox.is_cancelled() {
-                sub.mailbox.cancel(); // discard what a late publisher pushed
+                // Discard what a late publisher pushed.
+                sub.discarded(sub.mailbox.cancel());
             }
-            return (DrainEnd::Done, turns);
+            return (DrainEnd::Done, turns); // an item held is counted as dropped
         }
-        let job = match first.take() {
-            Some(job) => job,
-            None => match sub.mailbox.pop(&mut turns) {
-                Some(envelope) => InFlight {
-                    envelope,
-                    attempts: 0,
-                    last_error: String::new(),
-                },
+        if held.job.is_none() {
+            match sub.mailbox.pop(&mut turns) {
+                Some(envelope) => {
+                    held.job = Some(InFlight {
+                        envelope,
+                        attempts: 0,
+                        last_error: String::new(),
+                    })
+                }
                 None => {
                     sub.mailbox.notify_room();
                     if to_the_end {
@@ -329,17 +392,25 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
                     }
                     return (DrainEnd::Done, turns);
                 }
-            },
-        };
+            }
+        }
         sub.took_item();
-        if let Some(panicked) = deliver(&sub, job).await {
+        if let Some(panicked) = deliver(&sub, &mut held).await {
             return (DrainEnd::Panicked(panicked), turns);
+        }
+        if held.job.is_some() {
+            continue; // removed mid-delivery: the top of the loop ends the drain
         }
         sub.shift(Activity::Busy, Activity::Searching);
         budget -= 1;
-        if budget == 0 {
+        let yield_to_urgent = sub.run.more_urgent_waiting(sub.handler_priority);
+        if budget == 0 || yield_to_urgent {
             budget = BATCH;
             sub.mailbox.notify_room();
+            if yield_to_urgent {
+                // Wake the more urgent actors of this worker first, then let them run.
+                sub.run.dispatch();
+            }
             // While the worker's other actors run, this member is not searching: a push
             // after the grace wakes another.
             sub.pause();
@@ -354,22 +425,28 @@ enum Outcome {
     Handled,
     Failed(String),
     Panicked(String),
+    /// A stop gave up draining while the handler ran: the run was dropped.
+    Abandoned,
 }
 
-/// Delivers one item: runs the handler, retrying per the policy, until it succeeds or
-/// the item becomes a dead letter. Returns the item if the handler panicked (the actor
-/// restarts, then calls this again with it).
+/// Delivers the held item: runs the handler, retrying per the policy, until it succeeds
+/// or the item becomes a dead letter (the held item is then settled), or the
+/// subscription is removed or abandoned (the item stays held: the drain ends and counts
+/// it as dropped). Returns the item if the handler panicked (the actor restarts, then
+/// calls this again with it).
 async fn deliver<T: Deliverable, H: Invoke<T>>(
     sub: &Subscription<T, H>,
-    mut job: InFlight<T>,
+    held: &mut Held<'_, T>,
 ) -> Option<InFlight<T>> {
     loop {
+        let job = held.job.as_mut().expect("an item is held");
         if job.attempts > 0 {
             if sub.is_removed() {
                 return None; // unsubscribed: the item is discarded, neither retried nor dead
             }
             if job.attempts >= sub.policy.max_attempts {
                 sub.restarts_in_a_row.store(0, Ordering::Relaxed);
+                let job = held.job.take().expect("held");
                 dead_letter(sub, job);
                 return None;
             }
@@ -390,18 +467,14 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
                 _ = sub.mailbox.until(|| sub.is_removed()) => return None,
             }
         }
+        let job = held.job.as_mut().expect("an item is held");
         job.attempts += 1;
-        match run(
-            sub,
-            job.envelope.item.clone(),
-            job.attempts,
-            job.envelope.queued_at,
-        )
-        .await
-        {
+        let item = job.envelope.item.clone();
+        match run(sub, item, job.attempts, job.envelope.queued_at).await {
             Outcome::Handled => {
                 SubStats::add(&sub.stats.processed, 1);
                 sub.restarts_in_a_row.store(0, Ordering::Relaxed);
+                held.job = None; // settled
                 return None;
             }
             Outcome::Failed(error) => {
@@ -411,8 +484,9 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
             Outcome::Panicked(error) => {
                 SubStats::add(&sub.stats.errors, 1);
                 job.last_error = error;
-                return Some(job);
+                return held.job.take();
             }
+            Outcome::Abandoned => return None,
         }
     }
 }
@@ -469,14 +543,19 @@ async fn run_once<T: Deliverable, H: Invoke<T>>(
         Poll::Ready(result) => result,
         Poll::Pending => {
             sub.mailbox.notify_room();
-            match actix_rt::time::timeout(sub.policy.timeout, call).await {
-                Ok(result) => result,
-                Err(_) => {
-                    return Outcome::Failed(format!(
-                        "handler timed out after {} s",
-                        sub.policy.timeout.as_secs_f64()
-                    ))
-                }
+            let timed = actix_rt::time::timeout(sub.policy.timeout, call);
+            tokio::select! {
+                outcome = timed => match outcome {
+                    Ok(result) => result,
+                    Err(_) => {
+                        return Outcome::Failed(format!(
+                            "handler timed out after {} s",
+                            sub.policy.timeout.as_secs_f64()
+                        ))
+                    }
+                },
+                // A stop whose drain timed out gives up on this run.
+                _ = sub.mailbox.until(|| sub.mailbox.is_abandoned()) => return Outcome::Abandoned,
             }
         }
     };
@@ -507,6 +586,11 @@ fn dead_letter<T: Deliverable, H>(sub: &Subscription<T, H>, job: InFlight<T>) {
         error = %failure.error,
         "dead letter: handler failed on every attempt"
     );
+    // Stored first: an error handler that tells others may rely on `dead_letters()`.
+    let shared = sub.shared.upgrade();
+    if let Some(shared) = &shared {
+        shared.dead_letters.record(failure.clone());
+    }
     if let Some(callback) = &sub.policy.error_handler {
         if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| callback(&failure))) {
             tracing::error!(
@@ -516,12 +600,11 @@ fn dead_letter<T: Deliverable, H>(sub: &Subscription<T, H>, job: InFlight<T>) {
             );
         }
     }
-    let Some(shared) = sub.shared.upgrade() else {
+    let Some(shared) = shared else {
         return;
     };
     let republish = !item.route().starts_with(DEAD_LETTER_PREFIX);
     let dlq_item = republish.then(|| T::dead_letter(&item, &failure));
-    shared.dead_letters.record(failure);
     if let Some(dlq_item) = dlq_item {
         match shared.try_publish(dlq_item) {
             Ok(()) => {}
@@ -550,11 +633,13 @@ pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// Starts the handler actor of a subscription, supervised, on a worker and returns how
-/// to reach it.
+/// to reach it; `started` is told when the actor first runs.
 pub(crate) fn spawn<T: Deliverable, H: Invoke<T>>(
     worker: &actix_rt::ArbiterHandle,
     sub: Subscription<T, H>,
+    started: tokio::sync::oneshot::Sender<()>,
 ) -> (Recipient<Wake>, Recipient<Finish>) {
-    let addr = actix::Supervisor::start_in_arbiter(worker, move |_| HandlerActor::new(sub));
+    let addr =
+        actix::Supervisor::start_in_arbiter(worker, move |_| HandlerActor::new(sub, started));
     (addr.clone().recipient(), addr.recipient())
 }

@@ -7,13 +7,14 @@
 //! A snapshot holds the exact-name subscriptions in a hash map and the wildcard ones in a
 //! list. Because matching a name against many patterns costs a scan, each snapshot caches
 //! the result per name in a lock-free map ([`papaya`]), up to [`CACHE_CAPACITY`] names
-//! (past that, names are matched on every publish). A new snapshot starts with an empty
-//! cache, so the cache can never be stale.
+//! and [`CACHE_BYTES`] bytes of names (past that, names are matched on every publish). A
+//! new snapshot starts with an empty cache, so the cache can never be stale.
 //!
 //! Routes are ordered by handler priority (highest first), then by subscription order:
 //! the order in which an event is pushed to the matching mailboxes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::Recipient;
@@ -22,11 +23,14 @@ use arc_swap::ArcSwap;
 use super::handler_actor::Wake;
 use super::mailbox::{Activity, PriorityMailbox, WakeFlag};
 use super::supervision::{OverflowPolicy, SubStats};
+use super::worker::RunQueue;
 use super::Deliverable;
 use crate::{Pattern, Priority};
 
 /// Names cached per snapshot.
 pub const CACHE_CAPACITY: usize = 4096;
+/// Bytes of names cached per snapshot.
+pub const CACHE_BYTES: usize = 256 * 1024;
 
 /// Identifies a subscription; returned by `subscribe`, given to `unsubscribe`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -49,9 +53,13 @@ impl std::fmt::Display for SubscriptionId {
 #[derive(Clone)]
 pub(crate) struct Waker {
     pub(crate) flag: Arc<WakeFlag>,
-    pub(crate) recipient: Recipient<Wake>,
+    pub(crate) recipient: Arc<Recipient<Wake>>,
     /// The worker arbiter the consumer runs on (its index).
     pub(crate) worker: usize,
+    /// The consumer's handler priority, and its worker's run queue: a worker with
+    /// handlers of several priorities wakes them in that order (see `worker`).
+    pub(crate) priority: Priority,
+    pub(crate) run: Arc<RunQueue>,
 }
 
 impl Waker {
@@ -75,7 +83,7 @@ impl Waker {
 
     fn send_if(&self, raised: bool) -> bool {
         if raised {
-            self.recipient.do_send(Wake);
+            self.run.wake(self.priority, &self.recipient);
         }
         raised
     }
@@ -190,7 +198,11 @@ pub(crate) struct Snapshot<T> {
     exact: HashMap<Box<str>, Routes<T>>,
     patterns: Vec<(Pattern, Arc<Route<T>>)>,
     cache: papaya::HashMap<Box<str>, Routes<T>>,
+    /// Bytes of the names in `cache` (a bound, approximate under concurrent inserts).
+    cached_bytes: AtomicUsize,
     empty: Routes<T>,
+    /// After a stop: the counters of the subscriptions it ended (their routes are gone).
+    stopped: Vec<Arc<SubStats>>,
 }
 
 impl<T> Snapshot<T> {
@@ -223,13 +235,29 @@ impl<T> Snapshot<T> {
                 .collect(),
             patterns,
             cache: papaya::HashMap::new(),
+            cached_bytes: AtomicUsize::new(0),
             empty: Arc::from(Vec::new()),
+            stopped: Vec::new(),
         }
     }
 
     /// An empty snapshot.
     pub(crate) fn empty() -> Self {
         Snapshot::build(std::iter::empty())
+    }
+
+    /// The snapshot of a stopped component: no routes, and the counters of the
+    /// subscriptions it had.
+    pub(crate) fn stopped(stats: Vec<Arc<SubStats>>) -> Self {
+        Snapshot {
+            stopped: stats,
+            ..Snapshot::empty()
+        }
+    }
+
+    /// The counters kept by [`stopped`](Self::stopped).
+    pub(crate) fn stopped_stats(&self) -> &[Arc<SubStats>] {
+        &self.stopped
     }
 
     /// Calls `f` with the routes of the subscriptions that match the item's route, in
@@ -247,7 +275,11 @@ impl<T> Snapshot<T> {
             return f(routes, item);
         }
         let routes = self.compute(item.route());
-        if cache.len() < CACHE_CAPACITY {
+        let bytes = item.route().len();
+        if cache.len() < CACHE_CAPACITY
+            && self.cached_bytes.load(Ordering::Relaxed) + bytes <= CACHE_BYTES
+        {
+            self.cached_bytes.fetch_add(bytes, Ordering::Relaxed);
             cache.insert(item.route().into(), routes.clone());
         }
         f(&routes, item)
@@ -312,25 +344,29 @@ mod tests {
     }
 
     fn push(mailbox: &PriorityMailbox<u64>, n: u64) {
-        use crate::core::mailbox::{CompletionGuard, DepthGuard, Envelope};
+        use crate::core::mailbox::{CompletionGuard, Envelope};
         mailbox.reserve(Priority::Normal).unwrap();
         let envelope = Envelope {
             item: n,
             queued_at: None,
-            depth: DepthGuard::new(None),
+            depth: Default::default(),
             completion: CompletionGuard::new(None),
         };
         mailbox.push_reserved(envelope, Priority::Normal);
     }
 
+    fn waker(recipient: &Recipient<Wake>, worker: usize) -> Waker {
+        Waker {
+            flag: Arc::default(),
+            recipient: Arc::new(recipient.clone()),
+            worker,
+            priority: Priority::Normal,
+            run: Arc::default(),
+        }
+    }
+
     fn members(n: usize, recipient: &Recipient<Wake>) -> Vec<Waker> {
-        (0..n)
-            .map(|i| Waker {
-                flag: Arc::default(),
-                recipient: recipient.clone(),
-                worker: i,
-            })
-            .collect()
+        (0..n).map(|i| waker(recipient, i)).collect()
     }
 
     fn activities(members: &[Waker]) -> Vec<Activity> {
@@ -380,11 +416,7 @@ mod tests {
         // free worker is preferred (here 0 and 1 share a worker).
         let shared: Vec<Waker> = [0, 0, 1]
             .into_iter()
-            .map(|worker| Waker {
-                flag: Arc::default(),
-                recipient: recipient.clone(),
-                worker,
-            })
+            .map(|worker| waker(&recipient, worker))
             .collect();
         assert!(shared[0].flag.raise() && shared[0].flag.shift(Woken, Busy));
         group.set(shared.clone());
@@ -452,11 +484,7 @@ mod tests {
                 id: SubscriptionId(id),
                 handler_priority: prio,
                 mailbox: Arc::new(PriorityMailbox::new(4, false)),
-                wakeup: Wakeup::One(Waker {
-                    flag: Arc::default(),
-                    recipient: waker.clone(),
-                    worker: 0,
-                }),
+                wakeup: Wakeup::One(super::tests::waker(&waker, 0)),
                 overflow: OverflowPolicy::Block,
                 stats: Arc::default(),
             });
@@ -473,5 +501,33 @@ mod tests {
         assert_eq!(ids(&snapshot, "x"), [5]);
         assert_eq!(ids(&snapshot, "nothing"), Vec::<u64>::new());
         assert_eq!(snapshot.cache.len(), 4);
+    }
+
+    #[actix_rt::test]
+    async fn the_cache_is_bounded_in_bytes_as_well_as_names() {
+        let recipient = Nop.start().recipient();
+        let route = Arc::new(Route {
+            id: SubscriptionId(1),
+            handler_priority: Priority::Normal,
+            mailbox: Arc::new(PriorityMailbox::new(4, false)),
+            wakeup: Wakeup::One(waker(&recipient, 0)),
+            overflow: OverflowPolicy::Block,
+            stats: Arc::default(),
+        });
+        let pattern = Pattern::parse("a.>").unwrap();
+        let snapshot: Snapshot<crate::Event> = Snapshot::build([(&pattern, &route)]);
+        let long = "x".repeat(crate::MAX_NAME_BYTES - 10);
+        for n in 0..CACHE_CAPACITY {
+            let item = crate::Event::new(format!("a.{n}.{long}"), serde_json::Value::Null);
+            assert_eq!(snapshot.with_routes(item, |routes, _| routes.len()), 1);
+        }
+        let names = snapshot.cache.len();
+        assert!(names < CACHE_CAPACITY, "{names} long names cached");
+        let bytes: usize = snapshot.cache.pin().keys().map(|k| k.len()).sum();
+        assert!(bytes <= CACHE_BYTES, "{bytes} bytes cached");
+        assert!(
+            bytes > CACHE_BYTES - crate::MAX_NAME_BYTES,
+            "the budget is used"
+        );
     }
 }

@@ -5,9 +5,12 @@
 //!
 //! Four FIFO lanes (crossbeam [`SegQueue`]s, lock-free), one per [`Priority`], plus:
 //!
-//! - `state`: the number of slots taken (reserved or queued) in the low bits, and two flag
-//!   bits, `CLOSED` (no new reservations: the component is stopping, what is queued will be
-//!   drained) and `CANCELLED` (the subscription is gone, what is queued is discarded). A
+//! - `state`: the number of slots taken (reserved or queued) in the low bits, and three
+//!   flag bits, `CLOSED` (no new reservations: the component is stopping, what is queued
+//!   will be drained), `CANCELLED` (the subscription is gone, what is queued is discarded,
+//!   and so is an item pushed into a slot reserved before: its publisher discards it) and
+//!   `ABANDONED` (cancelled by a stop whose drain timed out: the item in hand is given up
+//!   too). A
 //!   publisher first *reserves* a slot with a compare-and-swap on `state` that fails when
 //!   the mailbox is full or closed, then pushes. Because reservation and closing touch the
 //!   same word, every reservation that succeeded is visible to whoever drains after closing:
@@ -42,15 +45,17 @@
 //! rule:** each time an item is taken from a higher lane while a lower lane is non-empty,
 //! that lower lane is "passed over"; once a lane has been passed over
 //! [`STARVATION_LIMIT`] times in a row, the next pop takes from it (the highest such lane
-//! first). So under a steady CRITICAL flood a lower lane waits at most
-//! `STARVATION_LIMIT + 2` pops (35; exactly `STARVATION_LIMIT + 1` when it is the only lane
-//! passed over, two other starving lanes can each take one turn first), while a CRITICAL
-//! item that arrives behind any number of LOW ones is taken next.
+//! first). So under a steady CRITICAL flood a waiting lower lane is served at the latest
+//! by the `STARVATION_LIMIT + 3`-th pop (the 35th): by the `STARVATION_LIMIT + 1`-th (33rd)
+//! when it is the only lane passed over, and two pops later when all three lower lanes
+//! wait, as the two above it each take their turn first (HIGH at the 33rd, NORMAL at the
+//! 34th, LOW at the 35th, and again every 35 pops). A CRITICAL item that arrives behind any
+//! number of LOW ones is taken next.
 //!
 //! In FIFO mode (MessageQueue with `enable_priority_queues = false`) everything goes to a
 //! single lane, in arrival order.
 
-use std::sync::atomic::{fence, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -59,6 +64,7 @@ use crossbeam::queue::SegQueue;
 use crossbeam::utils::CachePadded;
 use tokio::sync::Notify;
 
+use super::depths::DepthGuard;
 use super::room::{low_water, Room, SharedBound};
 use crate::Priority;
 
@@ -67,7 +73,8 @@ pub const STARVATION_LIMIT: u32 = 32;
 
 const CLOSED: usize = 1 << (usize::BITS - 1);
 const CANCELLED: usize = 1 << (usize::BITS - 2);
-const COUNT: usize = !(CLOSED | CANCELLED);
+const ABANDONED: usize = 1 << (usize::BITS - 3);
+const COUNT: usize = !(CLOSED | CANCELLED | ABANDONED);
 
 /// Counts down the subscriptions that still have to finish with one published item, and
 /// wakes the publisher that waits for that (`enable_async_processing = false`).
@@ -116,28 +123,6 @@ impl Drop for CompletionGuard {
             if c.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                 c.done.notify_waiters();
             }
-        }
-    }
-}
-
-/// Counts an item in its topic's depth while it is queued or being handled (the
-/// MessageQueue's per-topic depth); the count drops with the guard.
-#[derive(Debug, Default)]
-pub(crate) struct DepthGuard(Option<Arc<AtomicI64>>);
-
-impl DepthGuard {
-    pub(crate) fn new(counter: Option<&Arc<AtomicI64>>) -> Self {
-        if let Some(c) = counter {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        DepthGuard(counter.cloned())
-    }
-}
-
-impl Drop for DepthGuard {
-    fn drop(&mut self) {
-        if let Some(c) = &self.0 {
-            c.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -388,22 +373,29 @@ impl<T> PriorityMailbox<T> {
     }
 
     /// For subscriptions that drop instead of refusing: takes a slot, or when full and
-    /// `evict` is set, takes the slot of the oldest item of the lowest non-empty lane and
-    /// returns that item (to be discarded; the count does not change). `Err(Full)`: full
-    /// and nothing to evict (drop the new item).
+    /// `evict` is set, takes the slot of the oldest item of the lowest non-empty lane that
+    /// is not more urgent than `priority`, and returns that item (to be discarded; the
+    /// count does not change). `Err(Full)`: full and nothing it may evict (drop the new
+    /// item). So a LOW item that finds the LOW share of the slots taken evicts only a LOW
+    /// one, never a more urgent item.
     pub(crate) fn reserve_or_evict(
         &self,
         evict: bool,
         priority: Priority,
     ) -> Result<Option<Envelope<T>>, Refused> {
-        // When the mailbox is full but every lane is empty, the slots are reserved by
-        // publishers about to push: try a few times, then drop the new item instead.
+        // When the mailbox is full but every lane it may evict from is empty, the slots
+        // may be reserved by publishers about to push: try a few times, then drop the new
+        // item instead.
         for _ in 0..64 {
             match self.reserve(priority) {
                 Ok(()) => return Ok(None),
                 Err(Refused::Full) if evict => {
-                    if let Some(oldest) = self.lanes.iter().find_map(|lane| lane.pop()) {
+                    if let Some(oldest) = self.pop_evictable(priority) {
                         return Ok(Some(oldest));
+                    }
+                    if !self.may_fill(priority) {
+                        // Its share is full of more urgent items: nothing will change that.
+                        return Err(Refused::Full);
                     }
                     std::hint::spin_loop();
                 }
@@ -411,6 +403,32 @@ impl<T> PriorityMailbox<T> {
             }
         }
         Err(Refused::Full)
+    }
+
+    /// Whether the items waiting in lanes it may not evict leave room in `priority`'s
+    /// share (see [`limit`](Self::limit)): if not, waiting for publishers to push cannot
+    /// help an eviction.
+    fn may_fill(&self, priority: Priority) -> bool {
+        let lanes = self.evictable_lanes(priority);
+        let urgent: usize = self.lanes[lanes..].iter().map(SegQueue::len).sum();
+        urgent < self.limit(priority)
+    }
+
+    /// The lanes an item of `priority` may evict from: `0..n` (every lane in FIFO mode).
+    fn evictable_lanes(&self, priority: Priority) -> usize {
+        if self.fifo {
+            self.lanes.len()
+        } else {
+            priority.lane() + 1
+        }
+    }
+
+    /// The oldest item of the lowest non-empty lane that is not more urgent than
+    /// `priority`.
+    fn pop_evictable(&self, priority: Priority) -> Option<Envelope<T>> {
+        self.lanes[..self.evictable_lanes(priority)]
+            .iter()
+            .find_map(SegQueue::pop)
     }
 
     /// Gives back a slot reserved by [`reserve`](Self::reserve) and not used. Always
@@ -421,8 +439,10 @@ impl<T> PriorityMailbox<T> {
     }
 
     /// Queues an item into a reserved slot. The caller then raises the consumers' wake
-    /// flags ([`WakeFlag::raise`]).
-    pub(crate) fn push_reserved(&self, envelope: Envelope<T>, priority: Priority) {
+    /// flags ([`WakeFlag::raise`]). Returns how many items it discarded instead (the
+    /// mailbox was cancelled after the slot was reserved: the publisher discards what it
+    /// pushed, so no item is left in a mailbox nobody drains).
+    pub(crate) fn push_reserved(&self, envelope: Envelope<T>, priority: Priority) -> usize {
         let lane = if self.fifo { 0 } else { priority.lane() };
         // Ordering: `SegQueue::push` publishes the item with a SeqCst CAS and `is_empty`
         // reads with SeqCst loads, so this push, the publisher's flag reads after it
@@ -430,15 +450,22 @@ impl<T> PriorityMailbox<T> {
         // `has_items_after_fence` are all in one total order: either the consumer sees the
         // item, or the publisher sees the flag idle (or no member searching) and wakes one.
         self.lanes[lane].push(envelope);
+        // Likewise with `cancel`: it sets CANCELLED, then empties the lanes; either it
+        // sees this item, or this load sees CANCELLED.
+        if self.state.load(Ordering::SeqCst) & CANCELLED != 0 {
+            return self.discard();
+        }
+        0
     }
 
-    /// Takes the slot of the oldest item of the lowest non-empty lane (a drop-oldest
-    /// subscription making room without a new reservation); `None` when closed or empty.
-    pub(crate) fn evict_oldest(&self) -> Option<Envelope<T>> {
+    /// Takes the slot of the oldest item of the lowest non-empty lane that is not more
+    /// urgent than `priority` (a drop-oldest subscription making room for an item of
+    /// `priority` without a new reservation); `None` when closed or when there is none.
+    pub(crate) fn evict_oldest(&self, priority: Priority) -> Option<Envelope<T>> {
         if self.state.load(Ordering::SeqCst) & (CLOSED | CANCELLED) != 0 {
             return None;
         }
-        self.lanes.iter().find_map(|lane| lane.pop())
+        self.pop_evictable(priority)
     }
 
     /// Takes the next item by priority and the anti-starvation rule, and frees its slot.
@@ -553,11 +580,28 @@ impl<T> PriorityMailbox<T> {
     }
 
     /// No new reservations, and what is queued is discarded. Returns how many items were
-    /// discarded now (items whose slot was reserved but not yet pushed are discarded when
-    /// the mailbox is dropped).
+    /// discarded now (an item pushed later into a slot reserved before is discarded by
+    /// its publisher: see [`push_reserved`](Self::push_reserved)).
     pub(crate) fn cancel(&self) -> usize {
         self.state.fetch_or(CANCELLED, Ordering::SeqCst);
         self.room.wake_all();
+        self.discard()
+    }
+
+    /// A stop whose drain timed out gives up: [`cancel`](Self::cancel), and the consumer
+    /// gives up the item in hand too ([`is_abandoned`](Self::is_abandoned)).
+    pub(crate) fn abandon(&self) -> usize {
+        self.state.fetch_or(ABANDONED, Ordering::SeqCst);
+        self.cancel()
+    }
+
+    /// Abandoned by a stop (see [`abandon`](Self::abandon)).
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.state.load(Ordering::Acquire) & ABANDONED != 0
+    }
+
+    /// Empties the lanes; returns how many items it took.
+    fn discard(&self) -> usize {
         let mut discarded = 0;
         for lane in &self.lanes {
             while lane.pop().is_some() {
@@ -572,9 +616,9 @@ impl<T> PriorityMailbox<T> {
 }
 
 impl<T> Drop for PriorityMailbox<T> {
-    /// Items still queued when the last reference goes (pushed into a cancelled mailbox
-    /// by a publisher that had reserved before the cancel, or left by a stop that timed
-    /// out) give their slots back to the shared bound.
+    /// Backstop: items still queued when the last reference goes give their slots back
+    /// to the shared bound. (Nothing is left in a mailbox that is dropped after a cancel
+    /// or after a complete drain.)
     fn drop(&mut self) {
         let left: usize = self.lanes.iter().map(|lane| lane.len()).sum();
         if let (Some(shared), true) = (&self.shared, left > 0) {
@@ -649,7 +693,7 @@ mod tests {
 
     fn put(mb: &PriorityMailbox<u32>, n: u32, p: Priority) {
         mb.reserve(Priority::Normal).unwrap();
-        mb.push_reserved(env(n), p)
+        assert_eq!(mb.push_reserved(env(n), p), 0);
     }
 
     fn drain(mb: &PriorityMailbox<u32>, turns: &mut LaneTurns) -> Vec<u32> {
@@ -836,6 +880,117 @@ mod tests {
         assert_eq!(mb.len(), 3, "the slot passed to the new item");
         mb.push_reserved(env(4), Priority::Normal);
         assert_eq!(drain(&mb, &mut LaneTurns::default()), [1, 4, 3]);
+    }
+
+    #[test]
+    fn an_item_never_evicts_a_more_urgent_one() {
+        // 14 CRITICAL items in 16 slots: LOW may fill no more, and evicts nothing.
+        let mb = PriorityMailbox::new(16, false);
+        for n in 0..14 {
+            put(&mb, n, Priority::Critical);
+        }
+        assert_eq!(
+            mb.reserve_or_evict(true, Priority::Low).unwrap_err(),
+            Refused::Full
+        );
+        assert_eq!(mb.len(), 14);
+        // NORMAL fills the last two slots, then evicts only NORMAL or LOW items.
+        put(&mb, 14, Priority::Normal);
+        put(&mb, 15, Priority::Normal);
+        assert_eq!(
+            mb.reserve_or_evict(true, Priority::Low).unwrap_err(),
+            Refused::Full
+        );
+        let evicted = mb.reserve_or_evict(true, Priority::High).unwrap().unwrap();
+        assert_eq!(evicted.item, 14, "the oldest of the lowest lane below HIGH");
+        mb.push_reserved(env(16), Priority::High);
+        assert!(mb.evict_oldest(Priority::Low).is_none());
+        assert_eq!(mb.evict_oldest(Priority::Normal).unwrap().item, 15);
+        // With LOW items waiting, LOW evicts the oldest of them.
+        let low = PriorityMailbox::new(16, false);
+        for n in 0..7 {
+            put(&low, n, Priority::Critical);
+            put(&low, 100 + n, Priority::Low);
+        }
+        assert_eq!(
+            low.reserve_or_evict(true, Priority::Low)
+                .unwrap()
+                .unwrap()
+                .item,
+            100
+        );
+        // FIFO mode has one lane and no priority: the oldest goes.
+        let fifo = PriorityMailbox::new(2, true);
+        put(&fifo, 1, Priority::Critical);
+        put(&fifo, 2, Priority::Critical);
+        assert_eq!(
+            fifo.reserve_or_evict(true, Priority::Low)
+                .unwrap()
+                .unwrap()
+                .item,
+            1
+        );
+    }
+
+    #[test]
+    fn an_item_pushed_after_a_cancel_is_discarded_by_its_publisher() {
+        let bound = Arc::new(SharedBound::new(4));
+        let mb = PriorityMailbox::with_shared_bound(4, false, Some(bound.clone()));
+        let completion = Completion::new(1);
+        let depths = super::super::depths::TopicDepths::default();
+        // A publisher reserves (here and in the bound), then the subscription goes.
+        mb.reserve(Priority::Normal).unwrap();
+        assert!(bound.reserve(1, 4));
+        assert_eq!(mb.cancel(), 0);
+        let envelope = Envelope {
+            item: 1,
+            queued_at: None,
+            depth: depths.acquire("t", 1).next().unwrap(),
+            completion: CompletionGuard::new(Some(&completion)),
+        };
+        assert_eq!(mb.push_reserved(envelope, Priority::Normal), 1, "discarded");
+        assert_eq!((mb.len(), bound.len()), (0, 0), "every slot given back");
+        assert_eq!(
+            completion.remaining.load(Ordering::SeqCst),
+            0,
+            "the publisher is released"
+        );
+        assert_eq!(depths.nonzero().count(), 0, "the depth is given back");
+    }
+
+    #[test]
+    fn abandon_cancels_and_says_so() {
+        let mb = PriorityMailbox::new(4, false);
+        put(&mb, 1, Priority::Normal);
+        assert!(!mb.is_abandoned());
+        mb.close();
+        assert_eq!(mb.abandon(), 1);
+        assert!(mb.is_abandoned() && mb.is_cancelled());
+        assert_eq!(mb.len(), 0);
+    }
+
+    #[test]
+    fn three_starving_lanes_are_served_by_the_35th_pop() {
+        let mb = PriorityMailbox::new(100_000, false);
+        for n in 0..10 {
+            put(&mb, 1000 + n, Priority::High);
+            put(&mb, 2000 + n, Priority::Normal);
+            put(&mb, 3000 + n, Priority::Low);
+        }
+        let mut turns = LaneTurns::default();
+        let mut served: [Vec<u32>; 3] = Default::default();
+        for pop in 1..=200u32 {
+            put(&mb, pop, Priority::Critical); // the CRITICAL lane is never empty
+            let item = mb.pop(&mut turns).unwrap().item;
+            if item >= 1000 {
+                served[(item / 1000 - 1) as usize].push(pop);
+            }
+        }
+        let limit = STARVATION_LIMIT;
+        let every = |first: u32| (0..5).map(|k| first + k * (limit + 3)).collect::<Vec<_>>();
+        assert_eq!(served[0][..5], every(limit + 1), "HIGH");
+        assert_eq!(served[1][..5], every(limit + 2), "NORMAL");
+        assert_eq!(served[2][..5], every(limit + 3), "LOW, at the 35th pop");
     }
 
     #[test]

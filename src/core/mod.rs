@@ -21,6 +21,8 @@
 //! - `handler`: the handler kinds and [`HandlerConfig`].
 //! - [`supervision`]: retries, restarts, dead letters, overflow policies, counters.
 //! - `room`: waiting for room under a bound; the MessageQueue's queue-wide bound.
+//! - `worker`: each worker's dispatcher, which wakes its handlers by handler priority.
+//! - `depths`: per-route deliveries in flight (the MessageQueue's `topic_depths`).
 //! - `counter`, `recorder`, `metrics_actor`: the metrics hot path and its aggregation.
 //!
 //! ## Priority
@@ -36,7 +38,10 @@
 //! A publisher wakes a handler actor (one actix message) only when the actor was idle; a
 //! busy subscription costs no message per item. For a consumer group, a push wakes at
 //! most one member, and none while one is looking at the mailbox (see the mailbox's
-//! docs). The actor yields to the other actors of its worker every [`BATCH`] items.
+//! docs). The actor yields to the other actors of its worker every [`BATCH`] items, and
+//! sooner when a more urgent handler of its worker is woken. On a worker whose handlers
+//! have different handler priorities, wakes go through the worker's run queue, so that
+//! woken handlers run highest priority first (see `worker`).
 //!
 //! ## Atomic publish
 //!
@@ -49,6 +54,7 @@
 //! policy never refuse: when full, they discard an item (counted as `dropped`).
 
 pub(crate) mod counter;
+pub(crate) mod depths;
 pub(crate) mod handler;
 pub(crate) mod handler_actor;
 pub(crate) mod history;
@@ -59,11 +65,12 @@ pub(crate) mod recorder;
 pub(crate) mod registry;
 pub(crate) mod room;
 pub mod supervision;
+pub(crate) mod worker;
 
 #[doc(hidden)]
 pub use mailbox::BenchMailbox;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,11 +82,12 @@ pub use handler_actor::BATCH;
 pub use index::SubscriptionId;
 
 use counter::StripedCounter;
+use depths::TopicDepths;
 use handler::Invoke;
 use handler_actor::{Policy, Subscription};
 use history::History;
 use index::{Index, Route, Snapshot};
-use mailbox::{Completion, CompletionGuard, DepthGuard, Envelope, PriorityMailbox, Refused};
+use mailbox::{Completion, CompletionGuard, Envelope, PriorityMailbox, Refused};
 use metrics_actor::{GetSnapshot, MetricsActor, Snapshot as MetricsSnapshot};
 use recorder::Recorder;
 use registry::{Registry, Shutdown, Subscribe, Unsubscribe};
@@ -105,10 +113,6 @@ pub trait Deliverable: sealed::Sealed + Clone + Send + Sync + Unpin + 'static {
     fn into_delivered(self) -> Delivered;
     /// The item published on `$dlq.<route>` for a dead letter of `original`.
     fn dead_letter(original: &Self, failure: &HandlerFailure) -> Self;
-    /// The per-topic depth counter the item counts in while queued or handled, if any.
-    fn depth_counter(&self) -> Option<&Arc<AtomicI64>> {
-        None
-    }
 }
 
 /// The core's settings, derived from a component's config.
@@ -131,6 +135,8 @@ pub(crate) struct Settings {
     pub(crate) shared_bound: Option<usize>,
     /// Record metrics on the hot path (`enable_metrics`).
     pub(crate) metrics: bool,
+    /// Count deliveries in flight per route (the MessageQueue's `topic_depths`).
+    pub(crate) track_depths: bool,
 }
 
 /// What the registry actor, the publishers and the handler actors share.
@@ -146,6 +152,12 @@ pub(crate) struct Shared<T> {
     pub(crate) bound: Option<Arc<SharedBound>>,
     /// Items accepted (metrics only).
     pub(crate) published: StripedCounter,
+    /// Deliveries accepted, and those discarded unhandled (see `## Accounting` in
+    /// `supervision`).
+    pub(crate) accepted: StripedCounter,
+    pub(crate) dropped: Arc<StripedCounter>,
+    /// Deliveries in flight per route, when tracked.
+    pub(crate) depths: Option<TopicDepths>,
 }
 
 /// Metrics-only counters summed over a component's subscriptions.
@@ -221,6 +233,11 @@ impl<T: Deliverable> Shared<T> {
             stats += route.stats.snapshot();
             stats.queued += route.mailbox.len() as u64;
         }
+        for kept in snapshot.stopped_stats() {
+            stats += kept.snapshot();
+        }
+        stats.accepted = self.accepted.sum();
+        stats.dropped = self.dropped.sum();
         stats
     }
 
@@ -233,10 +250,15 @@ impl<T: Deliverable> Shared<T> {
             runs: get(&self.retired.runs),
             run_nanos: get(&self.retired.run_nanos),
         };
-        for route in self.index.load().routes() {
+        let snapshot = self.index.load();
+        for route in snapshot.routes() {
             counters.active += get(&route.stats.active);
             counters.runs += get(&route.stats.runs);
             counters.run_nanos += get(&route.stats.run_nanos);
+        }
+        for kept in snapshot.stopped_stats() {
+            counters.runs += get(&kept.runs);
+            counters.run_nanos += get(&kept.run_nanos);
         }
         counters
     }
@@ -256,7 +278,12 @@ impl<T: Deliverable> Shared<T> {
     /// bound), making room by policy when full. Returns whether the item goes there.
     fn offer_dropping(&self, route: &Route<T>, policy: OverflowPolicy, priority: Priority) -> bool {
         let evict = policy == OverflowPolicy::DropOldest;
-        let dropped = || SubStats::add(&route.stats.dropped, 1);
+        // Refused by policy: accepted for this subscription, and dropped at once.
+        let dropped = || self.dropped.add(1);
+        let refused = || {
+            self.accepted.add(1);
+            self.dropped.add(1);
+        };
         let fifo = self.settings.fifo;
         let bound_slot = self
             .bound
@@ -264,15 +291,16 @@ impl<T: Deliverable> Shared<T> {
             .is_none_or(|b| b.reserve(1, b.limit(priority, fifo)));
         if !bound_slot {
             // The component is full: only this subscription's own oldest item can make
-            // room (its slots, here and in the bound, pass to the new item).
+            // room (its slots, here and in the bound, pass to the new item), and only
+            // one that is not more urgent than the new item.
             if !route.mailbox.is_open() {
                 return false;
             }
-            if evict && route.mailbox.evict_oldest().is_some() {
+            if evict && route.mailbox.evict_oldest(priority).is_some() {
                 dropped();
                 return true;
             }
-            dropped();
+            refused();
             return false;
         }
         let give_back = || {
@@ -290,7 +318,7 @@ impl<T: Deliverable> Shared<T> {
             }
             Err(Refused::Full) => {
                 give_back();
-                dropped();
+                refused();
                 false
             }
             // Unsubscribed, or closed by a stop that began after the Block pass:
@@ -351,6 +379,9 @@ impl<T: Deliverable> Shared<T> {
                 }
             }
             let count = (0..routes.len()).filter(|&i| taken.get(i)).count();
+            if count > 0 {
+                self.accepted.add(count as u64);
+            }
             let queued_at = self.settings.metrics.then(|| {
                 self.published.add(1);
                 Instant::now()
@@ -363,7 +394,9 @@ impl<T: Deliverable> Shared<T> {
                 return Ok(completion);
             };
             let priority = item.priority();
+            let mut depths = self.depths.as_ref().map(|d| d.acquire(item.route(), count));
             let mut item = Some(item);
+            let mut discarded = 0;
             for (i, route) in routes.iter().enumerate() {
                 if !taken.get(i) {
                     continue;
@@ -373,15 +406,18 @@ impl<T: Deliverable> Shared<T> {
                 } else {
                     item.as_ref().expect("still held").clone()
                 };
-                let depth = DepthGuard::new(item.depth_counter());
                 let envelope = Envelope {
                     item,
                     queued_at,
-                    depth,
+                    depth: depths.as_mut().and_then(Iterator::next).unwrap_or_default(),
                     completion: CompletionGuard::new(completion.as_ref()),
                 };
-                route.mailbox.push_reserved(envelope, priority);
+                discarded += route.mailbox.push_reserved(envelope, priority);
                 route.wakeup.for_push();
+            }
+            if discarded > 0 {
+                // Unsubscribed after this publish reserved its slot.
+                self.dropped.add(discarded as u64);
             }
             Ok(completion)
         })
@@ -407,6 +443,9 @@ impl<T: Deliverable> Core<T> {
             retired: SubStats::default(),
             bound: settings.shared_bound.map(|n| Arc::new(SharedBound::new(n))),
             published: StripedCounter::default(),
+            accepted: StripedCounter::default(),
+            dropped: Arc::default(),
+            depths: settings.track_depths.then(TopicDepths::default),
             settings,
         });
         let registry = Registry::new(shared.clone()).start();
@@ -446,11 +485,14 @@ impl<T: Deliverable> Core<T> {
                 1
             },
             retry_delay: config.retry_delay,
+            restart_delay: config.restart_delay,
             error_handler: config.error_handler.clone(),
         };
         let name = config.name.clone();
+        let dropped = self.shared.dropped.clone();
         let shared = Arc::downgrade(&self.shared);
         let sink = settings.metrics.then(|| self.metrics.clone().recipient());
+        let (started_tx, started) = tokio::sync::oneshot::channel();
         let spawn: registry::Spawn<T> = Box::new(move |args| {
             handler_actor::spawn(
                 args.worker,
@@ -467,10 +509,15 @@ impl<T: Deliverable> Core<T> {
                     group: args.group,
                     wake_flag: args.wake_flag,
                     recorder: sink.map(|sink| std::cell::RefCell::new(Recorder::new(sink))),
+                    handler_priority: args.handler_priority,
+                    run: args.run,
+                    dropped,
                 },
+                started_tx,
             )
         });
-        self.registry
+        let id = self
+            .registry
             .send(Subscribe {
                 pattern,
                 group: group.map(str::to_owned),
@@ -478,7 +525,13 @@ impl<T: Deliverable> Core<T> {
                 spawn,
             })
             .await
-            .unwrap_or(Err(SubscribeError::Stopped))
+            .unwrap_or(Err(SubscribeError::Stopped))?;
+        // Return once the handler actor runs: from then on, a wake reaches a started
+        // actor (so a worker's woken actors run in handler-priority order). An error
+        // means the actor never started (its worker stopped): the subscription is there
+        // until `stop` either way.
+        let _ = started.await;
+        Ok(id)
     }
 
     /// Removes a subscription; see [`Unsubscribe`].
@@ -492,7 +545,6 @@ impl<T: Deliverable> Core<T> {
         let _ = self.registry.send(Shutdown).await;
     }
 
-    /// Number of subscriptions.
     /// True once `stop` was called.
     pub(crate) fn is_stopping(&self) -> bool {
         self.shared.stopping.load(Ordering::Acquire)
@@ -510,6 +562,19 @@ impl<T: Deliverable> Core<T> {
             .exact_names()
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Deliveries in flight per route, for routes with some (tracked components only).
+    pub(crate) fn depths(&self) -> Vec<(String, u64)> {
+        self.shared
+            .depths
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.nonzero().collect())
+    }
+
+    /// Per-route depth counters held now (tracked components only).
+    pub(crate) fn depth_counters(&self) -> usize {
+        self.shared.depths.as_ref().map_or(0, TopicDepths::counters)
     }
 
     /// Items counted against the component-wide bound (0 without one).

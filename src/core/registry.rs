@@ -19,7 +19,7 @@
 //! discarded like a subscription's.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -29,9 +29,14 @@ use futures_util::future::join_all;
 use super::handler_actor::{Finish, Wake};
 use super::index::{Members, Route, Snapshot, SubscriptionId, Waker, Wakeup};
 use super::mailbox::{PriorityMailbox, WakeFlag};
-use super::supervision::{OverflowPolicy, SubStats};
+use super::supervision::{OverflowPolicy, SubStats, STOP_GRACE};
+use super::worker::RunQueue;
 use super::{Deliverable, Shared};
 use crate::{HandlerConfig, Pattern, Priority, SubscribeError};
+
+/// Subscription ids are unique in the process, across components: an id given to the
+/// wrong component's `unsubscribe` finds nothing there.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What a new subscription's handler actor is given.
 pub(crate) struct SpawnArgs<'a, T> {
@@ -45,6 +50,10 @@ pub(crate) struct SpawnArgs<'a, T> {
     pub(crate) group: Option<Arc<Members>>,
     /// The new handler actor's wake flag (publishers hold it too).
     pub(crate) wake_flag: Arc<WakeFlag>,
+    /// The subscription's handler priority (its group's, for a member).
+    pub(crate) handler_priority: Priority,
+    /// The worker's run queue.
+    pub(crate) run: Arc<RunQueue>,
 }
 
 /// Starts a subscription's handler actor; returns its wake and finish addresses.
@@ -77,6 +86,35 @@ pub(crate) struct Shutdown;
 struct Worker {
     arbiter: Arbiter,
     subscriptions: usize,
+    /// Subscriptions per handler priority (lowest first).
+    priorities: [usize; 4],
+    run: Arc<RunQueue>,
+}
+
+impl Worker {
+    fn new() -> Worker {
+        let arbiter = Arbiter::new();
+        let run = RunQueue::start(&arbiter.handle());
+        Worker {
+            arbiter,
+            subscriptions: 0,
+            priorities: [0; 4],
+            run,
+        }
+    }
+
+    /// A subscription of `priority` comes (+1) or goes (-1).
+    fn count(&mut self, priority: Priority, joins: bool) {
+        let n = &mut self.priorities[priority.lane()];
+        if joins {
+            self.subscriptions += 1;
+            *n += 1;
+        } else {
+            self.subscriptions -= 1;
+            *n -= 1;
+        }
+        self.run.set_priorities(&self.priorities);
+    }
 }
 
 type GroupKey = (Box<str>, Box<str>);
@@ -129,6 +167,8 @@ struct Entry {
     finish: Recipient<Finish>,
     removed: Arc<AtomicBool>,
     worker: usize,
+    /// As counted on its worker.
+    handler_priority: Priority,
 }
 
 /// See the module docs.
@@ -138,17 +178,13 @@ pub(crate) struct Registry<T: Deliverable> {
     targets: BTreeMap<SubscriptionId, Target<T>>,
     groups: HashMap<GroupKey, SubscriptionId>,
     workers: Vec<Worker>,
-    next_id: u64,
 }
 
 impl<T: Deliverable> Registry<T> {
     /// A registry with `shared.settings.workers` new worker arbiters.
     pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
         let workers = (0..shared.settings.workers)
-            .map(|_| Worker {
-                arbiter: Arbiter::new(),
-                subscriptions: 0,
-            })
+            .map(|_| Worker::new())
             .collect();
         Registry {
             shared,
@@ -156,7 +192,6 @@ impl<T: Deliverable> Registry<T> {
             targets: BTreeMap::new(),
             groups: HashMap::new(),
             workers,
-            next_id: 1,
         }
     }
 
@@ -231,8 +266,7 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
         if self.shared.stopping.load(Ordering::Acquire) || self.workers.is_empty() {
             return Err(SubscribeError::Stopped);
         }
-        let id = SubscriptionId(self.next_id);
-        self.next_id += 1;
+        let id = SubscriptionId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let target_id = self.target_for(id, &msg);
         let (worker_index, worker) = self
             .workers
@@ -240,8 +274,9 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
             .enumerate()
             .min_by_key(|(_, w)| w.subscriptions)
             .expect("at least one worker");
-        worker.subscriptions += 1;
         let target = self.targets.get_mut(&target_id).expect("target just found");
+        let handler_priority = target.handler_priority;
+        worker.count(handler_priority, true);
         let removed = Arc::new(AtomicBool::new(false));
         let wake_flag = Arc::new(WakeFlag::default());
         let (recipient, finish) = (msg.spawn)(SpawnArgs {
@@ -252,14 +287,21 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
             removed: removed.clone(),
             group: target.group.clone(),
             wake_flag: wake_flag.clone(),
+            handler_priority,
+            run: worker.run.clone(),
         });
         let waker = Waker {
             flag: wake_flag,
-            recipient,
+            recipient: Arc::new(recipient),
             worker: worker_index,
+            priority: handler_priority,
+            run: worker.run.clone(),
         };
-        // A group member joins with work possibly waiting: look at the mailbox once.
-        waker.wake();
+        // A group member joins with work possibly waiting: look at the mailbox once. (A
+        // new subscription's own mailbox is empty: its first push wakes it.)
+        if target.group.is_some() {
+            waker.wake();
+        }
         target.members.insert(id, waker);
         target.members_changed();
         tracing::debug!(
@@ -278,6 +320,7 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
                 finish,
                 removed,
                 worker: worker_index,
+                handler_priority,
             },
         );
         self.publish_snapshot();
@@ -296,7 +339,7 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
             return Box::pin(async { false });
         };
         if let Some(worker) = self.workers.get_mut(entry.worker) {
-            worker.subscriptions -= 1;
+            worker.count(entry.handler_priority, false);
         }
         entry.removed.store(true, Ordering::SeqCst);
         let target = self
@@ -316,6 +359,7 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
                 self.groups.remove(key);
             }
             let discarded = target.mailbox.cancel();
+            self.shared.dropped.add(discarded as u64);
             tracing::debug!(subscription = %msg.0, discarded, "unsubscribed");
             Some(target.stats)
         } else {
@@ -344,40 +388,44 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
 impl<T: Deliverable> Handler<Shutdown> for Registry<T> {
     type Result = ResponseActFuture<Self, ()>;
 
-    /// Closes every mailbox, drains them (bounded by `default_timeout`), then stops.
+    /// Closes every mailbox, drains them (bounded by `default_timeout`; past it, gives up
+    /// what is left: see `## Accounting` in `supervision`), then stops.
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.shared.stopping.store(true, Ordering::SeqCst);
         for target in self.targets.values() {
             target.mailbox.close();
         }
-        let drains = join_all(
-            self.entries
-                .values()
-                .map(|e| e.finish.send(Finish { drain: true })),
-        );
+        let finishers: Vec<Recipient<Finish>> =
+            self.entries.values().map(|e| e.finish.clone()).collect();
+        let drains = join_all(finishers.iter().map(|f| f.send(Finish { drain: true })));
         let mailboxes: Vec<_> = self.targets.values().map(|t| t.mailbox.clone()).collect();
         let timeout = self.shared.settings.default_timeout;
         let shared = self.shared.clone();
         let work = async move {
-            if tokio::time::timeout(timeout, drains).await.is_err() {
-                let left: usize = mailboxes.iter().map(|m| m.len()).sum();
-                // Counted as dropped, so the stats account for every accepted item.
-                SubStats::add(&shared.retired.dropped, left as u64);
-                tracing::warn!(
-                    timeout_s = timeout.as_secs_f64(),
-                    left,
-                    "stop: drain timed out; items still queued are discarded (counted as dropped)"
-                );
+            if tokio::time::timeout(timeout, drains).await.is_ok() {
+                return;
             }
+            // Give up: discard what is queued, and have every handler actor let go of
+            // what it holds (a run in progress, a retry, a restart backoff).
+            let discarded: usize = mailboxes.iter().map(|m| m.abandon()).sum();
+            shared.dropped.add(discarded as u64);
+            let given_up = join_all(finishers.iter().map(|f| f.send(Finish { drain: false })));
+            let let_go = tokio::time::timeout(STOP_GRACE, given_up).await.is_ok();
+            tracing::warn!(
+                timeout_s = timeout.as_secs_f64(),
+                discarded,
+                all_let_go = let_go,
+                "stop: drain timed out; what was left is discarded (counted as dropped)"
+            );
         };
         Box::pin(work.into_actor(self).map(|(), act, ctx| {
             act.entries.clear();
             act.groups.clear();
             let targets = std::mem::take(&mut act.targets);
-            act.publish_snapshot(); // empty: a stats reader never counts a route twice
-            for target in targets.values() {
-                act.shared.retired.absorb(&target.stats);
-            }
+            // The stopped subscriptions' counters stay readable (a late count of a
+            // handler that held its worker is still seen); their routes are gone.
+            let kept = targets.into_values().map(|t| t.stats).collect();
+            act.shared.index.store(Arc::new(Snapshot::stopped(kept)));
             act.stop_workers();
             ctx.stop();
         }))

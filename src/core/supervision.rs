@@ -21,8 +21,10 @@
 //! A handler that panics is caught. The panic is a failure of that delivery, and the
 //! handler actor is stopped and restarted by its actix `Supervisor` (the actor keeps its
 //! address and its mailbox). It resumes after a restart backoff of
-//! `RESTART_BACKOFF × 2^(k−1)` for the `k`-th restart in a row (capped at
-//! [`MAX_RESTART_BACKOFF`]; `k` resets when an item is handled or becomes a dead letter),
+//! `restart_delay × 2^(k−1)` for the `k`-th restart in a row
+//! ([`HandlerConfig::restart_delay`](crate::HandlerConfig::restart_delay), default
+//! [`RESTART_BACKOFF`]; capped at [`MAX_RESTART_BACKOFF`] or at `restart_delay` if that
+//! is longer; `k` resets when an item is handled or becomes a dead letter),
 //! then retries the item that panicked, as for any failure. The worker thread and every
 //! other handler keep running. There is no restart cap: a handler that panics on every
 //! item restarts once per attempt of each item (`max_retries + 1` times per item, with
@@ -32,16 +34,33 @@
 //!
 //! ## Dead letters
 //!
-//! An item whose last attempt failed is a dead letter: the
-//! [`error_handler`](crate::HandlerConfig::error_handler) is called once with a
-//! [`HandlerFailure`], the failure is kept in a bounded store (`dead_letters()`, the
-//! latest `max_dead_letters`), counted, logged at `error` level, and published on
+//! An item whose last attempt failed is a dead letter: it is counted, logged at `error`
+//! level, kept in a bounded store (`dead_letters()`, the latest `max_dead_letters`), then
+//! the [`error_handler`](crate::HandlerConfig::error_handler) is called once with its
+//! [`HandlerFailure`] (so the store holds it already), and it is published on
 //! `$dlq.<original name>` (same priority) to whoever subscribed to it. Failures of
 //! `$dlq.` items themselves are stored and counted but not published again. The
 //! `$dlq.<name>` event is published with `try_publish`: if a matching subscription is
 //! full at that moment, it is not published (a warning is logged); the dead letter is
 //! still in the store and counted. Dead letters made while `stop()` drains are not
 //! published (nothing is accepted any more); they are stored and counted.
+//!
+//! ## Accounting
+//!
+//! Every accepted delivery (one per matching subscription of an accepted publish) ends
+//! exactly once: handled (`processed`), dead-lettered (`dead_letters`), or discarded
+//! unhandled (`dropped`): by a drop [`OverflowPolicy`], by `unsubscribe` (what was queued
+//! for the subscription, and an item it held for a retry or across a restart; the item
+//! in hand is finished first), or by a `stop` whose drain timed out. So once a component
+//! is quiet (after `stop()`, or with nothing queued or running), `processed +
+//! dead_letters + dropped` is what was accepted, and `queued` is 0 after `stop()`.
+//!
+//! A `stop` that times out gives up: what is still queued is discarded, a retry delay or
+//! restart backoff is cut short, and a handler run in progress is dropped (its future is
+//! no longer polled; a sync handler's thread or an app's actor cannot be interrupted, and
+//! its late result is ignored). It waits up to [`STOP_GRACE`] more for the handler actors
+//! to let go; an async handler that blocks its worker thread past that is counted when
+//! the thread lets go of it.
 //!
 //! ## Timeouts
 //!
@@ -90,6 +109,9 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 pub const RESTART_BACKOFF: Duration = Duration::from_millis(10);
 /// The longest wait before a restarted handler actor resumes.
 pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a `stop` whose drain timed out waits for the handler actors to give up what
+/// they hold (see `## Accounting`).
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
 /// Prefix of the names on which dead letters are published.
 pub const DEAD_LETTER_PREFIX: &str = "$dlq.";
 
@@ -104,12 +126,20 @@ pub fn retry_delay(first: Duration, retry: u32) -> Duration {
     base.saturating_add(jitter)
 }
 
-/// The wait before resuming after the `k`-th restart in a row (1-based).
+/// The wait before resuming after the `k`-th restart in a row (1-based), with the default
+/// first delay [`RESTART_BACKOFF`].
 pub fn restart_backoff(k: u32) -> Duration {
+    restart_delay(RESTART_BACKOFF, k)
+}
+
+/// The wait before resuming after the `k`-th restart in a row (1-based): exponential from
+/// `first` ([`HandlerConfig::restart_delay`](crate::HandlerConfig::restart_delay)),
+/// capped at [`MAX_RESTART_BACKOFF`] (or `first` if that is longer).
+pub fn restart_delay(first: Duration, k: u32) -> Duration {
     let exponent = k.saturating_sub(1).min(31);
-    RESTART_BACKOFF
+    first
         .saturating_mul(1u32 << exponent)
-        .min(MAX_RESTART_BACKOFF)
+        .min(MAX_RESTART_BACKOFF.max(first))
 }
 
 /// What a subscription does when its mailbox is full.
@@ -211,6 +241,10 @@ impl HandlerFailure {
 /// Delivery counters of a component (all subscriptions, including removed ones).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DeliveryStats {
+    /// Deliveries accepted: one per matching subscription of each accepted publish
+    /// (those of drop-policy subscriptions included, even when they dropped it). Once the
+    /// component is quiet, `processed + dead_letters + dropped` equals it.
+    pub accepted: u64,
     /// Deliveries whose handler succeeded.
     pub processed: u64,
     /// Failed attempts (errors, timeouts and panics), retried or not.
@@ -219,7 +253,10 @@ pub struct DeliveryStats {
     pub retries: u64,
     /// Items whose last attempt failed.
     pub dead_letters: u64,
-    /// Items discarded by a `DropOldest` or `DropNewest` subscription.
+    /// Accepted items discarded unhandled: by a `DropOldest` or `DropNewest`
+    /// subscription, by `unsubscribe` (what was queued for it, and an item it held for a
+    /// retry or across a restart), or by a `stop` whose drain timed out (see
+    /// `## Accounting` in [`supervision`](crate::core::supervision)).
     pub dropped: u64,
     /// Handler actor restarts after a panic.
     pub restarts: u64,
@@ -227,15 +264,14 @@ pub struct DeliveryStats {
     pub queued: u64,
 }
 
-/// Per-subscription counters, written by one handler actor (and, for `dropped`, by
-/// publishers); summed on demand.
+/// Per-subscription counters, written by its handler actors; summed on demand. (What is
+/// dropped is counted component-wide, since publishers count it too.)
 #[derive(Debug, Default)]
 pub(crate) struct SubStats {
     pub(crate) processed: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) dead_letters: AtomicU64,
-    pub(crate) dropped: AtomicU64,
     pub(crate) restarts: AtomicU64,
     /// Metrics only: handler runs in progress, runs finished, their total time.
     pub(crate) active: AtomicU64,
@@ -244,22 +280,21 @@ pub(crate) struct SubStats {
 }
 
 impl SubStats {
-    /// Adds to a counter (written by the handler actors of a subscription or group and,
-    /// for `dropped`, by publishers).
+    /// Adds to a counter (written by the handler actors of a subscription or group).
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> DeliveryStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // `accepted` and `dropped` are counted component-wide.
         DeliveryStats {
             processed: get(&self.processed),
             errors: get(&self.errors),
             retries: get(&self.retries),
             dead_letters: get(&self.dead_letters),
-            dropped: get(&self.dropped),
             restarts: get(&self.restarts),
-            queued: 0,
+            ..DeliveryStats::default()
         }
     }
 
@@ -270,7 +305,6 @@ impl SubStats {
         Self::add(&self.errors, s.errors);
         Self::add(&self.retries, s.retries);
         Self::add(&self.dead_letters, s.dead_letters);
-        Self::add(&self.dropped, s.dropped);
         Self::add(&self.restarts, s.restarts);
         Self::add(&self.runs, other.runs.load(Ordering::Relaxed));
         Self::add(&self.run_nanos, other.run_nanos.load(Ordering::Relaxed));
@@ -279,6 +313,7 @@ impl SubStats {
 
 impl std::ops::AddAssign for DeliveryStats {
     fn add_assign(&mut self, o: DeliveryStats) {
+        self.accepted += o.accepted;
         self.processed += o.processed;
         self.errors += o.errors;
         self.retries += o.retries;
@@ -321,5 +356,16 @@ mod tests {
         assert_eq!(restart_backoff(2), Duration::from_millis(20));
         assert_eq!(restart_backoff(4), Duration::from_millis(80));
         assert_eq!(restart_backoff(30), MAX_RESTART_BACKOFF);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            restart_delay(hour, 1),
+            hour,
+            "a first delay above the cap is kept"
+        );
+        assert_eq!(restart_delay(hour, 4), hour);
+        assert_eq!(
+            restart_delay(Duration::from_millis(1), 2),
+            Duration::from_millis(2)
+        );
     }
 }
