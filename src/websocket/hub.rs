@@ -3,10 +3,12 @@
 //! Every broadcast is one message to the hub, which serializes the frame once, finds the
 //! sessions whose patterns match the topic (cached per topic until the subscriptions
 //! change), and queues the frame to each with `try_send` into the session's bounded
-//! mailbox (`send_buffer`). The hub never waits on a session: a full mailbox makes that
-//! session a slow consumer, closed with 4008 and taken out of the routing at once. Since
-//! one actor assigns `seq` and queues in order, every session sees a topic's messages in
-//! `seq` order.
+//! outbound queue (`send_buffer`). The hub never waits on a session: a full queue makes
+//! that session a slow consumer, closed with 4008 and taken out of the routing at once.
+//! Since one actor assigns `seq` and queues in order, every session sees a topic's
+//! messages in `seq` order. The queue is a channel the session owns, not its actix
+//! mailbox, so that a session can write what the hub queued before it answers a request
+//! (see the session's `## Barriers`).
 //!
 //! Every tick (`connection_timeout / 20`, between 10 ms and 1 s) the hub sweeps: a session
 //! from which nothing arrived for `connection_timeout` plus a tick, and that did not close
@@ -24,10 +26,12 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::prelude::*;
 use bytestring::ByteString;
 use serde_json::Value;
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 
 use super::protocol::{self, close, MAX_SUBSCRIPTIONS};
 use super::socket::SessionSocket;
+use super::topics::TopicMap;
 use crate::access::Access;
 use crate::core::counter::StripedCounter;
 use crate::core::metrics_actor::{RateWindow, TICK};
@@ -37,10 +41,13 @@ use crate::{Event, Message, MessageQueue, Pattern, SubscribeError, WebSocketServ
 /// before its connection is cut anyway.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Largest number of topics whose routes are cached.
+/// Largest number of topics whose routes are cached, and bytes of their names.
 const ROUTE_CACHE: usize = 10_000;
-/// Topics whose `seq` is kept before those without subscribers are forgotten.
+const ROUTE_CACHE_BYTES: usize = 1 << 20;
+/// Topics whose `seq` is kept, and bytes of their names, before those without
+/// subscribers are forgotten.
 const SEQ_TOPICS: usize = 100_000;
+const SEQ_BYTES: usize = 8 << 20;
 
 /// What the hub, the sessions and the HTTP handler share.
 pub(crate) struct HubShared {
@@ -209,9 +216,7 @@ impl SessionLink {
     }
 }
 
-/// Hub → session.
-#[derive(Message)]
-#[rtype(result = "()")]
+/// Hub → session, through the session's outbound queue.
 pub(crate) enum Outbound {
     /// A serialized `message` frame, shared by every session it goes to.
     Frame(ByteString),
@@ -226,7 +231,7 @@ pub(crate) enum Outbound {
 pub(crate) struct Connect {
     pub(crate) key: u64,
     pub(crate) client_id: Arc<str>,
-    pub(crate) out: Recipient<Outbound>,
+    pub(crate) out: mpsc::Sender<Outbound>,
     pub(crate) link: Arc<SessionLink>,
 }
 
@@ -319,12 +324,12 @@ pub(crate) struct HubStats {
 
 struct Entry {
     client_id: Arc<str>,
-    out: Recipient<Outbound>,
+    out: mpsc::Sender<Outbound>,
     link: Arc<SessionLink>,
     patterns: HashSet<Box<str>>,
     /// When the session was asked to close (it is out of the routing from then on).
     closing: Option<(Instant, u64)>,
-    /// A graceful close not yet queued (the mailbox was full): retried every sweep.
+    /// A graceful close not yet queued (the queue was full): retried every sweep.
     pending_close: Option<u16>,
 }
 
@@ -335,10 +340,11 @@ pub(crate) struct Hub {
     by_client: HashMap<Arc<str>, u64>,
     /// Pattern as written → (parsed, subscribed sessions).
     patterns: HashMap<Box<str>, (Pattern, HashSet<u64>)>,
-    /// Topic → sessions it goes to, ascending; cleared on every subscription change.
-    routes: HashMap<Box<str>, Rc<[u64]>>,
+    /// Topic → sessions it goes to, ascending, for topics with at least one; cleared on
+    /// every subscription change.
+    routes: TopicMap<Rc<[u64]>>,
     /// Topic → last `seq` given.
-    seqs: HashMap<Box<str>, u64>,
+    seqs: TopicMap<u64>,
     stop_waiters: Vec<oneshot::Sender<()>>,
     sent: RateWindow,
 }
@@ -350,8 +356,8 @@ impl Hub {
             sessions: HashMap::new(),
             by_client: HashMap::new(),
             patterns: HashMap::new(),
-            routes: HashMap::new(),
-            seqs: HashMap::new(),
+            routes: TopicMap::new(ROUTE_CACHE, ROUTE_CACHE_BYTES),
+            seqs: TopicMap::new(SEQ_TOPICS, SEQ_BYTES),
             stop_waiters: Vec::new(),
             sent: RateWindow::new(Instant::now()),
         }
@@ -383,10 +389,13 @@ impl Hub {
         keys.sort_unstable();
         keys.dedup();
         let route: Rc<[u64]> = keys.into();
-        if self.routes.len() >= ROUTE_CACHE {
-            self.routes.clear();
+        // A topic nobody listens to is not cached: invented names cost nothing here.
+        if !route.is_empty() {
+            if self.routes.is_full(topic) {
+                self.routes.clear();
+            }
+            self.routes.insert(topic, route.clone());
         }
-        self.routes.insert(topic.into(), route.clone());
         route
     }
 
@@ -396,13 +405,21 @@ impl Hub {
         if route.is_empty() {
             return 0;
         }
-        if self.seqs.len() >= SEQ_TOPICS && !self.seqs.contains_key(topic) {
-            self.forget_idle_seqs();
-        }
-        let seq = self.seqs.entry(topic.into()).or_insert(0);
-        *seq += 1;
+        let seq = match self.seqs.get_mut(topic) {
+            Some(seq) => {
+                *seq += 1;
+                *seq
+            }
+            None => {
+                if self.seqs.is_full(topic) {
+                    self.forget_idle_seqs();
+                }
+                self.seqs.insert(topic, 1);
+                1
+            }
+        };
         let text: ByteString =
-            protocol::message_json(topic, payload.data(), *seq, SystemTime::now()).into();
+            protocol::message_json(topic, payload.data(), seq, SystemTime::now()).into();
         let mut queued = 0;
         let mut slow = Vec::new();
         for key in route.iter() {
@@ -411,9 +428,9 @@ impl Hub {
             };
             match entry.out.try_send(Outbound::Frame(text.clone())) {
                 Ok(()) => queued += 1,
-                Err(SendError::Full(_)) => slow.push(*key),
+                Err(TrySendError::Full(_)) => slow.push(*key),
                 // The session stopped; its Disconnect is on the way.
-                Err(SendError::Closed(_)) => {}
+                Err(TrySendError::Closed(_)) => {}
             }
         }
         for key in slow {
@@ -433,10 +450,11 @@ impl Hub {
             forgotten = before - self.seqs.len(),
             "forgot the seq of idle topics"
         );
-        if self.seqs.len() >= SEQ_TOPICS {
+        if self.seqs.len() * 2 >= SEQ_TOPICS || self.seqs.bytes() * 2 >= SEQ_BYTES {
             tracing::warn!(
                 topics = self.seqs.len(),
-                "over {SEQ_TOPICS} subscribed topics: every seq restarts at 1"
+                bytes = self.seqs.bytes(),
+                "subscribed topics fill half the seq table ({SEQ_TOPICS} topics, {SEQ_BYTES} bytes of names): every seq restarts at 1"
             );
             self.seqs.clear();
         }
@@ -480,7 +498,7 @@ impl Hub {
                 tracing::warn!(client_id = %entry.client_id, "slow consumer: closing the session (4008)");
             }
         }
-        // If the mailbox is full, the session sees the decided code at its next frame.
+        // If the queue is full, the session sees the decided code at its next frame.
         let _ = entry.out.try_send(Outbound::Close(code));
     }
 

@@ -31,14 +31,16 @@
 //!   whatever the number of clients, and queues it to every session with a matching
 //!   subscription (once per session, however many of its patterns match). It returns the
 //!   number of sessions it was queued to. Each topic numbers its messages (`seq`), and a
-//!   session receives them in that order.
-//! - **Slow clients**: each session's mailbox holds at most `send_buffer` queued messages;
+//!   session receives them in that order. The `ack` of an `unsubscribe` is a barrier:
+//!   no message of that subscription follows it (and every broadcast the hub handles
+//!   after a `subscribe` follows that `ack`).
+//! - **Slow clients**: each session's outbound queue holds at most `send_buffer` messages;
 //!   the hub never waits for a session. A client that falls further behind is closed with
 //!   4008 and stops receiving at once, so it never delays anyone else. A client that
 //!   stops reading its socket altogether freezes its session (actix-web stops polling
 //!   it): the hub then resets the TCP connection (the client sees no close frame: 1006),
 //!   which needs [`on_connect`] (see there). What such a client can hold on the server is
-//!   bounded: about twice `send_buffer` messages (the mailbox, and the write buffer that
+//!   bounded: about twice `send_buffer` messages (the queue, and the write buffer that
 //!   one poll of the session fills) plus the kernel's send buffer. On Linux the
 //!   session's socket also gets `TCP_USER_TIMEOUT` = `connection_timeout` +
 //!   [`CLOSE_GRACE`], so the kernel drops a connection whose peer takes no data for that
@@ -77,6 +79,7 @@ pub mod protocol;
 mod hub;
 mod session;
 mod socket;
+mod topics;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

@@ -21,8 +21,9 @@
 //! - `seq` counts the broadcasts of one topic that reached at least one session: 1, 2, 3…
 //!   A session subscribed to a topic sees consecutive numbers; a gap means it missed
 //!   messages (it was not subscribed then). With a pattern subscription, each topic has its
-//!   own sequence. The hub remembers the sequences of up to 100,000 topics; past that it
-//!   forgets those of topics nobody is subscribed to, which restart at 1.
+//!   own sequence. The hub remembers the sequences of up to 100,000 topics (and 8 MiB of
+//!   topic names); past that it forgets those of topics nobody is subscribed to, which
+//!   restart at 1, and if subscribed topics still fill half of it, it forgets them all.
 //! - `timestamp` is the broadcast time, RFC 3339 in UTC with microseconds.
 //!
 //! Bad input gets an `error` with a stable [`ErrorCode`], and the session stays open;
@@ -80,8 +81,8 @@ pub const MAX_CONSECUTIVE_ERRORS: u32 = 16;
 /// Subscriptions one session may hold; more get [`ErrorCode::TooManySubscriptions`].
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
 /// Longest topic or pattern a client may send, in bytes; longer ones get
-/// [`ErrorCode::InvalidTopic`].
-pub const MAX_TOPIC_BYTES: usize = 256;
+/// [`ErrorCode::InvalidTopic`]. The crate-wide [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES).
+pub const MAX_TOPIC_BYTES: usize = crate::MAX_NAME_BYTES;
 
 /// The `code` of an `error` frame. Serialized in snake case (`"invalid_topic"`); these
 /// strings are stable.

@@ -7,12 +7,24 @@
 //! - registers with the hub, then sends `welcome`;
 //! - answers each client frame in order (a subscription is acknowledged once the hub
 //!   has it, so a broadcast made after the `ack` reaches the client);
-//! - writes the frames the hub queues to it (its mailbox holds `send_buffer` of them);
+//! - writes the frames the hub queues to it (its outbound queue holds `send_buffer` of
+//!   them);
 //! - pings every `heartbeat_interval`, and closes with 4000 when nothing arrived for
 //!   `connection_timeout` (checked every tick);
 //! - closes with the code the hub decided (4008 slow consumer, 1001 stop, 1000
 //!   disconnect) at its next frame or at once.
+//!
+//! ## Barriers
+//!
+//! The `ack` of a `subscribe` or `unsubscribe` is written only after every frame the hub
+//! queued to the session before it handled the request: the session waits for the hub's
+//! answer (reading no other client frame meanwhile), then writes what its outbound queue
+//! holds, then the `ack`. Since the hub routes by the subscriptions it has, nothing of an
+//! unsubscribed pattern follows the `ack` of its `unsubscribe`, and every broadcast the
+//! hub handles after a `subscribe` follows its `ack`.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,13 +33,14 @@ use actix::prelude::*;
 use actix_http::ws::Item;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
+use tokio::sync::mpsc;
 
 use super::hub::{
     Connect, ConnectionSlot, Disconnect, Hub, HubShared, Outbound, SessionLink, Subscribe, Target,
     Unsubscribe,
 };
 use super::protocol::{
-    close, ClientFrame, ErrorCode, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS, MAX_TOPIC_BYTES,
+    close, ClientFrame, ErrorCode, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS,
 };
 use super::socket::SessionSocket;
 use super::WebSocketService;
@@ -55,6 +68,9 @@ pub(crate) struct Session {
     last_ping: Instant,
     /// Given back when the session stops (before the hub hears of it).
     slot: Option<ConnectionSlot>,
+    /// What the hub queued to this session; also a stream of the actor's, which reads it
+    /// between other work (see `## Barriers`).
+    outbound: Option<Rc<RefCell<mpsc::Receiver<Outbound>>>>,
 }
 
 /// `GET /ws`: refuses with 503 (stopping, or `max_connections` reached) or 401 (token),
@@ -119,6 +135,7 @@ pub(crate) async fn upgrade(
         fragments: None,
         last_ping: Instant::now(),
         slot: Some(slot),
+        outbound: None,
     };
     let response = ws::WsResponseBuilder::new(session, &req, payload)
         .frame_size(shared.config.max_message_size)
@@ -162,6 +179,41 @@ impl Session {
     fn reply(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ServerFrame) {
         self.errors_in_a_row = 0;
         self.send_text(ctx, frame.to_json());
+    }
+
+    /// Writes every frame the hub has queued so far (see `## Barriers`). Stops at a close.
+    fn flush_outbound(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(queue) = self.outbound.clone() else {
+            return;
+        };
+        loop {
+            let next = queue.borrow_mut().try_recv();
+            match next {
+                Ok(msg) => self.on_outbound(msg, ctx),
+                Err(_) => return,
+            }
+            if self.link.close_code().is_some() {
+                return;
+            }
+        }
+    }
+
+    /// The answer to a request the hub handled: after what the hub queued before it.
+    fn reply_after_hub(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ServerFrame) {
+        self.flush_outbound(ctx);
+        if self.link.close_code().is_none() {
+            self.reply(ctx, frame);
+        }
+    }
+
+    /// A frame or a close from the hub.
+    fn on_outbound(&mut self, msg: Outbound, ctx: &mut ws::WebsocketContext<Self>) {
+        self.link.alive(self.now_ms());
+        match msg {
+            Outbound::Frame(text) if self.link.close_code().is_none() => self.send_text(ctx, text),
+            Outbound::Frame(_) => self.close_as_decided(ctx),
+            Outbound::Close(code) => self.close(ctx, code, close_reason(code)),
+        }
     }
 
     fn refuse(&mut self, ctx: &mut ws::WebsocketContext<Self>, refusal: Refusal) {
@@ -236,7 +288,7 @@ impl Session {
                 };
                 ctx.wait(self.hub.send(request).into_actor(self).map(
                     move |answer, session, ctx| match answer {
-                        Ok(true) => session.reply(ctx, ServerFrame::Ack { id }),
+                        Ok(true) => session.reply_after_hub(ctx, ServerFrame::Ack { id }),
                         Ok(false) => session.refuse(
                             ctx,
                             Refusal::new(
@@ -287,7 +339,7 @@ impl Session {
                 .send(request)
                 .into_actor(self)
                 .map(move |answer, session, ctx| match answer {
-                    Ok(Ok(())) => session.reply(ctx, ServerFrame::Ack { id }),
+                    Ok(Ok(())) => session.reply_after_hub(ctx, ServerFrame::Ack { id }),
                     Ok(Err(err @ SubscribeError::TooManySubscriptions(_))) => session.refuse(
                         ctx,
                         Refusal::new(id, ErrorCode::TooManySubscriptions, err.to_string()),
@@ -407,17 +459,12 @@ fn close_reason(code: u16) -> &'static str {
     }
 }
 
-/// A client's topic or pattern: at most [`MAX_TOPIC_BYTES`] bytes, then `parse`.
+/// A client's topic or pattern, checked by `parse` (which also bounds its length: see
+/// [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES)); the error as the text to send.
 fn check_topic<T>(
     topic: &str,
     parse: impl FnOnce(&str) -> Result<T, crate::PatternError>,
 ) -> Result<T, String> {
-    if topic.len() > MAX_TOPIC_BYTES {
-        return Err(format!(
-            "a topic may hold at most {MAX_TOPIC_BYTES} bytes, got {}",
-            topic.len()
-        ));
-    }
     parse(topic).map_err(|err| err.to_string())
 }
 
@@ -435,11 +482,16 @@ impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.shared.config.send_buffer);
+        let (out, queue) = mpsc::channel(self.shared.config.send_buffer);
+        let queue = Rc::new(RefCell::new(queue));
+        self.outbound = Some(queue.clone());
+        ctx.add_stream(futures_util::stream::poll_fn(move |cx| {
+            queue.borrow_mut().poll_recv(cx)
+        }));
         let connect = Connect {
             key: self.key,
             client_id: self.client_id.clone(),
-            out: ctx.address().recipient(),
+            out,
             link: self.link.clone(),
         };
         ctx.wait(
@@ -469,17 +521,14 @@ impl Actor for Session {
     }
 }
 
-impl Handler<Outbound> for Session {
-    type Result = ();
-
+impl StreamHandler<Outbound> for Session {
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
-        self.link.alive(self.now_ms());
-        match msg {
-            Outbound::Frame(text) if self.link.close_code().is_none() => self.send_text(ctx, text),
-            Outbound::Frame(_) => self.close_as_decided(ctx),
-            Outbound::Close(code) => self.close(ctx, code, close_reason(code)),
-        }
+        self.on_outbound(msg, ctx);
     }
+
+    /// The hub let go of the session (it is forgetting it): nothing more will come, and
+    /// the session ends by its own rules.
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
