@@ -169,8 +169,9 @@ impl EventBus {
 
     /// Subscribes an async handler to a name or pattern (see [`Pattern`](crate::Pattern)).
     /// The handler's future runs on the subscription's worker thread and need not be
-    /// `Send`. Returns once the subscription is in place and its handler actor runs: an
-    /// event published after that reaches it.
+    /// `Send`. Returns once the subscription is in place and its handler actor runs (or
+    /// after `default_timeout`, if its worker thread is held that long by a blocking
+    /// handler); an event published after `subscribe` returns reaches it.
     pub async fn subscribe<F, Fut>(
         &self,
         pattern: &str,

@@ -17,9 +17,9 @@
 //!   message. Run such work in a blocking handler.) A member that leaves gets no more;
 //!   what is still queued stays for the other members.
 //!   A leaving member finishes the message in hand; a message it holds for a retry or
-//!   across a restart is discarded with it. A group is named by its pattern and group
-//!   name; its members run concurrently, with no order between them, and one member's
-//!   retries do not hold the others back. Each member applies the anti-starvation rule to
+//!   across a restart is discarded with it (counted as dropped). A group is named by its
+//!   pattern and group name; its members run concurrently, with no order between them,
+//!   and one member's retries do not hold the others back. Each member applies the anti-starvation rule to
 //!   what it takes, so in a group of `n` a LOW message may wait about `n` times longer
 //!   than on a single subscription.
 //! - **`max_size`** bounds everything queued in the whole queue, all topics and

@@ -39,6 +39,7 @@ pub const MAX_NAME_BYTES: usize = 256;
 
 /// What is wrong with a name or a pattern. The `input` field holds the offending text.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PatternError {
     /// The empty string.
     #[error("invalid {kind} \"\": it is empty")]

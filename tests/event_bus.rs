@@ -407,6 +407,7 @@ async fn publish_waits_for_room_instead_of_dropping() {
     for _ in 0..10 {
         actix_rt::task::yield_now().await; // the publish runs, finds no room, waits
     }
+    assert!(!waiting.is_finished(), "no room: the publish waits");
     log.lock().unwrap().push("permit for event 0");
     gate.permits.add_permits(1);
     waiting.await.unwrap().unwrap();
@@ -811,8 +812,8 @@ async fn a_stop_that_times_out_counts_what_it_discards() {
     bus.stop().await; // waits 100 ms, then gives up
     let stats = bus.delivery_stats();
     assert_eq!(
-        (stats.accepted, stats.dropped, stats.processed, stats.queued),
-        (10, 10, 0, 0),
+        (stats.accepted, stats.dropped, stats.processed),
+        (10, 10, 0),
         "the 9 queued events and the one in hand are accounted for, once"
     );
     assert!(seen.lock().unwrap().is_empty());

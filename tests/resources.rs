@@ -58,6 +58,37 @@ async fn an_unsubscribed_handler_and_what_it_owns_are_dropped_with_metrics_on() 
     assert!(bus.unsubscribe(id).await);
     dropped(&mut gone, "the closure of an unsubscribed EventBus handler").await;
 
+    // And for a handler unsubscribed while it waits out an hour-long restart backoff.
+    let (tx, mut gone) = mpsc::unbounded_channel();
+    let (ran_tx, mut ran) = mpsc::unbounded_channel();
+    let flag = DropFlag(tx);
+    let config = create_handler_config("panics").restart_delay(Duration::from_secs(3600));
+    let id = bus
+        .subscribe_with(
+            "panics",
+            config,
+            move |_| -> std::future::Ready<tickwire::HandlerResult> {
+                let _owned = &flag;
+                let _ = ran_tx.send(());
+                panic!("the handler breaks");
+            },
+        )
+        .await
+        .unwrap();
+    bus.publish(Event::new("panics", json!(1))).await.unwrap();
+    tokio::time::timeout(SAFETY, ran.recv()).await.unwrap();
+    assert!(bus.unsubscribe(id).await);
+    dropped(
+        &mut gone,
+        "the closure of a handler unsubscribed in its restart backoff",
+    )
+    .await;
+    assert_eq!(
+        bus.delivery_stats().dropped,
+        1,
+        "the item it kept is counted"
+    );
+
     // The same for a consumer-group member that leaves its group, and for the last one.
     let mq = MessageQueue::start(MessageQueueConfig {
         max_workers: 2,

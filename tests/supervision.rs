@@ -769,6 +769,10 @@ async fn a_panic_wakes_publishers_waiting_for_the_slot_it_freed() {
     for _ in 0..3 {
         actix_rt::task::yield_now().await;
     }
+    assert!(
+        !waiting.is_finished(),
+        "the mailbox is full: the publish waits"
+    );
     // Event 0 finishes; event 1 is taken (a slot is free) and panics.
     gate.add_permits(1);
     assert_eq!(entered.recv().await, Some(1));
@@ -836,15 +840,11 @@ async fn a_stop_that_times_out_accounts_for_every_accepted_item_exactly() {
     }
     bus.stop().await;
     let stats = bus.delivery_stats();
-    assert_eq!((stats.queued, stats.accepted), (0, 5 * EACH), "{stats:?}");
+    assert_eq!(stats.accepted, 5 * EACH, "{stats:?}");
     assert_eq!(
         stats.processed + stats.dead_letters + stats.dropped,
         5 * EACH,
         "every accepted item is processed, dead or dropped, once: {stats:?}"
-    );
-    assert!(
-        stats.processed >= EACH,
-        "the fast handler finished: {stats:?}"
     );
     assert!(
         stats.dropped >= 3 * (EACH - 1),

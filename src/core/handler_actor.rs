@@ -181,6 +181,9 @@ pub(crate) struct HandlerActor<T, H> {
     ship_timer: Option<SpawnHandle>,
     /// Told when the actor first runs (`subscribe` returns then).
     started: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The restart backoff's timer; cancelled at `Finish` (a pending timer would keep a
+    /// finished actor alive until it fired).
+    resume_timer: Option<SpawnHandle>,
 }
 
 impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
@@ -194,6 +197,7 @@ impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
             finished: false,
             ship_timer: None,
             started: Some(started),
+            resume_timer: None,
         }
     }
 
@@ -230,7 +234,10 @@ impl<T: Deliverable, H: Invoke<T>> HandlerActor<T, H> {
     /// restart is discarded (counted as dropped).
     fn finish(&mut self, ctx: &mut Context<Self>) {
         self.ship(); // before the replies, so a stopped component's figures are complete
-        if let Some(timer) = self.ship_timer.take() {
+        for timer in [self.ship_timer.take(), self.resume_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             ctx.cancel_future(timer);
         }
         self.finished = true;
@@ -281,7 +288,10 @@ impl<T: Deliverable, H: Invoke<T>> actix::Supervised for HandlerActor<T, H> {
             backoff_ms = backoff.as_millis() as u64,
             "handler actor restarted after a panic"
         );
-        ctx.run_later(backoff, |act, ctx| act.resume(ctx));
+        self.resume_timer = Some(ctx.run_later(backoff, |act, ctx| {
+            act.resume_timer = None;
+            act.resume(ctx);
+        }));
     }
 }
 

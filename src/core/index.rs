@@ -37,7 +37,7 @@ pub const CACHE_BYTES: usize = 256 * 1024;
 pub struct SubscriptionId(pub(crate) u64);
 
 impl SubscriptionId {
-    /// The number behind the id (unique per component, increasing).
+    /// The number behind the id (unique in the process, across components; increasing).
     pub fn get(self) -> u64 {
         self.0
     }
@@ -201,8 +201,10 @@ pub(crate) struct Snapshot<T> {
     /// Bytes of the names in `cache` (a bound, approximate under concurrent inserts).
     cached_bytes: AtomicUsize,
     empty: Routes<T>,
-    /// After a stop: the counters of the subscriptions it ended (their routes are gone).
-    stopped: Vec<Arc<SubStats>>,
+    /// Counters of subscriptions whose routes are gone but whose counts are not yet
+    /// folded into the component's totals: removed ones whose handler is finishing, and
+    /// after a stop, every subscription it ended.
+    retained: Vec<Arc<SubStats>>,
 }
 
 impl<T> Snapshot<T> {
@@ -237,7 +239,7 @@ impl<T> Snapshot<T> {
             cache: papaya::HashMap::new(),
             cached_bytes: AtomicUsize::new(0),
             empty: Arc::from(Vec::new()),
-            stopped: Vec::new(),
+            retained: Vec::new(),
         }
     }
 
@@ -246,18 +248,15 @@ impl<T> Snapshot<T> {
         Snapshot::build(std::iter::empty())
     }
 
-    /// The snapshot of a stopped component: no routes, and the counters of the
-    /// subscriptions it had.
-    pub(crate) fn stopped(stats: Vec<Arc<SubStats>>) -> Self {
-        Snapshot {
-            stopped: stats,
-            ..Snapshot::empty()
-        }
+    /// Keeps these counters readable (see the field `retained`).
+    pub(crate) fn retaining(mut self, stats: Vec<Arc<SubStats>>) -> Self {
+        self.retained = stats;
+        self
     }
 
-    /// The counters kept by [`stopped`](Self::stopped).
-    pub(crate) fn stopped_stats(&self) -> &[Arc<SubStats>] {
-        &self.stopped
+    /// The counters kept by [`retaining`](Self::retaining).
+    pub(crate) fn retained_stats(&self) -> &[Arc<SubStats>] {
+        &self.retained
     }
 
     /// Calls `f` with the routes of the subscriptions that match the item's route, in

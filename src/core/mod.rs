@@ -233,7 +233,7 @@ impl<T: Deliverable> Shared<T> {
             stats += route.stats.snapshot();
             stats.queued += route.mailbox.len() as u64;
         }
-        for kept in snapshot.stopped_stats() {
+        for kept in snapshot.retained_stats() {
             stats += kept.snapshot();
         }
         stats.accepted = self.accepted.sum();
@@ -256,7 +256,7 @@ impl<T: Deliverable> Shared<T> {
             counters.runs += get(&route.stats.runs);
             counters.run_nanos += get(&route.stats.run_nanos);
         }
-        for kept in snapshot.stopped_stats() {
+        for kept in snapshot.retained_stats() {
             counters.runs += get(&kept.runs);
             counters.run_nanos += get(&kept.run_nanos);
         }
@@ -412,8 +412,10 @@ impl<T: Deliverable> Shared<T> {
                     depth: depths.as_mut().and_then(Iterator::next).unwrap_or_default(),
                     completion: CompletionGuard::new(completion.as_ref()),
                 };
-                discarded += route.mailbox.push_reserved(envelope, priority);
-                route.wakeup.for_push();
+                match route.mailbox.push_reserved(envelope, priority) {
+                    0 => route.wakeup.for_push(),
+                    n => discarded += n,
+                }
             }
             if discarded > 0 {
                 // Unsubscribed after this publish reserved its slot.
@@ -527,10 +529,11 @@ impl<T: Deliverable> Core<T> {
             .await
             .unwrap_or(Err(SubscribeError::Stopped))?;
         // Return once the handler actor runs: from then on, a wake reaches a started
-        // actor (so a worker's woken actors run in handler-priority order). An error
-        // means the actor never started (its worker stopped): the subscription is there
-        // until `stop` either way.
-        let _ = started.await;
+        // actor (so a worker's woken actors run in handler-priority order). Bounded by
+        // `default_timeout` (a worker held by a blocking handler delays the start); an
+        // error means the actor never started (its worker stopped). The subscription
+        // is in place either way.
+        let _ = tokio::time::timeout(self.shared.settings.default_timeout, started).await;
         Ok(id)
     }
 

@@ -77,6 +77,12 @@ pub(crate) struct Subscribe<T: Deliverable> {
 #[rtype(result = "bool")]
 pub(crate) struct Unsubscribe(pub(crate) SubscriptionId);
 
+/// A removed target's handler has finished: fold its counters into the component's
+/// totals.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct Retired(SubscriptionId);
+
 /// Stops the component: refuses new items, drains what was accepted (bounded by
 /// `default_timeout`), stops the workers and the registry.
 #[derive(Message, Debug)]
@@ -178,6 +184,9 @@ pub(crate) struct Registry<T: Deliverable> {
     targets: BTreeMap<SubscriptionId, Target<T>>,
     groups: HashMap<GroupKey, SubscriptionId>,
     workers: Vec<Worker>,
+    /// Counters of removed targets whose handler may still be finishing: readable in
+    /// the snapshot until they are folded into the component's totals.
+    retiring: BTreeMap<SubscriptionId, Arc<SubStats>>,
 }
 
 impl<T: Deliverable> Registry<T> {
@@ -192,6 +201,7 @@ impl<T: Deliverable> Registry<T> {
             targets: BTreeMap::new(),
             groups: HashMap::new(),
             workers,
+            retiring: BTreeMap::new(),
         }
     }
 
@@ -201,7 +211,8 @@ impl<T: Deliverable> Registry<T> {
             .values()
             .filter_map(|t| Some((t.pattern.clone(), t.route()?)))
             .collect();
-        let snapshot = Snapshot::build(routes.iter().map(|(p, r)| (p, r)));
+        let retained = self.retiring.values().cloned().collect();
+        let snapshot = Snapshot::build(routes.iter().map(|(p, r)| (p, r))).retaining(retained);
         self.shared.index.store(Arc::new(snapshot));
     }
 
@@ -334,7 +345,7 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
     /// Removes the subscription from the index and waits for its handler actor to finish
     /// the item in hand. The last member of a target cancels its mailbox (discarding what
     /// waits); a group member that leaves others behind leaves them its items.
-    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> ResponseFuture<bool> {
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Context<Self>) -> Self::Result {
         let Some(entry) = self.entries.remove(&msg.0) else {
             return Box::pin(async { false });
         };
@@ -361,7 +372,9 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
             let discarded = target.mailbox.cancel();
             self.shared.dropped.add(discarded as u64);
             tracing::debug!(subscription = %msg.0, discarded, "unsubscribed");
-            Some(target.stats)
+            // Readable until the handler finished and they are folded into the totals.
+            self.retiring.insert(entry.target, target.stats);
+            Some(entry.target)
         } else {
             // Wake the leaving member if it waits out a retry delay, and have a member
             // look at what it may have left.
@@ -373,15 +386,28 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
             None
         };
         self.publish_snapshot();
-        let shared = self.shared.clone();
+        let registry = ctx.address();
         Box::pin(async move {
             // An error means the actor is already gone: nothing will run either way.
             let _ = entry.finish.send(Finish { drain: false }).await;
-            if let Some(stats) = retired {
-                shared.retired.absorb(&stats);
+            if let Some(target) = retired {
+                // Gone if the registry stopped meanwhile: its snapshot kept the counters.
+                let _ = registry.send(Retired(target)).await;
             }
             true
         })
+    }
+}
+
+impl<T: Deliverable> Handler<Retired> for Registry<T> {
+    type Result = ();
+
+    /// Folds the counters in (unless a stop took them into its own snapshot meanwhile).
+    fn handle(&mut self, msg: Retired, _: &mut Context<Self>) {
+        if let Some(stats) = self.retiring.remove(&msg.0) {
+            self.shared.retired.absorb(&stats);
+            self.publish_snapshot();
+        }
     }
 }
 
@@ -422,10 +448,16 @@ impl<T: Deliverable> Handler<Shutdown> for Registry<T> {
             act.entries.clear();
             act.groups.clear();
             let targets = std::mem::take(&mut act.targets);
-            // The stopped subscriptions' counters stay readable (a late count of a
-            // handler that held its worker is still seen); their routes are gone.
-            let kept = targets.into_values().map(|t| t.stats).collect();
-            act.shared.index.store(Arc::new(Snapshot::stopped(kept)));
+            // The stopped subscriptions' counters (and those of removed ones still
+            // retiring) stay readable, and a late count of a handler that held its
+            // worker is still seen; their routes are gone.
+            let kept = targets
+                .into_values()
+                .map(|t| t.stats)
+                .chain(std::mem::take(&mut act.retiring).into_values())
+                .collect();
+            let snapshot = Snapshot::empty().retaining(kept);
+            act.shared.index.store(Arc::new(snapshot));
             act.stop_workers();
             ctx.stop();
         }))

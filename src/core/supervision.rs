@@ -240,6 +240,7 @@ impl HandlerFailure {
 
 /// Delivery counters of a component (all subscriptions, including removed ones).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct DeliveryStats {
     /// Deliveries accepted: one per matching subscription of each accepted publish
     /// (those of drop-policy subscriptions included, even when they dropped it). Once the

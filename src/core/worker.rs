@@ -19,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 use actix::prelude::*;
 use crossbeam::queue::SegQueue;
+use crossbeam::utils::CachePadded;
 
 use super::handler_actor::Wake;
 use crate::Priority;
@@ -33,12 +34,12 @@ pub(crate) struct Dispatch;
 pub(crate) struct RunQueue {
     lanes: [SegQueue<Arc<Recipient<Wake>>>; 4],
     /// A bit per lane that may hold a wake (a hint: set after a push, cleared by a
-    /// dispatch before it empties the lanes).
-    waiting: AtomicU8,
-    /// A `Dispatch` is on its way to the dispatcher.
-    scheduled: AtomicBool,
+    /// dispatch before it empties the lanes), and whether a `Dispatch` is on its way to
+    /// the dispatcher: written on wakes of a mixed worker.
+    flags: CachePadded<(AtomicU8, AtomicBool)>,
     /// The worker holds handlers of more than one priority: wakes go through the queue.
-    mixed: AtomicBool,
+    /// Read on every wake, written when subscriptions come and go.
+    mixed: CachePadded<AtomicBool>,
     dispatcher: OnceLock<Recipient<Dispatch>>,
 }
 
@@ -69,8 +70,9 @@ impl RunQueue {
         }
         let lane = priority.lane();
         self.lanes[lane].push(recipient.clone());
-        self.waiting.fetch_or(1 << lane, Ordering::SeqCst);
-        if !self.scheduled.swap(true, Ordering::SeqCst) {
+        let (waiting, scheduled) = &*self.flags;
+        waiting.fetch_or(1 << lane, Ordering::SeqCst);
+        if !scheduled.swap(true, Ordering::SeqCst) {
             match self.dispatcher.get() {
                 Some(dispatcher) => dispatcher.do_send(Dispatch),
                 None => self.dispatch(), // not started yet: wake them now, in order
@@ -81,15 +83,16 @@ impl RunQueue {
     /// Whether a wake more urgent than `priority` waits (a hint, read between items by
     /// the handler actors of this worker).
     pub(crate) fn more_urgent_waiting(&self, priority: Priority) -> bool {
-        self.waiting.load(Ordering::Relaxed) >> (priority.lane() + 1) != 0
+        self.flags.0.load(Ordering::Relaxed) >> (priority.lane() + 1) != 0
     }
 
     /// Sends the queued wakes, CRITICAL first. Called on the worker thread (by the
     /// dispatcher, or by a handler actor that yields to a more urgent one).
     pub(crate) fn dispatch(&self) {
         // A push after this sends a new `Dispatch`, so no wake is left behind.
-        self.scheduled.store(false, Ordering::SeqCst);
-        self.waiting.store(0, Ordering::SeqCst);
+        let (waiting, scheduled) = &*self.flags;
+        scheduled.store(false, Ordering::SeqCst);
+        waiting.store(0, Ordering::SeqCst);
         for lane in self.lanes.iter().rev() {
             while let Some(recipient) = lane.pop() {
                 recipient.do_send(Wake);

@@ -118,7 +118,8 @@ pub struct EventBusMetrics {
     pub retries: u64,
     /// Dead letters.
     pub dead_letters: u64,
-    /// Items dropped by overflow policies.
+    /// Accepted deliveries discarded unhandled (overflow policies, unsubscribe, a stop
+    /// that timed out; see [`DeliveryStats::dropped`](crate::DeliveryStats::dropped)).
     pub dropped: u64,
     /// Handler actor restarts.
     pub restarts: u64,
@@ -157,7 +158,8 @@ pub struct MessageQueueMetrics {
     pub retries: u64,
     /// Dead letters.
     pub dead_letters: u64,
-    /// Items dropped by overflow policies.
+    /// Accepted deliveries discarded unhandled (overflow policies, unsubscribe, a stop
+    /// that timed out; see [`DeliveryStats::dropped`](crate::DeliveryStats::dropped)).
     pub dropped: u64,
     /// Handler actor restarts.
     pub restarts: u64,

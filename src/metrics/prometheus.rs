@@ -171,7 +171,7 @@ impl Exposition {
         self.counter(
             c,
             "dropped_total",
-            "Items dropped by overflow policies.",
+            "Accepted deliveries discarded unhandled (overflow policies, unsubscribe, stop timeout).",
             f.dropped,
         );
         self.counter(

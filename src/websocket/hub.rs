@@ -44,6 +44,9 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Largest number of topics whose routes are cached, and bytes of their names.
 const ROUTE_CACHE: usize = 10_000;
 const ROUTE_CACHE_BYTES: usize = 1 << 20;
+/// Likewise for topics that go to no session.
+const UNROUTED_CACHE: usize = 4096;
+const UNROUTED_CACHE_BYTES: usize = 256 << 10;
 /// Topics whose `seq` is kept, and bytes of their names, before those without
 /// subscribers are forgotten.
 const SEQ_TOPICS: usize = 100_000;
@@ -248,9 +251,18 @@ pub(crate) enum Target {
     Client(String),
 }
 
+/// A request the hub answered for a session, and how many frames (or closes) the hub
+/// had queued to that session when it did: the session writes that many before the
+/// answer, so the answer falls exactly between what the hub queued before and after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Answered<T> {
+    pub(crate) answer: T,
+    pub(crate) queued: u64,
+}
+
 /// Adds a subscription.
 #[derive(Message)]
-#[rtype(result = "Result<(), SubscribeError>")]
+#[rtype(result = "Result<Answered<()>, SubscribeError>")]
 pub(crate) struct Subscribe {
     pub(crate) target: Target,
     pub(crate) pattern: Pattern,
@@ -258,7 +270,7 @@ pub(crate) struct Subscribe {
 
 /// Removes a subscription, by the pattern as subscribed. Answers whether it existed.
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "Answered<bool>")]
 pub(crate) struct Unsubscribe {
     pub(crate) target: Target,
     pub(crate) pattern: String,
@@ -325,6 +337,9 @@ pub(crate) struct HubStats {
 struct Entry {
     client_id: Arc<str>,
     out: mpsc::Sender<Outbound>,
+    /// What was queued to `out` so far (the session counts what it takes: see
+    /// [`Answered`]).
+    queued: u64,
     link: Arc<SessionLink>,
     patterns: HashSet<Box<str>>,
     /// When the session was asked to close (it is out of the routing from then on).
@@ -343,10 +358,24 @@ pub(crate) struct Hub {
     /// Topic → sessions it goes to, ascending, for topics with at least one; cleared on
     /// every subscription change.
     routes: TopicMap<Rc<[u64]>>,
+    /// Topics that go to no session (a map of its own, so that a flood of names nobody
+    /// listens to never evicts the routes in use); cleared likewise.
+    unrouted: TopicMap<()>,
+    /// The empty route.
+    no_route: Rc<[u64]>,
     /// Topic → last `seq` given.
     seqs: TopicMap<u64>,
     stop_waiters: Vec<oneshot::Sender<()>>,
     sent: RateWindow,
+}
+
+impl Entry {
+    /// Queues to the session, counting what was queued.
+    fn send(&mut self, msg: Outbound) -> Result<(), TrySendError<Outbound>> {
+        self.out.try_send(msg)?;
+        self.queued += 1;
+        Ok(())
+    }
 }
 
 impl Hub {
@@ -357,6 +386,8 @@ impl Hub {
             by_client: HashMap::new(),
             patterns: HashMap::new(),
             routes: TopicMap::new(ROUTE_CACHE, ROUTE_CACHE_BYTES),
+            unrouted: TopicMap::new(UNROUTED_CACHE, UNROUTED_CACHE_BYTES),
+            no_route: Rc::from(Vec::new()),
             seqs: TopicMap::new(SEQ_TOPICS, SEQ_BYTES),
             stop_waiters: Vec::new(),
             sent: RateWindow::new(Instant::now()),
@@ -380,6 +411,9 @@ impl Hub {
         if let Some(route) = self.routes.get(topic) {
             return route.clone();
         }
+        if self.unrouted.get(topic).is_some() {
+            return self.no_route.clone();
+        }
         let mut keys: Vec<u64> = self
             .patterns
             .values()
@@ -388,14 +422,18 @@ impl Hub {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        let route: Rc<[u64]> = keys.into();
-        // A topic nobody listens to is not cached: invented names cost nothing here.
-        if !route.is_empty() {
-            if self.routes.is_full(topic) {
-                self.routes.clear();
+        if keys.is_empty() {
+            if self.unrouted.is_full(topic) {
+                self.unrouted.clear();
             }
-            self.routes.insert(topic, route.clone());
+            self.unrouted.insert(topic, ());
+            return self.no_route.clone();
         }
+        let route: Rc<[u64]> = keys.into();
+        if self.routes.is_full(topic) {
+            self.routes.clear();
+        }
+        self.routes.insert(topic, route.clone());
         route
     }
 
@@ -423,10 +461,10 @@ impl Hub {
         let mut queued = 0;
         let mut slow = Vec::new();
         for key in route.iter() {
-            let Some(entry) = self.sessions.get(key) else {
+            let Some(entry) = self.sessions.get_mut(key) else {
                 continue;
             };
-            match entry.out.try_send(Outbound::Frame(text.clone())) {
+            match entry.send(Outbound::Frame(text.clone())) {
                 Ok(()) => queued += 1,
                 Err(TrySendError::Full(_)) => slow.push(*key),
                 // The session stopped; its Disconnect is on the way.
@@ -467,7 +505,13 @@ impl Hub {
         for pattern in entry.patterns.drain() {
             forget_subscriber(&mut self.patterns, &pattern, key);
         }
+        self.routes_changed();
+    }
+
+    /// The subscriptions changed: every cached route may be wrong.
+    fn routes_changed(&mut self) {
         self.routes.clear();
+        self.unrouted.clear();
     }
 
     /// Asks a session to close with `code`, and takes it out of the routing at once.
@@ -487,7 +531,7 @@ impl Hub {
         }
         entry.closing = Some((now, now_ms));
         if matches!(code, close::NORMAL | close::GOING_AWAY) {
-            if entry.out.try_send(Outbound::Close(code)).is_err() {
+            if entry.send(Outbound::Close(code)).is_err() {
                 entry.pending_close = Some(code);
             }
             return;
@@ -499,7 +543,7 @@ impl Hub {
             }
         }
         // If the queue is full, the session sees the decided code at its next frame.
-        let _ = entry.out.try_send(Outbound::Close(code));
+        let _ = entry.send(Outbound::Close(code));
     }
 
     /// Forgets a session whose connection is cut (or cannot be).
@@ -529,7 +573,7 @@ impl Hub {
         let mut cut = Vec::new();
         for (&key, entry) in self.sessions.iter_mut() {
             if let Some(code) = entry.pending_close {
-                if entry.out.try_send(Outbound::Close(code)).is_ok() {
+                if entry.send(Outbound::Close(code)).is_ok() {
                     entry.pending_close = None;
                 }
             }
@@ -607,6 +651,7 @@ impl Handler<Connect> for Hub {
             Entry {
                 client_id: msg.client_id,
                 out: msg.out,
+                queued: 0,
                 link: msg.link,
                 patterns: HashSet::new(),
                 closing: None,
@@ -630,7 +675,7 @@ impl Handler<Disconnect> for Hub {
 }
 
 impl Handler<Subscribe> for Hub {
-    type Result = Result<(), SubscribeError>;
+    type Result = Result<Answered<()>, SubscribeError>;
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
         let Some(key) = self.key_of(&msg.target) else {
@@ -645,9 +690,13 @@ impl Handler<Subscribe> for Hub {
         if entry.closing.is_some() {
             return Err(SubscribeError::Stopped);
         }
+        let answered = Answered {
+            answer: (),
+            queued: entry.queued,
+        };
         let text = msg.pattern.as_str();
         if entry.patterns.contains(text) {
-            return Ok(());
+            return Ok(answered);
         }
         if entry.patterns.len() >= MAX_SUBSCRIPTIONS {
             return Err(SubscribeError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
@@ -658,27 +707,29 @@ impl Handler<Subscribe> for Hub {
             .or_insert_with(|| (msg.pattern.clone(), HashSet::new()))
             .1
             .insert(key);
-        self.routes.clear();
-        Ok(())
+        self.routes_changed();
+        Ok(answered)
     }
 }
 
 impl Handler<Unsubscribe> for Hub {
-    type Result = bool;
+    type Result = MessageResult<Unsubscribe>;
 
-    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> bool {
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
+        let answer = |answer, queued| MessageResult(Answered { answer, queued });
         let Some(key) = self.key_of(&msg.target) else {
-            return false;
+            return answer(false, 0);
         };
         let Some(entry) = self.sessions.get_mut(&key) else {
-            return false;
+            return answer(false, 0);
         };
+        let queued = entry.queued;
         if !entry.patterns.remove(msg.pattern.as_str()) {
-            return false;
+            return answer(false, queued);
         }
         forget_subscriber(&mut self.patterns, &msg.pattern, key);
-        self.routes.clear();
-        true
+        self.routes_changed();
+        answer(true, queued)
     }
 }
 

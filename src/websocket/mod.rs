@@ -31,9 +31,10 @@
 //!   whatever the number of clients, and queues it to every session with a matching
 //!   subscription (once per session, however many of its patterns match). It returns the
 //!   number of sessions it was queued to. Each topic numbers its messages (`seq`), and a
-//!   session receives them in that order. The `ack` of an `unsubscribe` is a barrier:
-//!   no message of that subscription follows it (and every broadcast the hub handles
-//!   after a `subscribe` follows that `ack`).
+//!   session receives them in that order. The `ack` of a `subscribe` or `unsubscribe`
+//!   is a barrier: every broadcast of a matching topic handled after the `subscribe`
+//!   follows its `ack`, and no message of an unsubscribed pattern follows the `ack` of
+//!   its `unsubscribe`.
 //! - **Slow clients**: each session's outbound queue holds at most `send_buffer` messages;
 //!   the hub never waits for a session. A client that falls further behind is closed with
 //!   4008 and stops receiving at once, so it never delays anyone else. A client that
@@ -216,10 +217,10 @@ impl WebSocketService {
             target: Target::Client(client_id.to_owned()),
             pattern,
         };
-        self.hub
-            .send(message)
-            .await
-            .unwrap_or(Err(SubscribeError::Stopped))
+        match self.hub.send(message).await {
+            Ok(answered) => answered.map(|_| ()),
+            Err(_) => Err(SubscribeError::Stopped),
+        }
     }
 
     /// Removes a client's subscription, by the pattern it was made with. False if there
@@ -229,7 +230,7 @@ impl WebSocketService {
             target: Target::Client(client_id.to_owned()),
             pattern: topic.to_owned(),
         };
-        self.hub.send(message).await.unwrap_or(false)
+        self.hub.send(message).await.is_ok_and(|a| a.answer)
     }
 
     /// Closes a client's session with 1000. False if no such client is connected.

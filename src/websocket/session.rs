@@ -16,12 +16,14 @@
 //!
 //! ## Barriers
 //!
-//! The `ack` of a `subscribe` or `unsubscribe` is written only after every frame the hub
-//! queued to the session before it handled the request: the session waits for the hub's
-//! answer (reading no other client frame meanwhile), then writes what its outbound queue
-//! holds, then the `ack`. Since the hub routes by the subscriptions it has, nothing of an
-//! unsubscribed pattern follows the `ack` of its `unsubscribe`, and every broadcast the
-//! hub handles after a `subscribe` follows its `ack`.
+//! The `ack` of a `subscribe` or `unsubscribe` falls exactly between what the hub queued
+//! to the session before it handled the request and what it queued after: the hub
+//! answers with the number of frames it had queued to the session, and the session,
+//! which waits for the answer (reading no other client frame meanwhile), writes that
+//! many from its outbound queue, then the `ack`. Since the hub routes by the
+//! subscriptions it has, nothing of an unsubscribed pattern follows the `ack` of its
+//! `unsubscribe`, and every broadcast of a matching topic that the hub handles after a
+//! `subscribe` follows its `ack` (none comes before it).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -36,8 +38,8 @@ use actix_web_actors::ws;
 use tokio::sync::mpsc;
 
 use super::hub::{
-    Connect, ConnectionSlot, Disconnect, Hub, HubShared, Outbound, SessionLink, Subscribe, Target,
-    Unsubscribe,
+    Answered, Connect, ConnectionSlot, Disconnect, Hub, HubShared, Outbound, SessionLink,
+    Subscribe, Target, Unsubscribe,
 };
 use super::protocol::{
     close, ClientFrame, ErrorCode, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS,
@@ -71,6 +73,8 @@ pub(crate) struct Session {
     /// What the hub queued to this session; also a stream of the actor's, which reads it
     /// between other work (see `## Barriers`).
     outbound: Option<Rc<RefCell<mpsc::Receiver<Outbound>>>>,
+    /// How many items the session took from `outbound`.
+    taken: u64,
 }
 
 /// `GET /ws`: refuses with 503 (stopping, or `max_connections` reached) or 401 (token),
@@ -136,6 +140,7 @@ pub(crate) async fn upgrade(
         last_ping: Instant::now(),
         slot: Some(slot),
         outbound: None,
+        taken: 0,
     };
     let response = ws::WsResponseBuilder::new(session, &req, payload)
         .frame_size(shared.config.max_message_size)
@@ -181,26 +186,30 @@ impl Session {
         self.send_text(ctx, frame.to_json());
     }
 
-    /// Writes every frame the hub has queued so far (see `## Barriers`). Stops at a close.
-    fn flush_outbound(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Writes what the hub had queued when it answered a request, up to `queued` items
+    /// in all (see `## Barriers`). Stops at a close. (Those items were all sent before
+    /// the answer, so taking them never meets a send in progress.)
+    fn flush_outbound(&mut self, ctx: &mut ws::WebsocketContext<Self>, queued: u64) {
         let Some(queue) = self.outbound.clone() else {
             return;
         };
-        loop {
+        while self.taken < queued && self.link.close_code().is_none() {
             let next = queue.borrow_mut().try_recv();
             match next {
                 Ok(msg) => self.on_outbound(msg, ctx),
                 Err(_) => return,
             }
-            if self.link.close_code().is_some() {
-                return;
-            }
         }
     }
 
-    /// The answer to a request the hub handled: after what the hub queued before it.
-    fn reply_after_hub(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ServerFrame) {
-        self.flush_outbound(ctx);
+    /// The answer to a request the hub handled, after what the hub queued before it.
+    fn reply_after_hub(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        queued: u64,
+        frame: ServerFrame,
+    ) {
+        self.flush_outbound(ctx, queued);
         if self.link.close_code().is_none() {
             self.reply(ctx, frame);
         }
@@ -208,6 +217,7 @@ impl Session {
 
     /// A frame or a close from the hub.
     fn on_outbound(&mut self, msg: Outbound, ctx: &mut ws::WebsocketContext<Self>) {
+        self.taken += 1;
         self.link.alive(self.now_ms());
         match msg {
             Outbound::Frame(text) if self.link.close_code().is_none() => self.send_text(ctx, text),
@@ -287,9 +297,12 @@ impl Session {
                     pattern: topic.clone(),
                 };
                 ctx.wait(self.hub.send(request).into_actor(self).map(
-                    move |answer, session, ctx| match answer {
-                        Ok(true) => session.reply_after_hub(ctx, ServerFrame::Ack { id }),
-                        Ok(false) => session.refuse(
+                    move |answered, session, ctx| match answered {
+                        Ok(Answered {
+                            answer: true,
+                            queued,
+                        }) => session.reply_after_hub(ctx, queued, ServerFrame::Ack { id }),
+                        Ok(Answered { answer: false, .. }) => session.refuse(
                             ctx,
                             Refusal::new(
                                 id,
@@ -339,7 +352,9 @@ impl Session {
                 .send(request)
                 .into_actor(self)
                 .map(move |answer, session, ctx| match answer {
-                    Ok(Ok(())) => session.reply_after_hub(ctx, ServerFrame::Ack { id }),
+                    Ok(Ok(Answered { queued, .. })) => {
+                        session.reply_after_hub(ctx, queued, ServerFrame::Ack { id })
+                    }
                     Ok(Err(err @ SubscribeError::TooManySubscriptions(_))) => session.refuse(
                         ctx,
                         Refusal::new(id, ErrorCode::TooManySubscriptions, err.to_string()),
