@@ -120,6 +120,19 @@ pub async fn eventbus_throughput(
     workers: usize,
     metrics: bool,
 ) -> Throughput {
+    eventbus_throughput_with(events, subscribers, workers, metrics, false).await
+}
+
+/// [`eventbus_throughput`], with the subscribers' handler priorities cycling LOW to
+/// CRITICAL when `mixed_priorities` is set: workers then hold handlers of several
+/// priorities, and wake them through their run queue by priority (the cost measured).
+pub async fn eventbus_throughput_with(
+    events: u64,
+    subscribers: usize,
+    workers: usize,
+    metrics: bool,
+    mixed_priorities: bool,
+) -> Throughput {
     let bus = EventBus::start(EventBusConfig {
         max_workers: workers,
         max_history: 0,
@@ -130,10 +143,16 @@ pub async fn eventbus_throughput(
     // One permit per subscriber that has seen every event (permits accumulate).
     let done = Arc::new(Semaphore::new(0));
     let mut counters = Vec::new();
-    for _ in 0..subscribers {
+    for n in 0..subscribers {
         let count = Arc::new(AtomicU64::new(0));
         let (c, d) = (count.clone(), done.clone());
-        bus.subscribe("bench.tick", move |_event| {
+        let priority = if mixed_priorities {
+            Priority::ALL[n % 4]
+        } else {
+            Priority::Normal
+        };
+        let config = crate::create_handler_config("bench.tick").priority(priority);
+        bus.subscribe_with("bench.tick", config, move |_event| {
             if c.fetch_add(1, Ordering::Relaxed) + 1 == events {
                 d.add_permits(1);
             }

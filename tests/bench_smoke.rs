@@ -15,6 +15,7 @@ async fn eventbus_throughput_and_its_baselines_deliver_everything() {
     let runs = [
         bench::eventbus_throughput(events, subscribers, 2, true).await,
         bench::eventbus_throughput(events, subscribers, 2, false).await,
+        bench::eventbus_throughput_with(events, subscribers, 2, true, true).await,
         bench::crossbeam_baseline(events, subscribers),
         bench::tokio_broadcast_baseline(events, subscribers),
         bench::actix_baseline(events, subscribers, 2).await,

@@ -177,7 +177,8 @@ async fn ten_million_events_lose_and_duplicate_nothing_and_memory_comes_back() {
     .unwrap();
     let stable: Vec<Arc<Record>> = (0..STABLE).map(|_| Record::new(events)).collect();
     for (i, record) in stable.iter().enumerate() {
-        let pattern = ["soak.*", "soak.>", "soak.tick", ">"][i];
+        // (Not `>`: the dead letters are republished on `$dlq.soak.tick`.)
+        let pattern = ["soak.*", "soak.>", "soak.tick", "*.tick"][i];
         subscribe(&bus, pattern, i as u64, record).await;
     }
     let start_rss = rss();

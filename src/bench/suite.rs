@@ -150,9 +150,38 @@ async fn eventbus_throughput(o: &SuiteOptions) -> (String, Value) {
             "ratio_to_actix": r / a.deliveries_per_second(),
         }));
     }
+    // The same with handler priorities cycling LOW..CRITICAL: every worker then wakes
+    // its handlers through its run queue, by priority.
+    let subs = o.subscribers.iter().copied().max().unwrap_or(1);
+    let (mut plain, mut mixed) = (Vec::new(), Vec::new());
+    for _ in 0..o.runs {
+        let run =
+            |mixed| super::eventbus_throughput_with(o.events, subs, o.workers, o.metrics, mixed);
+        plain.push(run(false).await);
+        mixed.push(run(true).await);
+    }
+    let (plain, mixed) = (
+        throughput_median(plain).deliveries_per_second(),
+        throughput_median(mixed).deliveries_per_second(),
+    );
+    let _ = writeln!(
+        t,
+        "{subs} subscribers with mixed handler priorities: {mixed:.0} deliveries/s, {:.2}x the same with one priority ({plain:.0}, interleaved runs)",
+        mixed / plain
+    );
     (
         t,
-        json!({ "events": o.events, "metrics": o.metrics, "deliveries_per_second": rows }),
+        json!({
+            "events": o.events,
+            "metrics": o.metrics,
+            "deliveries_per_second": rows,
+            "mixed_handler_priorities": {
+                "subscribers": subs,
+                "tickwire": mixed,
+                "one_priority": plain,
+                "ratio": mixed / plain,
+            },
+        }),
     )
 }
 

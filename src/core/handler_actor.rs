@@ -288,10 +288,20 @@ impl<T: Deliverable, H: Invoke<T>> actix::Supervised for HandlerActor<T, H> {
             backoff_ms = backoff.as_millis() as u64,
             "handler actor restarted after a panic"
         );
-        self.resume_timer = Some(ctx.run_later(backoff, |act, ctx| {
+        let resume = |act: &mut Self, ctx: &mut Context<Self>| {
             act.resume_timer = None;
             act.resume(ctx);
-        }));
+        };
+        self.resume_timer = Some(if backoff.is_zero() {
+            // At the actor's next turn, without a timer (which would wait for its next
+            // tick, 1 ms).
+            ctx.spawn(actix::ActorFutureExt::map(
+                actix::fut::ready(()),
+                move |(), act, ctx| resume(act, ctx),
+            ))
+        } else {
+            ctx.run_later(backoff, resume)
+        });
     }
 }
 
@@ -471,10 +481,18 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
                 "handler failed; retrying"
             );
             sub.mailbox.notify_room();
-            tokio::select! {
-                _ = actix_rt::time::sleep(delay) => {}
-                // Unsubscribed meanwhile: do not keep `unsubscribe` waiting for the delay.
-                _ = sub.mailbox.until(|| sub.is_removed()) => return None,
+            if delay.is_zero() {
+                // At once (a zero timer would still wait for the next timer tick, 1 ms).
+                actix_rt::task::yield_now().await;
+                if sub.is_removed() {
+                    return None;
+                }
+            } else {
+                tokio::select! {
+                    _ = actix_rt::time::sleep(delay) => {}
+                    // Unsubscribed meanwhile: do not keep `unsubscribe` waiting for the delay.
+                    _ = sub.mailbox.until(|| sub.is_removed()) => return None,
+                }
             }
         }
         let job = held.job.as_mut().expect("an item is held");

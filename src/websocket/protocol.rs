@@ -475,15 +475,27 @@ mod tests {
     fn a_published_price_reaches_subscribers_to_the_last_bit() {
         // Found by fuzzing: without correctly rounded float parsing, about a third of all
         // doubles came back 1 or 2 ULP off after a parse and a serialization.
-        for price in [1.0715660391465826e-75, 50_000.123456789_f64, 0.1 + 0.2, 9.87e300] {
+        for price in [
+            1.0715660391465826e-75,
+            50_000.123456789_f64,
+            0.1 + 0.2,
+            9.87e300,
+        ] {
             let text = format!(r#"{{"type":"publish","topic":"px","data":{{"p":{price:?}}}}}"#);
             let Ok(ClientFrame::Publish { data, .. }) = ClientFrame::parse(&text) else {
                 panic!("{text}")
             };
-            assert_eq!(data["p"].as_f64().unwrap().to_bits(), price.to_bits(), "{text}");
+            assert_eq!(
+                data["p"].as_f64().unwrap().to_bits(),
+                price.to_bits(),
+                "{text}"
+            );
             let frame = message_json("px", &data, 1, SystemTime::UNIX_EPOCH);
             let back: Value = serde_json::from_str(&frame).unwrap();
-            assert_eq!(back["data"]["p"].as_f64().unwrap().to_bits(), price.to_bits());
+            assert_eq!(
+                back["data"]["p"].as_f64().unwrap().to_bits(),
+                price.to_bits()
+            );
         }
     }
 
