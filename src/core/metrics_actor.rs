@@ -11,7 +11,7 @@
 //!   recorder), and at once when the component stops.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -27,10 +27,10 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// How often the metrics actor samples and rotates its window.
 pub const TICK: Duration = Duration::from_secs(1);
 
-/// Asks for the current figures.
+/// Asks for the current figures of the component whose state is given.
 #[derive(Message)]
 #[rtype(result = "Snapshot")]
-pub(crate) struct GetSnapshot;
+pub(crate) struct GetSnapshot<T: Deliverable>(pub(crate) Arc<Shared<T>>);
 
 /// What the metrics actor knows at one moment.
 #[derive(Clone, Debug)]
@@ -129,7 +129,9 @@ impl RateWindow {
 
 /// See the module docs.
 pub(crate) struct MetricsActor<T: Deliverable> {
-    shared: Arc<Shared<T>>,
+    /// Weak: the component's handles own its state; once they are all dropped, the state
+    /// goes (its history and dead letters with it) and this actor stops at its next tick.
+    shared: Weak<Shared<T>>,
     started: Instant,
     processed: RateWindow,
     /// Histograms per tick, the newest last.
@@ -137,20 +139,23 @@ pub(crate) struct MetricsActor<T: Deliverable> {
 }
 
 impl<T: Deliverable> MetricsActor<T> {
-    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared<T>>) -> Self {
         let now = Instant::now();
         MetricsActor {
-            shared,
+            shared: Arc::downgrade(shared),
             started: now,
             processed: RateWindow::new(now),
             slots: VecDeque::from([Slot::new(now)]),
         }
     }
 
-    fn tick(&mut self) {
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let Some(shared) = self.shared.upgrade() else {
+            ctx.stop(); // the component is gone
+            return;
+        };
         let now = Instant::now();
-        self.processed
-            .sample(now, self.shared.stats_now().processed);
+        self.processed.sample(now, shared.stats_now().processed);
         self.slots.push_back(Slot::new(now));
         while self
             .slots
@@ -166,7 +171,7 @@ impl<T: Deliverable> Actor for MetricsActor<T> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(TICK, |act, _| act.tick());
+        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
     }
 }
 
@@ -183,12 +188,13 @@ impl<T: Deliverable> Handler<Latencies> for MetricsActor<T> {
     }
 }
 
-impl<T: Deliverable> Handler<GetSnapshot> for MetricsActor<T> {
-    type Result = MessageResult<GetSnapshot>;
+impl<T: Deliverable> Handler<GetSnapshot<T>> for MetricsActor<T> {
+    type Result = MessageResult<GetSnapshot<T>>;
 
-    fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: GetSnapshot<T>, _: &mut Context<Self>) -> Self::Result {
+        let shared = msg.0;
         let now = Instant::now();
-        let stats = self.shared.stats_now();
+        let stats = shared.stats_now();
         let rate = self.processed.rate(now, stats.processed);
         let mut publish_to_handled = histogram();
         let mut run_time = histogram();
@@ -196,12 +202,12 @@ impl<T: Deliverable> Handler<GetSnapshot> for MetricsActor<T> {
             let _ = publish_to_handled.add(&slot.publish_to_handled);
             let _ = run_time.add(&slot.run_time);
         }
-        let counters = self.shared.counters();
+        let counters = shared.counters();
         MessageResult(Snapshot {
-            enabled: self.shared.settings.metrics,
+            enabled: shared.settings.metrics,
             published: counters.published,
             active: counters.active,
-            handlers: self.shared.index.load().len() as u64,
+            handlers: shared.index.load().len() as u64,
             average_run_seconds: if counters.runs > 0 {
                 counters.run_nanos as f64 / counters.runs as f64 / 1e9
             } else {

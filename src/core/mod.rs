@@ -451,7 +451,7 @@ impl<T: Deliverable> Core<T> {
             settings,
         });
         let registry = Registry::new(shared.clone()).start();
-        let metrics = MetricsActor::new(shared.clone()).start();
+        let metrics = MetricsActor::new(&shared).start();
         Core {
             shared,
             registry,
@@ -602,7 +602,7 @@ impl<T: Deliverable> Core<T> {
 
     /// The metrics actor's figures. After `stop()`, every latency sample is in.
     pub(crate) async fn metrics(&self) -> MetricsSnapshot {
-        match self.metrics.send(GetSnapshot).await {
+        match self.metrics.send(GetSnapshot(self.shared.clone())).await {
             Ok(snapshot) => snapshot,
             // The metrics actor lives as long as the core: only a stopped System ends it.
             Err(_) => MetricsSnapshot::unavailable(&self.shared),
@@ -657,6 +657,49 @@ impl<T: Deliverable> Core<T> {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn a_stopped_component_whose_handles_are_dropped_frees_its_state() {
+        let core: Core<crate::Event> = Core::start(Settings {
+            workers: 1,
+            capacity: 16,
+            fifo: false,
+            default_timeout: Duration::from_secs(30),
+            wait_for_handlers: false,
+            history: 100,
+            retry: true,
+            dead_letters: 100,
+            shared_bound: None,
+            metrics: true,
+            track_depths: false,
+        });
+        let handler = handler::AsyncFn(|_: crate::Event| std::future::ready(Ok(())));
+        core.subscribe("a", None, HandlerConfig::new("a"), handler)
+            .await
+            .unwrap();
+        core.publish(crate::Event::new("a", serde_json::json!(1)))
+            .await
+            .unwrap();
+        let _ = core.metrics().await;
+        let state = Arc::downgrade(&core.shared);
+        core.stop().await;
+        drop(core);
+        // The registry actor lets go when it stops, and the metrics actor holds no
+        // strong reference: the state (history, dead letters, index) goes.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while state.upgrade().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the component's state was not freed"
+            );
+            actix_rt::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }
