@@ -78,13 +78,21 @@ impl Gate {
 
 /// Subscribes a handler that records payloads in order and blocks each event on `gate`.
 async fn gated(bus: &EventBus, pattern: &str) -> (Gate, Arc<Mutex<Vec<u64>>>) {
+    // The handler waits for the test, however short the bus's default_timeout.
+    gated_with(bus, pattern, create_handler_config("gated").timeout(SAFETY)).await
+}
+
+/// [`gated`], with the given handler config.
+async fn gated_with(
+    bus: &EventBus,
+    pattern: &str,
+    config: tickwire::HandlerConfig,
+) -> (Gate, Arc<Mutex<Vec<u64>>>) {
     let (entered_tx, entered) = mpsc::unbounded_channel();
     let (done_tx, done) = mpsc::unbounded_channel();
     let permits = Arc::new(Semaphore::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (p, s) = (permits.clone(), seen.clone());
-    // The handler waits for the test, however short the bus's default_timeout.
-    let config = create_handler_config("gated").timeout(SAFETY);
     bus.subscribe_with(pattern, config, move |event| {
         let (p, s, entered_tx, done_tx) =
             (p.clone(), s.clone(), entered_tx.clone(), done_tx.clone());
@@ -866,26 +874,12 @@ async fn a_low_event_never_evicts_a_more_urgent_one() {
         ..config()
     })
     .unwrap();
-    let (entered_tx, mut entered) = mpsc::unbounded_channel();
-    let permits = Arc::new(Semaphore::new(0));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let (p, s) = (permits.clone(), seen.clone());
     let config = create_handler_config("evicting")
         .overflow(OverflowPolicy::DropOldest)
         .timeout(SAFETY);
-    bus.subscribe_with("e.>", config, move |event| {
-        let (p, s, entered_tx) = (p.clone(), s.clone(), entered_tx.clone());
-        async move {
-            let _ = entered_tx.send(());
-            p.acquire().await.unwrap().forget();
-            s.lock().unwrap().push(num(&event));
-            Ok(())
-        }
-    })
-    .await
-    .unwrap();
+    let (mut gate, seen) = gated_with(&bus, "e.>", config).await;
     bus.publish(ev("e.first", 0)).await.unwrap();
-    entered.recv().await.unwrap(); // in hand: the 16 slots are free
+    gate.entered.recv().await.unwrap(); // in hand: the 16 slots are free
     for n in 1..=14 {
         bus.publish(ev("e.crit", n).with_priority(Priority::Critical))
             .await
@@ -902,8 +896,8 @@ async fn a_low_event_never_evicts_a_more_urgent_one() {
         .await
         .unwrap();
     assert_eq!(bus.delivery_stats().dropped, 2);
-    permits.add_permits(100);
-    gate_finished(&mut entered, 15).await;
+    gate.permits.add_permits(100);
+    gate.finished(16).await;
     bus.stop().await;
     let seen = seen.lock().unwrap();
     assert_eq!(
@@ -911,16 +905,6 @@ async fn a_low_event_never_evicts_a_more_urgent_one() {
         (0..=15).collect::<Vec<u64>>(),
         "no urgent event lost"
     );
-}
-
-/// Waits until the gated handler entered `n` more events.
-async fn gate_finished(entered: &mut mpsc::UnboundedReceiver<()>, n: usize) {
-    for _ in 0..n {
-        tokio::time::timeout(SAFETY, entered.recv())
-            .await
-            .unwrap()
-            .unwrap();
-    }
 }
 
 #[actix_rt::test]

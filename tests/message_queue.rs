@@ -55,6 +55,22 @@ struct Gate {
 }
 
 async fn gated(q: &MessageQueue, topic: &str, group: Option<&str>) -> (SubscriptionId, Gate) {
+    gated_with(
+        q,
+        topic,
+        group,
+        create_handler_config("gated").timeout(SAFETY),
+    )
+    .await
+}
+
+/// [`gated`], with the given handler config.
+async fn gated_with(
+    q: &MessageQueue,
+    topic: &str,
+    group: Option<&str>,
+    config: tickwire::HandlerConfig,
+) -> (SubscriptionId, Gate) {
     let (entered_tx, entered) = mpsc::unbounded_channel();
     let permits = Arc::new(Semaphore::new(0));
     let seen: Seen = Arc::default();
@@ -68,7 +84,6 @@ async fn gated(q: &MessageQueue, topic: &str, group: Option<&str>) -> (Subscript
             Ok(())
         }
     };
-    let config = create_handler_config("gated").timeout(SAFETY);
     let id = match group {
         Some(g) => q.subscribe_group_with(topic, g, config, handler).await,
         None => q.subscribe_with(topic, config, handler).await,
@@ -804,35 +819,21 @@ async fn drop_policies_drop_when_the_queue_is_full_instead_of_refusing() {
         max_size: 4,
         ..small()
     });
-    let permits = Arc::new(Semaphore::new(0));
-    let (entered_tx, mut entered) = mpsc::unbounded_channel();
-    let seen = Seen::default();
-    let (p, s) = (permits.clone(), seen.clone());
     let config = create_handler_config("ticker_view")
         .overflow(tickwire::OverflowPolicy::DropOldest)
         .timeout(SAFETY);
-    q.subscribe_with("ticks", config, move |m| {
-        let (p, s, entered_tx) = (p.clone(), s.clone(), entered_tx.clone());
-        async move {
-            let _ = entered_tx.send(());
-            p.acquire().await.unwrap().forget();
-            s.lock().unwrap().push(num(&m));
-            Ok(())
-        }
-    })
-    .await
-    .unwrap();
+    let (_, mut gate) = gated_with(&q, "ticks", None, config).await;
     q.publish("ticks", json!(0), Priority::Normal)
         .await
         .unwrap();
-    entered.recv().await.unwrap();
+    gate.entered.recv().await.unwrap();
     for n in 1..=8 {
         q.try_publish("ticks", json!(n), Priority::Normal).unwrap(); // never refused
     }
     assert_eq!(q.total_queue_size(), 4);
-    permits.add_permits(100);
+    gate.permits.add_permits(100);
     q.stop().await;
-    assert_eq!(*seen.lock().unwrap(), [0, 5, 6, 7, 8]);
+    assert_eq!(*gate.seen.lock().unwrap(), [0, 5, 6, 7, 8]);
     assert_eq!(q.delivery_stats().dropped, 4);
     assert_eq!(q.total_queue_size(), 0);
 }
@@ -892,26 +893,12 @@ async fn a_low_message_never_evicts_a_more_urgent_one_from_the_full_queue() {
         max_size: 16,
         ..small()
     });
-    let (entered_tx, mut entered) = mpsc::unbounded_channel();
-    let permits = Arc::new(Semaphore::new(0));
-    let seen: Seen = Arc::default();
-    let (p, s) = (permits.clone(), seen.clone());
     let config = create_handler_config("evicting")
         .overflow(OverflowPolicy::DropOldest)
         .timeout(SAFETY);
-    q.subscribe_with("e", config, move |m| {
-        let (p, s, entered_tx) = (p.clone(), s.clone(), entered_tx.clone());
-        async move {
-            let _ = entered_tx.send(());
-            p.acquire().await.unwrap().forget();
-            s.lock().unwrap().push(num(&m));
-            Ok(())
-        }
-    })
-    .await
-    .unwrap();
+    let (_, mut gate) = gated_with(&q, "e", None, config).await;
     q.publish("e", json!(0), Priority::Normal).await.unwrap();
-    entered.recv().await.unwrap();
+    gate.entered.recv().await.unwrap();
     for n in 1..=14 {
         q.publish("e", json!(n), Priority::Critical).await.unwrap();
     }
@@ -921,10 +908,12 @@ async fn a_low_message_never_evicts_a_more_urgent_one_from_the_full_queue() {
     q.publish("e", json!(100), Priority::Low).await.unwrap();
     assert_eq!(q.delivery_stats().dropped, 1);
     assert_eq!(q.total_queue_size(), 14);
-    permits.add_permits(100);
+    gate.permits.add_permits(100);
     for _ in 0..14 {
-        tokio::time::timeout(SAFETY, entered.recv()).await.unwrap();
+        tokio::time::timeout(SAFETY, gate.entered.recv())
+            .await
+            .unwrap();
     }
     q.stop().await;
-    assert_eq!(*seen.lock().unwrap(), (0..=14).collect::<Vec<u64>>());
+    assert_eq!(*gate.seen.lock().unwrap(), (0..=14).collect::<Vec<u64>>());
 }
