@@ -17,9 +17,17 @@ use actix_web::{App, HttpServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tickwire::{
-    bridge, create_event, websocket, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig,
-    Priority, WebSocketService, WebSocketServiceConfig,
+    bridge, websocket, Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority,
+    WebSocketService, WebSocketServiceConfig,
 };
+
+/// What the feed publishes (typed: the bridges serialize it once, into the frames).
+#[derive(serde::Serialize)]
+struct Tick {
+    symbol: &'static str,
+    price: f64,
+    n: u64,
+}
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
@@ -60,9 +68,13 @@ async fn main() -> std::io::Result<()> {
             while running.load(Ordering::Relaxed) {
                 n += 1;
                 price *= 1.0 + (rand::random::<f64>() - 0.5) * 0.001;
-                let tick =
-                    json!({"symbol": "BTCUSD", "price": (price * 100.0).round() / 100.0, "n": n});
-                let _ = bus.try_publish(create_event("market.tick", tick, Priority::High));
+                let tick = Tick {
+                    symbol: "BTCUSD",
+                    price: (price * 100.0).round() / 100.0,
+                    n,
+                };
+                let _ = bus
+                    .try_publish(Event::typed("market.tick", tick).with_priority(Priority::High));
                 std::thread::sleep(Duration::from_millis(100));
             }
         })

@@ -1,7 +1,8 @@
 //! A simulated market feed through the EventBus.
 //!
-//! A plain `std::thread` plays the exchange connection: it publishes `market.tick.<SYMBOL>`
-//! events (random-walk prices) with `try_publish`, as a real feed thread would. Handlers
+//! A plain `std::thread` plays the exchange connection: it publishes typed
+//! `market.tick.<SYMBOL>` events (a `Tick`, random-walk prices) with `try_publish`, as a
+//! real feed thread would. Handlers
 //! subscribed by pattern keep the last price per symbol, detect large moves and publish
 //! CRITICAL `trading.signal` events back onto the bus (under a timeout and a retry
 //! policy), a `system.>` handler reports alerts and a `$dlq.>` handler reports dead
@@ -15,12 +16,31 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tickwire::{
-    create_event, create_handler_config, EventBus, EventBusConfig, Priority, PublishError,
+    create_event, create_handler_config, Event, EventBus, EventBusConfig, Priority, PublishError,
+    Typed,
 };
 
 const SYMBOLS: [&str; 4] = ["BTCUSD", "ETHUSD", "SOLUSD", "XRPUSD"];
+
+/// What the feed publishes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Tick {
+    symbol: String,
+    price: f64,
+    volume: u64,
+}
+
+/// What the analysis publishes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Signal {
+    symbol: String,
+    side: String,
+    price: f64,
+    change: f64,
+}
 
 #[actix::main]
 async fn main() {
@@ -43,15 +63,11 @@ async fn main() {
     let ticks = Arc::new(AtomicU64::new(0));
     {
         let (prices, ticks) = (prices.clone(), ticks.clone());
-        bus.subscribe("market.tick.*", move |event| {
-            let symbol = event
-                .name()
-                .rsplit('.')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            let price = event.data()["price"].as_f64().unwrap_or_default();
-            prices.lock().expect("not poisoned").insert(symbol, price);
+        bus.subscribe_typed("market.tick.*", move |tick: Typed<Tick>| {
+            prices
+                .lock()
+                .expect("not poisoned")
+                .insert(tick.symbol.clone(), tick.price);
             ticks.fetch_add(1, Ordering::Relaxed);
             std::future::ready(Ok(()))
         })
@@ -63,32 +79,28 @@ async fn main() {
     let reference: Arc<Mutex<HashMap<String, f64>>> = Arc::default();
     {
         let (bus2, reference) = (bus.clone(), reference.clone());
-        bus.subscribe_with(
+        bus.subscribe_typed_with(
             "market.tick.>",
             create_handler_config("analysis")
                 .priority(Priority::High)
                 .timeout(Duration::from_millis(500))
                 .max_retries(2)
                 .retry_delay(Duration::from_millis(5)),
-            move |event| {
-                let symbol = event
-                    .name()
-                    .rsplit('.')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let price = event.data()["price"].as_f64().unwrap_or_default();
+            move |tick: Typed<Tick>| {
+                let (symbol, price) = (tick.symbol.clone(), tick.price);
                 let mut refs = reference.lock().expect("not poisoned");
                 let base = *refs.entry(symbol.clone()).or_insert(price);
                 let change = (price - base) / base;
                 let signal = (change.abs() > 0.005).then(|| {
                     refs.insert(symbol.clone(), price);
-                    let side = if change > 0.0 { "BUY" } else { "SELL" };
-                    create_event(
-                        "trading.signal",
-                        json!({"symbol": symbol, "side": side, "price": price, "change": change}),
-                        Priority::Critical,
-                    )
+                    let side = if change > 0.0 { "BUY" } else { "SELL" }.to_owned();
+                    let signal = Signal {
+                        symbol,
+                        side,
+                        price,
+                        change,
+                    };
+                    Event::typed("trading.signal", signal).with_priority(Priority::Critical)
                 });
                 drop(refs);
                 let bus = bus2.clone();
@@ -150,11 +162,12 @@ async fn main() {
                 state ^= state << 17;
                 let step = (state % 2001) as f64 / 1000.0 - 1.0; // -1.0 ..= 1.0
                 prices[i] *= 1.0 + step * 0.0005;
-                let event = create_event(
-                    format!("market.tick.{}", SYMBOLS[i]),
-                    json!({"symbol": SYMBOLS[i], "price": prices[i], "volume": state % 100}),
-                    Priority::Normal,
-                );
+                let tick = Tick {
+                    symbol: SYMBOLS[i].to_owned(),
+                    price: prices[i],
+                    volume: state % 100,
+                };
+                let event = Event::typed(format!("market.tick.{}", SYMBOLS[i]), tick);
                 match bus.try_publish(event) {
                     Ok(()) => sent += 1,
                     Err(PublishError::QueueFull(_)) => full += 1,

@@ -7,8 +7,10 @@
 //!       execution handler: counts signals, prints a few
 //! ```
 //!
-//! At the end it prints both components' metrics (the seed's keys and ours) and the
-//! queue's topics.
+//! Every payload is typed (`Tick`, `Analysis`, `Signal`): the handlers get the
+//! publishers' values themselves, and no JSON is built on the way (it is built only for
+//! the few signals printed). At the end it prints both components' metrics (the seed's
+//! keys and ours) and the queue's topics.
 //! Run: `cargo run --release --example trading_system -- [seconds] [ticks_per_second]`
 //! (defaults: 3 s at 50,000 ticks/s).
 
@@ -17,49 +19,83 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tickwire::{
-    create_event, create_handler_config, EventBus, EventBusConfig, MessageQueue,
-    MessageQueueConfig, Priority, PublishError,
+    create_handler_config, Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig,
+    Priority, PublishError, Typed, TypedMessage,
 };
 
 const SYMBOLS: [&str; 3] = ["BTCUSD", "ETHUSD", "SOLUSD"];
 
-/// A short moving average per symbol: the "analysis" of the seed.
+/// A market tick from the feed.
+#[derive(Debug, Serialize, Deserialize)]
+struct Tick {
+    symbol: String,
+    price: f64,
+    volume: u64,
+}
+
+/// The "analysis" of the seed: a short moving average.
+#[derive(Debug, Serialize, Deserialize)]
+struct Analysis {
+    symbol: String,
+    price: f64,
+    average: f64,
+    samples: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Side {
+    Buy,
+    Sell,
+}
+
+/// A trading signal.
+#[derive(Debug, Serialize, Deserialize)]
+struct Signal {
+    symbol: String,
+    side: Side,
+    confidence: f64,
+    price: f64,
+}
+
+/// A moving average per symbol.
 #[derive(Default)]
 struct Analyzer {
     windows: HashMap<String, Vec<f64>>,
 }
 
 impl Analyzer {
-    fn analyze(&mut self, tick: &Value) -> Value {
-        let symbol = tick["symbol"].as_str().unwrap_or_default().to_owned();
-        let price = tick["price"].as_f64().unwrap_or_default();
-        let window = self.windows.entry(symbol.clone()).or_default();
-        window.push(price);
+    fn analyze(&mut self, tick: &Tick) -> Analysis {
+        let window = self.windows.entry(tick.symbol.clone()).or_default();
+        window.push(tick.price);
         if window.len() > 50 {
             window.remove(0);
         }
-        let average = window.iter().sum::<f64>() / window.len() as f64;
-        json!({"symbol": symbol, "price": price, "average": average, "samples": window.len()})
+        Analysis {
+            symbol: tick.symbol.clone(),
+            price: tick.price,
+            average: window.iter().sum::<f64>() / window.len() as f64,
+            samples: window.len(),
+        }
     }
 }
 
 /// BUY or SELL when the price is more than 0.2 % away from its moving average.
-fn generate_trading_signal(analysis: &Value) -> Option<Value> {
-    let price = analysis["price"].as_f64()?;
-    let average = analysis["average"].as_f64()?;
-    if analysis["samples"].as_u64()? < 50 {
+fn generate_trading_signal(analysis: &Analysis) -> Option<Signal> {
+    if analysis.samples < 50 {
         return None;
     }
-    let deviation = (price - average) / average;
-    (deviation.abs() > 0.002).then(|| {
-        json!({
-            "symbol": analysis["symbol"],
-            "signal": if deviation < 0.0 { "BUY" } else { "SELL" },
-            "confidence": (deviation.abs() * 100.0).min(1.0),
-            "price": price,
-        })
+    let deviation = (analysis.price - analysis.average) / analysis.average;
+    (deviation.abs() > 0.002).then(|| Signal {
+        symbol: analysis.symbol.clone(),
+        side: if deviation < 0.0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        },
+        confidence: (deviation.abs() * 100.0).min(1.0),
+        price: analysis.price,
     })
 }
 
@@ -85,14 +121,14 @@ async fn main() {
     {
         let (mq, analyzer) = (message_queue.clone(), analyzer.clone());
         event_bus
-            .subscribe_with(
+            .subscribe_typed_with(
                 "market.tick",
                 create_handler_config("market_data_handler").max_retries(2),
-                move |event| {
-                    let analysis = analyzer.lock().expect("not poisoned").analyze(event.data());
+                move |tick: Typed<Tick>| {
+                    let analysis = analyzer.lock().expect("not poisoned").analyze(&tick);
                     let mq = mq.clone();
                     async move {
-                        mq.publish("market.analysis", analysis, Priority::High)
+                        mq.publish_typed("market.analysis", analysis, Priority::High)
                             .await?;
                         Ok(())
                     }
@@ -106,17 +142,18 @@ async fn main() {
     for member in 0..2 {
         let bus = event_bus.clone();
         message_queue
-            .subscribe_group_with(
+            .subscribe_group_typed_with(
                 "market.analysis",
                 "signal_generators",
                 create_handler_config(format!("trading_signal_handler_{member}")),
-                move |message| {
-                    let signal = generate_trading_signal(message.data());
+                move |analysis: TypedMessage<Analysis>| {
+                    let signal = generate_trading_signal(&analysis);
                     let bus = bus.clone();
                     async move {
                         if let Some(signal) = signal {
-                            bus.publish(create_event("trading.signal", signal, Priority::Critical))
-                                .await?;
+                            let signal = Event::typed("trading.signal", signal)
+                                .with_priority(Priority::Critical);
+                            bus.publish(signal).await?;
                         }
                         Ok(())
                     }
@@ -131,9 +168,9 @@ async fn main() {
     {
         let signals = signals.clone();
         event_bus
-            .subscribe("trading.signal", move |event| {
+            .subscribe_typed("trading.signal", move |signal: Typed<Signal>| {
                 if signals.fetch_add(1, Ordering::Relaxed) < 5 {
-                    println!("[signal] {}", event.data());
+                    println!("[signal] {:?}, as JSON {}", *signal, signal.event().data());
                 }
                 std::future::ready(Ok(()))
             })
@@ -156,10 +193,13 @@ async fn main() {
                 state ^= state >> 7;
                 state ^= state << 17;
                 prices[i] *= 1.0 + ((state % 2001) as f64 / 1000.0 - 1.0) * 0.001;
-                let tick = create_event(
+                let tick = Event::typed(
                     "market.tick",
-                    json!({"symbol": SYMBOLS[i], "price": prices[i], "volume": state % 100}),
-                    Priority::Normal,
+                    Tick {
+                        symbol: SYMBOLS[i].to_owned(),
+                        price: prices[i],
+                        volume: state % 100,
+                    },
                 );
                 match bus.try_publish(tick) {
                     Ok(()) => sent += 1,

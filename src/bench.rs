@@ -39,8 +39,10 @@ use tokio::sync::Semaphore;
 
 use actix::prelude::*;
 
+pub use crate::demo::Tick;
 use crate::{
-    Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority, PublishError,
+    Event, EventBus, EventBusConfig, Message, MessageQueue, MessageQueueConfig, Priority,
+    PublishError, Typed, TypedMessage,
 };
 
 /// Mailbox and channel capacity of the baselines: EventBus's default `queue_size`.
@@ -133,6 +135,48 @@ pub async fn eventbus_throughput_with(
     metrics: bool,
     mixed_priorities: bool,
 ) -> Throughput {
+    eventbus_throughput_of(
+        Payload::Json,
+        events,
+        subscribers,
+        workers,
+        metrics,
+        mixed_priorities,
+    )
+    .await
+}
+
+/// What the bench events carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Payload {
+    /// `json!(i)`, as before typed payloads: a JSON number per event.
+    Json,
+    /// A [`Tick`] (`Event::typed`), handled by typed handlers (`subscribe_typed`): the
+    /// handler gets the publisher's value, no JSON is built.
+    Typed,
+}
+
+/// The tick the typed scenarios and their baselines move.
+pub fn tick(i: u64) -> Tick {
+    Tick {
+        symbol: std::borrow::Cow::Borrowed("BTCUSD"),
+        price: 50_000.0 + (i % 100) as f64,
+        bid: 49_999.5 + (i % 100) as f64,
+        ask: 50_000.5 + (i % 100) as f64,
+        size: 0.25,
+        exchange_time: i,
+    }
+}
+
+/// [`eventbus_throughput_with`], with events carrying `payload`.
+pub async fn eventbus_throughput_of(
+    payload: Payload,
+    events: u64,
+    subscribers: usize,
+    workers: usize,
+    metrics: bool,
+    mixed_priorities: bool,
+) -> Throughput {
     let bus = EventBus::start(EventBusConfig {
         max_workers: workers,
         max_history: 0,
@@ -152,13 +196,22 @@ pub async fn eventbus_throughput_with(
             Priority::Normal
         };
         let config = crate::create_handler_config("bench.tick").priority(priority);
-        bus.subscribe_with("bench.tick", config, move |_event| {
+        let count_one = move || {
             if c.fetch_add(1, Ordering::Relaxed) + 1 == events {
                 d.add_permits(1);
             }
             std::future::ready(Ok(()))
-        })
-        .await
+        };
+        match payload {
+            Payload::Json => {
+                bus.subscribe_with("bench.tick", config, move |_: Event| count_one())
+                    .await
+            }
+            Payload::Typed => {
+                bus.subscribe_typed_with("bench.tick", config, move |_: Typed<Tick>| count_one())
+                    .await
+            }
+        }
         .expect("valid pattern");
         counters.push(count);
     }
@@ -168,7 +221,12 @@ pub async fn eventbus_throughput_with(
         std::thread::spawn(move || {
             (0..events)
                 .map(|i| {
-                    let event = Event::new("bench.tick", json!(i)).with_priority(Priority::Normal);
+                    let event = match payload {
+                        Payload::Json => {
+                            Event::new("bench.tick", json!(i)).with_priority(Priority::Normal)
+                        }
+                        Payload::Typed => Event::typed("bench.tick", tick(i)),
+                    };
                     publish_until_accepted(event, |e| bus.try_publish(e))
                 })
                 .sum::<u64>()
@@ -216,6 +274,17 @@ pub async fn queue_throughput(
     consumers: QueueConsumers,
     workers: usize,
 ) -> Throughput {
+    queue_throughput_of(Payload::Json, messages, consumers, workers).await
+}
+
+/// [`queue_throughput`], with messages carrying `payload` (typed: `try_publish_typed`
+/// and `subscribe_typed` / `subscribe_group_typed`).
+pub async fn queue_throughput_of(
+    payload: Payload,
+    messages: u64,
+    consumers: QueueConsumers,
+    workers: usize,
+) -> Throughput {
     let queue = MessageQueue::start(MessageQueueConfig {
         max_workers: workers,
         ..MessageQueueConfig::default()
@@ -230,7 +299,7 @@ pub async fn queue_throughput(
     for _ in 0..members {
         let (done, total) = (done.clone(), total.clone());
         let own = AtomicU64::new(0);
-        let handler = move |_m: crate::Message| {
+        let count_one = move || {
             match consumers {
                 QueueConsumers::FanOut(_) => {
                     if own.fetch_add(1, Ordering::Relaxed) + 1 == messages {
@@ -245,9 +314,30 @@ pub async fn queue_throughput(
             }
             std::future::ready(Ok(()))
         };
-        match consumers {
-            QueueConsumers::FanOut(_) => queue.subscribe("bench.q", handler).await,
-            QueueConsumers::Group(_) => queue.subscribe_group("bench.q", "bench", handler).await,
+        let group = matches!(consumers, QueueConsumers::Group(_));
+        match (payload, group) {
+            (Payload::Json, false) => {
+                queue
+                    .subscribe("bench.q", move |_: Message| count_one())
+                    .await
+            }
+            (Payload::Json, true) => {
+                queue
+                    .subscribe_group("bench.q", "bench", move |_: Message| count_one())
+                    .await
+            }
+            (Payload::Typed, false) => {
+                queue
+                    .subscribe_typed("bench.q", move |_: TypedMessage<Tick>| count_one())
+                    .await
+            }
+            (Payload::Typed, true) => {
+                queue
+                    .subscribe_group_typed("bench.q", "bench", move |_: TypedMessage<Tick>| {
+                        count_one()
+                    })
+                    .await
+            }
         }
         .expect("valid pattern");
     }
@@ -257,8 +347,11 @@ pub async fn queue_throughput(
         std::thread::spawn(move || {
             (0..messages)
                 .map(|i| {
-                    retry_until_accepted(|| {
-                        queue.try_publish("bench.q", json!(i), Priority::Normal)
+                    retry_until_accepted(|| match payload {
+                        Payload::Json => queue.try_publish("bench.q", json!(i), Priority::Normal),
+                        Payload::Typed => {
+                            queue.try_publish_typed("bench.q", tick(i), Priority::Normal)
+                        }
                     })
                 })
                 .sum::<u64>()
@@ -287,16 +380,37 @@ pub async fn queue_throughput(
 /// publisher thread sends each event to `subscribers` channels of capacity 10,000
 /// (EventBus's default `queue_size`), a consumer thread per channel counts.
 pub fn crossbeam_baseline(events: u64, subscribers: usize) -> Throughput {
+    crossbeam_baseline_of(events, subscribers, json_event)
+}
+
+/// The event the JSON scenarios and their baselines move.
+fn json_event(i: u64) -> Event {
+    Event::new("bench.tick", json!(i)).with_priority(Priority::Normal)
+}
+
+/// The item the typed baselines move: the same [`Tick`], in an `Arc` (as a typed event
+/// holds it).
+pub fn arc_tick(i: u64) -> Arc<Tick> {
+    Arc::new(tick(i))
+}
+
+/// [`crossbeam_baseline`], moving what `make` builds (one per event, cloned to each
+/// subscriber).
+pub fn crossbeam_baseline_of<M: Clone + Send + 'static>(
+    events: u64,
+    subscribers: usize,
+    make: impl Fn(u64) -> M,
+) -> Throughput {
     let (senders, consumers): (Vec<_>, Vec<_>) = (0..subscribers)
         .map(|_| {
-            let (tx, rx) = crossbeam::channel::bounded::<Event>(CAPACITY);
+            let (tx, rx) = crossbeam::channel::bounded::<M>(CAPACITY);
             let consumer = std::thread::spawn(move || rx.iter().count() as u64);
             (tx, consumer)
         })
         .unzip();
     let start = Instant::now();
     for i in 0..events {
-        let event = Event::new("bench.tick", json!(i)).with_priority(Priority::Normal);
+        let event = make(i);
         for tx in &senders {
             tx.send(event.clone()).expect("consumer alive");
         }
@@ -319,7 +433,16 @@ pub fn crossbeam_baseline(events: u64, subscribers: usize) -> Throughput {
 /// receiver per subscriber on a thread of its own (a current-thread runtime each). The
 /// publisher waits (yielding) while the channel is full, so no receiver lags.
 pub fn tokio_broadcast_baseline(events: u64, subscribers: usize) -> Throughput {
-    let (tx, _) = tokio::sync::broadcast::channel::<Event>(CAPACITY);
+    tokio_broadcast_baseline_of(events, subscribers, json_event)
+}
+
+/// [`tokio_broadcast_baseline`], moving what `make` builds.
+pub fn tokio_broadcast_baseline_of<M: Clone + Send + 'static>(
+    events: u64,
+    subscribers: usize,
+    make: impl Fn(u64) -> M,
+) -> Throughput {
+    let (tx, _) = tokio::sync::broadcast::channel::<M>(CAPACITY);
     let consumers: Vec<_> = (0..subscribers)
         .map(|_| {
             let mut rx = tx.subscribe();
@@ -345,12 +468,15 @@ pub fn tokio_broadcast_baseline(events: u64, subscribers: usize) -> Throughput {
     let start = Instant::now();
     let mut full_retries = 0;
     for i in 0..events {
-        let event = Event::new("bench.tick", json!(i)).with_priority(Priority::Normal);
+        let event = make(i);
         while tx.len() >= CAPACITY - 1 {
             full_retries += 1;
             std::thread::yield_now();
         }
-        tx.send(event).expect("receivers alive");
+        assert!(
+            tx.send(event).is_ok(),
+            "broadcast baseline: receivers alive"
+        );
     }
     drop(tx);
     let deliveries = consumers
@@ -378,14 +504,14 @@ impl Actor for Counter {
 }
 
 /// One event for [`Counter`].
-#[derive(Message)]
+#[derive(actix::Message)]
 #[rtype(result = "()")]
-struct Tick(#[allow(dead_code)] Event);
+struct Delivery<M>(#[allow(dead_code)] M);
 
-impl Handler<Tick> for Counter {
+impl<M: 'static> Handler<Delivery<M>> for Counter {
     type Result = ();
 
-    fn handle(&mut self, _: Tick, _: &mut Context<Self>) {
+    fn handle(&mut self, _: Delivery<M>, _: &mut Context<Self>) {
         self.count += 1;
         if self.count == self.target {
             self.done.add_permits(1);
@@ -398,6 +524,16 @@ impl Handler<Tick> for Counter {
 /// every actor, retrying after a `yield` when a mailbox is full. Must run inside an actix
 /// System.
 pub async fn actix_baseline(events: u64, subscribers: usize, workers: usize) -> Throughput {
+    actix_baseline_of(events, subscribers, workers, json_event).await
+}
+
+/// [`actix_baseline`], moving what `make` builds.
+pub async fn actix_baseline_of<M: Clone + Send + 'static>(
+    events: u64,
+    subscribers: usize,
+    workers: usize,
+    make: impl Fn(u64) -> M + Send + 'static,
+) -> Throughput {
     let arbiters: Vec<Arbiter> = (0..workers.max(1)).map(|_| Arbiter::new()).collect();
     let done = Arc::new(Semaphore::new(0));
     let addrs: Vec<Addr<Counter>> = (0..subscribers)
@@ -417,9 +553,9 @@ pub async fn actix_baseline(events: u64, subscribers: usize, workers: usize) -> 
     let publisher = std::thread::spawn(move || {
         let mut full_retries = 0;
         for i in 0..events {
-            let event = Event::new("bench.tick", json!(i)).with_priority(Priority::Normal);
+            let event = make(i);
             for addr in &addrs {
-                let mut tick = Tick(event.clone());
+                let mut tick = Delivery(event.clone());
                 loop {
                     match addr.try_send(tick) {
                         Ok(()) => break,

@@ -28,15 +28,17 @@
 
 use crate::websocket::Payload;
 use crate::{
-    create_handler_config, EventBus, HandlerResult, MessageQueue, SubscribeError, SubscriptionId,
-    WebSocketService,
+    create_handler_config, EventBus, HandlerResult, Message, MessageQueue, SubscribeError,
+    SubscriptionId, WebSocketService,
 };
 
 /// Forwards every event matching `pattern` to the queue, on topic `events.<name>`, with
-/// the event's JSON (`Event::to_json`) as data and the event's priority. Returns the bus
-/// subscription (unsubscribe it to stop forwarding). A publish that fails (queue full past
-/// `default_timeout`, or stopped) is a failure of the bridge's handler: retried, then
-/// dead-lettered, like any other.
+/// the event's priority. The message carries the event itself as a typed payload:
+/// `message.payload::<Event>()` gives it back (with its own typed payload, uncopied), and
+/// the message's JSON data is the event's (`Event::to_json`), built only if someone asks
+/// for it. Returns the bus subscription (unsubscribe it to stop forwarding). A publish
+/// that fails (queue full past `default_timeout`, or stopped) is a failure of the
+/// bridge's handler: retried, then dead-lettered, like any other.
 pub async fn event_bus_to_queue(
     bus: &EventBus,
     queue: &MessageQueue,
@@ -48,8 +50,9 @@ pub async fn event_bus_to_queue(
         let queue = queue.clone();
         async move {
             let topic = format!("events.{}", event.name());
+            let priority = event.priority();
             let result: HandlerResult = queue
-                .publish(&topic, event.to_json(), event.priority())
+                .publish_message(Message::typed(topic, event, priority))
                 .await
                 .map(|_| ())
                 .map_err(|err| err.to_string().into());
@@ -60,7 +63,8 @@ pub async fn event_bus_to_queue(
 }
 
 /// Broadcasts every message matching `pattern` to the WebSocket clients subscribed to its
-/// topic, with the message's data as the frame's `data` (no copy is made of it). Returns
+/// topic, with the message's data as the frame's `data` (no copy is made of it; a typed
+/// payload is serialized straight into the frame, once for all the clients). Returns
 /// the queue subscription (unsubscribe it to stop forwarding). A message nobody is
 /// subscribed to is simply not sent; the bridge never fails.
 ///

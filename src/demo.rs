@@ -12,21 +12,51 @@
 //!   `system.alert` (a symbol moved more than 0.5 % from its reference) events go from the
 //!   EventBus to WebSocket clients (`bridge::event_bus_to_websocket`, `system.>`).
 //!
-//! The tick's data: `{"symbol": "BTCUSD", "price": 50012.5, "bid": 50011.25,
-//! "ask": 50013.75, "size": 0.25}`.
+//! Ticks are typed: the feed publishes [`Tick`] values (`Event::typed`), the EventBus
+//! handler gets them as `Typed<Tick>` and republishes them typed; no JSON is built until a
+//! WebSocket frame is written. The tick's JSON: `{"symbol": "BTCUSD", "price": 50012.5,
+//! "bid": 50011.25, "ask": 50013.75, "size": 0.25, "exchange_time": 1764633600123456}`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::borrow::Cow;
+use std::time::SystemTime;
+
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
-    bridge, create_event, create_handler_config, EventBus, MessageQueue, Priority, SubscribeError,
-    WebSocketService,
+    bridge, create_event, create_handler_config, Event, EventBus, MessageQueue, Priority,
+    SubscribeError, Typed, WebSocketService,
 };
+
+/// A market tick, as a feed handler publishes it (and as the benchmarks move it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tick {
+    /// The instrument (`BTCUSD`); a literal costs no allocation.
+    pub symbol: Cow<'static, str>,
+    /// The last trade price.
+    pub price: f64,
+    /// Best bid.
+    pub bid: f64,
+    /// Best ask.
+    pub ask: f64,
+    /// Size of the last trade.
+    pub size: f64,
+    /// When the exchange stamped it: microseconds since the Unix epoch.
+    pub exchange_time: u64,
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn exchange_time_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
 
 /// Symbols and starting prices.
 pub const SYMBOLS: [(&str, f64); 5] = [
@@ -64,14 +94,15 @@ impl Demo {
         ticks_per_second: u32,
     ) -> Result<Demo, SubscribeError> {
         let to_queue = queue.clone();
-        bus.subscribe_with(
+        bus.subscribe_typed_with(
             "market.tick",
             create_handler_config("demo:market.tick->market.data"),
-            move |event| {
+            move |tick: Typed<Tick>| {
                 let queue = to_queue.clone();
                 async move {
+                    let priority = tick.event().priority();
                     queue
-                        .publish("market.data", event.data().clone(), event.priority())
+                        .publish_typed("market.data", tick.value().clone(), priority)
                         .await
                         .map(|_| ())
                         .map_err(|err| err.to_string().into())
@@ -161,14 +192,15 @@ fn feed(
             let price = prices[i] * (1.0 + rng.gen_range(-step..step));
             prices[i] = price;
             let spread = price * 0.00005;
-            let tick = json!({
-                "symbol": SYMBOLS[i].0,
-                "price": round(price),
-                "bid": round(price - spread),
-                "ask": round(price + spread),
-                "size": (rng.gen_range(1..400) as f64) / 100.0,
-            });
-            match bus.try_publish(create_event("market.tick", tick, Priority::Normal)) {
+            let tick = Tick {
+                symbol: Cow::Borrowed(SYMBOLS[i].0),
+                price: round(price),
+                bid: round(price - spread),
+                ask: round(price + spread),
+                size: (rng.gen_range(1..400) as f64) / 100.0,
+                exchange_time: exchange_time_now(),
+            };
+            match bus.try_publish(Event::typed("market.tick", tick)) {
                 Ok(()) => published.fetch_add(1, Ordering::Relaxed),
                 Err(_) => dropped.fetch_add(1, Ordering::Relaxed),
             };

@@ -41,12 +41,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use actix::Recipient;
+use serde::de::DeserializeOwned;
 
-use crate::core::handler::{AsyncFn, RecipientFn, SyncFn};
+use crate::core::handler::{AsyncFn, Decoded, RecipientFn, SyncFn};
 use crate::core::{Core, Settings};
 use crate::{
     ConfigError, DeadLetter, Deliver, DeliveryStats, Event, EventBusConfig, EventBusMetrics,
-    HandlerConfig, HandlerResult, PublishError, SubscribeError, SubscriptionId,
+    HandlerConfig, HandlerResult, PublishError, SubscribeError, SubscriptionId, Typed,
 };
 
 /// A handle to a running event bus. Clones share the bus.
@@ -112,6 +113,52 @@ use crate::{
 /// does not end the bus; stopping the actix `System` does, without draining. Do not
 /// await `stop()` from inside a handler of the same bus: that handler's own drain cannot
 /// finish before it returns, so `stop` waits out `default_timeout`.
+///
+/// ## Typed payloads
+///
+/// An event carries JSON ([`Event::new`]) or a typed value ([`Event::typed`]); see
+/// [`item`](crate::item). [`subscribe_typed`](Self::subscribe_typed) (and `_with`,
+/// `subscribe_typed_sync_with`, `subscribe_typed_recipient`) gives the handler a
+/// [`Typed<T>`] that derefs to the value: the publisher's own when the event carries a
+/// `T` (no copy, no JSON), else decoded by serde from the event's JSON, once per
+/// subscription and event, before the first attempt. An event that does not decode is
+/// not retried: it is a dead letter at once (one attempt, its error naming the type and
+/// serde's reason, counted in `errors`), handed to the `error_handler` and published on
+/// `$dlq.<name>`. Everything else (patterns, priorities, backpressure, retries, history,
+/// synchronous dispatch, bridges, metrics) is the same for both kinds, and a JSON handler
+/// ([`subscribe`](Self::subscribe)) sees a typed event's JSON through `data()`.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use serde_json::json;
+/// use tickwire::{Event, EventBus, EventBusConfig, Typed};
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// struct Signal { symbol: String, side: String, confidence: f64 }
+///
+/// # actix_rt::System::new().block_on(async {
+/// let bus = EventBus::start(EventBusConfig::default()).unwrap();
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// bus.subscribe_typed("trading.signal", move |signal: Typed<Signal>| {
+///     let _ = tx.send((signal.symbol.clone(), signal.was_decoded()));
+///     async { Ok(()) }
+/// })
+/// .await
+/// .unwrap();
+/// let signal = Signal { symbol: "BTCUSD".into(), side: "BUY".into(), confidence: 0.8 };
+/// bus.publish(Event::typed("trading.signal", signal)).await.unwrap();      // the value itself
+/// bus.publish(Event::new("trading.signal", json!({"symbol": "ETHUSD", "side": "SELL", "confidence": 0.6})))
+///     .await
+///     .unwrap();                                                            // decoded by serde
+/// bus.publish(Event::new("trading.signal", json!({"side": 1}))).await.unwrap(); // does not decode
+/// bus.stop().await;
+/// assert_eq!(rx.recv().await, Some(("BTCUSD".to_owned(), false)));
+/// assert_eq!(rx.recv().await, Some(("ETHUSD".to_owned(), true)));
+/// let dead = bus.dead_letters().await;
+/// assert_eq!((dead.len(), dead[0].attempts), (1, 1));
+/// assert!(dead[0].error.contains("Signal"), "{}", dead[0].error);
+/// # });
+/// ```
 ///
 /// ## Good to know
 ///
@@ -245,6 +292,71 @@ impl EventBus {
         self.core
             .subscribe(pattern, None, config, RecipientFn(recipient))
             .await
+    }
+
+    /// Subscribes an async handler of typed values: it gets a [`Typed<T>`], which derefs
+    /// to the `T` the event carries (see `## Typed payloads`).
+    pub async fn subscribe_typed<T, F, Fut>(
+        &self,
+        pattern: &str,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+        F: Fn(Typed<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + 'static,
+    {
+        self.subscribe_typed_with(pattern, HandlerConfig::new(pattern), handler)
+            .await
+    }
+
+    /// Like [`subscribe_typed`](Self::subscribe_typed), with a [`HandlerConfig`].
+    pub async fn subscribe_typed_with<T, F, Fut>(
+        &self,
+        pattern: &str,
+        config: HandlerConfig,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+        F: Fn(Typed<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + 'static,
+    {
+        self.core
+            .subscribe(pattern, None, config, Decoded::new(AsyncFn(handler)))
+            .await
+    }
+
+    /// Like [`subscribe_sync_with`](Self::subscribe_sync_with), for a blocking handler of
+    /// typed values.
+    pub async fn subscribe_typed_sync_with<T, F>(
+        &self,
+        pattern: &str,
+        config: HandlerConfig,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+        F: Fn(&Typed<T>) -> HandlerResult + Send + Sync + 'static,
+    {
+        let handler = Decoded::new(SyncFn(Arc::new(handler)));
+        self.core.subscribe(pattern, None, config, handler).await
+    }
+
+    /// Subscribes an app's own actor to typed values: it receives
+    /// [`Deliver<Typed<T>>`](Deliver), and its reply is the handler's result (see
+    /// [`subscribe_recipient`](Self::subscribe_recipient)).
+    pub async fn subscribe_typed_recipient<T>(
+        &self,
+        pattern: &str,
+        config: HandlerConfig,
+        recipient: Recipient<Deliver<Typed<T>>>,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let handler = Decoded::new(RecipientFn(recipient));
+        self.core.subscribe(pattern, None, config, handler).await
     }
 
     /// Removes a subscription. Returns `false` if there was none with that id. When it

@@ -10,6 +10,10 @@
 //! - [`WebSocketService`]: topics pushed to WebSocket clients through actix-web, one
 //!   actor per session, with heartbeats, limits, slow-client protection and tokens
 //!   ([`websocket`], [`access`]).
+//! - Payloads are JSON or typed Rust values behind the same [`Event`] and [`Message`]
+//!   ([`item`]): typed handlers ([`EventBus::subscribe_typed`], [`Typed`]) get the
+//!   publisher's own value, or one decoded by serde from JSON, and no JSON is built on the
+//!   typed path until something needs it.
 //! - [`bridge`] connects them: EventBus → MessageQueue → WebSocket.
 //! - [`http`] mounts the HTTP surface (dashboard, `/ws`, `/metrics`, `/api/*`, `/health`)
 //!   on any actix-web `App`; [`serve`] runs everything as `tickwire serve` does (config
@@ -45,6 +49,11 @@
 
 #![deny(missing_docs)]
 
+/// The README's code samples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod access;
 pub mod bench;
 pub mod bridge;
@@ -55,12 +64,14 @@ pub mod error;
 pub mod event;
 pub mod event_bus;
 pub mod http;
+pub mod item;
 pub mod message;
 pub mod message_queue;
 pub mod metrics;
 pub mod pattern;
 pub mod priority;
 pub mod serve;
+pub mod typed;
 pub mod websocket;
 
 pub use config::{ConfigError, EventBusConfig, MessageQueueConfig, WebSocketServiceConfig};
@@ -70,11 +81,12 @@ pub use core::{
     create_handler_config, Deliver, Deliverable, HandlerConfig, HandlerResult, SubscriptionId,
 };
 pub use error::{PublishError, SubscribeError};
-pub use event::{create_event, Event};
+pub use event::create_event;
 pub use event_bus::EventBus;
-pub use message::Message;
+pub use item::{Event, EventKind, Item, Kind, Message, MessageKind, Name};
 pub use message_queue::MessageQueue;
 pub use metrics::{EventBusMetrics, LatencySummary, MessageQueueMetrics, WebSocketMetrics};
 pub use pattern::{validate_name, Pattern, PatternError, MAX_NAME_BYTES};
 pub use priority::{EventPriority, InvalidPriority, MessagePriority, Priority};
+pub use typed::{DecodeError, Typed, TypedMessage};
 pub use websocket::WebSocketService;

@@ -68,15 +68,26 @@ use std::future::Future;
 use std::sync::Arc;
 
 use actix::Recipient;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::core::handler::{AsyncFn, RecipientFn, SyncFn};
+use crate::core::handler::{AsyncFn, Decoded, RecipientFn, SyncFn};
 use crate::core::{Core, Settings};
+use crate::item::Name;
 use crate::{
     ConfigError, DeadLetter, Deliver, DeliveryStats, HandlerConfig, HandlerResult, Message,
     MessageQueueConfig, MessageQueueMetrics, Priority, PublishError, SubscribeError,
-    SubscriptionId,
+    SubscriptionId, TypedMessage,
 };
+
+/// The message, if its topic is valid.
+fn checked(message: Message) -> Result<Message, PublishError<Message>> {
+    match crate::validate_name(message.topic()) {
+        Ok(()) => Ok(message),
+        Err(err) => Err(PublishError::InvalidName(message, err)),
+    }
+}
 
 /// A handle to a running message queue. Clones share the queue.
 ///
@@ -99,6 +110,50 @@ use crate::{
 /// Exactly as on the [`EventBus`](crate::EventBus): timeouts, retries, restarts, dead
 /// letters (`$dlq.<topic>` messages), overflow policies, and a `stop()` that drains what
 /// was accepted.
+///
+/// ## Typed payloads
+///
+/// As on the EventBus (see its `## Typed payloads`): [`publish_typed`](Self::publish_typed)
+/// and [`try_publish_typed`](Self::try_publish_typed) publish a typed value without
+/// building JSON (a topic some subscription listens to costs no allocation: the message
+/// is the only one); [`subscribe_typed`](Self::subscribe_typed),
+/// [`subscribe_group_typed`](Self::subscribe_group_typed) and
+/// [`subscribe_typed_recipient`](Self::subscribe_typed_recipient) give handlers a
+/// [`TypedMessage<T>`]: the publisher's value, or one decoded by serde (a WebSocket
+/// client's or `/api/publish`'s JSON); a message that does not decode is dead-lettered
+/// without a retry.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use tickwire::{MessageQueue, MessageQueueConfig, Priority, TypedMessage};
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct Order { symbol: String, qty: u32 }
+///
+/// # actix_rt::System::new().block_on(async {
+/// let mq = MessageQueue::start(MessageQueueConfig::default()).unwrap();
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// for router in 0..2 {
+///     let tx = tx.clone();
+///     mq.subscribe_group_typed("orders.new", "routers", move |order: TypedMessage<Order>| {
+///         let _ = tx.send((router, order.qty));
+///         async { Ok(()) }
+///     })
+///     .await
+///     .unwrap();
+/// }
+/// for qty in 1..=10 {
+///     mq.publish_typed("orders.new", Order { symbol: "BTCUSD".into(), qty }, Priority::High)
+///         .await
+///         .unwrap();
+/// }
+/// mq.stop().await;
+/// drop(tx);
+/// let mut qtys: Vec<u32> = std::iter::from_fn(|| rx.try_recv().ok()).map(|(_, q)| q).collect();
+/// qtys.sort_unstable();
+/// assert_eq!(qtys, (1..=10).collect::<Vec<_>>()); // each order once, by one router
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct MessageQueue {
     core: Arc<Core<Message>>,
@@ -223,6 +278,91 @@ impl MessageQueue {
             .await
     }
 
+    /// Subscribes an async handler of typed values: it gets a [`TypedMessage<T>`], which
+    /// derefs to the `T` the message carries (see `## Typed payloads`).
+    pub async fn subscribe_typed<T, F, Fut>(
+        &self,
+        topic: &str,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+        F: Fn(TypedMessage<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + 'static,
+    {
+        self.subscribe_typed_with(topic, HandlerConfig::new(topic), handler)
+            .await
+    }
+
+    /// Like [`subscribe_typed`](Self::subscribe_typed), with a [`HandlerConfig`].
+    pub async fn subscribe_typed_with<T, F, Fut>(
+        &self,
+        topic: &str,
+        config: HandlerConfig,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+        F: Fn(TypedMessage<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + 'static,
+    {
+        self.core
+            .subscribe(topic, None, config, Decoded::new(AsyncFn(handler)))
+            .await
+    }
+
+    /// Joins the consumer group `group` on `topic` with a handler of typed values: each
+    /// matching message goes to exactly one member, as with
+    /// [`subscribe_group`](Self::subscribe_group).
+    pub async fn subscribe_group_typed<T, F, Fut>(
+        &self,
+        topic: &str,
+        group: &str,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+        F: Fn(TypedMessage<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + 'static,
+    {
+        self.subscribe_group_typed_with(topic, group, HandlerConfig::new(group), handler)
+            .await
+    }
+
+    /// Like [`subscribe_group_typed`](Self::subscribe_group_typed), with a
+    /// [`HandlerConfig`].
+    pub async fn subscribe_group_typed_with<T, F, Fut>(
+        &self,
+        topic: &str,
+        group: &str,
+        config: HandlerConfig,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+        F: Fn(TypedMessage<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + 'static,
+    {
+        self.core
+            .subscribe(topic, Some(group), config, Decoded::new(AsyncFn(handler)))
+            .await
+    }
+
+    /// Subscribes an app's own actor to typed values: it receives
+    /// [`Deliver<TypedMessage<T>>`](Deliver).
+    pub async fn subscribe_typed_recipient<T>(
+        &self,
+        topic: &str,
+        config: HandlerConfig,
+        recipient: Recipient<Deliver<TypedMessage<T>>>,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let handler = Decoded::new(RecipientFn(recipient));
+        self.core.subscribe(topic, None, config, handler).await
+    }
+
     /// Removes a subscription or a group member; `false` if there was none with that id.
     /// A removed member's queued messages stay with the rest of its group.
     pub async fn unsubscribe(&self, id: SubscriptionId) -> bool {
@@ -255,6 +395,55 @@ impl MessageQueue {
         self.core.try_publish(message).map(|()| id)
     }
 
+    /// Publishes a message with a typed payload and returns its id, waiting up to
+    /// `default_timeout` for room. No JSON is built (see `## Typed payloads`).
+    pub async fn publish_typed<T>(
+        &self,
+        topic: &str,
+        value: T,
+        priority: Priority,
+    ) -> Result<u64, PublishError<Message>>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let message = self.typed_message(topic, value, priority)?;
+        let id = message.id();
+        self.core.publish(message).await.map(|()| id)
+    }
+
+    /// Publishes a message with a typed payload without waiting:
+    /// [`PublishError::QueueFull`] when there is no room. Works from any thread. A topic
+    /// that subscriptions listen to costs no allocation (its name is shared with the
+    /// index), so the message's is the only one.
+    pub fn try_publish_typed<T>(
+        &self,
+        topic: &str,
+        value: T,
+        priority: Priority,
+    ) -> Result<u64, PublishError<Message>>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let message = self.typed_message(topic, value, priority)?;
+        let id = message.id();
+        self.core.try_publish(message).map(|()| id)
+    }
+
+    /// Publishes a message made beforehand ([`Message::new`], [`Message::typed`]) and
+    /// returns its id, waiting up to `default_timeout` for room.
+    pub async fn publish_message(&self, message: Message) -> Result<u64, PublishError<Message>> {
+        let message = checked(message)?;
+        let id = message.id();
+        self.core.publish(message).await.map(|()| id)
+    }
+
+    /// Publishes a message made beforehand without waiting.
+    pub fn try_publish_message(&self, message: Message) -> Result<u64, PublishError<Message>> {
+        let message = checked(message)?;
+        let id = message.id();
+        self.core.try_publish(message).map(|()| id)
+    }
+
     /// A message on a checked topic.
     fn message(
         &self,
@@ -262,11 +451,24 @@ impl MessageQueue {
         data: Value,
         priority: Priority,
     ) -> Result<Message, PublishError<Message>> {
-        let message = Message::new(topic, data, priority);
-        match crate::validate_name(topic) {
-            Ok(()) => Ok(message),
-            Err(err) => Err(PublishError::InvalidName(message, err)),
-        }
+        checked(Message::new(topic, data, priority))
+    }
+
+    /// A typed message on a checked topic, its name shared with the index when it has it.
+    fn typed_message<T>(
+        &self,
+        topic: &str,
+        value: T,
+        priority: Priority,
+    ) -> Result<Message, PublishError<Message>>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let name = match self.core.interned(topic) {
+            Some(name) => Name::from(name),
+            None => Name::from(topic.to_owned()),
+        };
+        checked(Message::typed(name, value, priority))
     }
 
     /// Messages accepted and not yet finished (queued, being handled, or waiting for a

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::latency::{self, LatencyReport, PriorityReport};
 use super::ws::{self, WsOptions, WsReport};
-use super::{QueueConsumers, Throughput};
+use super::{Payload, QueueConsumers, Throughput};
 
 /// What to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,9 +77,15 @@ pub async fn run(target: Target, o: &SuiteOptions) -> std::io::Result<(String, V
     out.insert("runs".into(), o.runs.into());
     out.insert("workers".into(), o.workers.into());
     if matches!(target, Target::EventBus | Target::All) {
-        let (t, v) = eventbus_throughput(o).await;
+        let (t, v) = eventbus_throughput(o, Payload::Json).await;
         table += &t;
         out.insert("eventbus_throughput".into(), v);
+        let (t, v) = eventbus_throughput(o, Payload::Typed).await;
+        table += &t;
+        out.insert("eventbus_throughput_typed".into(), v);
+        let (t, v) = mixed_priorities(o).await;
+        table += &t;
+        out.insert("eventbus_mixed_handler_priorities".into(), v);
         let (t, v) = latency_table("EventBus", o, true).await;
         table += &t;
         out.insert("eventbus_latency".into(), v);
@@ -88,9 +94,12 @@ pub async fn run(target: Target, o: &SuiteOptions) -> std::io::Result<(String, V
         out.insert("eventbus_priority".into(), v);
     }
     if matches!(target, Target::Queue | Target::All) {
-        let (t, v) = queue_throughput(o).await;
+        let (t, v) = queue_throughput(o, Payload::Json).await;
         table += &t;
         out.insert("queue_throughput".into(), v);
+        let (t, v) = queue_throughput(o, Payload::Typed).await;
+        table += &t;
+        out.insert("queue_throughput_typed".into(), v);
         let (t, v) = latency_table("MessageQueue", o, false).await;
         table += &t;
         out.insert("queue_latency".into(), v);
@@ -103,9 +112,34 @@ pub async fn run(target: Target, o: &SuiteOptions) -> std::io::Result<(String, V
     Ok((table, Value::Object(out)))
 }
 
-async fn eventbus_throughput(o: &SuiteOptions) -> (String, Value) {
+/// What the payloads and the baselines' items are, for a table's title.
+fn payload_title(payload: Payload) -> &'static str {
+    match payload {
+        Payload::Json => "JSON payloads (json!(i)); the baselines move the same Event",
+        Payload::Typed => {
+            "typed payloads (a Tick, typed handlers); the baselines move the same Arc<Tick>"
+        }
+    }
+}
+
+/// One run of each baseline, moving what `payload` says.
+fn baselines(events: u64, subs: usize, payload: Payload) -> [Throughput; 2] {
+    match payload {
+        Payload::Json => [
+            super::crossbeam_baseline(events, subs),
+            super::tokio_broadcast_baseline(events, subs),
+        ],
+        Payload::Typed => [
+            super::crossbeam_baseline_of(events, subs, super::arc_tick),
+            super::tokio_broadcast_baseline_of(events, subs, super::arc_tick),
+        ],
+    }
+}
+
+async fn eventbus_throughput(o: &SuiteOptions, payload: Payload) -> (String, Value) {
     let mut t = format!(
-        "\nEventBus throughput: 1 publisher thread, {} workers, {} events, metrics {}, median of {} runs (deliveries/s; ratio = tickwire / baseline)\n",
+        "\nEventBus throughput, {}: 1 publisher thread, {} workers, {} events, metrics {}, median of {} runs (deliveries/s; ratio = tickwire / baseline)\n",
+        payload_title(payload),
         o.workers,
         o.events,
         if o.metrics { "on" } else { "off" },
@@ -120,10 +154,19 @@ async fn eventbus_throughput(o: &SuiteOptions) -> (String, Value) {
     for &subs in &o.subscribers {
         let mut runs: [Vec<Throughput>; 4] = Default::default();
         for _ in 0..o.runs {
-            runs[0].push(super::eventbus_throughput(o.events, subs, o.workers, o.metrics).await);
-            runs[1].push(super::crossbeam_baseline(o.events, subs));
-            runs[2].push(super::tokio_broadcast_baseline(o.events, subs));
-            runs[3].push(super::actix_baseline(o.events, subs, o.workers).await);
+            runs[0].push(
+                super::eventbus_throughput_of(payload, o.events, subs, o.workers, o.metrics, false)
+                    .await,
+            );
+            let [c, b] = baselines(o.events, subs, payload);
+            runs[1].push(c);
+            runs[2].push(b);
+            runs[3].push(match payload {
+                Payload::Json => super::actix_baseline(o.events, subs, o.workers).await,
+                Payload::Typed => {
+                    super::actix_baseline_of(o.events, subs, o.workers, super::arc_tick).await
+                }
+            });
         }
         let [ours, c, b, a] = runs.map(throughput_median);
         let r = ours.deliveries_per_second();
@@ -150,8 +193,21 @@ async fn eventbus_throughput(o: &SuiteOptions) -> (String, Value) {
             "ratio_to_actix": r / a.deliveries_per_second(),
         }));
     }
-    // The same with handler priorities cycling LOW..CRITICAL: every worker then wakes
-    // its handlers through its run queue, by priority.
+    (
+        t,
+        json!({
+            "events": o.events,
+            "metrics": o.metrics,
+            "payload": payload,
+            "deliveries_per_second": rows,
+        }),
+    )
+}
+
+/// EventBus throughput with handler priorities cycling LOW..CRITICAL: every worker then
+/// wakes its handlers through its run queue, by priority.
+async fn mixed_priorities(o: &SuiteOptions) -> (String, Value) {
+    let mut t = String::new();
     let subs = o.subscribers.iter().copied().max().unwrap_or(1);
     let (mut plain, mut mixed) = (Vec::new(), Vec::new());
     for _ in 0..o.runs {
@@ -172,15 +228,10 @@ async fn eventbus_throughput(o: &SuiteOptions) -> (String, Value) {
     (
         t,
         json!({
-            "events": o.events,
-            "metrics": o.metrics,
-            "deliveries_per_second": rows,
-            "mixed_handler_priorities": {
-                "subscribers": subs,
-                "tickwire": mixed,
-                "one_priority": plain,
-                "ratio": mixed / plain,
-            },
+            "subscribers": subs,
+            "tickwire": mixed,
+            "one_priority": plain,
+            "ratio": mixed / plain,
         }),
     )
 }
@@ -252,10 +303,13 @@ async fn priority(o: &SuiteOptions) -> (String, Value) {
     (t, serde_json::to_value(&r).unwrap_or_default())
 }
 
-async fn queue_throughput(o: &SuiteOptions) -> (String, Value) {
+async fn queue_throughput(o: &SuiteOptions, payload: Payload) -> (String, Value) {
     let mut t = format!(
-        "\nMessageQueue throughput: 1 publisher thread, {} workers, {} messages, median of {} runs (deliveries/s; ratio = tickwire / baseline)\n",
-        o.workers, o.events, o.runs
+        "\nMessageQueue throughput, {}: 1 publisher thread, {} workers, {} messages, median of {} runs (deliveries/s; ratio = tickwire / baseline)\n",
+        payload_title(payload),
+        o.workers,
+        o.events,
+        o.runs
     );
     let _ = writeln!(
         t,
@@ -277,9 +331,10 @@ async fn queue_throughput(o: &SuiteOptions) -> (String, Value) {
         };
         let mut runs: [Vec<Throughput>; 3] = Default::default();
         for _ in 0..o.runs {
-            runs[0].push(super::queue_throughput(o.events, shape, o.workers).await);
-            runs[1].push(super::crossbeam_baseline(o.events, baseline_subs));
-            runs[2].push(super::tokio_broadcast_baseline(o.events, baseline_subs));
+            runs[0].push(super::queue_throughput_of(payload, o.events, shape, o.workers).await);
+            let [c, b] = baselines(o.events, baseline_subs, payload);
+            runs[1].push(c);
+            runs[2].push(b);
         }
         let [ours, c, b] = runs.map(throughput_median);
         let r = ours.deliveries_per_second();
@@ -308,7 +363,7 @@ async fn queue_throughput(o: &SuiteOptions) -> (String, Value) {
     }
     (
         t,
-        json!({ "messages": o.events, "deliveries_per_second": rows }),
+        json!({ "messages": o.events, "payload": payload, "deliveries_per_second": rows }),
     )
 }
 

@@ -8,6 +8,10 @@
 //!   may block without stalling the async handlers that share its worker;
 //! - an actix **`Recipient<Deliver<T>>`**: an app's own actor; its reply is the result.
 //!
+//! Each kind also comes typed: it is given a [`Typed<V>`](crate::Typed) (or
+//! `TypedMessage<V>`) instead of the item, decoded once per item before the first
+//! attempt; an item that does not decode is dead-lettered without being retried.
+//!
 //! Whatever the kind, the handlers of one subscription run one at a time, in delivery
 //! order, under the same timeout, retry and restart rules. One exception: a sync or actor
 //! handler that times out cannot be cancelled (its thread or actor goes on), so its late
@@ -16,14 +20,18 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
+use serde::de::DeserializeOwned;
 
 use super::supervision::{HandlerFailure, OverflowPolicy};
-use crate::Priority;
+use crate::item::{Item, Kind};
+use crate::{Priority, Typed};
 
 /// What a handler returns. An `Err` counts as a failure of that delivery.
 pub type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -181,10 +189,16 @@ pub fn create_handler_config(name: impl Into<String>) -> HandlerConfig {
 
 /// A handler the handler actor can run: one call per delivered item.
 pub(crate) trait Invoke<T>: Send + Sync + 'static {
+    /// What a run is given: the item itself, or the item with its payload decoded.
+    type Input: Clone + Unpin + 'static;
     /// The run of one delivery; polled on the worker thread.
     type Future: Future<Output = HandlerResult> + 'static;
 
-    fn invoke(&self, item: T) -> Self::Future;
+    /// The input of a delivery, made once per item (its retries reuse it). An error means
+    /// the item can never be handled: it is dead-lettered without a retry.
+    fn prepare(&self, item: &T) -> Result<Self::Input, String>;
+
+    fn invoke(&self, input: Self::Input) -> Self::Future;
 }
 
 /// An async closure.
@@ -192,10 +206,16 @@ pub(crate) struct AsyncFn<F>(pub(crate) F);
 
 impl<T, F, Fut> Invoke<T> for AsyncFn<F>
 where
+    T: Clone + Unpin + 'static,
     F: Fn(T) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = HandlerResult> + 'static,
 {
+    type Input = T;
     type Future = Fut;
+
+    fn prepare(&self, item: &T) -> Result<T, String> {
+        Ok(item.clone())
+    }
 
     fn invoke(&self, item: T) -> Fut {
         (self.0)(item)
@@ -209,10 +229,15 @@ pub(crate) struct SyncFn<F>(pub(crate) Arc<F>);
 
 impl<T, F> Invoke<T> for SyncFn<F>
 where
-    T: Send + 'static,
+    T: Clone + Send + Unpin + 'static,
     F: Fn(&T) -> HandlerResult + Send + Sync + 'static,
 {
+    type Input = T;
     type Future = LocalBoxFuture;
+
+    fn prepare(&self, item: &T) -> Result<T, String> {
+        Ok(item.clone())
+    }
 
     fn invoke(&self, item: T) -> LocalBoxFuture {
         let f = self.0.clone();
@@ -231,8 +256,13 @@ where
 /// An app's actor.
 pub(crate) struct RecipientFn<T: Send + 'static>(pub(crate) Recipient<Deliver<T>>);
 
-impl<T: Send + 'static> Invoke<T> for RecipientFn<T> {
+impl<T: Clone + Send + Unpin + 'static> Invoke<T> for RecipientFn<T> {
+    type Input = T;
     type Future = LocalBoxFuture;
+
+    fn prepare(&self, item: &T) -> Result<T, String> {
+        Ok(item.clone())
+    }
 
     fn invoke(&self, item: T) -> LocalBoxFuture {
         let request = self.0.send(Deliver(item));
@@ -242,5 +272,43 @@ impl<T: Send + 'static> Invoke<T> for RecipientFn<T> {
                 Err(mailbox) => Err(format!("handler actor unreachable: {mailbox}").into()),
             }
         })
+    }
+}
+
+/// A handler of typed values: decodes each item into a [`Typed`] view (see
+/// [`typed`](crate::typed)), then runs the inner handler with it.
+pub(crate) struct Decoded<V, H>(pub(crate) H, PhantomData<fn() -> V>);
+
+impl<V, H> Decoded<V, H> {
+    pub(crate) fn new(handler: H) -> Self {
+        Decoded(handler, PhantomData)
+    }
+}
+
+impl<V, K, H> Invoke<Item<K>> for Decoded<V, H>
+where
+    V: DeserializeOwned + Send + Sync + 'static,
+    K: Kind,
+    H: Invoke<Typed<V, K>, Input = Typed<V, K>>,
+{
+    type Input = Typed<V, K>;
+    type Future = H::Future;
+
+    fn prepare(&self, item: &Item<K>) -> Result<Typed<V, K>, String> {
+        // A `Deserialize` impl that panics is as undecodable as one that fails.
+        std::panic::catch_unwind(AssertUnwindSafe(|| Typed::decode(item)))
+            .map_err(|panic| {
+                format!(
+                    "decoding {:?} as {} panicked: {}",
+                    item.route(),
+                    std::any::type_name::<V>(),
+                    super::handler_actor::panic_text(&*panic)
+                )
+            })?
+            .map_err(|err| err.to_string())
+    }
+
+    fn invoke(&self, input: Typed<V, K>) -> H::Future {
+        self.0.invoke(input)
     }
 }

@@ -135,12 +135,12 @@ impl<T, H> Subscription<T, H> {
 /// The item a drain is delivering. If the drain ends, or is dropped, before the item is
 /// handled or dead-lettered, the item counts as dropped: so every accepted item is
 /// accounted for once, however its delivery ends.
-struct Held<'a, T> {
-    job: Option<InFlight<T>>,
+struct Held<'a, T, I> {
+    job: Option<InFlight<T, I>>,
     dropped: &'a StripedCounter,
 }
 
-impl<T> Drop for Held<'_, T> {
+impl<T, I> Drop for Held<'_, T, I> {
     fn drop(&mut self) {
         if self.job.take().is_some() {
             self.dropped.add(1);
@@ -149,27 +149,29 @@ impl<T> Drop for Held<'_, T> {
 }
 
 /// An item being delivered, with the attempts made so far.
-struct InFlight<T> {
+struct InFlight<T, I> {
     envelope: Envelope<T>,
+    /// What the handler is given (`Invoke::prepare`), made before the first attempt.
+    input: Option<I>,
     attempts: u32,
     last_error: String,
 }
 
 /// How a drain ended.
-enum DrainEnd<T> {
+enum DrainEnd<T, I> {
     /// The mailbox is empty (or cancelled).
     Done,
     /// The handler panicked on this item: restart, then go on with it.
-    Panicked(InFlight<T>),
+    Panicked(InFlight<T, I>),
 }
 
 /// Runs one subscription's handler.
-pub(crate) struct HandlerActor<T, H> {
+pub(crate) struct HandlerActor<T, H: Invoke<T>> {
     sub: Arc<Subscription<T, H>>,
     /// The anti-starvation state, kept across drains.
     turns: Option<LaneTurns>,
     /// The item whose handler panicked, kept across the restart.
-    in_flight: Option<InFlight<T>>,
+    in_flight: Option<InFlight<T, H::Input>>,
     /// A `Finish { drain: true }` arrived: drain to the end, then answer `replies`.
     finishing: bool,
     /// The replies owed to `Finish` messages (two `stop()` calls may overlap).
@@ -305,7 +307,7 @@ impl<T: Deliverable, H: Invoke<T>> actix::Supervised for HandlerActor<T, H> {
     }
 }
 
-impl<T, H> Drop for HandlerActor<T, H> {
+impl<T, H: Invoke<T>> Drop for HandlerActor<T, H> {
     /// Backstop: if the actor goes away without finishing (its worker stopped, or a bug),
     /// cancel the mailbox so publishers skip the subscription instead of waiting on it,
     /// and count what is discarded.
@@ -362,10 +364,10 @@ impl<T: Deliverable, H: Invoke<T>> Handler<Finish> for HandlerActor<T, H> {
 /// reserved slots to be filled and keep the wake flag (nothing will wake us again).
 async fn drain<T: Deliverable, H: Invoke<T>>(
     sub: Arc<Subscription<T, H>>,
-    first: Option<InFlight<T>>,
+    first: Option<InFlight<T, H::Input>>,
     mut turns: LaneTurns,
     to_the_end: bool,
-) -> (DrainEnd<T>, LaneTurns) {
+) -> (DrainEnd<T, H::Input>, LaneTurns) {
     let mut budget = BATCH;
     let mut idle_spins = 0u32;
     let mut held = Held {
@@ -386,6 +388,7 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
                 Some(envelope) => {
                     held.job = Some(InFlight {
                         envelope,
+                        input: None,
                         attempts: 0,
                         last_error: String::new(),
                     })
@@ -456,10 +459,25 @@ enum Outcome {
 /// calls this again with it).
 async fn deliver<T: Deliverable, H: Invoke<T>>(
     sub: &Subscription<T, H>,
-    held: &mut Held<'_, T>,
-) -> Option<InFlight<T>> {
+    held: &mut Held<'_, T, H::Input>,
+) -> Option<InFlight<T, H::Input>> {
     loop {
         let job = held.job.as_mut().expect("an item is held");
+        if job.attempts == 0 && job.input.is_none() {
+            match sub.handler.prepare(&job.envelope.item) {
+                Ok(input) => job.input = Some(input),
+                Err(error) => {
+                    // It can never be handled (a payload that does not decode): no retry.
+                    SubStats::add(&sub.stats.errors, 1);
+                    sub.restarts_in_a_row.store(0, Ordering::Relaxed);
+                    let mut job = held.job.take().expect("held");
+                    job.attempts = 1;
+                    job.last_error = error;
+                    dead_letter(sub, job);
+                    return None;
+                }
+            }
+        }
         if job.attempts > 0 {
             if sub.is_removed() {
                 return None; // unsubscribed: the item is discarded, neither retried nor dead
@@ -497,8 +515,36 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
         }
         let job = held.job.as_mut().expect("an item is held");
         job.attempts += 1;
-        let item = job.envelope.item.clone();
-        match run(sub, item, job.attempts, job.envelope.queued_at).await {
+        let input = match &job.input {
+            // The last attempt allowed takes the input; earlier ones copy it (cheaply).
+            Some(_) if job.attempts >= sub.policy.max_attempts => job.input.take(),
+            Some(input) => Some(input.clone()),
+            None => None,
+        };
+        let input = match input {
+            Some(input) => input,
+            // Not made yet, or taken by an attempt that was thought the last (the policy
+            // is fixed, so this does not happen; prepared again if it does).
+            None => match sub.handler.prepare(&job.envelope.item) {
+                Ok(input) => input,
+                Err(error) => {
+                    SubStats::add(&sub.stats.errors, 1);
+                    let mut job = held.job.take().expect("held");
+                    job.last_error = error;
+                    dead_letter(sub, job);
+                    return None;
+                }
+            },
+        };
+        let outcome = run(
+            sub,
+            input,
+            job.envelope.item.route(),
+            job.attempts,
+            job.envelope.queued_at,
+        )
+        .await;
+        match outcome {
             Outcome::Handled => {
                 SubStats::add(&sub.stats.processed, 1);
                 sub.restarts_in_a_row.store(0, Ordering::Relaxed);
@@ -524,16 +570,17 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
 /// awaited, and only then is a timer armed.
 async fn run<T: Deliverable, H: Invoke<T>>(
     sub: &Subscription<T, H>,
-    item: T,
+    input: H::Input,
+    route: &str,
     attempt: u32,
     queued_at: Option<Instant>,
 ) -> Outcome {
     let Some(recorder) = &sub.recorder else {
-        return run_once(sub, item, attempt).await;
+        return run_once(sub, input, route, attempt).await;
     };
     SubStats::add(&sub.stats.active, 1);
     let started = Instant::now();
-    let outcome = run_once(sub, item, attempt).await;
+    let outcome = run_once(sub, input, route, attempt).await;
     let finished = Instant::now();
     sub.stats.active.fetch_sub(1, Ordering::Relaxed);
     let run_time = finished - started;
@@ -548,18 +595,19 @@ async fn run<T: Deliverable, H: Invoke<T>>(
 /// One run of the handler, without metrics.
 async fn run_once<T: Deliverable, H: Invoke<T>>(
     sub: &Subscription<T, H>,
-    item: T,
+    input: H::Input,
+    route: &str,
     attempt: u32,
 ) -> Outcome {
     let span = tracing::debug_span!(
         "handler",
         handler.name = %sub.name,
-        event.name = %item.route(),
+        event.name = %route,
         attempt
     );
     // The closure itself runs inside the guarded future, so a panic in its synchronous
     // part is caught as well as one in the future it returns.
-    let call = AssertUnwindSafe(async { sub.handler.invoke(item).await }).catch_unwind();
+    let call = AssertUnwindSafe(async { sub.handler.invoke(input).await }).catch_unwind();
     // Entering a disabled span still costs on every poll: skip it when nobody listens.
     let call = if span.is_disabled() {
         futures_util::future::Either::Left(call)
@@ -595,7 +643,7 @@ async fn run_once<T: Deliverable, H: Invoke<T>>(
 }
 
 /// The item's last attempt failed: report, store, count and publish it.
-fn dead_letter<T: Deliverable, H>(sub: &Subscription<T, H>, job: InFlight<T>) {
+fn dead_letter<T: Deliverable, H, I>(sub: &Subscription<T, H>, job: InFlight<T, I>) {
     SubStats::add(&sub.stats.dead_letters, 1);
     let item = job.envelope.item.clone();
     let failure = HandlerFailure {

@@ -195,9 +195,9 @@ type Routes<T> = Arc<[Arc<Route<T>>]>;
 
 /// An immutable view of the subscriptions.
 pub(crate) struct Snapshot<T> {
-    exact: HashMap<Box<str>, Routes<T>>,
+    exact: HashMap<Arc<str>, Routes<T>>,
     patterns: Vec<(Pattern, Arc<Route<T>>)>,
-    cache: papaya::HashMap<Box<str>, Routes<T>>,
+    cache: papaya::HashMap<Arc<str>, Routes<T>>,
     /// Bytes of the names in `cache` (a bound, approximate under concurrent inserts).
     cached_bytes: AtomicUsize,
     empty: Routes<T>,
@@ -215,7 +215,7 @@ impl<T> Snapshot<T> {
     where
         T: 'a,
     {
-        let mut exact: HashMap<Box<str>, Vec<Arc<Route<T>>>> = HashMap::new();
+        let mut exact: HashMap<Arc<str>, Vec<Arc<Route<T>>>> = HashMap::new();
         let mut patterns = Vec::new();
         for (pattern, route) in subs {
             if pattern.is_exact() {
@@ -282,6 +282,21 @@ impl<T> Snapshot<T> {
             cache.insert(item.route().into(), routes.clone());
         }
         f(&routes, item)
+    }
+
+    /// The name as the snapshot holds it (an exact subscription's, or a cached one's),
+    /// so that an item made for it can share it instead of copying it.
+    pub(crate) fn interned(&self, name: &str) -> Option<Arc<str>> {
+        if let Some((key, _)) = self.exact.get_key_value(name) {
+            return Some(key.clone());
+        }
+        if self.patterns.is_empty() {
+            return None;
+        }
+        self.cache
+            .pin()
+            .get_key_value(name)
+            .map(|(key, _)| key.clone())
     }
 
     fn compute(&self, name: &str) -> Routes<T> {

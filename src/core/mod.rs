@@ -98,8 +98,7 @@ use crate::{Pattern, Priority, PublishError, SubscribeError};
 
 mod sealed {
     pub trait Sealed {}
-    impl Sealed for crate::Event {}
-    impl Sealed for crate::Message {}
+    impl<K: crate::item::Kind> Sealed for crate::Item<K> {}
 }
 
 /// What the core delivers: an event or a message. Cheap to clone (an `Arc` inside).
@@ -555,6 +554,11 @@ impl<T: Deliverable> Core<T> {
 
     pub(crate) fn subscriptions(&self) -> usize {
         self.shared.index.load().len()
+    }
+
+    /// The name as the index holds it, if it does (see `Snapshot::interned`).
+    pub(crate) fn interned(&self, name: &str) -> Option<Arc<str>> {
+        self.shared.index.load().interned(name)
     }
 
     /// The names that exact-name subscriptions listen to.

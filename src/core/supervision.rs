@@ -233,7 +233,7 @@ impl HandlerFailure {
             "item": self.item.to_json(),
             "error": self.error,
             "attempts": self.attempts,
-            "timestamp": crate::event::rfc3339(self.timestamp),
+            "timestamp": crate::item::rfc3339(self.timestamp),
         })
     }
 }

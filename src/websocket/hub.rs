@@ -296,11 +296,28 @@ impl Payload {
         }
     }
 
-    fn data(&self) -> &Value {
+    /// The data to serialize into the frame: a typed payload is serialized straight
+    /// into the frame's text, without a `Value` (unless `data()` built one already).
+    fn data(&self) -> PayloadData<'_> {
         match self {
-            Payload::Value(_, v) => v,
-            Payload::Message(m) => m.data(),
-            Payload::Event(e) => e.data(),
+            Payload::Value(_, v) => PayloadData::Json(v),
+            Payload::Message(m) => PayloadData::Item(m.payload_serialize()),
+            Payload::Event(e) => PayloadData::Item(e.payload_serialize()),
+        }
+    }
+}
+
+/// See [`Payload::data`].
+enum PayloadData<'a> {
+    Json(&'a Value),
+    Item(crate::item::PayloadRef<'a>),
+}
+
+impl serde::Serialize for PayloadData<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PayloadData::Json(json) => json.serialize(serializer),
+            PayloadData::Item(item) => item.serialize(serializer),
         }
     }
 }
@@ -456,8 +473,18 @@ impl Hub {
                 1
             }
         };
-        let text: ByteString =
-            protocol::message_json(topic, payload.data(), seq, SystemTime::now()).into();
+        let text: ByteString = match protocol::message_json(
+            topic,
+            &payload.data(),
+            seq,
+            SystemTime::now(),
+        ) {
+            Ok(text) => text.into(),
+            Err(err) => {
+                tracing::warn!(topic, error = %err, "a broadcast's data does not serialize to JSON: not sent");
+                return 0;
+            }
+        };
         let mut queued = 0;
         let mut slow = Vec::new();
         for key in route.iter() {

@@ -379,12 +379,17 @@ impl ServerFrame {
 }
 
 /// The text of a `message` frame, serialized from borrowed parts (once per broadcast).
-pub(crate) fn message_json(topic: &str, data: &Value, seq: u64, at: SystemTime) -> String {
+pub(crate) fn message_json<D: Serialize>(
+    topic: &str,
+    data: &D,
+    seq: u64,
+    at: SystemTime,
+) -> serde_json::Result<String> {
     #[derive(Serialize)]
-    struct MessageRef<'a> {
+    struct MessageRef<'a, D> {
         r#type: &'static str,
         topic: &'a str,
-        data: &'a Value,
+        data: &'a D,
         seq: u64,
         timestamp: String,
     }
@@ -393,9 +398,8 @@ pub(crate) fn message_json(topic: &str, data: &Value, seq: u64, at: SystemTime) 
         topic,
         data,
         seq,
-        timestamp: crate::event::rfc3339(at),
+        timestamp: crate::item::rfc3339(at),
     })
-    .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -490,7 +494,7 @@ mod tests {
                 price.to_bits(),
                 "{text}"
             );
-            let frame = message_json("px", &data, 1, SystemTime::UNIX_EPOCH);
+            let frame = message_json("px", &data, 1, SystemTime::UNIX_EPOCH).unwrap();
             let back: Value = serde_json::from_str(&frame).unwrap();
             assert_eq!(
                 back["data"]["p"].as_f64().unwrap().to_bits(),
@@ -506,7 +510,8 @@ mod tests {
             &json!({"p": 1.5}),
             17,
             SystemTime::UNIX_EPOCH,
-        );
+        )
+        .unwrap();
         let frame: ServerFrame = serde_json::from_str(&text).unwrap();
         assert_eq!(
             frame,

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::time::Duration;
 
 /// What a publisher thread does when a queue is full: a few yields, then sleeps from

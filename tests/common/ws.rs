@@ -1,0 +1,100 @@
+//! A WebSocketService behind a real actix-web server on 127.0.0.1:0, and an awc client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_http::ws::{Frame, Message, ProtocolError};
+use actix_web::{App, HttpServer};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde_json::Value;
+use tickwire::{websocket, WebSocketService};
+
+/// Safety net for anything awaited: far beyond what a loaded machine needs.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A client connection (awc's framed stream).
+pub trait Client:
+    Stream<Item = Result<Frame, ProtocolError>> + Sink<Message, Error = ProtocolError> + Unpin
+{
+}
+impl<T> Client for T where
+    T: Stream<Item = Result<Frame, ProtocolError>> + Sink<Message, Error = ProtocolError> + Unpin
+{
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub ws: WebSocketService,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Server {
+    pub fn start(ws: WebSocketService) -> Server {
+        let app_ws = ws.clone();
+        let server =
+            HttpServer::new(move || App::new().configure(websocket::configure(app_ws.clone())))
+                .on_connect(websocket::on_connect)
+                .workers(1)
+                .disable_signals()
+                .bind("127.0.0.1:0")
+                .expect("bind 127.0.0.1:0");
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Server { addr, ws, handle }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// A connected client and its id (the welcome frame is read).
+    pub async fn connect(&self) -> (impl Client, String) {
+        let (_, mut conn) = awc::Client::new()
+            .ws(self.url())
+            .connect()
+            .await
+            .expect("websocket connect");
+        let welcome = next_json(&mut conn).await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        let id = welcome["client_id"].as_str().expect("client_id").to_owned();
+        (conn, id)
+    }
+
+    pub async fn shutdown(self) {
+        self.ws.stop().await;
+        self.handle.stop(true).await;
+    }
+}
+
+/// The next frame that is not a ping (pings are answered).
+pub async fn next_frame(conn: &mut impl Client) -> Frame {
+    loop {
+        let frame = actix_rt::time::timeout(PATIENCE, conn.next())
+            .await
+            .expect("a frame within the safety timeout")
+            .expect("the connection is open")
+            .expect("a valid frame");
+        match frame {
+            Frame::Ping(payload) => conn.send(Message::Pong(payload)).await.expect("pong"),
+            other => return other,
+        }
+    }
+}
+
+/// The next text frame, as JSON.
+pub async fn next_json(conn: &mut impl Client) -> Value {
+    match next_frame(conn).await {
+        Frame::Text(bytes) => serde_json::from_slice(&bytes).expect("JSON text frame"),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// Sends a frame and reads the answer.
+pub async fn request(conn: &mut impl Client, frame: Value) -> Value {
+    conn.send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("send");
+    next_json(conn).await
+}
