@@ -3,7 +3,8 @@
 //!
 //! ## Layout
 //!
-//! Four FIFO lanes (crossbeam [`SegQueue`]s, lock-free), one per [`Priority`], plus:
+//! Four FIFO lanes (lock-free; see `lane`: a reused ring, and an overflow for bursts), one
+//! per [`Priority`], plus:
 //!
 //! - `state`: the number of slots taken (reserved or queued) in the low bits, and three
 //!   flag bits, `CLOSED` (no new reservations: the component is stopping, what is queued
@@ -60,11 +61,11 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crossbeam::queue::SegQueue;
 use crossbeam::utils::CachePadded;
 use tokio::sync::Notify;
 
 use super::depths::DepthGuard;
+use super::lane::Lane;
 use super::room::{low_water, Room, SharedBound};
 use crate::Priority;
 
@@ -286,7 +287,7 @@ impl WakeFlag {
 /// by the members of a consumer group).
 #[derive(Debug)]
 pub(crate) struct PriorityMailbox<T> {
-    lanes: [SegQueue<Envelope<T>>; 4],
+    lanes: [Lane<Envelope<T>>; 4],
     /// Slots taken (reserved or queued) | CLOSED | CANCELLED. Invariant: count ≤ capacity.
     state: CachePadded<AtomicUsize>,
     /// Publishers waiting for room (and handler actors waiting for a cancel).
@@ -315,7 +316,7 @@ impl<T> PriorityMailbox<T> {
     ) -> Self {
         assert!((1..=COUNT).contains(&capacity), "capacity out of range");
         PriorityMailbox {
-            lanes: Default::default(),
+            lanes: std::array::from_fn(|_| Lane::new(capacity)),
             state: CachePadded::new(AtomicUsize::new(0)),
             room: Room::default(),
             capacity,
@@ -410,7 +411,7 @@ impl<T> PriorityMailbox<T> {
     /// help an eviction.
     fn may_fill(&self, priority: Priority) -> bool {
         let lanes = self.evictable_lanes(priority);
-        let urgent: usize = self.lanes[lanes..].iter().map(SegQueue::len).sum();
+        let urgent: usize = self.lanes[lanes..].iter().map(Lane::len).sum();
         urgent < self.limit(priority)
     }
 
@@ -428,7 +429,7 @@ impl<T> PriorityMailbox<T> {
     fn pop_evictable(&self, priority: Priority) -> Option<Envelope<T>> {
         self.lanes[..self.evictable_lanes(priority)]
             .iter()
-            .find_map(SegQueue::pop)
+            .find_map(Lane::pop)
     }
 
     /// Gives back a slot reserved by [`reserve`](Self::reserve) and not used. Always
@@ -444,7 +445,7 @@ impl<T> PriorityMailbox<T> {
     /// pushed, so no item is left in a mailbox nobody drains).
     pub(crate) fn push_reserved(&self, envelope: Envelope<T>, priority: Priority) -> usize {
         let lane = if self.fifo { 0 } else { priority.lane() };
-        // Ordering: `SegQueue::push` publishes the item with a SeqCst CAS and `is_empty`
+        // Ordering: `Lane::push` publishes the item with a SeqCst CAS and `is_empty`
         // reads with SeqCst loads, so this push, the publisher's flag reads after it
         // (`index::Wakeup::for_push`), and a consumer's flag change followed by
         // `has_items_after_fence` are all in one total order: either the consumer sees the

@@ -13,7 +13,8 @@
 //! The pieces (one file each under `src/core/`; the internal ones are described in their
 //! source):
 //!
-//! - `mailbox`: the bounded four-lane mailbox, its coalesced wake and the priority rule.
+//! - `mailbox`: the bounded four-lane mailbox, its coalesced wake and the priority rule;
+//!   `lane`: one of its lanes.
 //! - `index`: the snapshot publishers read and its per-name cache.
 //! - `handler_actor`: the actor that drains one mailbox.
 //! - `registry`: the actor that owns subscriptions, workers and the index.
@@ -59,6 +60,7 @@ pub(crate) mod handler;
 pub(crate) mod handler_actor;
 pub(crate) mod history;
 pub(crate) mod index;
+pub(crate) mod lane;
 pub(crate) mod mailbox;
 pub(crate) mod metrics_actor;
 pub(crate) mod recorder;
