@@ -17,7 +17,12 @@
 //! serializes it to JSON on its first call, once, and caches it, so however many consumers
 //! need the JSON (history, `/api/*`, a bridge, logs) it is built once. A WebSocket
 //! broadcast serializes a typed value straight into the frame's text, without a `Value`,
-//! unless `data()` already built one.
+//! unless `data()` already built one. (The two agree, except where serde_json itself
+//! writes a value differently from the `Value` it converts it to: an `f32` is written in
+//! its shortest form, `0.1`, but becomes the `f64` `0.10000000149011612` in a `Value`;
+//! a `u128` beyond `u64::MAX` is written as a number but has no `Value`, so `data()` is
+//! `null`.) A value whose `Serialize` fails or panics has `null` as its JSON, with a
+//! warning logged.
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
@@ -47,6 +52,7 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -239,6 +245,10 @@ trait Body: Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
     /// The payload, to serialize into any format without building a `Value`.
     fn serializable(&self) -> &dyn erased_serde::Serialize;
+    /// The item whose payload this is, for a [`SharedBody`].
+    fn origin(&self) -> Option<&Arc<Inner<dyn Body>>> {
+        None
+    }
 }
 
 struct Json(Value);
@@ -272,10 +282,14 @@ struct TypedBody<T> {
 
 impl<T: Serialize + Send + Sync + 'static> Body for TypedBody<T> {
     fn data(&self) -> &Value {
-        self.json
-            .get_or_init(|| match serde_json::to_value(&self.value) {
-                Ok(json) => json,
-                Err(err) => {
+        self.json.get_or_init(|| {
+            // A `Serialize` impl that panics is treated as one that fails: `data()` is
+            // called from handler actors and the WebSocket hub, which must not unwind.
+            let json =
+                std::panic::catch_unwind(AssertUnwindSafe(|| serde_json::to_value(&self.value)));
+            match json {
+                Ok(Ok(json)) => json,
+                Ok(Err(err)) => {
                     tracing::warn!(
                         payload.type = std::any::type_name::<T>(),
                         error = %err,
@@ -283,7 +297,15 @@ impl<T: Serialize + Send + Sync + 'static> Body for TypedBody<T> {
                     );
                     Value::Null
                 }
-            })
+                Err(_) => {
+                    tracing::warn!(
+                        payload.type = std::any::type_name::<T>(),
+                        "a typed payload's Serialize panicked: its data() is null"
+                    );
+                    Value::Null
+                }
+            }
+        })
     }
 
     fn built(&self) -> Option<&Value> {
@@ -308,6 +330,10 @@ impl<T: Serialize + Send + Sync + 'static> Body for TypedBody<T> {
 struct SharedBody(Arc<Inner<dyn Body>>);
 
 impl Body for SharedBody {
+    fn origin(&self) -> Option<&Arc<Inner<dyn Body>>> {
+        Some(&self.0)
+    }
+
     fn data(&self) -> &Value {
         self.0.body.data()
     }
@@ -419,13 +445,17 @@ impl<K: Kind> Item<K> {
             inner.priority = priority;
             return self;
         }
-        let original = self.inner;
+        // Share the payload's own item, so that copies of copies do not nest.
+        let original = match self.inner.body.origin() {
+            Some(origin) => origin.clone(),
+            None => self.inner.clone(),
+        };
         Item {
             inner: Arc::new(Inner {
-                id: original.id,
-                route: original.route.clone(),
+                id: self.inner.id,
+                route: self.inner.route.clone(),
                 priority,
-                timestamp: original.timestamp,
+                timestamp: self.inner.timestamp,
                 body: SharedBody(original),
             }),
             kind: PhantomData,
@@ -438,12 +468,16 @@ impl<K: Kind> Item<K> {
     }
 
     /// `{"id", "name" or "topic", "data", "priority", "timestamp"}`: the timestamp in
-    /// RFC 3339 (UTC), the priority as its number (1..=4). The same as serializing the
-    /// item with serde.
+    /// RFC 3339 (UTC), the priority as its number (1..=4); `data` is [`data`](Self::data)
+    /// (built once for a typed payload). Serializing the item with serde gives the same
+    /// shape, writing a typed payload directly.
     pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).unwrap_or_else(|err| {
-            tracing::warn!(item.route = %self.route(), error = %err, "an item does not serialize to JSON");
-            Value::Null
+        serde_json::json!({
+            "id": self.inner.id,
+            K::ROUTE_KEY: self.route(),
+            "data": self.data(),
+            "priority": self.inner.priority,
+            "timestamp": rfc3339(self.inner.timestamp),
         })
     }
 
@@ -540,10 +574,20 @@ mod tests {
         assert!(event.payload::<Counted>().is_some());
         assert_eq!(SERIALIZED.load(Ordering::Relaxed), 0, "no JSON until asked");
         for _ in 0..3 {
-            assert_eq!(event.data(), &json!(7));
             assert_eq!(event.clone().to_json()["data"], 7);
+            assert_eq!(event.data(), &json!(7));
         }
         assert_eq!(SERIALIZED.load(Ordering::Relaxed), 1);
+        // A copy with another priority shares the payload, and its JSON.
+        let copy = event.clone().with_priority(Priority::High);
+        let copy_of_copy = copy.clone().with_priority(Priority::Low);
+        assert_eq!(copy_of_copy.to_json()["data"], 7);
+        assert_eq!(SERIALIZED.load(Ordering::Relaxed), 1);
+        assert!(copy_of_copy
+            .inner
+            .body
+            .origin()
+            .is_some_and(|o| Arc::ptr_eq(o, &event.inner)));
     }
 
     #[test]
@@ -592,6 +636,19 @@ mod tests {
 
     fn create_event_for_test(data: Value) -> Event {
         crate::create_event("x.y", data, Priority::Low)
+    }
+
+    #[test]
+    fn a_serialize_that_panics_gives_null() {
+        struct Explodes;
+        impl Serialize for Explodes {
+            fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                panic!("boom in serialize")
+            }
+        }
+        let event = Event::typed("a", Explodes);
+        assert_eq!(event.data(), &Value::Null);
+        assert_eq!(event.to_json()["data"], Value::Null);
     }
 
     #[test]

@@ -115,8 +115,7 @@ fn checked(message: Message) -> Result<Message, PublishError<Message>> {
 ///
 /// As on the EventBus (see its `## Typed payloads`): [`publish_typed`](Self::publish_typed)
 /// and [`try_publish_typed`](Self::try_publish_typed) publish a typed value without
-/// building JSON (a topic some subscription listens to costs no allocation: the message
-/// is the only one); [`subscribe_typed`](Self::subscribe_typed),
+/// building JSON (for a topic the index knows, the message is the only allocation); [`subscribe_typed`](Self::subscribe_typed),
 /// [`subscribe_group_typed`](Self::subscribe_group_typed) and
 /// [`subscribe_typed_recipient`](Self::subscribe_typed_recipient) give handlers a
 /// [`TypedMessage<T>`]: the publisher's value, or one decoded by serde (a WebSocket
@@ -348,6 +347,21 @@ impl MessageQueue {
             .await
     }
 
+    /// Subscribes a blocking handler of typed values, run on the blocking thread pool.
+    pub async fn subscribe_typed_sync_with<T, F>(
+        &self,
+        topic: &str,
+        config: HandlerConfig,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+        F: Fn(&TypedMessage<T>) -> HandlerResult + Send + Sync + 'static,
+    {
+        let handler = Decoded::new(SyncFn(Arc::new(handler)));
+        self.core.subscribe(topic, None, config, handler).await
+    }
+
     /// Subscribes an app's own actor to typed values: it receives
     /// [`Deliver<TypedMessage<T>>`](Deliver).
     pub async fn subscribe_typed_recipient<T>(
@@ -412,9 +426,10 @@ impl MessageQueue {
     }
 
     /// Publishes a message with a typed payload without waiting:
-    /// [`PublishError::QueueFull`] when there is no room. Works from any thread. A topic
-    /// that subscriptions listen to costs no allocation (its name is shared with the
-    /// index), so the message's is the only one.
+    /// [`PublishError::QueueFull`] when there is no room. Works from any thread. The
+    /// message is the only allocation when its topic is one the index knows (an exact
+    /// subscription's, or a name matched before: the name is shared, not copied) and its
+    /// subscriptions are busy (waking an idle handler sends it an actix message).
     pub fn try_publish_typed<T>(
         &self,
         topic: &str,

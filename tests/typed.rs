@@ -660,3 +660,53 @@ async fn json_from_a_websocket_client_reaches_a_typed_queue_handler() {
     mq.stop().await;
     server.shutdown().await;
 }
+
+/// A payload whose `Serialize` panics.
+#[derive(Debug)]
+struct Explodes;
+
+impl Serialize for Explodes {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("boom in serialize")
+    }
+}
+
+#[actix_rt::test]
+async fn a_payload_whose_serialize_panics_harms_neither_handlers_nor_clients() {
+    // A typed handler of another type: decoding needs the JSON, which is null.
+    let bus = bus();
+    let mut rx = typed_forward::<Tick>(&bus, "market.tick").await;
+    bus.publish(Event::typed("market.tick", Explodes))
+        .await
+        .unwrap();
+    bus.publish(Event::typed("market.tick", tick(1)))
+        .await
+        .unwrap();
+    assert_eq!(*recv(&mut rx).await, tick(1), "the handler goes on");
+    bus.stop().await;
+    let dead = bus.dead_letters().await;
+    assert_eq!((dead.len(), dead[0].attempts), (1, 1));
+    assert_eq!(dead[0].item.to_json()["data"], Value::Null);
+    assert_eq!(bus.delivery_stats().restarts, 0);
+
+    // A WebSocket broadcast: not sent, and it takes no seq.
+    let mq = mq();
+    let ws = WebSocketService::start(WebSocketServiceConfig {
+        enable_compression: false,
+        ..WebSocketServiceConfig::default()
+    })
+    .unwrap();
+    let server = Server::start(ws.clone());
+    bridge::queue_to_websocket(&mq, &ws, "px").await.unwrap();
+    let (mut client, _) = server.connect().await;
+    let ack = request(&mut client, json!({"type": "subscribe", "topic": "px"})).await;
+    assert_eq!(ack["type"], "ack");
+    mq.publish_typed("px", Explodes, Priority::Normal)
+        .await
+        .unwrap();
+    mq.publish_typed("px", 5u8, Priority::Normal).await.unwrap();
+    let frame = next_json(&mut client).await;
+    assert_eq!((&frame["data"], &frame["seq"]), (&json!(5), &json!(1)));
+    mq.stop().await;
+    server.shutdown().await;
+}

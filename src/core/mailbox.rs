@@ -3,8 +3,8 @@
 //!
 //! ## Layout
 //!
-//! Four FIFO lanes (lock-free; see `lane`: a reused ring, and an overflow for bursts), one
-//! per [`Priority`], plus:
+//! Four FIFO lanes (lock-free; see `lane`: a ring of reused slots, and an overflow for
+//! bursts), one per [`Priority`], plus:
 //!
 //! - `state`: the number of slots taken (reserved or queued) in the low bits, and three
 //!   flag bits, `CLOSED` (no new reservations: the component is stopping, what is queued

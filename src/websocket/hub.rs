@@ -460,31 +460,35 @@ impl Hub {
         if route.is_empty() {
             return 0;
         }
-        let seq = match self.seqs.get_mut(topic) {
-            Some(seq) => {
-                *seq += 1;
-                *seq
+        let seq = self.seqs.get(topic).map_or(1, |seq| seq + 1);
+        // A typed payload is serialized here, straight into the text; one whose
+        // `Serialize` fails or panics is not sent (and takes no `seq`).
+        let text = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            protocol::message_json(topic, &payload.data(), seq, SystemTime::now())
+        }));
+        let text: ByteString = match text {
+            Ok(Ok(text)) => text.into(),
+            Ok(Err(err)) => {
+                tracing::warn!(topic, error = %err, "a broadcast's data does not serialize to JSON: not sent");
+                return 0;
             }
+            Err(_) => {
+                tracing::warn!(
+                    topic,
+                    "a broadcast's data panicked while serializing: not sent"
+                );
+                return 0;
+            }
+        };
+        match self.seqs.get_mut(topic) {
+            Some(current) => *current = seq,
             None => {
                 if self.seqs.is_full(topic) {
                     self.forget_idle_seqs();
                 }
-                self.seqs.insert(topic, 1);
-                1
+                self.seqs.insert(topic, seq);
             }
-        };
-        let text: ByteString = match protocol::message_json(
-            topic,
-            &payload.data(),
-            seq,
-            SystemTime::now(),
-        ) {
-            Ok(text) => text.into(),
-            Err(err) => {
-                tracing::warn!(topic, error = %err, "a broadcast's data does not serialize to JSON: not sent");
-                return 0;
-            }
-        };
+        }
         let mut queued = 0;
         let mut slow = Vec::new();
         for key in route.iter() {
