@@ -371,7 +371,7 @@ impl<K: Kind> Item<K> {
                 id: next_id(),
                 route,
                 priority,
-                timestamp: SystemTime::now(),
+                timestamp: crate::clock::now(),
                 body,
             }),
             kind: PhantomData,

@@ -57,6 +57,7 @@ struct ReadmeDoctests;
 pub mod access;
 pub mod bench;
 pub mod bridge;
+mod clock;
 pub mod config;
 pub mod core;
 pub mod demo;

@@ -73,11 +73,8 @@ where
     /// (serializing a typed value of another type first, once: see
     /// [`Item::data`](crate::Item::data)).
     pub fn decode(item: &Item<K>) -> Result<Self, DecodeError> {
-        if item.payload::<T>().is_some() {
-            return Ok(Typed {
-                item: item.clone(),
-                decoded: None,
-            });
+        if let Some(own) = Typed::own(item) {
+            return Ok(own);
         }
         match T::deserialize(item.data()) {
             Ok(value) => Ok(Typed {
@@ -95,6 +92,14 @@ where
 }
 
 impl<T: 'static, K: Kind> Typed<T, K> {
+    /// The view of an item that carries a `T` itself; `None` for any other payload.
+    pub(crate) fn own(item: &Item<K>) -> Option<Self> {
+        item.payload::<T>().map(|_| Typed {
+            item: item.clone(),
+            decoded: None,
+        })
+    }
+
     /// The value.
     pub fn value(&self) -> &T {
         match &self.decoded {

@@ -198,6 +198,13 @@ pub(crate) trait Invoke<T>: Send + Sync + 'static {
     /// the item can never be handled: it is dead-lettered without a retry.
     fn prepare(&self, item: &T) -> Result<Self::Input, String>;
 
+    /// A copy of an input to keep for a retry, if making it again with `prepare` would
+    /// cost more than keeping it (a decoded value); `None` (the default) when `prepare`
+    /// is cheap. So a first attempt that succeeds costs no copy.
+    fn retain(&self, _input: &Self::Input) -> Option<Self::Input> {
+        None
+    }
+
     fn invoke(&self, input: Self::Input) -> Self::Future;
 }
 
@@ -295,6 +302,9 @@ where
     type Future = H::Future;
 
     fn prepare(&self, item: &Item<K>) -> Result<Typed<V, K>, String> {
+        if let Some(own) = Typed::own(item) {
+            return Ok(own); // the publisher's value: nothing to decode
+        }
         // A `Deserialize` impl that panics is as undecodable as one that fails.
         std::panic::catch_unwind(AssertUnwindSafe(|| Typed::decode(item)))
             .map_err(|panic| {
@@ -306,6 +316,12 @@ where
                 )
             })?
             .map_err(|err| err.to_string())
+    }
+
+    /// A decoded value is kept (decoding is once per item); the publisher's own value is
+    /// found again by a downcast.
+    fn retain(&self, input: &Typed<V, K>) -> Option<Typed<V, K>> {
+        input.was_decoded().then(|| input.clone())
     }
 
     fn invoke(&self, input: Typed<V, K>) -> H::Future {

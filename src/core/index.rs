@@ -27,6 +27,10 @@ use super::worker::RunQueue;
 use super::Deliverable;
 use crate::{Pattern, Priority};
 
+/// The hasher of the index's maps: foldhash, several times cheaper than SipHash on short
+/// names (the lookup is on every publish), seeded per process.
+type Hasher = foldhash::fast::RandomState;
+
 /// Names cached per snapshot.
 pub const CACHE_CAPACITY: usize = 4096;
 /// Bytes of names cached per snapshot.
@@ -195,9 +199,9 @@ type Routes<T> = Arc<[Arc<Route<T>>]>;
 
 /// An immutable view of the subscriptions.
 pub(crate) struct Snapshot<T> {
-    exact: HashMap<Arc<str>, Routes<T>>,
+    exact: HashMap<Arc<str>, Routes<T>, Hasher>,
     patterns: Vec<(Pattern, Arc<Route<T>>)>,
-    cache: papaya::HashMap<Arc<str>, Routes<T>>,
+    cache: papaya::HashMap<Arc<str>, Routes<T>, Hasher>,
     /// Bytes of the names in `cache` (a bound, approximate under concurrent inserts).
     cached_bytes: AtomicUsize,
     empty: Routes<T>,
@@ -236,7 +240,7 @@ impl<T> Snapshot<T> {
                 })
                 .collect(),
             patterns,
-            cache: papaya::HashMap::new(),
+            cache: papaya::HashMap::with_hasher(Hasher::default()),
             cached_bytes: AtomicUsize::new(0),
             empty: Arc::from(Vec::new()),
             retained: Vec::new(),

@@ -80,14 +80,19 @@ impl<T> Lane<T> {
 
     pub(crate) fn pop(&self) -> Option<T> {
         let ring = self.ring.get()?;
-        if let Some(item) = ring.pop() {
-            return Some(item);
+        // Looking first is cheaper than a pop that finds nothing (it ends with a fence).
+        if !ring.is_empty() {
+            if let Some(item) = ring.pop() {
+                return Some(item);
+            }
         }
         if self.spilled.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        if let Some(item) = self.take_spilled(self.stash.pop()) {
-            return Some(item);
+        if !self.stash.is_empty() {
+            if let Some(item) = self.take_spilled(self.stash.pop()) {
+                return Some(item);
+            }
         }
         let item = self.overflow.pop()?; // `None`: its push is under way
         if ring.is_empty() {

@@ -385,7 +385,7 @@ impl<T: Deliverable> Shared<T> {
             }
             let queued_at = self.settings.metrics.then(|| {
                 self.published.add(1);
-                Instant::now()
+                quanta::Instant::now()
             });
             if self.history.is_enabled() {
                 self.history.record(item.clone());
@@ -515,6 +515,7 @@ impl<T: Deliverable> Core<T> {
                     handler_priority: args.handler_priority,
                     run: args.run,
                     dropped,
+                    tally: Default::default(),
                 },
                 started_tx,
             )

@@ -15,7 +15,7 @@
 //! | `events_per_second` / `messages_per_second` | processed over the last 10 s (or since start), per second |
 //! | `average_processing_time` | mean handler run time since start, in **seconds**, as in the seed |
 //! | `queue_size` / `total_queue_size` | deliveries waiting in mailboxes now |
-//! | `active_handlers` | handler runs in progress now |
+//! | `active_handlers` | handler runs in progress now (runs that wait: one that finishes within its first poll is not seen) |
 //! | `total_handlers` | subscriptions (a consumer group counts once) |
 //! | `topics_count` | MessageQueue: topics with subscribers or waiting messages |
 //! | `uptime_seconds` | since the component started |
