@@ -40,6 +40,13 @@ fn clock() -> &'static quanta::Clock {
     CLOCK.get_or_init(quanta::Clock::new)
 }
 
+/// Calibrates the counter and takes the first anchor (quanta's calibration takes up to
+/// a few hundred milliseconds, better spent when a component starts than in a publish).
+pub(crate) fn warm_up() {
+    let _ = now();
+    let _ = quanta::Instant::now();
+}
+
 /// The current wall-clock time (see the module docs).
 pub(crate) fn now() -> SystemTime {
     let clock = clock();
@@ -73,6 +80,9 @@ fn reanchor(clock: &quanta::Clock) -> SystemTime {
             .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
     {
+        // Keeps the stores below from being seen before the odd `seq` (the readers'
+        // `fence(Acquire)` pairs with it).
+        fence(Ordering::Release);
         ANCHOR.wall.store(wall.as_nanos() as u64, Ordering::Relaxed);
         ANCHOR.raw.store(raw, Ordering::Relaxed);
         ANCHOR.seq.store(seq + 2, Ordering::Release);

@@ -17,7 +17,9 @@ use tickwire::serve::{Serve, ServeOptions, Signals};
 /// threads; glibc's malloc takes an arena lock for each such free of a chunk over its
 /// fast-bin size (128 bytes: a typed tick), which serialized publisher and handlers (a
 /// third of the throughput of typed events went to it). mimalloc frees across threads
-/// without a lock. The library sets no allocator: an app chooses its own.
+/// without a lock. The library sets no allocator: an app chooses its own (the
+/// `mimalloc` feature, on by default, only brings the crate for this binary).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

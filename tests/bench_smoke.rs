@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tickwire::bench::latency;
 use tickwire::bench::ws::{self, ServerMode, WsOptions};
-use tickwire::bench::{self, QueueConsumers};
+use tickwire::bench::{self, Payload, QueueConsumers};
 
 const SHORT: Duration = Duration::from_millis(200);
 
@@ -16,9 +16,13 @@ async fn eventbus_throughput_and_its_baselines_deliver_everything() {
         bench::eventbus_throughput(events, subscribers, 2, true).await,
         bench::eventbus_throughput(events, subscribers, 2, false).await,
         bench::eventbus_throughput_with(events, subscribers, 2, true, true).await,
+        bench::eventbus_throughput_of(Payload::Typed, events, subscribers, 2, true, false).await,
         bench::crossbeam_baseline(events, subscribers),
         bench::tokio_broadcast_baseline(events, subscribers),
         bench::actix_baseline(events, subscribers, 2).await,
+        bench::crossbeam_baseline_of(events, subscribers, bench::arc_tick),
+        bench::tokio_broadcast_baseline_of(events, subscribers, bench::arc_tick),
+        bench::actix_baseline_of(events, subscribers, 2, bench::arc_tick).await,
     ];
     for run in runs {
         assert_eq!((run.events, run.subscribers), (events, subscribers));
@@ -33,6 +37,10 @@ async fn queue_throughput_fans_out_and_shares_in_a_group() {
     assert_eq!(fan_out.deliveries, 6_000);
     let group = bench::queue_throughput(2_000, QueueConsumers::Group(4), 2).await;
     assert_eq!(group.deliveries, 2_000);
+    for shape in [QueueConsumers::FanOut(3), QueueConsumers::Group(4)] {
+        let typed = bench::queue_throughput_of(Payload::Typed, 2_000, shape, 2).await;
+        assert_eq!(typed.events, 2_000, "{shape:?}");
+    }
 }
 
 #[actix_rt::test]

@@ -1034,3 +1034,44 @@ async fn a_draining_handler_yields_its_worker_to_a_more_urgent_one() {
     );
     bus.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_synchronous_publish_returns_with_its_event_counted() {
+    let bus = EventBus::start(EventBusConfig {
+        enable_async_processing: false,
+        ..EventBusConfig::default()
+    })
+    .unwrap();
+    bus.subscribe("n", |_| async { Ok(()) }).await.unwrap();
+    for n in 1..=20 {
+        bus.publish(ev("n", n)).await.unwrap();
+        assert_eq!(bus.delivery_stats().processed, n);
+    }
+    bus.stop().await;
+}
+
+#[actix_rt::test]
+async fn what_was_handled_is_counted_while_a_later_event_waits_for_its_retry() {
+    let bus = EventBus::start(EventBusConfig::default()).unwrap();
+    let config = create_handler_config("flaky")
+        .max_retries(1)
+        .retry_delay(Duration::from_secs(3600));
+    bus.subscribe_with("n", config, |event| async move {
+        if num(&event) == 4 {
+            Err("not this one".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    for n in 1..=4 {
+        bus.publish(ev("n", n)).await.unwrap();
+    }
+    // The retry of event 4 waits an hour; the three before it are counted meanwhile.
+    common::eventually("three processed", SAFETY, || {
+        let stats = bus.delivery_stats();
+        stats.retries == 1 && stats.processed == 3
+    })
+    .await;
+}

@@ -543,6 +543,7 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
                 retry_in_ms = delay.as_millis() as u64,
                 "handler failed; retrying"
             );
+            sub.flush(); // the counts so far are visible during the delay
             sub.mailbox.notify_room();
             if delay.is_zero() {
                 // At once (a zero timer would still wait for the next timer tick, 1 ms).
@@ -590,6 +591,11 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
             Outcome::Handled => {
                 sub.tally(|t| t.processed += 1);
                 sub.restarts_in_a_row.store(0, Ordering::Relaxed);
+                if job.envelope.completion.is_armed() {
+                    // A synchronous publisher returns when the guard drops: it must find
+                    // its item counted.
+                    sub.flush();
+                }
                 held.job = None; // settled
                 return None;
             }

@@ -116,6 +116,11 @@ impl CompletionGuard {
     pub(crate) fn new(completion: Option<&Arc<Completion>>) -> Self {
         CompletionGuard(completion.cloned())
     }
+
+    /// Whether a publisher waits for this delivery.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
 impl Drop for CompletionGuard {

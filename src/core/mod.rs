@@ -438,6 +438,7 @@ pub(crate) struct Core<T: Deliverable> {
 impl<T: Deliverable> Core<T> {
     /// Starts the registry actor (on the current arbiter) and the worker arbiters.
     pub(crate) fn start(settings: Settings) -> Core<T> {
+        crate::clock::warm_up();
         let shared = Arc::new(Shared {
             index: ArcSwap::from_pointee(Snapshot::empty()),
             stopping: AtomicBool::new(false),

@@ -60,7 +60,9 @@
 //! no longer polled; a sync handler's thread or an app's actor cannot be interrupted, and
 //! its late result is ignored). It waits up to [`STOP_GRACE`] more for the handler actors
 //! to let go; an async handler that blocks its worker thread past that is counted when
-//! the thread lets go of it.
+//! the thread lets go of it (and so are, then, up to [`BATCH`](crate::core::BATCH) items
+//! its subscription handled just before: a drain adds its `processed` count to the
+//! totals per batch, before any wait, and when it ends).
 //!
 //! ## Timeouts
 //!
