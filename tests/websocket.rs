@@ -1,13 +1,15 @@
 //! WebSocketService against a real actix-web server on 127.0.0.1:0, with real clients:
 //! awc for well-behaved ones, raw TCP for clients that misbehave at the socket level.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use actix_http::ws::{CloseCode, CloseReason, Frame, Item, Message, ProtocolError};
+use actix_http::ws::{CloseCode, CloseReason, Frame, Item, Message};
 use actix_web::{App, HttpServer};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tickwire::access::{Access, TokenConfig};
 use tickwire::websocket::{self, protocol::MAX_CONSECUTIVE_ERRORS};
@@ -16,54 +18,7 @@ use tickwire::{
     SubscribeError, WebSocketService, WebSocketServiceConfig,
 };
 
-/// Safety net for anything awaited: far beyond what a loaded machine needs.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-trait Client:
-    Stream<Item = Result<Frame, ProtocolError>> + Sink<Message, Error = ProtocolError> + Unpin
-{
-}
-impl<T> Client for T where
-    T: Stream<Item = Result<Frame, ProtocolError>> + Sink<Message, Error = ProtocolError> + Unpin
-{
-}
-
-struct Server {
-    addr: SocketAddr,
-    ws: WebSocketService,
-    handle: actix_web::dev::ServerHandle,
-}
-
-impl Server {
-    fn start(ws: WebSocketService) -> Server {
-        let app_ws = ws.clone();
-        let server =
-            HttpServer::new(move || App::new().configure(websocket::configure(app_ws.clone())))
-                .on_connect(websocket::on_connect)
-                .workers(1)
-                .disable_signals()
-                .bind("127.0.0.1:0")
-                .expect("bind 127.0.0.1:0");
-        let addr = server.addrs()[0];
-        let server = server.run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        Server { addr, ws, handle }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    async fn connect(&self) -> (impl Client, String) {
-        connect_to(awc::Client::new().ws(self.url())).await
-    }
-
-    async fn shutdown(self) {
-        self.ws.stop().await;
-        self.handle.stop(true).await;
-    }
-}
+use common::ws::{next_frame, next_json, request, Client, Server, PATIENCE};
 
 async fn connect_to(request: awc::ws::WebsocketsRequest) -> (impl Client, String) {
     let (_, mut conn) = request.connect().await.expect("websocket connect");
@@ -73,37 +28,10 @@ async fn connect_to(request: awc::ws::WebsocketsRequest) -> (impl Client, String
     (conn, id)
 }
 
-/// The next frame that is not a ping (pings are answered).
-async fn next_frame(conn: &mut impl Client) -> Frame {
-    loop {
-        let frame = actix_rt::time::timeout(PATIENCE, conn.next())
-            .await
-            .expect("a frame within the safety timeout")
-            .expect("the connection is open")
-            .expect("a valid frame");
-        match frame {
-            Frame::Ping(payload) => conn.send(Message::Pong(payload)).await.expect("pong"),
-            other => return other,
-        }
-    }
-}
-
-async fn next_json(conn: &mut impl Client) -> Value {
-    match next_frame(conn).await {
-        Frame::Text(bytes) => serde_json::from_slice(&bytes).expect("JSON text frame"),
-        other => panic!("expected a text frame, got {other:?}"),
-    }
-}
-
 async fn send(conn: &mut impl Client, frame: Value) {
     conn.send(Message::Text(frame.to_string().into()))
         .await
         .expect("send");
-}
-
-async fn request(conn: &mut impl Client, frame: Value) -> Value {
-    send(conn, frame).await;
-    next_json(conn).await
 }
 
 /// The close code of the next frame, which must be a close frame.

@@ -25,7 +25,7 @@ impl<T> Client for T where
 pub struct Server {
     pub addr: SocketAddr,
     pub ws: WebSocketService,
-    handle: actix_web::dev::ServerHandle,
+    pub handle: actix_web::dev::ServerHandle,
 }
 
 impl Server {
