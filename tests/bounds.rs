@@ -7,6 +7,8 @@
 
 #![allow(clippy::await_holding_lock)]
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -141,33 +143,9 @@ async fn invented_event_names_leave_bounded_memory() {
     bus.stop().await;
 }
 
-/// The next text frame as JSON (pings answered).
-async fn next_text<C>(conn: &mut C) -> serde_json::Value
-where
-    C: futures_util::Stream<Item = Result<actix_http::ws::Frame, actix_http::ws::ProtocolError>>
-        + futures_util::Sink<actix_http::ws::Message>
-        + Unpin,
-    <C as futures_util::Sink<actix_http::ws::Message>>::Error: std::fmt::Debug,
-{
-    use actix_http::ws::{Frame, Message};
-    loop {
-        let frame = tokio::time::timeout(SAFETY, conn.next())
-            .await
-            .expect("a frame")
-            .expect("open")
-            .expect("valid");
-        match frame {
-            Frame::Text(bytes) => return serde_json::from_slice(&bytes).unwrap(),
-            Frame::Ping(p) => conn.send(Message::Pong(p)).await.unwrap(),
-            other => panic!("{other:?}"),
-        }
-    }
-}
-
 #[actix_rt::test]
 async fn invented_websocket_topics_leave_bounded_memory() {
     use actix_http::ws::{Frame, Message};
-    use actix_web::{App, HttpServer};
     const TOPICS: u64 = 50_000;
     let _alone = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
     let ws = WebSocketService::start(WebSocketServiceConfig {
@@ -176,32 +154,9 @@ async fn invented_websocket_topics_leave_bounded_memory() {
         ..WebSocketServiceConfig::default()
     })
     .unwrap();
-    let app_ws = ws.clone();
-    let server = HttpServer::new(move || {
-        App::new().configure(tickwire::websocket::configure(app_ws.clone()))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    let (_, mut conn) = awc::Client::new()
-        .ws(format!("ws://{addr}/ws"))
-        .connect()
-        .await
-        .unwrap();
-    assert_eq!(next_text(&mut conn).await["type"], "welcome");
-    conn.send(Message::Text(
-        json!({"type":"subscribe","topic":"t0.>"})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    let ack = next_text(&mut conn).await;
+    let server = common::ws::Server::start(ws.clone());
+    let (mut conn, _) = server.connect().await;
+    let ack = common::ws::request(&mut conn, json!({"type":"subscribe","topic":"t0.>"})).await;
     assert_eq!(ack["type"], "ack");
     // The reader drains the session while the broadcasts go on.
     let reader = actix_rt::spawn(async move {
@@ -229,8 +184,7 @@ async fn invented_websocket_topics_leave_bounded_memory() {
         growth < RSS_SLACK,
         "RSS grew by {growth} bytes over two rounds of {TOPICS} new topics: {after_round:?}"
     );
-    ws.stop().await;
-    handle.stop(true).await;
+    server.shutdown().await;
 }
 
 #[actix_rt::test]

@@ -55,6 +55,14 @@ fn bus() -> EventBus {
     EventBus::start(EventBusConfig::default()).unwrap()
 }
 
+/// The tests' WebSocket config: frames uncompressed, so they read as they are sent.
+fn ws_config() -> WebSocketServiceConfig {
+    WebSocketServiceConfig {
+        enable_compression: false,
+        ..WebSocketServiceConfig::default()
+    }
+}
+
 fn mq() -> MessageQueue {
     MessageQueue::start(MessageQueueConfig::default()).unwrap()
 }
@@ -499,11 +507,7 @@ async fn a_typed_group_handles_each_message_exactly_once_under_four_publishers()
 async fn typed_items_through_both_bridges_and_to_a_websocket_client() {
     let bus = bus();
     let mq = mq();
-    let ws = WebSocketService::start(WebSocketServiceConfig {
-        enable_compression: false,
-        ..WebSocketServiceConfig::default()
-    })
-    .unwrap();
+    let ws = WebSocketService::start(ws_config()).unwrap();
     let server = Server::start(ws.clone());
     bridge::event_bus_to_queue(&bus, &mq, "market.tick")
         .await
@@ -591,11 +595,7 @@ impl Serialize for Counted {
 async fn a_typed_broadcast_is_serialized_once_for_every_client() {
     static SERIALIZED: AtomicUsize = AtomicUsize::new(0);
     let mq = mq();
-    let ws = WebSocketService::start(WebSocketServiceConfig {
-        enable_compression: false,
-        ..WebSocketServiceConfig::default()
-    })
-    .unwrap();
+    let ws = WebSocketService::start(ws_config()).unwrap();
     let server = Server::start(ws.clone());
     bridge::queue_to_websocket(&mq, &ws, "px").await.unwrap();
     let mut clients = Vec::new();
@@ -633,9 +633,8 @@ async fn a_typed_broadcast_is_serialized_once_for_every_client() {
 async fn json_from_a_websocket_client_reaches_a_typed_queue_handler() {
     let mq = mq();
     let ws = WebSocketService::builder(WebSocketServiceConfig {
-        enable_compression: false,
         allow_client_publish: true,
-        ..WebSocketServiceConfig::default()
+        ..ws_config()
     })
     .publish_to(mq.clone())
     .start()
@@ -691,11 +690,7 @@ async fn a_payload_whose_serialize_panics_harms_neither_handlers_nor_clients() {
 
     // A WebSocket broadcast: not sent, and it takes no seq.
     let mq = mq();
-    let ws = WebSocketService::start(WebSocketServiceConfig {
-        enable_compression: false,
-        ..WebSocketServiceConfig::default()
-    })
-    .unwrap();
+    let ws = WebSocketService::start(ws_config()).unwrap();
     let server = Server::start(ws.clone());
     bridge::queue_to_websocket(&mq, &ws, "px").await.unwrap();
     let (mut client, _) = server.connect().await;

@@ -194,7 +194,7 @@ impl<T, I> Drop for Held<'_, T, I> {
 /// An item being delivered, with the attempts made so far.
 struct InFlight<T, I> {
     envelope: Envelope<T>,
-    /// What the handler is given (`Invoke::prepare`), made before the first attempt.
+    /// What the handler is given (`Invoke::prepare`), when kept for a retry.
     input: Option<I>,
     attempts: u32,
     last_error: String,
@@ -508,21 +508,6 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
 ) -> Option<InFlight<T, H::Input>> {
     loop {
         let job = held.job.as_mut().expect("an item is held");
-        if job.attempts == 0 && job.input.is_none() {
-            match sub.handler.prepare(&job.envelope.item) {
-                Ok(input) => job.input = Some(input),
-                Err(error) => {
-                    // It can never be handled (a payload that does not decode): no retry.
-                    SubStats::add(&sub.stats.errors, 1);
-                    sub.restarts_in_a_row.store(0, Ordering::Relaxed);
-                    let mut job = held.job.take().expect("held");
-                    job.attempts = 1;
-                    job.last_error = error;
-                    dead_letter(sub, job);
-                    return None;
-                }
-            }
-        }
         if job.attempts > 0 {
             if sub.is_removed() {
                 return None; // unsubscribed: the item is discarded, neither retried nor dead
@@ -563,11 +548,14 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
         job.attempts += 1;
         let input = match job.input.take() {
             Some(input) => input,
-            // A retry: made again from the item (cheap: see `Invoke::retain`).
+            // Made before the first attempt; for a retry, made again from the item
+            // unless `Invoke::retain` kept it (it is cheap then).
             None => match sub.handler.prepare(&job.envelope.item) {
                 Ok(input) => input,
                 Err(error) => {
+                    // It can never be handled (a payload that does not decode): no retry.
                     SubStats::add(&sub.stats.errors, 1);
+                    sub.restarts_in_a_row.store(0, Ordering::Relaxed);
                     let mut job = held.job.take().expect("held");
                     job.last_error = error;
                     dead_letter(sub, job);
