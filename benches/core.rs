@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::json;
-use tickwire::{Event, EventBus, EventBusConfig, Pattern, PublishError};
+use tickwire::{Event, EventBus, EventBusConfig, Pattern, TryPublishError};
 
 fn patterns(c: &mut Criterion) {
     let mut group = c.benchmark_group("pattern");
@@ -75,7 +75,7 @@ fn publish(c: &mut Criterion) {
                 loop {
                     match bus.try_publish(event) {
                         Ok(()) => break,
-                        Err(PublishError::QueueFull(back)) => {
+                        Err(TryPublishError::QueueFull(back)) => {
                             event = back;
                             std::thread::yield_now();
                         }

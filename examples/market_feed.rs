@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tickwire::{
-    create_event, create_handler_config, Event, EventBus, EventBusConfig, Priority, PublishError,
-    Typed,
+    create_event, create_handler_config, Event, EventBus, EventBusConfig, Priority,
+    TryPublishError, Typed,
 };
 
 const SYMBOLS: [&str; 4] = ["BTCUSD", "ETHUSD", "SOLUSD", "XRPUSD"];
@@ -170,7 +170,7 @@ async fn main() {
                 let event = Event::typed(format!("market.tick.{}", SYMBOLS[i]), tick);
                 match bus.try_publish(event) {
                     Ok(()) => sent += 1,
-                    Err(PublishError::QueueFull(_)) => full += 1,
+                    Err(TryPublishError::QueueFull(_)) => full += 1,
                     Err(err) => panic!("feed: {err}"),
                 }
                 let due = start + interval.mul_f64((sent + full) as f64);

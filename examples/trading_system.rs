@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tickwire::{
     create_handler_config, Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig,
-    Priority, PublishError, Typed, TypedMessage,
+    Priority, TryPublishError, Typed, TypedMessage,
 };
 
 const SYMBOLS: [&str; 3] = ["BTCUSD", "ETHUSD", "SOLUSD"];
@@ -203,7 +203,7 @@ async fn main() {
                 );
                 match bus.try_publish(tick) {
                     Ok(()) => sent += 1,
-                    Err(PublishError::QueueFull(_)) => refused += 1,
+                    Err(TryPublishError::QueueFull(_)) => refused += 1,
                     Err(err) => panic!("feed: {err}"),
                 }
                 let due = start + interval.mul_f64((sent + refused) as f64);

@@ -67,6 +67,7 @@ impl fmt::Debug for TokenConfig {
 
 /// A token list that cannot be used. `index` is zero-based, in the order given.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AccessError {
     /// A token that is empty or holds whitespace.
     #[error("tokens[{index}]: a token must be non-empty and hold no whitespace")]
@@ -94,6 +95,7 @@ pub enum AccessError {
 
 /// Why a request was refused (HTTP 401).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
     /// No token was presented.
     #[error("a bearer token is required")]

@@ -42,7 +42,7 @@ use actix::prelude::*;
 pub use crate::demo::Tick;
 use crate::{
     Event, EventBus, EventBusConfig, Message, MessageQueue, MessageQueueConfig, Priority,
-    PublishError, Typed, TypedMessage,
+    TryPublishError, Typed, TypedMessage,
 };
 
 /// Mailbox and channel capacity of the baselines: EventBus's default `queue_size`.
@@ -52,13 +52,13 @@ const CAPACITY: usize = 10_000;
 /// lack of room; returns how many refusals there were. Any other refusal fails the bench.
 pub(crate) fn publish_until_accepted<T: crate::Deliverable>(
     mut item: T,
-    mut try_publish: impl FnMut(T) -> Result<(), PublishError<T>>,
+    mut try_publish: impl FnMut(T) -> Result<(), TryPublishError<T>>,
 ) -> u64 {
     let mut refusals = 0;
     loop {
         match try_publish(item) {
             Ok(()) => return refusals,
-            Err(PublishError::QueueFull(back)) => {
+            Err(TryPublishError::QueueFull(back)) => {
                 refusals += 1;
                 item = back;
                 std::thread::yield_now();
@@ -71,13 +71,13 @@ pub(crate) fn publish_until_accepted<T: crate::Deliverable>(
 /// Like [`publish_until_accepted`], for a publish that builds its item afresh each time
 /// (`MessageQueue::try_publish`).
 pub(crate) fn retry_until_accepted<R, T: crate::Deliverable>(
-    mut attempt: impl FnMut() -> Result<R, PublishError<T>>,
+    mut attempt: impl FnMut() -> Result<R, TryPublishError<T>>,
 ) -> u64 {
     let mut refusals = 0;
     loop {
         match attempt() {
             Ok(_) => return refusals,
-            Err(PublishError::QueueFull(_)) => {
+            Err(TryPublishError::QueueFull(_)) => {
                 refusals += 1;
                 std::thread::yield_now();
             }

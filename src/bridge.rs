@@ -1,6 +1,7 @@
 //! Bridges between the components, as the seed's integration examples wire them:
 //! EventBus → MessageQueue ([`event_bus_to_queue`]), MessageQueue → WebSocket
-//! ([`queue_to_websocket`]) and EventBus → WebSocket ([`event_bus_to_websocket`]).
+//! ([`queue_to_websocket`]) and EventBus → WebSocket ([`event_bus_to_websocket`]). The
+//! WebSocket bridges need the `websocket` feature.
 //!
 //! ```
 //! use serde_json::json;
@@ -26,10 +27,11 @@
 //! # });
 //! ```
 
-use crate::websocket::Payload;
+#[cfg(feature = "websocket")]
+use crate::websocket::{Payload, WebSocketService};
 use crate::{
     create_handler_config, EventBus, HandlerResult, Message, MessageQueue, SubscribeError,
-    SubscriptionId, WebSocketService,
+    SubscriptionId,
 };
 
 /// Forwards every event matching `pattern` to the queue, on topic `events.<name>`, with
@@ -62,6 +64,7 @@ pub async fn event_bus_to_queue(
     .await
 }
 
+#[cfg(feature = "websocket")]
 /// Broadcasts every message matching `pattern` to the WebSocket clients subscribed to its
 /// topic, with the message's data as the frame's `data` (no copy is made of it; a typed
 /// payload is serialized straight into the frame, once for all the clients). Returns
@@ -104,6 +107,7 @@ pub async fn queue_to_websocket(
         .await
 }
 
+#[cfg(feature = "websocket")]
 /// Broadcasts every event matching `pattern` to the WebSocket clients subscribed to the
 /// event's name, with the event's data as the frame's `data`. Returns the bus
 /// subscription. Like [`queue_to_websocket`], it never fails.

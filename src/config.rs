@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 /// A configuration value out of its allowed range, or a component started outside actix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A field's value is not allowed.
     #[error("invalid config: `{field}` {message}")]
@@ -157,11 +158,14 @@ impl MessageQueueConfig {
     }
 }
 
+#[cfg(feature = "websocket")]
 /// Largest accepted `max_connections`.
 pub const MAX_CONNECTIONS: usize = 1_000_000;
+#[cfg(feature = "websocket")]
 /// Largest accepted `max_message_size` (64 MiB).
 pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
 
+#[cfg(feature = "websocket")]
 /// Configuration of the [`WebSocketService`](crate::WebSocketService).
 ///
 /// ```
@@ -212,6 +216,7 @@ pub struct WebSocketServiceConfig {
     pub send_buffer: usize,
 }
 
+#[cfg(feature = "websocket")]
 impl Default for WebSocketServiceConfig {
     fn default() -> Self {
         WebSocketServiceConfig {
@@ -227,6 +232,7 @@ impl Default for WebSocketServiceConfig {
     }
 }
 
+#[cfg(feature = "websocket")]
 impl WebSocketServiceConfig {
     /// Checks every field; the error names the first field out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -362,6 +368,7 @@ mod tests {
         assert!(serde_json::from_str::<MessageQueueConfig>(r#"{"queue_size": 1}"#).is_err());
     }
 
+    #[cfg(feature = "websocket")]
     #[test]
     fn websocket_defaults_are_the_seeds_and_validate() {
         let c = WebSocketServiceConfig::default();

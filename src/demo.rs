@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::util::random;
 use crate::{
     bridge, create_event, create_handler_config, Event, EventBus, MessageQueue, Priority,
     SubscribeError, Typed, WebSocketService,
@@ -174,7 +174,6 @@ fn feed(
     dropped: Arc<AtomicU64>,
 ) {
     const SLICE: Duration = Duration::from_millis(10);
-    let mut rng = rand::thread_rng();
     let mut prices: Vec<f64> = SYMBOLS.iter().map(|(_, p)| *p).collect();
     let mut references = prices.clone();
     // Each tick moves a price by up to `step`, scaled so that a symbol's volatility per
@@ -188,8 +187,8 @@ fn feed(
         let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
         while sent < due && running.load(Ordering::Relaxed) {
             sent += 1;
-            let i = rng.gen_range(0..SYMBOLS.len());
-            let price = prices[i] * (1.0 + rng.gen_range(-step..step));
+            let i = (random::u64() % SYMBOLS.len() as u64) as usize;
+            let price = prices[i] * (1.0 + step * (2.0 * random::f64() - 1.0));
             prices[i] = price;
             let spread = price * 0.00005;
             let tick = Tick {
@@ -197,7 +196,7 @@ fn feed(
                 price: round(price),
                 bid: round(price - spread),
                 ask: round(price + spread),
-                size: (rng.gen_range(1..400) as f64) / 100.0,
+                size: (1 + random::u64() % 399) as f64 / 100.0,
                 exchange_time: exchange_time_now(),
             };
             match bus.try_publish(Event::typed("market.tick", tick)) {

@@ -13,11 +13,12 @@
 
 use std::fmt;
 
-use crate::core::Deliverable;
+use crate::item::Deliverable;
 use crate::PatternError;
 
 /// Why a subscription was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubscribeError {
     /// The pattern is not valid.
     #[error(transparent)]
@@ -36,11 +37,14 @@ pub enum SubscribeError {
     TooManySubscriptions(usize),
 }
 
-/// Why a publish failed. Every variant hands the item back ([`into_inner`](Self::into_inner)).
+/// Why a `publish` failed. Every variant hands the item back
+/// ([`into_inner`](Self::into_inner)). `try_publish`, which never waits, fails with
+/// [`TryPublishError`] instead (it has no `HandlerTimeout`).
+#[non_exhaustive]
 pub enum PublishError<T = crate::Event> {
-    /// A matching subscription's mailbox, or the MessageQueue's `max_size`, had no room:
-    /// at once for `try_publish`, for `default_timeout` for `publish` (at once if the
-    /// matching deliveries can never fit in `max_size`). No subscriber got the item.
+    /// A matching subscription's mailbox, or the MessageQueue's `max_size`, had no room
+    /// for `default_timeout` (at once if the matching deliveries can never fit in
+    /// `max_size`). No subscriber got the item.
     QueueFull(T),
     /// The component was stopped (or is stopping). No subscriber got the item.
     Stopped(T),
@@ -50,6 +54,57 @@ pub enum PublishError<T = crate::Event> {
     /// accepted** and stays queued, but not every matching handler finished with it within
     /// `default_timeout`. Do not publish it again: it would be delivered twice.
     HandlerTimeout(T),
+}
+
+/// Why a `try_publish` failed: it never waits, so there is no room at once, the component
+/// is stopped, or the name is invalid. Every variant hands the item back
+/// ([`into_inner`](Self::into_inner)).
+///
+/// ```
+/// use tickwire::{Event, PublishError, TryPublishError};
+/// let err = TryPublishError::Stopped(Event::new("a", serde_json::json!(1)));
+/// assert_eq!(err.to_string(), "stopped: \"a\" was not accepted");
+/// // Code that handles both kinds of publish converts one into the other.
+/// let err: PublishError = err.into();
+/// assert!(matches!(err, PublishError::Stopped(_)));
+/// ```
+#[non_exhaustive]
+pub enum TryPublishError<T = crate::Event> {
+    /// A matching subscription's mailbox, or the MessageQueue's `max_size`, has no room.
+    /// No subscriber got the item.
+    QueueFull(T),
+    /// The component was stopped (or is stopping). No subscriber got the item.
+    Stopped(T),
+    /// The name or topic is not valid.
+    InvalidName(T, PatternError),
+}
+
+impl<T> From<TryPublishError<T>> for PublishError<T> {
+    fn from(err: TryPublishError<T>) -> Self {
+        match err {
+            TryPublishError::QueueFull(item) => PublishError::QueueFull(item),
+            TryPublishError::Stopped(item) => PublishError::Stopped(item),
+            TryPublishError::InvalidName(item, err) => PublishError::InvalidName(item, err),
+        }
+    }
+}
+
+/// The text of a refusal, shared by both error types.
+fn describe(
+    f: &mut fmt::Formatter<'_>,
+    kind: &str,
+    route: &str,
+    invalid: Option<&PatternError>,
+) -> fmt::Result {
+    match (kind, invalid) {
+        (_, Some(err)) => fmt::Display::fmt(err, f),
+        ("QueueFull", _) => write!(f, "queue full: no room for {route:?}"),
+        ("Stopped", _) => write!(f, "stopped: {route:?} was not accepted"),
+        _ => write!(
+            f,
+            "handlers did not finish {route:?} within the timeout (it was accepted and stays queued)"
+        ),
+    }
 }
 
 impl<T: Deliverable> PublishError<T> {
@@ -72,46 +127,83 @@ impl<T: Deliverable> PublishError<T> {
             | PublishError::HandlerTimeout(item) => item,
         }
     }
-}
 
-impl<T: Deliverable> fmt::Display for PublishError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn kind(&self) -> &'static str {
         match self {
-            PublishError::QueueFull(item) => write!(
-                f,
-                "queue full: no room for {:?}",
-                item.route()
-            ),
-            PublishError::Stopped(item) => {
-                write!(f, "stopped: {:?} was not accepted", item.route())
-            }
-            PublishError::InvalidName(_, err) => err.fmt(f),
-            PublishError::HandlerTimeout(item) => write!(
-                f,
-                "handlers did not finish {:?} within the timeout (it was accepted and stays queued)",
-                item.route()
-            ),
-        }
-    }
-}
-
-impl<T: Deliverable> fmt::Debug for PublishError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self {
             PublishError::QueueFull(_) => "QueueFull",
             PublishError::Stopped(_) => "Stopped",
             PublishError::InvalidName(..) => "InvalidName",
             PublishError::HandlerTimeout(_) => "HandlerTimeout",
-        };
-        write!(f, "PublishError::{kind}({:?})", self.item().route())
+        }
     }
-}
 
-impl<T: Deliverable> std::error::Error for PublishError<T> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+    fn invalid(&self) -> Option<&PatternError> {
         match self {
             PublishError::InvalidName(_, err) => Some(err),
             _ => None,
         }
     }
 }
+
+impl<T: Deliverable> TryPublishError<T> {
+    /// The event or message, handed back (it was not accepted).
+    pub fn into_inner(self) -> T {
+        match self {
+            TryPublishError::QueueFull(item)
+            | TryPublishError::Stopped(item)
+            | TryPublishError::InvalidName(item, _) => item,
+        }
+    }
+
+    /// The event or message, by reference.
+    pub fn item(&self) -> &T {
+        match self {
+            TryPublishError::QueueFull(item)
+            | TryPublishError::Stopped(item)
+            | TryPublishError::InvalidName(item, _) => item,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            TryPublishError::QueueFull(_) => "QueueFull",
+            TryPublishError::Stopped(_) => "Stopped",
+            TryPublishError::InvalidName(..) => "InvalidName",
+        }
+    }
+
+    fn invalid(&self) -> Option<&PatternError> {
+        match self {
+            TryPublishError::InvalidName(_, err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// `Display`, `Debug` and `Error` of both publish errors, from `kind`, `item` and
+/// `invalid`.
+macro_rules! publish_error_traits {
+    ($name:ident) => {
+        impl<T: Deliverable> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                describe(f, self.kind(), self.item().route(), self.invalid())
+            }
+        }
+
+        impl<T: Deliverable> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let name = stringify!($name);
+                write!(f, "{name}::{}({:?})", self.kind(), self.item().route())
+            }
+        }
+
+        impl<T: Deliverable> std::error::Error for $name<T> {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.invalid().map(|err| err as _)
+            }
+        }
+    };
+}
+
+publish_error_traits!(PublishError);
+publish_error_traits!(TryPublishError);

@@ -47,7 +47,8 @@ use crate::core::handler::{AsyncFn, Decoded, RecipientFn, SyncFn};
 use crate::core::{Core, Settings};
 use crate::{
     ConfigError, DeadLetter, Deliver, DeliveryStats, Event, EventBusConfig, EventBusMetrics,
-    HandlerConfig, HandlerResult, PublishError, SubscribeError, SubscriptionId, Typed,
+    HandlerConfig, HandlerResult, PublishError, SubscribeError, SubscriptionId, TryPublishError,
+    Typed,
 };
 
 /// A handle to a running event bus. Clones share the bus.
@@ -382,11 +383,11 @@ impl EventBus {
         self.core.publish(event).await
     }
 
-    /// Publishes an event without waiting: [`PublishError::QueueFull`] if a matching
+    /// Publishes an event without waiting: [`TryPublishError::QueueFull`] if a matching
     /// subscription has no room. Works from any thread.
-    pub fn try_publish(&self, event: Event) -> Result<(), PublishError<Event>> {
+    pub fn try_publish(&self, event: Event) -> Result<(), TryPublishError<Event>> {
         if let Err(err) = crate::validate_name(event.name()) {
-            return Err(PublishError::InvalidName(event, err));
+            return Err(TryPublishError::InvalidName(event, err));
         }
         self.core.try_publish(event)
     }
@@ -411,6 +412,10 @@ impl EventBus {
 
     /// The seed's performance metrics, plus ours (latency percentiles, retries, dead
     /// letters, dropped, restarts); definitions in [`metrics`](crate::metrics).
+    ///
+    /// The name is the seed specification's (`get_performance_metrics()`), kept so that
+    /// code written against the seed reads the same; it is the crate's one `get_` method
+    /// that is not a builder's getter.
     pub async fn get_performance_metrics(&self) -> EventBusMetrics {
         EventBusMetrics::from_snapshot(&self.core.metrics().await)
     }

@@ -21,6 +21,28 @@
 //! - Supervision of every handler ([`core::supervision`]): timeouts, retries with
 //!   backoff, restarts after panics, dead letters, overflow policies.
 //!
+//! ## Features
+//!
+//! The default features build everything (the `tickwire` binary included); an app that
+//! embeds the library turns them off and picks: none gives the EventBus, the
+//! MessageQueue, the bridges between them, supervision and metrics, without actix-web;
+//! `websocket` adds the [`WebSocketService`] and its bridges, `http` the
+//! HTTP surface; `demo`, `serve`, `bench` and `cli` are what the binary runs. The
+//! README's "Features" table lists them.
+//!
+//! ## Layers
+//!
+//! Modules use only those above them (`tests/layering.rs` checks it):
+//!
+//! ```text
+//! util (clock, counters, ids, rates, latency summary, random)
+//!  └─ priority, pattern, config, error, item (Event, Message, delivery records), typed
+//!      └─ core (mailboxes, wake protocol, index, handler actors, supervision, metrics actor)
+//!          └─ metrics, event_bus, message_queue
+//!              └─ access, reply, websocket, http, bridge     [features websocket, http]
+//!                  └─ demo, serve, bench                      [what the binary runs]
+//! ```
+//!
 //! Everything runs inside an actix `System` (`#[actix::main]`, `#[actix_rt::test]`).
 //! The publish fast path takes no lock (a publisher that must wait for room waits on a
 //! tokio `Notify`): see [`core`] for the data path and its guarantees.
@@ -47,47 +69,85 @@
 //! }
 //! ```
 
+// Links to what a feature adds: to the item when it is built, else to the feature list.
+#![cfg_attr(
+    feature = "websocket",
+    doc = "[`WebSocketService`]: crate::WebSocketService"
+)]
+#![cfg_attr(feature = "websocket", doc = "[`websocket`]: crate::websocket")]
+#![cfg_attr(feature = "websocket", doc = "[`access`]: crate::access")]
+#![cfg_attr(feature = "http", doc = "[`http`]: crate::http")]
+#![cfg_attr(feature = "serve", doc = "[`serve`]: crate::serve")]
+#![cfg_attr(feature = "demo", doc = "[`demo`]: crate::demo")]
+#![cfg_attr(
+    not(feature = "websocket"),
+    doc = "[`WebSocketService`]: crate#features"
+)]
+#![cfg_attr(not(feature = "websocket"), doc = "[`websocket`]: crate#features")]
+#![cfg_attr(not(feature = "websocket"), doc = "[`access`]: crate#features")]
+#![cfg_attr(not(feature = "http"), doc = "[`http`]: crate#features")]
+#![cfg_attr(not(feature = "serve"), doc = "[`serve`]: crate#features")]
+#![cfg_attr(not(feature = "demo"), doc = "[`demo`]: crate#features")]
 #![deny(missing_docs)]
 
-/// The README's code samples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's code samples, compiled and run as doctests (they use the WebSocket
+/// service and the HTTP surface).
+#[cfg(all(doctest, feature = "websocket", feature = "http"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub mod access;
-pub mod bench;
+// The library: no actix-web, nothing of the binary.
 pub mod bridge;
-mod clock;
 pub mod config;
 pub mod core;
-pub mod demo;
 pub mod error;
 pub mod event;
 pub mod event_bus;
-pub mod http;
 pub mod item;
 pub mod message;
 pub mod message_queue;
 pub mod metrics;
 pub mod pattern;
 pub mod priority;
-pub mod serve;
 pub mod typed;
+pub mod util;
+
+// The WebSocket service and the HTTP surface (features `websocket`, `http`).
+#[cfg(feature = "websocket")]
+pub mod access;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "websocket")]
+mod reply;
+#[cfg(feature = "websocket")]
 pub mod websocket;
 
-pub use config::{ConfigError, EventBusConfig, MessageQueueConfig, WebSocketServiceConfig};
+// What the `tickwire` binary runs (features `demo`, `serve`, `bench`).
+#[cfg(feature = "bench")]
+pub mod bench;
+#[cfg(feature = "demo")]
+pub mod demo;
+#[cfg(feature = "serve")]
+pub mod serve;
+
+#[cfg(feature = "websocket")]
+pub use config::WebSocketServiceConfig;
+pub use config::{ConfigError, EventBusConfig, MessageQueueConfig};
 pub use core::mailbox::STARVATION_LIMIT;
-pub use core::supervision::{DeadLetter, Delivered, DeliveryStats, HandlerFailure, OverflowPolicy};
-pub use core::{
-    create_handler_config, Deliver, Deliverable, HandlerConfig, HandlerResult, SubscriptionId,
-};
-pub use error::{PublishError, SubscribeError};
+pub use core::supervision::{DeliveryStats, OverflowPolicy};
+pub use core::{create_handler_config, Deliver, HandlerConfig, HandlerResult};
+pub use error::{PublishError, SubscribeError, TryPublishError};
 pub use event::create_event;
 pub use event_bus::EventBus;
-pub use item::{Event, EventKind, Item, Kind, Message, MessageKind, Name};
+pub use item::{
+    DeadLetter, Deliverable, Delivered, Event, EventKind, HandlerFailure, Item, Kind, Message,
+    MessageKind, Name, SubscriptionId,
+};
 pub use message_queue::MessageQueue;
-pub use metrics::{EventBusMetrics, LatencySummary, MessageQueueMetrics, WebSocketMetrics};
+pub use metrics::{EventBusMetrics, MessageQueueMetrics, WebSocketMetrics};
 pub use pattern::{validate_name, Pattern, PatternError, MAX_NAME_BYTES};
 pub use priority::{EventPriority, InvalidPriority, MessagePriority, Priority};
 pub use typed::{DecodeError, Typed, TypedMessage};
+pub use util::LatencySummary;
+#[cfg(feature = "websocket")]
 pub use websocket::WebSocketService;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tickwire::bench::suite::{self, SuiteOptions, Target};
 use tickwire::bench::ws::ServerMode;
 use tickwire::serve::config::FileConfig;
-use tickwire::serve::{Serve, ServeOptions, Signals};
+use tickwire::serve::{Serve, ServeOptions, Signals, Stopped};
 
 /// The binary's allocator. Events are allocated by publisher threads and freed by handler
 /// threads; glibc's malloc takes an arena lock for each such free of a chunk over its
@@ -43,6 +43,10 @@ enum Command {
         /// Default 127.0.0.1:8080. Port 0 picks a free port (printed at start).
         #[arg(long, value_name = "ADDR")]
         bind: Option<SocketAddr>,
+        /// Serve on the listening TCP socket given as standard input instead of binding
+        /// (socket activation, as inetd does; `tickwire bench ws` starts its server so).
+        #[arg(long, conflicts_with = "bind")]
+        listen_stdin: bool,
         /// TOML configuration file with sections [event_bus], [message_queue],
         /// [websocket] and [server]; every field is optional and documented in
         /// tickwire.example.toml.
@@ -122,10 +126,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve {
             bind,
+            listen_stdin,
             config,
             demo,
             demo_rate,
-        } => serve(bind, config, demo.then_some(demo_rate)),
+        } => serve(bind, listen_stdin, config, demo.then_some(demo_rate)),
         Command::Bench {
             target,
             json,
@@ -195,9 +200,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// `tickwire serve`: exit 0 after a graceful shutdown, 2 for a bad config file, 1 when
-/// the server cannot start.
-fn serve(bind: Option<SocketAddr>, config: Option<PathBuf>, demo: Option<u32>) -> ExitCode {
+/// `tickwire serve`: exit 0 after a graceful shutdown, 130 when a second signal cut it
+/// short, 2 for a bad config file, 1 when the server cannot start.
+fn serve(
+    bind: Option<SocketAddr>,
+    listen_stdin: bool,
+    config: Option<PathBuf>,
+    demo: Option<u32>,
+) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -218,7 +228,18 @@ fn serve(bind: Option<SocketAddr>, config: Option<PathBuf>, demo: Option<u32>) -
     if let Some(bind) = bind {
         file.server.bind = bind;
     }
-    let options = ServeOptions { config: file, demo };
+    let listener = match listen_stdin.then(stdin_listener).transpose() {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: standard input is not a listening TCP socket: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = ServeOptions {
+        config: file,
+        demo,
+        listener,
+    };
     actix_rt::System::new().block_on(async move {
         // Listen before saying we are ready: a SIGTERM right after is not missed.
         let signals = match Signals::install() {
@@ -239,7 +260,25 @@ fn serve(bind: Option<SocketAddr>, config: Option<PathBuf>, demo: Option<u32>) -
             // On stdout, for scripts: the address actually bound (port 0 resolved).
             println!("listening on http://{addr}/");
         }
-        serve.run_until(signals).await;
-        ExitCode::SUCCESS
+        match serve.run_until(signals).await {
+            Stopped::Finished => ExitCode::SUCCESS,
+            Stopped::Interrupted => ExitCode::from(130),
+        }
     })
+}
+
+/// The listening socket passed as standard input (`--listen-stdin`).
+#[cfg(unix)]
+fn stdin_listener() -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::AsFd;
+    let listener = std::net::TcpListener::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    if !socket2::SockRef::from(&listener).is_listener()? {
+        return Err(std::io::Error::other("it is a socket, but not listening"));
+    }
+    Ok(listener)
+}
+
+#[cfg(not(unix))]
+fn stdin_listener() -> std::io::Result<std::net::TcpListener> {
+    Err(std::io::Error::other("--listen-stdin needs a Unix system"))
 }

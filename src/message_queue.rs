@@ -78,14 +78,14 @@ use crate::item::Name;
 use crate::{
     ConfigError, DeadLetter, Deliver, DeliveryStats, HandlerConfig, HandlerResult, Message,
     MessageQueueConfig, MessageQueueMetrics, Priority, PublishError, SubscribeError,
-    SubscriptionId, TypedMessage,
+    SubscriptionId, TryPublishError, TypedMessage,
 };
 
 /// The message, if its topic is valid.
-fn checked(message: Message) -> Result<Message, PublishError<Message>> {
+fn checked(message: Message) -> Result<Message, TryPublishError<Message>> {
     match crate::validate_name(message.topic()) {
         Ok(()) => Ok(message),
-        Err(err) => Err(PublishError::InvalidName(message, err)),
+        Err(err) => Err(TryPublishError::InvalidName(message, err)),
     }
 }
 
@@ -396,14 +396,14 @@ impl MessageQueue {
         self.core.publish(message).await.map(|()| id)
     }
 
-    /// Publishes without waiting: [`PublishError::QueueFull`] when there is no room.
+    /// Publishes without waiting: [`TryPublishError::QueueFull`] when there is no room.
     /// Works from any thread.
     pub fn try_publish(
         &self,
         topic: &str,
         data: Value,
         priority: Priority,
-    ) -> Result<u64, PublishError<Message>> {
+    ) -> Result<u64, TryPublishError<Message>> {
         let message = self.message(topic, data, priority)?;
         let id = message.id();
         self.core.try_publish(message).map(|()| id)
@@ -426,7 +426,7 @@ impl MessageQueue {
     }
 
     /// Publishes a message with a typed payload without waiting:
-    /// [`PublishError::QueueFull`] when there is no room. Works from any thread. The
+    /// [`TryPublishError::QueueFull`] when there is no room. Works from any thread. The
     /// message is the only allocation when its topic is one the index knows (an exact
     /// subscription's, or a name matched before: the name is shared, not copied) and its
     /// subscriptions are busy (waking an idle handler sends it an actix message).
@@ -435,7 +435,7 @@ impl MessageQueue {
         topic: &str,
         value: T,
         priority: Priority,
-    ) -> Result<u64, PublishError<Message>>
+    ) -> Result<u64, TryPublishError<Message>>
     where
         T: Serialize + Send + Sync + 'static,
     {
@@ -453,7 +453,7 @@ impl MessageQueue {
     }
 
     /// Publishes a message made beforehand without waiting.
-    pub fn try_publish_message(&self, message: Message) -> Result<u64, PublishError<Message>> {
+    pub fn try_publish_message(&self, message: Message) -> Result<u64, TryPublishError<Message>> {
         let message = checked(message)?;
         let id = message.id();
         self.core.try_publish(message).map(|()| id)
@@ -465,7 +465,7 @@ impl MessageQueue {
         topic: &str,
         data: Value,
         priority: Priority,
-    ) -> Result<Message, PublishError<Message>> {
+    ) -> Result<Message, TryPublishError<Message>> {
         checked(Message::new(topic, data, priority))
     }
 
@@ -475,7 +475,7 @@ impl MessageQueue {
         topic: &str,
         value: T,
         priority: Priority,
-    ) -> Result<Message, PublishError<Message>>
+    ) -> Result<Message, TryPublishError<Message>>
     where
         T: Serialize + Send + Sync + 'static,
     {
@@ -531,6 +531,10 @@ impl MessageQueue {
 
     /// The seed's performance metrics, plus ours; definitions in
     /// [`metrics`](crate::metrics).
+    ///
+    /// The name is the seed specification's (`get_performance_metrics()`), kept so that
+    /// code written against the seed reads the same; it is the crate's one `get_` method
+    /// that is not a builder's getter.
     pub async fn get_performance_metrics(&self) -> MessageQueueMetrics {
         let snapshot = self.core.metrics().await;
         MessageQueueMetrics::from_snapshot(

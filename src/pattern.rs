@@ -428,20 +428,20 @@ mod tests {
 
     #[test]
     fn matcher_agrees_with_the_reference_on_random_inputs() {
-        use rand::{Rng, SeedableRng};
+        use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(42);
         let words = ["a", "b", "ab", "ba", "tick", "t"];
         let mut checked = 0;
         for _ in 0..20_000 {
-            let name: Vec<&str> = (0..rng.gen_range(1..5))
-                .map(|_| words[rng.gen_range(0..words.len())])
+            let name: Vec<&str> = (0..rng.random_range(1..5))
+                .map(|_| words[rng.random_range(0..words.len())])
                 .collect();
-            let len = rng.gen_range(1..5);
+            let len = rng.random_range(1..5);
             let pattern: Vec<&str> = (0..len)
-                .map(|i| match rng.gen_range(0..8) {
+                .map(|i| match rng.random_range(0..8) {
                     0 => "*",
                     1 if i == len - 1 => ">",
-                    _ => words[rng.gen_range(0..words.len())],
+                    _ => words[rng.random_range(0..words.len())],
                 })
                 .collect();
             let (name, pattern) = (name.join("."), pattern.join("."));

@@ -17,7 +17,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tickwire::{
     Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, PatternError, Priority,
-    PublishError, SubscribeError, WebSocketService, WebSocketServiceConfig, MAX_NAME_BYTES,
+    PublishError, SubscribeError, TryPublishError, WebSocketService, WebSocketServiceConfig,
+    MAX_NAME_BYTES,
 };
 
 const SAFETY: Duration = Duration::from_secs(120);
@@ -230,7 +231,10 @@ async fn one_name_length_limit_holds_for_every_component() {
     assert!(
         matches!(
             err,
-            Err(PublishError::InvalidName(_, PatternError::TooLong { .. }))
+            Err(TryPublishError::InvalidName(
+                _,
+                PatternError::TooLong { .. }
+            ))
         ),
         "{err:?}"
     );

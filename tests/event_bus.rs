@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use tickwire::{
     create_event, create_handler_config, Deliver, Event, EventBus, EventBusConfig, HandlerResult,
-    PatternError, Priority, PublishError, SubscribeError,
+    PatternError, Priority, PublishError, SubscribeError, TryPublishError,
 };
 use tokio::sync::{mpsc, Semaphore};
 
@@ -151,7 +151,7 @@ async fn fifo_per_subscription_within_a_priority_from_many_publishers() {
                     loop {
                         match bus.try_publish(e) {
                             Ok(()) => break,
-                            Err(PublishError::QueueFull(back)) => {
+                            Err(TryPublishError::QueueFull(back)) => {
                                 e = back;
                                 backoff.wait();
                             }
@@ -303,7 +303,7 @@ async fn invalid_patterns_and_names_are_clear_errors() {
     let err = bus.try_publish(ev("market..tick", 1)).unwrap_err();
     assert!(matches!(
         err,
-        PublishError::InvalidName(_, PatternError::EmptyToken { position: 2, .. })
+        TryPublishError::InvalidName(_, PatternError::EmptyToken { position: 2, .. })
     ));
     bus.stop().await;
 }
@@ -366,7 +366,7 @@ async fn backpressure_hands_the_event_back() {
         bus.try_publish(ev("q", n)).unwrap();
     }
     let err = bus.try_publish(ev("q", 4)).unwrap_err();
-    assert!(matches!(err, PublishError::QueueFull(_)), "{err:?}");
+    assert!(matches!(err, TryPublishError::QueueFull(_)), "{err:?}");
     assert_eq!(num(&err.into_inner()), 4);
     // publish waits default_timeout, then gives up with the event.
     let err = bus.publish(ev("q", 5)).await.unwrap_err();
@@ -447,7 +447,7 @@ async fn stop_drains_accepted_events_then_refuses() {
     assert!(matches!(err, PublishError::Stopped(_)));
     assert!(matches!(
         bus.try_publish(ev("nobody.listens", 1)),
-        Err(PublishError::Stopped(_))
+        Err(TryPublishError::Stopped(_))
     ));
     assert_eq!(
         bus.subscribe("x", |_| async { Ok(()) }).await.unwrap_err(),
@@ -649,7 +649,7 @@ async fn panicking_handler_does_not_take_down_the_worker() {
 
 #[actix_rt::test]
 async fn stress_many_publishers_subscribers_and_random_unsubscribes() {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
 
     const PUBLISHERS: u64 = 4;
     const EVENTS: u64 = 100_000;
@@ -689,7 +689,7 @@ async fn stress_many_publishers_subscribers_and_random_unsubscribes() {
                 loop {
                     match bus.try_publish(e) {
                         Ok(()) => break,
-                        Err(PublishError::QueueFull(back)) => {
+                        Err(TryPublishError::QueueFull(back)) => {
                             e = back;
                             backoff.wait();
                         }
@@ -712,7 +712,7 @@ async fn stress_many_publishers_subscribers_and_random_unsubscribes() {
                 None => break,
             },
             _ = tokio::task::yield_now() => {
-                if active.len() < 6 && rng.gen_bool(0.5) {
+                if active.len() < 6 && rng.random_bool(0.5) {
                     let sink = Arc::new(Mutex::new(Vec::new()));
                     let s = sink.clone();
                     let id = bus.subscribe("stress.tick", move |e| {
@@ -721,7 +721,7 @@ async fn stress_many_publishers_subscribers_and_random_unsubscribes() {
                     }).await.unwrap();
                     active.push((id, sink));
                 } else if !active.is_empty() {
-                    let (id, sink) = active.swap_remove(rng.gen_range(0..active.len()));
+                    let (id, sink) = active.swap_remove(rng.random_range(0..active.len()));
                     assert!(bus.unsubscribe(id).await);
                     churn_seen.lock().unwrap().push(std::mem::take(&mut *sink.lock().unwrap()));
                 }
@@ -769,7 +769,7 @@ async fn stop_without_subscriptions_returns_and_refuses_later_publishes() {
     tokio::time::timeout(SAFETY, bus.stop()).await.unwrap();
     assert!(matches!(
         bus.try_publish(ev("nobody", 2)),
-        Err(PublishError::Stopped(ref e)) if num(e) == 2
+        Err(TryPublishError::Stopped(ref e)) if num(e) == 2
     ));
     let names: Vec<u64> = bus.history(10).await.iter().map(num).collect();
     assert_eq!(names, [1], "the one accepted event is in the history");
@@ -844,7 +844,7 @@ async fn low_events_leave_an_eighth_of_the_mailbox_to_more_urgent_ones() {
             .unwrap();
     }
     let refused = bus.try_publish(ev("h.low", 15).with_priority(Priority::Low));
-    assert!(matches!(refused, Err(PublishError::QueueFull(_))));
+    assert!(matches!(refused, Err(TryPublishError::QueueFull(_))));
     // publish waits for room for LOW, and the room is not there: QueueFull after the timeout.
     let waited = bus
         .publish(ev("h.low", 16).with_priority(Priority::Low))
@@ -856,7 +856,7 @@ async fn low_events_leave_an_eighth_of_the_mailbox_to_more_urgent_ones() {
     bus.try_publish(ev("h.norm", 101)).unwrap();
     assert!(matches!(
         bus.try_publish(ev("h.crit", 102).with_priority(Priority::Critical)),
-        Err(PublishError::QueueFull(_))
+        Err(TryPublishError::QueueFull(_))
     ));
     gate.permits.add_permits(100);
     gate.finished(17).await; // stop's drain bound is short in this test

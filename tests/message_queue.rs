@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use tickwire::{
     bridge, create_event, create_handler_config, EventBus, EventBusConfig, Message, MessageQueue,
-    MessageQueueConfig, Priority, PublishError, SubscriptionId,
+    MessageQueueConfig, Priority, PublishError, SubscriptionId, TryPublishError,
 };
 use tokio::sync::{mpsc, Semaphore};
 
@@ -147,7 +147,7 @@ async fn a_consumer_group_handles_each_message_exactly_once() {
                 loop {
                     match q.try_publish("orders.new", json!(n), Priority::ALL[(n % 4) as usize]) {
                         Ok(_) => break,
-                        Err(PublishError::QueueFull(_)) => backoff.wait(),
+                        Err(TryPublishError::QueueFull(_)) => backoff.wait(),
                         Err(other) => panic!("{other}"),
                     }
                 }
@@ -245,7 +245,7 @@ async fn a_member_held_up_by_its_worker_does_not_hold_back_the_group() {
             published += 1;
             true
         }
-        Err(PublishError::QueueFull(_)) => false,
+        Err(TryPublishError::QueueFull(_)) => false,
         Err(other) => panic!("{other}"),
     };
     // Until A or B blocks worker 0.
@@ -349,7 +349,7 @@ async fn a_churning_group_under_many_publishers_handles_each_message_once_withou
                     loop {
                         match q.try_publish("jobs", json!(n), Priority::ALL[(n % 4) as usize]) {
                             Ok(_) => break,
-                            Err(PublishError::QueueFull(_)) => backoff.wait(),
+                            Err(TryPublishError::QueueFull(_)) => backoff.wait(),
                             Err(other) => panic!("{other}"),
                         }
                     }
@@ -527,7 +527,7 @@ async fn max_size_bounds_the_whole_queue() {
     assert_eq!(q.total_queue_size(), 6);
     let err = q.try_publish("a", json!(4), Priority::Normal).unwrap_err();
     assert!(
-        matches!(err, PublishError::QueueFull(ref m) if num(m) == 4),
+        matches!(err, TryPublishError::QueueFull(ref m) if num(m) == 4),
         "{err:?}"
     );
     assert_eq!(q.total_queue_size(), 6, "a refused publish takes nothing");
@@ -808,7 +808,7 @@ async fn more_matching_deliveries_than_max_size_fail_at_once() {
     assert!(matches!(err, PublishError::QueueFull(_)), "{err:?}");
     assert!(matches!(
         q.try_publish("t", json!(2), Priority::Normal),
-        Err(PublishError::QueueFull(_))
+        Err(TryPublishError::QueueFull(_))
     ));
     q.stop().await;
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use tickwire::{
     create_handler_config, Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig,
-    Priority, PublishError,
+    Priority, TryPublishError,
 };
 use tokio::sync::mpsc;
 
@@ -137,7 +137,7 @@ fn publisher(mq: MessageQueue, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
                     accepted += 1;
                     backoff.reset();
                 }
-                Err(PublishError::QueueFull(_)) => backoff.wait(),
+                Err(TryPublishError::QueueFull(_)) => backoff.wait(),
                 Err(other) => panic!("{other}"),
             }
         }

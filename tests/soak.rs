@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tickwire::{
     create_handler_config, Event, EventBus, EventBusConfig, HandlerConfig, HandlerResult, Priority,
-    PublishError, SubscriptionId,
+    SubscriptionId, TryPublishError,
 };
 
 const PUBLISHERS: u64 = 4;
@@ -229,7 +229,7 @@ async fn ten_million_events_lose_and_duplicate_nothing_and_memory_comes_back() {
                     loop {
                         match bus.try_publish(event) {
                             Ok(()) => break,
-                            Err(PublishError::QueueFull(back)) => {
+                            Err(TryPublishError::QueueFull(back)) => {
                                 event = back;
                                 backoff.wait();
                             }
@@ -245,7 +245,7 @@ async fn ten_million_events_lose_and_duplicate_nothing_and_memory_comes_back() {
     // Subscriptions that come and go at random while the publishers run. Once one is
     // gone (`unsubscribe` returned: its handler will not run again), what it saw is
     // final: it is checked and its record dropped.
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
     let mut alive: Vec<(SubscriptionId, Arc<Record>)> = Vec::new();
     let (mut next_sub, mut churn_ops, mut churn_deliveries) = (100, 0u64, 0u64);
@@ -277,13 +277,13 @@ async fn ten_million_events_lose_and_duplicate_nothing_and_memory_comes_back() {
             go.store(true, Ordering::SeqCst);
             continue;
         }
-        if alive.len() < 6 && rng.gen_bool(0.5) {
+        if alive.len() < 6 && rng.random_bool(0.5) {
             let record = Record::new(events);
             let id = subscribe(&bus, "soak.tick", next_sub, &record).await;
             next_sub += 1;
             alive.push((id, record));
         } else if !alive.is_empty() {
-            let (id, record) = alive.swap_remove(rng.gen_range(0..alive.len()));
+            let (id, record) = alive.swap_remove(rng.random_range(0..alive.len()));
             assert!(bus.unsubscribe(id).await);
             retire(record);
         }

@@ -13,14 +13,18 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
+#[cfg(feature = "websocket")]
+use serde_json::Value;
+#[cfg(feature = "websocket")]
+use tickwire::{bridge, Message, WebSocketService, WebSocketServiceConfig};
 use tickwire::{
-    bridge, create_handler_config, Deliver, Event, EventBus, EventBusConfig, HandlerFailure,
-    HandlerResult, Message, MessageQueue, MessageQueueConfig, Priority, Typed, TypedMessage,
-    WebSocketService, WebSocketServiceConfig,
+    create_handler_config, Deliver, Event, EventBus, EventBusConfig, HandlerFailure, HandlerResult,
+    MessageQueue, MessageQueueConfig, Priority, Typed, TypedMessage,
 };
 use tokio::sync::mpsc;
 
+#[cfg(feature = "websocket")]
 use common::ws::{next_json, request, Server};
 
 const SAFETY: Duration = Duration::from_secs(60);
@@ -55,6 +59,7 @@ fn bus() -> EventBus {
     EventBus::start(EventBusConfig::default()).unwrap()
 }
 
+#[cfg(feature = "websocket")]
 /// The tests' WebSocket config: frames uncompressed, so they read as they are sent.
 fn ws_config() -> WebSocketServiceConfig {
     WebSocketServiceConfig {
@@ -467,7 +472,7 @@ async fn a_typed_group_handles_each_message_exactly_once_under_four_publishers()
                                 backoff.reset();
                                 break;
                             }
-                            Err(tickwire::PublishError::QueueFull(_)) => backoff.wait(),
+                            Err(tickwire::TryPublishError::QueueFull(_)) => backoff.wait(),
                             Err(err) => panic!("{err}"),
                         }
                     }
@@ -503,6 +508,7 @@ async fn a_typed_group_handles_each_message_exactly_once_under_four_publishers()
     assert_eq!((stats.accepted, stats.processed), (8_000, 8_000));
 }
 
+#[cfg(feature = "websocket")]
 #[actix_rt::test]
 async fn typed_items_through_both_bridges_and_to_a_websocket_client() {
     let bus = bus();
@@ -581,9 +587,11 @@ async fn typed_items_through_both_bridges_and_to_a_websocket_client() {
     server.shutdown().await;
 }
 
+#[cfg(feature = "websocket")]
 /// Serializes like a number, counting how often it is serialized.
 struct Counted(&'static AtomicUsize, u32);
 
+#[cfg(feature = "websocket")]
 impl Serialize for Counted {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.fetch_add(1, Ordering::SeqCst);
@@ -591,6 +599,7 @@ impl Serialize for Counted {
     }
 }
 
+#[cfg(feature = "websocket")]
 #[actix_rt::test]
 async fn a_typed_broadcast_is_serialized_once_for_every_client() {
     static SERIALIZED: AtomicUsize = AtomicUsize::new(0);
@@ -629,6 +638,7 @@ async fn a_typed_broadcast_is_serialized_once_for_every_client() {
     server.shutdown().await;
 }
 
+#[cfg(feature = "websocket")]
 #[actix_rt::test]
 async fn json_from_a_websocket_client_reaches_a_typed_queue_handler() {
     let mq = mq();
@@ -660,16 +670,19 @@ async fn json_from_a_websocket_client_reaches_a_typed_queue_handler() {
     server.shutdown().await;
 }
 
+#[cfg(feature = "websocket")]
 /// A payload whose `Serialize` panics.
 #[derive(Debug)]
 struct Explodes;
 
+#[cfg(feature = "websocket")]
 impl Serialize for Explodes {
     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
         panic!("boom in serialize")
     }
 }
 
+#[cfg(feature = "websocket")]
 #[actix_rt::test]
 async fn a_payload_whose_serialize_panics_harms_neither_handlers_nor_clients() {
     // A typed handler of another type: decoding needs the JSON, which is null.

@@ -997,7 +997,7 @@ async fn plain_http_on_ws_is_a_400_and_bad_configs_are_refused() {
 
 #[actix_rt::test]
 async fn concurrent_broadcasters_and_churning_subscribers_lose_and_duplicate_nothing() {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     const PUBLISHERS: u64 = 4;
     const PER_PUBLISHER: u64 = 500;
     const STABLE: usize = 6;
@@ -1049,7 +1049,7 @@ async fn concurrent_broadcasters_and_churning_subscribers_lose_and_duplicate_not
                     }
                     _ => panic!("unexpected {m}"),
                 }
-                if churner && !pending && toggles < 100 && (!subscribed || rng.gen_bool(0.1)) {
+                if churner && !pending && toggles < 100 && (!subscribed || rng.random_bool(0.1)) {
                     let (kind, id) = if subscribed {
                         ("unsubscribe", format!("u{toggles}"))
                     } else {

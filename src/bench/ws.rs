@@ -105,46 +105,45 @@ impl Server {
         config.server.bind = "127.0.0.1:0".parse().expect("valid address");
         match mode {
             ServerMode::ChildProcess(exe) => {
+                // The listening socket is made here and handed to the child as its standard
+                // input (`serve --listen-stdin`): its address is known before the child
+                // runs, and connections made before the child accepts wait in the backlog.
+                let listener = listen_loopback(clients)?;
+                let addr = listener.local_addr()?;
                 let path = std::env::temp_dir()
                     .join(format!("tickwire-bench-{}.toml", std::process::id()));
                 std::fs::write(
                     &path,
                     toml::to_string(&config).map_err(std::io::Error::other)?,
                 )?;
-                let mut child = Command::new(exe)
-                    .args(["serve", "--config"])
+                let child = Command::new(exe)
+                    .args(["serve", "--listen-stdin", "--config"])
                     .arg(&path)
                     .env("RUST_LOG", "warn")
-                    .stdout(Stdio::piped())
+                    .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
+                    .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()?;
-                let stdout = child.stdout.take().expect("piped stdout");
-                let (tx, rx) = std::sync::mpsc::channel();
-                std::thread::spawn(move || {
-                    let mut line = String::new();
-                    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-                    let _ = tx.send(line);
-                });
-                let line = rx
-                    .recv_timeout(Duration::from_secs(30))
-                    .map_err(|_| std::io::Error::other("the server did not start"))?;
+                let ready = wait_until_serving(addr, Duration::from_secs(30));
                 let _ = std::fs::remove_file(&path);
-                let url = line
-                    .trim()
-                    .strip_prefix("listening on ")
-                    .ok_or_else(|| {
-                        std::io::Error::other(format!("unexpected server output {line:?}"))
-                    })?
-                    .trim_end_matches('/')
-                    .to_owned();
-                Ok((Server::Child(child), url))
+                let server = Server::Child(child);
+                match ready {
+                    Ok(()) => Ok((server, format!("http://{addr}"))),
+                    Err(err) => {
+                        server.stop();
+                        Err(err)
+                    }
+                }
             }
             ServerMode::InProcess => {
                 let (url_tx, url_rx) = std::sync::mpsc::channel();
                 let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
                 let thread = std::thread::spawn(move || {
                     actix_rt::System::new().block_on(async move {
-                        let options = crate::serve::ServeOptions { config, demo: None };
+                        let options = crate::serve::ServeOptions {
+                            config,
+                            ..Default::default()
+                        };
                         let serve = crate::serve::Serve::start(options)
                             .await
                             .expect("bench server starts");
@@ -185,6 +184,34 @@ impl Server {
                 let _ = thread.join();
             }
         }
+    }
+}
+
+/// A listening socket on a free loopback port, with a backlog for every client at once.
+fn listen_loopback(clients: usize) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.listen(i32::try_from(clients + 64).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
+/// Waits until the server at `addr` answers `GET /health` with 200 (the request waits in
+/// the listening socket's backlog until the server accepts it).
+fn wait_until_serving(addr: std::net::SocketAddr, limit: Duration) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, limit)?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    if response.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        let head = String::from_utf8_lossy(&response[..response.len().min(64)]).into_owned();
+        Err(std::io::Error::other(format!(
+            "the server did not start: /health answered {head:?}"
+        )))
     }
 }
 

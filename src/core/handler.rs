@@ -157,7 +157,8 @@ impl HandlerConfig {
         &self.name
     }
 
-    /// The handler's priority.
+    /// The handler's priority. (`get_` because the builder method [`priority`](Self::priority)
+    /// has the plain name, as `std::process::Command` has `arg` and `get_args`.)
     pub fn get_priority(&self) -> Priority {
         self.priority
     }

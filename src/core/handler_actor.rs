@@ -28,7 +28,6 @@ use actix::prelude::*;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
-use super::counter::StripedCounter;
 use super::handler::{ErrorCallback, Invoke};
 use super::index::Members;
 use super::mailbox::{Activity, Envelope, LaneTurns, PriorityMailbox, WakeFlag};
@@ -36,6 +35,7 @@ use super::recorder::{Recorder, SHIP_INTERVAL};
 use super::supervision::{self, HandlerFailure, SubStats, DEAD_LETTER_PREFIX};
 use super::worker::RunQueue;
 use super::{Deliverable, Shared, SubscriptionId};
+use crate::util::counter::StripedCounter;
 use crate::Priority;
 
 /// Items run between two yields to the worker's other actors.
@@ -748,7 +748,7 @@ fn dead_letter<T: Deliverable, H, I>(sub: &Subscription<T, H>, job: InFlight<T, 
         match shared.try_publish(dlq_item) {
             Ok(()) => {}
             // Stopping: nothing is accepted any more, by design.
-            Err(err @ crate::PublishError::Stopped(_)) => tracing::debug!(
+            Err(err @ crate::TryPublishError::Stopped(_)) => tracing::debug!(
                 handler.name = %sub.name,
                 error = %err,
                 "dead letter kept in the store, not published: stopping"

@@ -24,7 +24,7 @@ use super::handler_actor::Wake;
 use super::mailbox::{Activity, PriorityMailbox, WakeFlag};
 use super::supervision::{OverflowPolicy, SubStats};
 use super::worker::RunQueue;
-use super::Deliverable;
+use crate::item::{Deliverable, SubscriptionId};
 use crate::{Pattern, Priority};
 
 /// The hasher of the index's maps: foldhash, several times cheaper than SipHash on short
@@ -35,23 +35,6 @@ type Hasher = foldhash::fast::RandomState;
 pub const CACHE_CAPACITY: usize = 4096;
 /// Bytes of names cached per snapshot.
 pub const CACHE_BYTES: usize = 256 * 1024;
-
-/// Identifies a subscription; returned by `subscribe`, given to `unsubscribe`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct SubscriptionId(pub(crate) u64);
-
-impl SubscriptionId {
-    /// The number behind the id (unique in the process, across components; increasing).
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl std::fmt::Display for SubscriptionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sub-{}", self.0)
-    }
-}
 
 /// How a publisher wakes one consumer: its coalesced flag and its address.
 #[derive(Clone)]

@@ -20,12 +20,10 @@ use hdrhistogram::Histogram;
 use super::recorder::{histogram, Latencies};
 use super::supervision::DeliveryStats;
 use super::{Deliverable, Shared};
-use crate::metrics::LatencySummary;
+use crate::util::LatencySummary;
 
-/// The window of rates and latency percentiles.
-pub const RATE_WINDOW: Duration = Duration::from_secs(10);
-/// How often the metrics actor samples and rotates its window.
-pub const TICK: Duration = Duration::from_secs(1);
+pub(crate) use crate::util::rate::RateWindow;
+use crate::util::rate::{RATE_WINDOW, TICK};
 
 /// Asks for the current figures of the component whose state is given.
 #[derive(Message)]
@@ -78,51 +76,6 @@ impl Slot {
             started,
             publish_to_handled: histogram(),
             run_time: histogram(),
-        }
-    }
-}
-
-/// A counter's rate over the last [`RATE_WINDOW`] (or since start, if younger), from
-/// samples taken every [`TICK`].
-#[derive(Debug)]
-pub(crate) struct RateWindow {
-    /// (when, the counter then), the newest last, none older than `RATE_WINDOW`.
-    samples: VecDeque<(Instant, u64)>,
-}
-
-impl RateWindow {
-    pub(crate) fn new(now: Instant) -> Self {
-        RateWindow {
-            samples: VecDeque::from([(now, 0)]),
-        }
-    }
-
-    /// Records the counter's value now (call every tick).
-    pub(crate) fn sample(&mut self, now: Instant, total: u64) {
-        self.samples.push_back((now, total));
-        while self
-            .samples
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW)
-        {
-            self.samples.pop_front();
-        }
-    }
-
-    /// Per second, from the oldest sample in the window to `total` now.
-    pub(crate) fn rate(&self, now: Instant, total: u64) -> f64 {
-        let Some(&(since, then)) = self
-            .samples
-            .iter()
-            .find(|(at, _)| now.duration_since(*at) <= RATE_WINDOW)
-        else {
-            return 0.0;
-        };
-        let elapsed = now.duration_since(since).as_secs_f64();
-        if elapsed > 0.0 {
-            total.saturating_sub(then) as f64 / elapsed
-        } else {
-            0.0
         }
     }
 }

@@ -54,7 +54,6 @@
 //! none, never to some, so a retried publish cannot duplicate. Subscriptions with a drop
 //! policy never refuse: when full, they discard an item (counted as `dropped`).
 
-pub(crate) mod counter;
 pub(crate) mod depths;
 pub(crate) mod handler;
 pub(crate) mod handler_actor;
@@ -79,11 +78,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 
+pub use crate::item::{Deliverable, SubscriptionId};
 pub use handler::{create_handler_config, Deliver, HandlerConfig, HandlerResult};
 pub use handler_actor::BATCH;
-pub use index::SubscriptionId;
 
-use counter::StripedCounter;
 use depths::TopicDepths;
 use handler::Invoke;
 use handler_actor::{Policy, Subscription};
@@ -94,27 +92,10 @@ use metrics_actor::{GetSnapshot, MetricsActor, Snapshot as MetricsSnapshot};
 use recorder::Recorder;
 use registry::{Registry, Shutdown, Subscribe, Unsubscribe};
 use room::SharedBound;
-use supervision::{Delivered, DeliveryStats, HandlerFailure, OverflowPolicy, SubStats};
+use supervision::{DeliveryStats, HandlerFailure, OverflowPolicy, SubStats};
 
-use crate::{Pattern, Priority, PublishError, SubscribeError};
-
-mod sealed {
-    pub trait Sealed {}
-    impl<K: crate::item::Kind> Sealed for crate::Item<K> {}
-}
-
-/// What the core delivers: an event or a message. Cheap to clone (an `Arc` inside).
-/// Implemented by the crate's item types only.
-pub trait Deliverable: sealed::Sealed + Clone + Send + Sync + Unpin + 'static {
-    /// The name (event) or topic (message) that subscriptions match against.
-    fn route(&self) -> &str;
-    /// The lane the item goes to in each mailbox.
-    fn priority(&self) -> Priority;
-    /// The item as reported in a [`HandlerFailure`].
-    fn into_delivered(self) -> Delivered;
-    /// The item published on `$dlq.<route>` for a dead letter of `original`.
-    fn dead_letter(original: &Self, failure: &HandlerFailure) -> Self;
-}
+use crate::util::counter::StripedCounter;
+use crate::{Pattern, Priority, PublishError, SubscribeError, TryPublishError};
 
 /// The core's settings, derived from a component's config.
 #[derive(Clone, Debug)]
@@ -265,13 +246,13 @@ impl<T: Deliverable> Shared<T> {
     }
 
     /// Queues the item for every matching subscription without waiting.
-    pub(crate) fn try_publish(&self, item: T) -> Result<(), PublishError<T>> {
+    pub(crate) fn try_publish(&self, item: T) -> Result<(), TryPublishError<T>> {
         match self.try_dispatch(item, false) {
             Ok(_) => Ok(()),
             Err(Attempt::Full(item, _)) | Err(Attempt::BoundFull(item, _)) => {
-                Err(PublishError::QueueFull(item))
+                Err(TryPublishError::QueueFull(item))
             }
-            Err(Attempt::Stopped(item)) => Err(PublishError::Stopped(item)),
+            Err(Attempt::Stopped(item)) => Err(TryPublishError::Stopped(item)),
         }
     }
 
@@ -438,7 +419,7 @@ pub(crate) struct Core<T: Deliverable> {
 impl<T: Deliverable> Core<T> {
     /// Starts the registry actor (on the current arbiter) and the worker arbiters.
     pub(crate) fn start(settings: Settings) -> Core<T> {
-        crate::clock::warm_up();
+        crate::util::clock::warm_up();
         let shared = Arc::new(Shared {
             index: ArcSwap::from_pointee(Snapshot::empty()),
             stopping: AtomicBool::new(false),
@@ -618,7 +599,7 @@ impl<T: Deliverable> Core<T> {
     }
 
     /// Queues the item for every matching subscription without waiting.
-    pub(crate) fn try_publish(&self, item: T) -> Result<(), PublishError<T>> {
+    pub(crate) fn try_publish(&self, item: T) -> Result<(), TryPublishError<T>> {
         self.shared.try_publish(item)
     }
 

@@ -27,11 +27,12 @@ use actix_rt::{Arbiter, ArbiterHandle};
 use futures_util::future::join_all;
 
 use super::handler_actor::{Finish, Wake};
-use super::index::{Members, Route, Snapshot, SubscriptionId, Waker, Wakeup};
+use super::index::{Members, Route, Snapshot, Waker, Wakeup};
 use super::mailbox::{PriorityMailbox, WakeFlag};
 use super::supervision::{OverflowPolicy, SubStats, STOP_GRACE};
 use super::worker::RunQueue;
 use super::{Deliverable, Shared};
+use crate::item::SubscriptionId;
 use crate::{HandlerConfig, Pattern, Priority, SubscribeError};
 
 /// Subscription ids are unique in the process, across components: an id given to the

@@ -97,13 +97,9 @@
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use rand::Rng;
-use serde_json::Value;
-
-use super::SubscriptionId;
-use crate::{Event, Message};
+pub use crate::item::{DeadLetter, Delivered, HandlerFailure, DEAD_LETTER_PREFIX};
 
 /// The longest wait between two retries (before jitter is added).
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
@@ -114,8 +110,6 @@ pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a `stop` whose drain timed out waits for the handler actors to give up what
 /// they hold (see `## Accounting`).
 pub const STOP_GRACE: Duration = Duration::from_secs(1);
-/// Prefix of the names on which dead letters are published.
-pub const DEAD_LETTER_PREFIX: &str = "$dlq.";
 
 /// The delay before retry `retry` (1-based) of an item: exponential from `first`, capped
 /// at [`MAX_RETRY_DELAY`] (or `first` if that is longer), plus up to 25 % jitter.
@@ -124,7 +118,7 @@ pub fn retry_delay(first: Duration, retry: u32) -> Duration {
     let base = first
         .saturating_mul(1u32 << exponent)
         .min(MAX_RETRY_DELAY.max(first));
-    let jitter = base.mul_f64(rand::thread_rng().gen_range(0.0..=0.25));
+    let jitter = base.mul_f64(0.25 * crate::util::random::f64());
     base.saturating_add(jitter)
 }
 
@@ -158,86 +152,6 @@ pub enum OverflowPolicy {
     /// Discard the new item for this subscription only. The publisher never waits for
     /// this subscription.
     DropNewest,
-}
-
-/// An item as reported in a [`HandlerFailure`].
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Delivered {
-    /// An event of the [`EventBus`](crate::EventBus).
-    Event(Event),
-    /// A message of the [`MessageQueue`](crate::MessageQueue).
-    Message(Message),
-}
-
-impl Delivered {
-    /// The event name or message topic.
-    pub fn name(&self) -> &str {
-        match self {
-            Delivered::Event(e) => e.name(),
-            Delivered::Message(m) => m.topic(),
-        }
-    }
-
-    /// The item as JSON (`Event::to_json` or `Message::to_json`).
-    pub fn to_json(&self) -> Value {
-        match self {
-            Delivered::Event(e) => e.to_json(),
-            Delivered::Message(m) => m.to_json(),
-        }
-    }
-
-    /// The event, if the item is one.
-    pub fn as_event(&self) -> Option<&Event> {
-        match self {
-            Delivered::Event(e) => Some(e),
-            Delivered::Message(_) => None,
-        }
-    }
-
-    /// The message, if the item is one.
-    pub fn as_message(&self) -> Option<&Message> {
-        match self {
-            Delivered::Message(m) => Some(m),
-            Delivered::Event(_) => None,
-        }
-    }
-}
-
-/// A delivery that finally failed: given to
-/// [`HandlerConfig::error_handler`](crate::HandlerConfig::error_handler) and kept as a
-/// dead letter.
-#[derive(Clone, Debug)]
-pub struct HandlerFailure {
-    /// The handler's name (`HandlerConfig::new`).
-    pub handler: String,
-    /// The subscription.
-    pub subscription: SubscriptionId,
-    /// The event or message.
-    pub item: Delivered,
-    /// The last error, as text (`"handler timed out after 0.5 s"`, `"panicked: ..."`).
-    pub error: String,
-    /// How many times the handler ran for this item.
-    pub attempts: u32,
-    /// When the last attempt failed.
-    pub timestamp: SystemTime,
-}
-
-/// A dead letter: the record of an item whose retries were exhausted.
-pub type DeadLetter = HandlerFailure;
-
-impl HandlerFailure {
-    /// `{"handler","subscription","item","error","attempts","timestamp"}`.
-    pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "handler": self.handler,
-            "subscription": self.subscription.get(),
-            "item": self.item.to_json(),
-            "error": self.error,
-            "attempts": self.attempts,
-            "timestamp": crate::item::rfc3339(self.timestamp),
-        })
-    }
 }
 
 /// Delivery counters of a component (all subscriptions, including removed ones).

@@ -50,8 +50,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::metrics::prometheus;
+use crate::reply::{json_error, unauthorized};
 use crate::websocket::protocol::parse_priority;
-use crate::{websocket, EventBus, MessageQueue, PublishError, WebSocketService};
+use crate::{websocket, EventBus, MessageQueue, TryPublishError, WebSocketService};
 
 /// The dashboard page served at `GET /`.
 pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
@@ -78,24 +79,6 @@ pub fn configure(services: Services) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(web::resource("/api/metrics").route(web::get().to(api_metrics)))
             .service(web::resource("/api/publish").route(web::post().to(publish)));
     }
-}
-
-/// A JSON error response, `{"error": code, "message": …}` (also the WebSocket upgrade's
-/// refusals).
-pub(crate) fn json_error(status: u16, code: &str, message: impl std::fmt::Display) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(status)
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status).json(json!({ "error": code, "message": message.to_string() }))
-}
-
-/// 401 for a missing or wrong token, with `WWW-Authenticate: Bearer`.
-pub(crate) fn unauthorized(err: impl std::fmt::Display) -> HttpResponse {
-    let mut res = json_error(401, "unauthorized", err);
-    res.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    res
 }
 
 async fn dashboard() -> HttpResponse {
@@ -215,13 +198,13 @@ async fn publish(
     }
     match services.message_queue.try_publish(&topic, data, priority) {
         Ok(id) => HttpResponse::Accepted().json(json!({ "id": id, "topic": topic })),
-        Err(err @ PublishError::QueueFull(_)) => {
+        Err(err @ TryPublishError::QueueFull(_)) => {
             let mut res = json_error(503, "queue_full", err);
             res.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             res
         }
-        Err(err @ PublishError::InvalidName(..)) => json_error(400, "invalid_topic", err),
+        Err(err @ TryPublishError::InvalidName(..)) => json_error(400, "invalid_topic", err),
         Err(err) => json_error(503, "unavailable", err),
     }
 }

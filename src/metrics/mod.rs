@@ -55,43 +55,10 @@
 
 pub mod prometheus;
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::core::metrics_actor::Snapshot;
-
-/// Latency percentiles in microseconds, and how many samples they are over.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct LatencySummary {
-    /// Samples.
-    pub count: u64,
-    /// Median.
-    pub p50: u64,
-    /// 90th percentile.
-    pub p90: u64,
-    /// 99th percentile.
-    pub p99: u64,
-    /// 99.9th percentile.
-    pub p999: u64,
-    /// Largest sample.
-    pub max: u64,
-}
-
-impl LatencySummary {
-    pub(crate) fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return LatencySummary::default();
-        }
-        LatencySummary {
-            count: h.len(),
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
-    }
-}
+pub use crate::util::LatencySummary;
 
 /// The EventBus's metrics: the seed's keys first, then ours.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -82,6 +82,7 @@ impl Default for ServerConfig {
 
 /// A configuration file that cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FileConfigError {
     /// The file cannot be read.
     #[error("cannot read config file {}: {source}", path.display())]

@@ -20,7 +20,9 @@
 //!    with 1001 (bounded by `[server] shutdown_timeout`);
 //! 5. stop the HTTP server (in-flight requests finish, bounded likewise).
 //!
-//! A second signal during the shutdown exits at once, with code 130.
+//! A second signal during the shutdown ends [`Serve::run_until`] at once with
+//! [`Stopped::Interrupted`] (the `tickwire` binary then exits with code 130). The library
+//! never exits the process itself.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,16 +38,29 @@ pub mod config;
 use config::FileConfig;
 
 /// What to serve.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct ServeOptions {
     /// The configuration (file, or defaults).
     pub config: FileConfig,
     /// Run the demo feed at this many ticks per second.
     pub demo: Option<u32>,
+    /// Serve on this listening socket instead of binding `[server] bind` (a socket made
+    /// by the caller, or passed by a parent process: `tickwire serve --listen-stdin`).
+    pub listener: Option<std::net::TcpListener>,
+}
+
+/// How [`Serve::run_until`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The graceful shutdown finished.
+    Finished,
+    /// A second signal arrived during the shutdown, which was abandoned.
+    Interrupted,
 }
 
 /// Why `serve` could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServeError {
     /// A component refused its configuration.
     #[error(transparent)]
@@ -119,9 +134,18 @@ impl Serve {
                 .tcp_nodelay(true)
                 .workers(config.server.workers)
                 .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1))
-                .disable_signals()
+                .disable_signals();
+        let server = match options.listener {
+            Some(listener) => {
+                let addr = listener.local_addr().unwrap_or(addr);
+                server
+                    .listen(listener)
+                    .map_err(|source| ServeError::Bind { addr, source })?
+            }
+            None => server
                 .bind(addr)
-                .map_err(|source| ServeError::Bind { addr, source })?;
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        };
         let addrs = server.addrs();
         services.websocket.check_exposure(addrs.iter().copied());
         let server = server.run();
@@ -153,16 +177,18 @@ impl Serve {
         &self.services
     }
 
-    /// Waits for SIGINT or SIGTERM, then shuts down (see the module docs); a second
-    /// signal exits the process at once with code 130.
-    pub async fn run_until(self, mut signals: Signals) {
+    /// Waits for SIGINT or SIGTERM, then shuts down (see the module docs). A second
+    /// signal during the shutdown abandons it: this returns [`Stopped::Interrupted`] at
+    /// once, and the caller decides what to do (the binary exits with code 130).
+    pub async fn run_until(self, mut signals: Signals) -> Stopped {
         signals.next().await;
-        actix_rt::spawn(async move {
-            signals.next().await;
-            tracing::warn!("second signal: exiting without finishing the shutdown");
-            std::process::exit(130);
-        });
-        self.shutdown().await;
+        tokio::select! {
+            () = self.shutdown() => Stopped::Finished,
+            () = signals.next() => {
+                tracing::warn!("second signal: giving up the shutdown");
+                Stopped::Interrupted
+            }
+        }
     }
 
     /// The graceful shutdown of the module docs.

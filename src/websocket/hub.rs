@@ -33,8 +33,8 @@ use super::protocol::{self, close, MAX_SUBSCRIPTIONS};
 use super::socket::SessionSocket;
 use super::topics::TopicMap;
 use crate::access::Access;
-use crate::core::counter::StripedCounter;
-use crate::core::metrics_actor::{RateWindow, TICK};
+use crate::util::counter::StripedCounter;
+use crate::util::rate::{RateWindow, TICK};
 use crate::{Event, Message, MessageQueue, Pattern, SubscribeError, WebSocketServiceConfig};
 
 /// How long a session that was asked to close, and whose actor still runs, may take

@@ -247,6 +247,10 @@ impl WebSocketService {
     }
 
     /// The seed's metrics, plus ours; definitions on [`WebSocketMetrics`].
+    ///
+    /// The name is the seed specification's (`get_performance_metrics()`), kept so that
+    /// code written against the seed reads the same; it is the crate's one `get_` method
+    /// that is not a builder's getter.
     pub async fn get_performance_metrics(&self) -> WebSocketMetrics {
         let stats = self.hub.send(GetStats).await.unwrap_or_default();
         let c = &self.shared.counters;

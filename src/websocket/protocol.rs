@@ -88,6 +88,7 @@ pub const MAX_TOPIC_BYTES: usize = crate::MAX_NAME_BYTES;
 /// strings are stable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// Not JSON, or not a JSON object, or not UTF-8.
     InvalidJson,
@@ -398,7 +399,7 @@ pub(crate) fn message_json<D: Serialize>(
         topic,
         data,
         seq,
-        timestamp: crate::item::rfc3339(at),
+        timestamp: crate::util::clock::rfc3339(at),
     })
 }
 

@@ -47,8 +47,8 @@ use super::protocol::{
 use super::socket::SessionSocket;
 use super::WebSocketService;
 use crate::access::Permissions;
-use crate::http::{json_error, unauthorized};
-use crate::{Pattern, PublishError, SubscribeError};
+use crate::reply::{json_error, unauthorized};
+use crate::{Pattern, SubscribeError, TryPublishError};
 
 /// A message being reassembled from fragments.
 enum Fragments {
@@ -389,8 +389,10 @@ impl Session {
         }
         match queue.try_publish(topic, data, priority) {
             Ok(_) => Ok(()),
-            Err(err @ PublishError::QueueFull(_)) => Err((ErrorCode::QueueFull, err.to_string())),
-            Err(err @ PublishError::InvalidName(..)) => {
+            Err(err @ TryPublishError::QueueFull(_)) => {
+                Err((ErrorCode::QueueFull, err.to_string()))
+            }
+            Err(err @ TryPublishError::InvalidName(..)) => {
                 Err((ErrorCode::InvalidTopic, err.to_string()))
             }
             Err(err) => Err((ErrorCode::Unavailable, err.to_string())),

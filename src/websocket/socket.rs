@@ -5,8 +5,8 @@
 //! stream only while the connection's write buffer has room. A client that stops reading
 //! therefore freezes its session actor: it cannot send a close frame, nor even notice a
 //! timer. The hub then resets the connection itself, through a duplicate of the socket's
-//! descriptor taken when the session started, which needs the descriptor: register
-//! [`on_connect`] on the `HttpServer` (`HttpServer::new(..).on_connect(on_connect)`).
+//! descriptor taken when the connection was accepted: register [`on_connect`] on the
+//! `HttpServer` (`HttpServer::new(..).on_connect(on_connect)`).
 //! Without it such a session is only forgotten by the hub (its memory stays bounded) and
 //! its connection lasts until the operating system gives up on it.
 //!
@@ -27,16 +27,21 @@
 //! sets `TCP_NODELAY`.)
 
 use std::any::Any;
+use std::sync::Arc;
 
 use actix_web::dev::Extensions;
 use actix_web::HttpRequest;
 
-/// The raw descriptor of a connection, recorded by [`on_connect`].
-#[derive(Clone, Copy, Debug)]
-struct ConnectionFd(#[cfg_attr(not(unix), allow(dead_code))] i32);
+/// A duplicate of a connection's socket descriptor, made by [`on_connect`] and closed
+/// with the connection's data (or later, by the last session that holds it).
+#[derive(Clone, Debug)]
+struct ConnectionSocket(#[cfg_attr(not(unix), allow(dead_code))] Arc<socket2::Socket>);
 
-/// Records the connection's socket descriptor so the WebSocket service can reset the
+/// Records a duplicate of the connection's socket so the WebSocket service can reset the
 /// connection of a client that stops reading. Pass it to `HttpServer::on_connect`.
+///
+/// The duplicate is an owned descriptor of its own (`dup(2)`), made while actix-web holds
+/// the connection: nothing an app's middleware does can make it name another socket.
 ///
 /// ```no_run
 /// use actix_web::{App, HttpServer};
@@ -54,52 +59,41 @@ struct ConnectionFd(#[cfg_attr(not(unix), allow(dead_code))] i32);
 pub fn on_connect(connection: &dyn Any, extensions: &mut Extensions) {
     #[cfg(unix)]
     {
-        use std::os::fd::AsRawFd;
+        use std::os::fd::AsFd;
         if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            extensions.insert(ConnectionFd(tcp.as_raw_fd()));
+            match tcp.as_fd().try_clone_to_owned() {
+                Ok(owned) => {
+                    extensions.insert(ConnectionSocket(Arc::new(socket2::Socket::from(owned))));
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot duplicate a connection's socket: a WebSocket session on it cannot be reset if it stalls");
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     let _ = (connection, extensions);
 }
 
-/// A duplicate of a session's socket descriptor, to reset the connection with.
-pub(crate) struct SessionSocket(#[cfg_attr(not(unix), allow(dead_code))] socket2::Socket);
+/// A session's socket (the duplicate [`on_connect`] made), to tune and to reset the
+/// connection with.
+pub(crate) struct SessionSocket(#[cfg_attr(not(unix), allow(dead_code))] Arc<socket2::Socket>);
 
 impl SessionSocket {
     /// The socket of the connection `req` arrived on, if [`on_connect`] recorded it, with
-    /// `TCP_NODELAY` set, and `TCP_USER_TIMEOUT` set to `user_timeout` (Linux).
-    ///
-    /// Call it only from the handler of an HTTP/1.x request (the handler's own future, not
-    /// a task it spawned): then the descriptor is open (see the SAFETY note). `None` for
-    /// HTTP/2 (whose handlers run in tasks of their own) and when nothing was recorded.
+    /// `TCP_NODELAY` set, and `TCP_USER_TIMEOUT` set to `user_timeout` (Linux). `None`
+    /// for HTTP/2 (a connection shared by many streams is not one session's to reset) and
+    /// when nothing was recorded.
     pub(crate) fn for_request(
         req: &HttpRequest,
         user_timeout: std::time::Duration,
     ) -> Option<SessionSocket> {
         #[cfg(unix)]
         {
-            use std::os::fd::BorrowedFd;
             if req.version() >= actix_web::http::Version::HTTP_2 {
                 return None;
             }
-            let fd = req.conn_data::<ConnectionFd>()?.0;
-            // SAFETY: `fd` is the descriptor of the HTTP/1 connection this request arrived
-            // on, recorded when the connection was accepted. actix-http's HTTP/1 dispatcher
-            // owns that socket, polls the handler's future from within its own poll (it
-            // does not spawn it), and closes the socket only when it is dropped; so while
-            // this handler runs, `fd` is open and is that socket. The duplicate made here is
-            // an independent, owned descriptor. (A middleware that moved the handler's
-            // future to another task would break this; tickwire's routes use none.)
-            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-            let owned = match borrowed.try_clone_to_owned() {
-                Ok(owned) => owned,
-                Err(err) => {
-                    tracing::warn!(%err, "cannot duplicate the session's socket: it cannot be reset if it stalls");
-                    return None;
-                }
-            };
-            let socket = SessionSocket(socket2::Socket::from(owned));
+            let socket = SessionSocket(req.conn_data::<ConnectionSocket>()?.0.clone());
             socket.tune(user_timeout);
             Some(socket)
         }
@@ -143,6 +137,7 @@ impl SessionSocket {
 mod tests {
     use super::SessionSocket;
     use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
     use std::time::Duration;
 
     #[test]
@@ -152,7 +147,9 @@ mod tests {
         let (accepted, _) = listener.accept().unwrap();
         assert!(!accepted.nodelay().unwrap(), "Nagle is on by default");
         // A duplicate, as the session takes: the options are the socket's, not the fd's.
-        let socket = SessionSocket(socket2::Socket::from(accepted.try_clone().unwrap()));
+        let socket = SessionSocket(Arc::new(socket2::Socket::from(
+            accepted.try_clone().unwrap(),
+        )));
         socket.tune(Duration::from_millis(35_000));
         assert!(accepted.nodelay().unwrap());
         #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "websocket")]
 pub mod ws;
 
 use std::time::Duration;

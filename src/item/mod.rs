@@ -48,12 +48,8 @@
 //! A name given as a `&'static str` is kept as it is (no allocation): a typed event with a
 //! literal name costs one allocation, the item's. [`Name`] says which names convert.
 
-use std::any::Any;
-use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -61,112 +57,20 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::core::supervision::{Delivered, HandlerFailure, DEAD_LETTER_PREFIX};
-use crate::core::Deliverable;
+mod body;
+mod delivery;
+mod name;
+
+pub use delivery::{
+    DeadLetter, Deliverable, Delivered, HandlerFailure, SubscriptionId, DEAD_LETTER_PREFIX,
+};
+pub use name::Name;
+
+use crate::util::clock::{self, rfc3339};
+use crate::util::id::next_id;
 use crate::Priority;
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh id, unique within this process (shared by events and messages).
-pub(crate) fn next_id() -> u64 {
-    NEXT_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Formats a time as RFC 3339 in UTC with microseconds (`2026-11-27T01:02:03.456789Z`).
-pub(crate) fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_micros(time).to_string()
-}
-
-/// An item's route (event name or message topic) as the typed constructors take it: a
-/// `&'static str` is kept as it is, without an allocation; a `String` (or `Box<str>`,
-/// `Arc<str>`, `Cow<'static, str>`, `&String`) is taken over or copied once. A name
-/// borrowed for less than `'static` must be made owned first (`name.to_owned()`).
-///
-/// ```
-/// use tickwire::Name;
-/// let literal: Name = "market.tick".into();          // no allocation
-/// let built: Name = format!("market.{}", "btc").into();
-/// assert_eq!((&*literal, &*built), ("market.tick", "market.btc"));
-/// ```
-#[derive(Clone)]
-pub struct Name(Repr);
-
-#[derive(Clone)]
-enum Repr {
-    Static(&'static str),
-    Owned(Box<str>),
-    Shared(Arc<str>),
-}
-
-impl Name {
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        match &self.0 {
-            Repr::Static(s) => s,
-            Repr::Owned(s) => s,
-            Repr::Shared(s) => s,
-        }
-    }
-}
-
-impl std::ops::Deref for Name {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl From<&'static str> for Name {
-    fn from(name: &'static str) -> Self {
-        Name(Repr::Static(name))
-    }
-}
-
-impl From<String> for Name {
-    fn from(name: String) -> Self {
-        Name(Repr::Owned(name.into_boxed_str()))
-    }
-}
-
-impl From<&String> for Name {
-    fn from(name: &String) -> Self {
-        Name(Repr::Owned(name.as_str().into()))
-    }
-}
-
-impl From<Box<str>> for Name {
-    fn from(name: Box<str>) -> Self {
-        Name(Repr::Owned(name))
-    }
-}
-
-impl From<Arc<str>> for Name {
-    fn from(name: Arc<str>) -> Self {
-        Name(Repr::Shared(name))
-    }
-}
-
-impl From<Cow<'static, str>> for Name {
-    fn from(name: Cow<'static, str>) -> Self {
-        match name {
-            Cow::Borrowed(name) => name.into(),
-            Cow::Owned(name) => name.into(),
-        }
-    }
-}
-
-impl fmt::Debug for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.as_str().fmt(f)
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.as_str().fmt(f)
-    }
-}
+pub(crate) use body::PayloadRef;
+use body::{Body, Json, SharedBody, TypedBody};
 
 mod sealed {
     pub trait Sealed {}
@@ -233,128 +137,6 @@ struct Inner<B: ?Sized> {
     body: B,
 }
 
-/// A payload, type-erased.
-trait Body: Send + Sync + 'static {
-    /// The payload as JSON, built on the first call for a typed value.
-    fn data(&self) -> &Value;
-    /// The JSON if it exists already.
-    fn built(&self) -> Option<&Value>;
-    /// The typed value, if the payload is one.
-    fn value(&self) -> Option<&(dyn Any + Send + Sync)>;
-    /// The payload's Rust type.
-    fn type_name(&self) -> &'static str;
-    /// The payload, to serialize into any format without building a `Value`.
-    fn serializable(&self) -> &dyn erased_serde::Serialize;
-    /// The item whose payload this is, for a [`SharedBody`].
-    fn origin(&self) -> Option<&Arc<Inner<dyn Body>>> {
-        None
-    }
-}
-
-struct Json(Value);
-
-impl Body for Json {
-    fn data(&self) -> &Value {
-        &self.0
-    }
-
-    fn built(&self) -> Option<&Value> {
-        Some(&self.0)
-    }
-
-    fn value(&self) -> Option<&(dyn Any + Send + Sync)> {
-        None
-    }
-
-    fn type_name(&self) -> &'static str {
-        std::any::type_name::<Value>()
-    }
-
-    fn serializable(&self) -> &dyn erased_serde::Serialize {
-        &self.0
-    }
-}
-
-struct TypedBody<T> {
-    value: T,
-    json: OnceLock<Value>,
-}
-
-impl<T: Serialize + Send + Sync + 'static> Body for TypedBody<T> {
-    fn data(&self) -> &Value {
-        self.json.get_or_init(|| {
-            // A `Serialize` impl that panics is treated as one that fails: `data()` is
-            // called from handler actors and the WebSocket hub, which must not unwind.
-            let json =
-                std::panic::catch_unwind(AssertUnwindSafe(|| serde_json::to_value(&self.value)));
-            match json {
-                Ok(Ok(json)) => json,
-                Ok(Err(err)) => {
-                    tracing::warn!(
-                        payload.type = std::any::type_name::<T>(),
-                        error = %err,
-                        "a typed payload does not serialize to JSON: its data() is null"
-                    );
-                    Value::Null
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        payload.type = std::any::type_name::<T>(),
-                        "a typed payload's Serialize panicked: its data() is null"
-                    );
-                    Value::Null
-                }
-            }
-        })
-    }
-
-    fn built(&self) -> Option<&Value> {
-        self.json.get()
-    }
-
-    fn value(&self) -> Option<&(dyn Any + Send + Sync)> {
-        Some(&self.value)
-    }
-
-    fn type_name(&self) -> &'static str {
-        std::any::type_name::<T>()
-    }
-
-    fn serializable(&self) -> &dyn erased_serde::Serialize {
-        &self.value
-    }
-}
-
-/// The payload of another item: a copy made with another priority while the original was
-/// shared (a typed value cannot be cloned, so it is shared instead).
-struct SharedBody(Arc<Inner<dyn Body>>);
-
-impl Body for SharedBody {
-    fn origin(&self) -> Option<&Arc<Inner<dyn Body>>> {
-        Some(&self.0)
-    }
-
-    fn data(&self) -> &Value {
-        self.0.body.data()
-    }
-
-    fn built(&self) -> Option<&Value> {
-        self.0.body.built()
-    }
-
-    fn value(&self) -> Option<&(dyn Any + Send + Sync)> {
-        self.0.body.value()
-    }
-
-    fn type_name(&self) -> &'static str {
-        self.0.body.type_name()
-    }
-
-    fn serializable(&self) -> &dyn erased_serde::Serialize {
-        self.0.body.serializable()
-    }
-}
-
 impl<K> Clone for Item<K> {
     fn clone(&self) -> Self {
         Item {
@@ -371,7 +153,7 @@ impl<K: Kind> Item<K> {
                 id: next_id(),
                 route,
                 priority,
-                timestamp: crate::clock::now(),
+                timestamp: clock::now(),
                 body,
             }),
             kind: PhantomData,
@@ -488,18 +270,6 @@ impl<K: Kind> Item<K> {
     }
 }
 
-/// A payload to serialize (see [`Item::payload_serialize`]).
-pub(crate) struct PayloadRef<'a>(&'a dyn Body);
-
-impl Serialize for PayloadRef<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0.built() {
-            Some(json) => json.serialize(serializer),
-            None => erased_serde::serialize(self.0.serializable(), serializer),
-        }
-    }
-}
-
 impl<K: Kind> Serialize for Item<K> {
     /// As [`to_json`](Item::to_json): a typed payload is serialized directly (no `Value`
     /// is built unless `data()` built one already).
@@ -528,34 +298,11 @@ impl<K: Kind> fmt::Debug for Item<K> {
     }
 }
 
-impl<K: Kind> Deliverable for Item<K> {
-    fn route(&self) -> &str {
-        Item::route(self)
-    }
-
-    fn priority(&self) -> Priority {
-        Item::priority(self)
-    }
-
-    fn into_delivered(self) -> Delivered {
-        K::delivered(self)
-    }
-
-    /// `$dlq.<route>`, same priority, the failure as data (`HandlerFailure::to_json`).
-    fn dead_letter(original: &Self, failure: &HandlerFailure) -> Self {
-        Item::json(
-            format!("{DEAD_LETTER_PREFIX}{}", original.route()).into(),
-            failure.to_json(),
-            original.priority(),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Counts how often it is serialized.
     struct Counted(&'static AtomicUsize);
@@ -635,7 +382,7 @@ mod tests {
     }
 
     fn create_event_for_test(data: Value) -> Event {
-        crate::create_event("x.y", data, Priority::Low)
+        Event::new("x.y", data).with_priority(Priority::Low)
     }
 
     #[test]

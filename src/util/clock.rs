@@ -1,4 +1,4 @@
-//! Wall-clock time for item timestamps, read cheaply.
+//! Wall-clock time for item timestamps, read cheaply, and its RFC 3339 form.
 //!
 //! Every event and message records when it was made, and reading the system clock costs
 //! more than the rest of making a typed event (about 30 ns here, where the time-stamp
@@ -16,6 +16,11 @@
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Formats a time as RFC 3339 in UTC with microseconds (`2026-11-27T01:02:03.456789Z`).
+pub(crate) fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_micros(time).to_string()
+}
 
 /// How long one anchor is used.
 pub(crate) const REANCHOR: Duration = Duration::from_millis(100);
