@@ -1,9 +1,9 @@
 //! The hub actor: owns the sessions and the topic registry, and fans broadcasts out.
 //!
-//! Every broadcast is one message to the hub, which serializes the frame once, finds the
-//! sessions whose patterns match the topic (cached per topic until the subscriptions
-//! change), and queues the frame to each with `try_send` into the session's bounded
-//! outbound queue (`send_buffer`). The hub never waits on a session: a full queue makes
+//! Every broadcast is one message to the hub, which serializes the frame once, asks its
+//! [`Router`] for the sessions whose patterns match the topic (cached per topic until the
+//! subscriptions change) and for the topic's next `seq`, and queues the frame to each
+//! with `try_send` into the session's bounded outbound queue (`send_buffer`). The hub never waits on a session: a full queue makes
 //! that session a slow consumer, closed with 4008 and taken out of the routing at once.
 //! Since one actor assigns `seq` and queues in order, every session sees a topic's
 //! messages in `seq` order. The queue is a channel the session owns, not its actix
@@ -17,8 +17,7 @@
 //! connection cut after [`stuck_grace`](Hub::stuck_grace), and any session still there
 //! [`CLOSE_GRACE`] after it was asked to close is cut too.
 
-use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -29,9 +28,9 @@ use serde_json::Value;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 
-use super::protocol::{self, close, MAX_SUBSCRIPTIONS};
+use super::protocol::{self, close};
+use super::router::Router;
 use super::socket::SessionSocket;
-use super::topics::TopicMap;
 use crate::access::Access;
 use crate::core::counter::StripedCounter;
 use crate::core::metrics_actor::{RateWindow, TICK};
@@ -40,17 +39,6 @@ use crate::{Event, Message, MessageQueue, Pattern, SubscribeError, WebSocketServ
 /// How long a session that was asked to close, and whose actor still runs, may take
 /// before its connection is cut anyway.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-/// Largest number of topics whose routes are cached, and bytes of their names.
-const ROUTE_CACHE: usize = 10_000;
-const ROUTE_CACHE_BYTES: usize = 1 << 20;
-/// Likewise for topics that go to no session.
-const UNROUTED_CACHE: usize = 4096;
-const UNROUTED_CACHE_BYTES: usize = 256 << 10;
-/// Topics whose `seq` is kept, and bytes of their names, before those without
-/// subscribers are forgotten.
-const SEQ_TOPICS: usize = 100_000;
-const SEQ_BYTES: usize = 8 << 20;
 
 /// What the hub, the sessions and the HTTP handler share.
 pub(crate) struct HubShared {
@@ -358,7 +346,6 @@ struct Entry {
     /// [`Answered`]).
     queued: u64,
     link: Arc<SessionLink>,
-    patterns: HashSet<Box<str>>,
     /// When the session was asked to close (it is out of the routing from then on).
     closing: Option<(Instant, u64)>,
     /// A graceful close not yet queued (the queue was full): retried every sweep.
@@ -370,18 +357,9 @@ pub(crate) struct Hub {
     shared: Arc<HubShared>,
     sessions: HashMap<u64, Entry>,
     by_client: HashMap<Arc<str>, u64>,
-    /// Pattern as written → (parsed, subscribed sessions).
-    patterns: HashMap<Box<str>, (Pattern, HashSet<u64>)>,
-    /// Topic → sessions it goes to, ascending, for topics with at least one; cleared on
-    /// every subscription change.
-    routes: TopicMap<Rc<[u64]>>,
-    /// Topics that go to no session (a map of its own, so that a flood of names nobody
-    /// listens to never evicts the routes in use); cleared likewise.
-    unrouted: TopicMap<()>,
-    /// The empty route.
-    no_route: Rc<[u64]>,
-    /// Topic → last `seq` given.
-    seqs: TopicMap<u64>,
+    /// Who is subscribed to what, by session key; every session in it is in `sessions`
+    /// and not closing.
+    router: Router,
     stop_waiters: Vec<oneshot::Sender<()>>,
     sent: RateWindow,
 }
@@ -401,11 +379,7 @@ impl Hub {
             shared,
             sessions: HashMap::new(),
             by_client: HashMap::new(),
-            patterns: HashMap::new(),
-            routes: TopicMap::new(ROUTE_CACHE, ROUTE_CACHE_BYTES),
-            unrouted: TopicMap::new(UNROUTED_CACHE, UNROUTED_CACHE_BYTES),
-            no_route: Rc::from(Vec::new()),
-            seqs: TopicMap::new(SEQ_TOPICS, SEQ_BYTES),
+            router: Router::new(),
             stop_waiters: Vec::new(),
             sent: RateWindow::new(Instant::now()),
         }
@@ -424,43 +398,13 @@ impl Hub {
         }
     }
 
-    fn route(&mut self, topic: &str) -> Rc<[u64]> {
-        if let Some(route) = self.routes.get(topic) {
-            return route.clone();
-        }
-        if self.unrouted.get(topic).is_some() {
-            return self.no_route.clone();
-        }
-        let mut keys: Vec<u64> = self
-            .patterns
-            .values()
-            .filter(|(pattern, _)| pattern.matches(topic))
-            .flat_map(|(_, keys)| keys.iter().copied())
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        if keys.is_empty() {
-            if self.unrouted.is_full(topic) {
-                self.unrouted.clear();
-            }
-            self.unrouted.insert(topic, ());
-            return self.no_route.clone();
-        }
-        let route: Rc<[u64]> = keys.into();
-        if self.routes.is_full(topic) {
-            self.routes.clear();
-        }
-        self.routes.insert(topic, route.clone());
-        route
-    }
-
     fn broadcast(&mut self, payload: &Payload) -> usize {
         let topic = payload.topic();
-        let route = self.route(topic);
+        let route = self.router.route(topic);
         if route.is_empty() {
             return 0;
         }
-        let seq = self.seqs.get(topic).map_or(1, |seq| seq + 1);
+        let seq = self.router.next_seq(topic);
         // A typed payload is serialized here, straight into the text; one whose
         // `Serialize` fails or panics is not sent (and takes no `seq`).
         let text = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -480,15 +424,7 @@ impl Hub {
                 return 0;
             }
         };
-        match self.seqs.get_mut(topic) {
-            Some(current) => *current = seq,
-            None => {
-                if self.seqs.is_full(topic) {
-                    self.forget_idle_seqs();
-                }
-                self.seqs.insert(topic, seq);
-            }
-        }
+        self.router.commit_seq(topic, seq);
         let mut queued = 0;
         let mut slow = Vec::new();
         for key in route.iter() {
@@ -508,50 +444,13 @@ impl Hub {
         queued
     }
 
-    /// Forgets the `seq` of topics no session is subscribed to now (their sequence
-    /// restarts at 1), so that broadcasting to ever new topics holds bounded memory.
-    fn forget_idle_seqs(&mut self) {
-        let patterns = &self.patterns;
-        let before = self.seqs.len();
-        self.seqs
-            .retain(|topic, _| patterns.values().any(|(p, _)| p.matches(topic)));
-        tracing::debug!(
-            forgotten = before - self.seqs.len(),
-            "forgot the seq of idle topics"
-        );
-        if self.seqs.len() * 2 >= SEQ_TOPICS || self.seqs.bytes() * 2 >= SEQ_BYTES {
-            tracing::warn!(
-                topics = self.seqs.len(),
-                bytes = self.seqs.bytes(),
-                "subscribed topics fill half the seq table ({SEQ_TOPICS} topics, {SEQ_BYTES} bytes of names): every seq restarts at 1"
-            );
-            self.seqs.clear();
-        }
-    }
-
-    fn unroute(&mut self, key: u64) {
-        let Some(entry) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        for pattern in entry.patterns.drain() {
-            forget_subscriber(&mut self.patterns, &pattern, key);
-        }
-        self.routes_changed();
-    }
-
-    /// The subscriptions changed: every cached route may be wrong.
-    fn routes_changed(&mut self) {
-        self.routes.clear();
-        self.unrouted.clear();
-    }
-
     /// Asks a session to close with `code`, and takes it out of the routing at once.
     ///
     /// A graceful close (1000, 1001) is queued behind the frames already queued, so the
     /// client gets them all first; 4000 and 4008 are decided at once (the session drops
     /// what is queued).
     fn close(&mut self, key: u64, code: u16) {
-        self.unroute(key);
+        self.router.remove_session(key);
         let now = Instant::now();
         let now_ms = self.shared.now_ms();
         let Some(entry) = self.sessions.get_mut(&key) else {
@@ -579,7 +478,7 @@ impl Hub {
 
     /// Forgets a session whose connection is cut (or cannot be).
     fn cut(&mut self, key: u64) {
-        self.unroute(key);
+        self.router.remove_session(key);
         if let Some(entry) = self.sessions.remove(&key) {
             self.by_client.remove(&entry.client_id);
             self.shared.counters.cut.fetch_add(1, Ordering::Relaxed);
@@ -643,21 +542,6 @@ impl Hub {
     }
 }
 
-/// Takes session `key` off `pattern`'s subscribers, and the pattern off the registry
-/// when none is left.
-fn forget_subscriber(
-    patterns: &mut HashMap<Box<str>, (Pattern, HashSet<u64>)>,
-    pattern: &str,
-    key: u64,
-) {
-    if let Some((_, keys)) = patterns.get_mut(pattern) {
-        keys.remove(&key);
-        if keys.is_empty() {
-            patterns.remove(pattern);
-        }
-    }
-}
-
 impl Actor for Hub {
     type Context = Context<Self>;
 
@@ -684,7 +568,6 @@ impl Handler<Connect> for Hub {
                 out: msg.out,
                 queued: 0,
                 link: msg.link,
-                patterns: HashSet::new(),
                 closing: None,
                 pending_close: None,
             },
@@ -697,7 +580,7 @@ impl Handler<Disconnect> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
-        self.unroute(msg.key);
+        self.router.remove_session(msg.key);
         if let Some(entry) = self.sessions.remove(&msg.key) {
             self.by_client.remove(&entry.client_id);
         }
@@ -725,20 +608,7 @@ impl Handler<Subscribe> for Hub {
             answer: (),
             queued: entry.queued,
         };
-        let text = msg.pattern.as_str();
-        if entry.patterns.contains(text) {
-            return Ok(answered);
-        }
-        if entry.patterns.len() >= MAX_SUBSCRIPTIONS {
-            return Err(SubscribeError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
-        }
-        entry.patterns.insert(text.into());
-        self.patterns
-            .entry(text.into())
-            .or_insert_with(|| (msg.pattern.clone(), HashSet::new()))
-            .1
-            .insert(key);
-        self.routes_changed();
+        self.router.subscribe(key, &msg.pattern)?;
         Ok(answered)
     }
 }
@@ -754,13 +624,7 @@ impl Handler<Unsubscribe> for Hub {
         let Some(entry) = self.sessions.get_mut(&key) else {
             return answer(false, 0);
         };
-        let queued = entry.queued;
-        if !entry.patterns.remove(msg.pattern.as_str()) {
-            return answer(false, queued);
-        }
-        forget_subscriber(&mut self.patterns, &msg.pattern, key);
-        self.routes_changed();
-        answer(true, queued)
+        answer(self.router.unsubscribe(key, &msg.pattern), entry.queued)
     }
 }
 
@@ -805,7 +669,7 @@ impl Handler<GetStats> for Hub {
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(HubStats {
-            topics: self.patterns.len() as u64,
+            topics: self.router.pattern_count() as u64,
             sent_per_second: self
                 .sent
                 .rate(Instant::now(), self.shared.counters.sent.sum()),

@@ -78,6 +78,7 @@
 pub mod protocol;
 
 mod hub;
+mod router;
 mod session;
 mod socket;
 mod topics;
