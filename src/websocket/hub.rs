@@ -10,17 +10,14 @@
 //! mailbox, so that a session can write what the hub queued before it answers a request
 //! (see the session's `## Barriers`).
 //!
-//! Every tick (`connection_timeout / 20`, between 10 ms and 1 s) the hub sweeps: a session
-//! from which nothing arrived for `connection_timeout` plus a tick, and that did not close
-//! itself, is closed with 4000; a session asked to close whose actor has not run since
-//! (its connection cannot take more bytes, so actix-web does not poll it) has its TCP
-//! connection cut after [`stuck_grace`](Hub::stuck_grace), and any session still there
-//! [`CLOSE_GRACE`] after it was asked to close is cut too.
+//! Every tick the hub sweeps its sessions by the [`liveness`](super::liveness) rule:
+//! those silent for too long are closed with 4000, those that do not close in time are
+//! cut; the sweep also retries the graceful closes that found a full queue.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -28,17 +25,13 @@ use serde_json::Value;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 
+use super::liveness::{Closing, Liveness, SessionLink, Verdict};
 use super::protocol::{self, close};
 use super::router::Router;
-use super::socket::SessionSocket;
 use crate::access::Access;
 use crate::core::counter::StripedCounter;
 use crate::core::metrics_actor::{RateWindow, TICK};
 use crate::{Event, Message, MessageQueue, Pattern, SubscribeError, WebSocketServiceConfig};
-
-/// How long a session that was asked to close, and whose actor still runs, may take
-/// before its connection is cut anyway.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// What the hub, the sessions and the HTTP handler share.
 pub(crate) struct HubShared {
@@ -49,8 +42,8 @@ pub(crate) struct HubShared {
     /// Sessions holding a connection slot.
     pub(crate) active: AtomicUsize,
     pub(crate) started: Instant,
-    /// The sweep and session timer period.
-    pub(crate) tick: Duration,
+    /// The sweep and session timer rule (and period: its `tick()`).
+    pub(crate) liveness: Liveness,
     next_client: AtomicU64,
     pub(crate) counters: Counters,
     /// Whether the open-service warning was considered (on the first connection).
@@ -97,7 +90,8 @@ impl HubShared {
         access: Access,
         queue: Option<MessageQueue>,
     ) -> Self {
-        let tick = (config.connection_timeout / 20).clamp(Duration::from_millis(10), TICK);
+        // The sweep samples the rate window `sent`, which wants a sample every TICK.
+        let liveness = Liveness::new(&config, TICK);
         HubShared {
             config,
             access,
@@ -105,7 +99,7 @@ impl HubShared {
             stopping: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             started: Instant::now(),
-            tick,
+            liveness,
             next_client: AtomicU64::new(1),
             counters: Counters::default(),
             exposure_checked: AtomicBool::new(false),
@@ -142,68 +136,6 @@ pub(crate) struct ConnectionSlot(Arc<HubShared>);
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// What a session and the hub both see of it.
-pub(crate) struct SessionLink {
-    /// The close code decided for the session (0: none yet). The first to decide wins.
-    close_code: AtomicU16,
-    /// When the last frame arrived from the client (`HubShared::now_ms`).
-    last_inbound: AtomicU64,
-    /// When the session's actor last ran.
-    last_alive: AtomicU64,
-    /// The connection's socket, if the server registered [`on_connect`](super::on_connect).
-    socket: Option<SessionSocket>,
-}
-
-impl SessionLink {
-    pub(crate) fn new(now_ms: u64, socket: Option<SessionSocket>) -> Self {
-        SessionLink {
-            close_code: AtomicU16::new(0),
-            last_inbound: AtomicU64::new(now_ms),
-            last_alive: AtomicU64::new(now_ms),
-            socket,
-        }
-    }
-
-    /// Decides the close code, unless one was decided already. True if this call decided.
-    pub(crate) fn claim_close(&self, code: u16) -> bool {
-        self.close_code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    /// The close code decided, if any.
-    pub(crate) fn close_code(&self) -> Option<u16> {
-        match self.close_code.load(Ordering::Acquire) {
-            0 => None,
-            code => Some(code),
-        }
-    }
-
-    /// A frame arrived from the client.
-    pub(crate) fn inbound(&self, now_ms: u64) {
-        self.last_inbound.store(now_ms, Ordering::Relaxed);
-        self.last_alive.store(now_ms, Ordering::Relaxed);
-    }
-
-    /// The session's actor ran.
-    pub(crate) fn alive(&self, now_ms: u64) {
-        self.last_alive.store(now_ms, Ordering::Relaxed);
-    }
-
-    pub(crate) fn last_inbound(&self) -> u64 {
-        self.last_inbound.load(Ordering::Relaxed)
-    }
-
-    fn last_alive(&self) -> u64 {
-        self.last_alive.load(Ordering::Relaxed)
-    }
-
-    /// Cuts the TCP connection (reset), if the socket is known. True if it was.
-    fn cut(&self) -> bool {
-        self.socket.as_ref().is_some_and(SessionSocket::cut)
     }
 }
 
@@ -347,7 +279,7 @@ struct Entry {
     queued: u64,
     link: Arc<SessionLink>,
     /// When the session was asked to close (it is out of the routing from then on).
-    closing: Option<(Instant, u64)>,
+    closing: Option<Closing>,
     /// A graceful close not yet queued (the queue was full): retried every sweep.
     pending_close: Option<u16>,
 }
@@ -383,12 +315,6 @@ impl Hub {
             stop_waiters: Vec::new(),
             sent: RateWindow::new(Instant::now()),
         }
-    }
-
-    /// How long a session asked to close may go without its actor running before its
-    /// connection is cut: three ticks, at least 250 ms.
-    fn stuck_grace(&self) -> Duration {
-        (self.shared.tick * 3).max(Duration::from_millis(250))
     }
 
     fn key_of(&self, target: &Target) -> Option<u64> {
@@ -451,15 +377,17 @@ impl Hub {
     /// what is queued).
     fn close(&mut self, key: u64, code: u16) {
         self.router.remove_session(key);
-        let now = Instant::now();
-        let now_ms = self.shared.now_ms();
+        let closing = Closing {
+            at: Instant::now(),
+            at_ms: self.shared.now_ms(),
+        };
         let Some(entry) = self.sessions.get_mut(&key) else {
             return;
         };
         if entry.closing.is_some() {
             return;
         }
-        entry.closing = Some((now, now_ms));
+        entry.closing = Some(closing);
         if matches!(code, close::NORMAL | close::GOING_AWAY) {
             if entry.send(Outbound::Close(code)).is_err() {
                 entry.pending_close = Some(code);
@@ -493,12 +421,12 @@ impl Hub {
         }
     }
 
+    /// Applies the [`liveness`](super::liveness) rule to every session, and retries the
+    /// graceful closes not yet queued.
     fn sweep(&mut self) {
         let now = Instant::now();
         let now_ms = self.shared.now_ms();
-        let idle_limit =
-            (self.shared.config.connection_timeout + self.shared.tick).as_millis() as u64;
-        let stuck_grace = self.stuck_grace();
+        let liveness = self.shared.liveness;
         let mut expired = Vec::new();
         let mut cut = Vec::new();
         for (&key, entry) in self.sessions.iter_mut() {
@@ -507,18 +435,10 @@ impl Hub {
                     entry.pending_close = None;
                 }
             }
-            match entry.closing {
-                Some((at, at_ms)) => {
-                    let waited = now.duration_since(at);
-                    let ran_since = entry.link.last_alive() > at_ms;
-                    if (!ran_since && waited >= stuck_grace) || waited >= CLOSE_GRACE {
-                        cut.push(key);
-                    }
-                }
-                None if now_ms.saturating_sub(entry.link.last_inbound()) > idle_limit => {
-                    expired.push(key)
-                }
-                None => {}
+            match liveness.sweep_check(now, now_ms, entry.link.seen(entry.closing)) {
+                Verdict::Keep => {}
+                Verdict::TimedOut => expired.push(key),
+                Verdict::Cut => cut.push(key),
             }
         }
         for key in expired {
@@ -546,7 +466,7 @@ impl Actor for Hub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.shared.tick, |hub, ctx| {
+        ctx.run_interval(self.shared.liveness.tick(), |hub, ctx| {
             hub.sweep();
             hub.finish_stop_if_done(ctx);
         });

@@ -78,6 +78,7 @@
 pub mod protocol;
 
 mod hub;
+mod liveness;
 mod router;
 mod session;
 mod socket;
@@ -92,7 +93,7 @@ use actix_web::web;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-pub use hub::CLOSE_GRACE;
+pub use liveness::CLOSE_GRACE;
 pub use socket::on_connect;
 
 use crate::access::Access;
