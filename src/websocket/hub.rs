@@ -1,10 +1,11 @@
 //! The hub actor: owns the sessions and the topic registry, and fans broadcasts out.
 //!
-//! Every broadcast is one message to the hub, which serializes the frame once, asks its
-//! [`Router`] for the sessions whose patterns match the topic (cached per topic until the
-//! subscriptions change) and for the topic's next `seq`, and queues the frame to each
-//! with `try_send` into the session's bounded outbound queue (`send_buffer`). The hub never waits on a session: a full queue makes
-//! that session a slow consumer, closed with 4008 and taken out of the routing at once.
+//! Every broadcast is one message to the hub, which asks its [`Router`] for the sessions
+//! whose patterns match the topic (cached per topic until the subscriptions change) and
+//! for the topic's next `seq`, serializes the frame once ([`Payload::frame`]), and queues
+//! it to each with `try_send` into the session's bounded outbound queue (`send_buffer`).
+//! The hub never waits on a session: a full queue makes that session a slow consumer,
+//! closed with 4008 and taken out of the routing at once.
 //! Since one actor assigns `seq` and queues in order, every session sees a topic's
 //! messages in `seq` order. The queue is a channel the session owns, not its actix
 //! mailbox, so that a session can write what the hub queued before it answers a request
@@ -21,17 +22,17 @@ use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use serde_json::Value;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 
 use super::liveness::{Closing, Liveness, SessionLink, Verdict};
-use super::protocol::{self, close};
+use super::payload::Payload;
+use super::protocol::close;
 use super::router::Router;
 use crate::access::Access;
 use crate::core::counter::StripedCounter;
 use crate::core::metrics_actor::{RateWindow, TICK};
-use crate::{Event, Message, MessageQueue, Pattern, SubscribeError, WebSocketServiceConfig};
+use crate::{MessageQueue, Pattern, SubscribeError, WebSocketServiceConfig};
 
 /// What the hub, the sessions and the HTTP handler share.
 pub(crate) struct HubShared {
@@ -196,52 +197,6 @@ pub(crate) struct Unsubscribe {
     pub(crate) pattern: String,
 }
 
-/// What a broadcast carries: JSON given by the app, or a message or event to take the
-/// JSON from without copying it.
-pub(crate) enum Payload {
-    /// A topic and JSON from the app.
-    Value(Box<str>, Value),
-    /// A message, on its topic.
-    Message(Message),
-    /// An event, on its name.
-    Event(Event),
-}
-
-impl Payload {
-    pub(crate) fn topic(&self) -> &str {
-        match self {
-            Payload::Value(topic, _) => topic,
-            Payload::Message(m) => m.topic(),
-            Payload::Event(e) => e.name(),
-        }
-    }
-
-    /// The data to serialize into the frame: a typed payload is serialized straight
-    /// into the frame's text, without a `Value` (unless `data()` built one already).
-    fn data(&self) -> PayloadData<'_> {
-        match self {
-            Payload::Value(_, v) => PayloadData::Json(v),
-            Payload::Message(m) => PayloadData::Item(m.payload_serialize()),
-            Payload::Event(e) => PayloadData::Item(e.payload_serialize()),
-        }
-    }
-}
-
-/// See [`Payload::data`].
-enum PayloadData<'a> {
-    Json(&'a Value),
-    Item(crate::item::PayloadRef<'a>),
-}
-
-impl serde::Serialize for PayloadData<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PayloadData::Json(json) => json.serialize(serializer),
-            PayloadData::Item(item) => item.serialize(serializer),
-        }
-    }
-}
-
 /// Sends to every session subscribed to the topic. Answers how many it was queued to.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -331,24 +286,10 @@ impl Hub {
             return 0;
         }
         let seq = self.router.next_seq(topic);
-        // A typed payload is serialized here, straight into the text; one whose
-        // `Serialize` fails or panics is not sent (and takes no `seq`).
-        let text = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            protocol::message_json(topic, &payload.data(), seq, SystemTime::now())
-        }));
-        let text: ByteString = match text {
-            Ok(Ok(text)) => text.into(),
-            Ok(Err(err)) => {
-                tracing::warn!(topic, error = %err, "a broadcast's data does not serialize to JSON: not sent");
-                return 0;
-            }
-            Err(_) => {
-                tracing::warn!(
-                    topic,
-                    "a broadcast's data panicked while serializing: not sent"
-                );
-                return 0;
-            }
+        // Serialized once, for every session; a payload whose `Serialize` fails or
+        // panics is not sent (and takes no `seq`).
+        let Some(text) = payload.frame(seq, SystemTime::now()) else {
+            return 0;
         };
         self.router.commit_seq(topic, seq);
         let mut queued = 0;

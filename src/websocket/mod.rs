@@ -79,6 +79,7 @@ pub mod protocol;
 
 mod hub;
 mod liveness;
+mod payload;
 mod router;
 mod session;
 mod socket;
@@ -99,8 +100,8 @@ pub use socket::on_connect;
 use crate::access::Access;
 use crate::metrics::WebSocketMetrics;
 use crate::{ConfigError, MessageQueue, Pattern, SubscribeError, WebSocketServiceConfig};
-pub(crate) use hub::Payload;
 use hub::{Broadcast, GetStats, Hub, HubShared, Kick, Stop, Subscribe, Target, Unsubscribe};
+pub(crate) use payload::Payload;
 
 /// Handle to a running WebSocketService. Cheap to clone, `Send + Sync`.
 #[derive(Clone)]
