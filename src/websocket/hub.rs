@@ -1,56 +1,38 @@
 //! The hub actor: owns the sessions and the topic registry, and fans broadcasts out.
 //!
-//! Every broadcast is one message to the hub, which serializes the frame once, finds the
-//! sessions whose patterns match the topic (cached per topic until the subscriptions
-//! change), and queues the frame to each with `try_send` into the session's bounded
-//! outbound queue (`send_buffer`). The hub never waits on a session: a full queue makes
-//! that session a slow consumer, closed with 4008 and taken out of the routing at once.
+//! Every broadcast is one message to the hub, which asks its [`Router`] for the sessions
+//! whose patterns match the topic (cached per topic until the subscriptions change) and
+//! for the topic's next `seq`, serializes the frame once ([`Payload::frame`]), and queues
+//! it to each with `try_send` into the session's bounded outbound queue (`send_buffer`).
+//! The hub never waits on a session: a full queue makes that session a slow consumer,
+//! closed with 4008 and taken out of the routing at once.
 //! Since one actor assigns `seq` and queues in order, every session sees a topic's
 //! messages in `seq` order. The queue is a channel the session owns, not its actix
 //! mailbox, so that a session can write what the hub queued before it answers a request
 //! (see the session's `## Barriers`).
 //!
-//! Every tick (`connection_timeout / 20`, between 10 ms and 1 s) the hub sweeps: a session
-//! from which nothing arrived for `connection_timeout` plus a tick, and that did not close
-//! itself, is closed with 4000; a session asked to close whose actor has not run since
-//! (its connection cannot take more bytes, so actix-web does not poll it) has its TCP
-//! connection cut after [`stuck_grace`](Hub::stuck_grace), and any session still there
-//! [`CLOSE_GRACE`] after it was asked to close is cut too.
+//! Every tick the hub sweeps its sessions by the [`liveness`](super::liveness) rule:
+//! those silent for too long are closed with 4000, those that do not close in time are
+//! cut; the sweep also retries the graceful closes that found a full queue.
 
-use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use serde_json::Value;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 
-use super::protocol::{self, close, MAX_SUBSCRIPTIONS};
-use super::socket::SessionSocket;
-use super::topics::TopicMap;
+use super::liveness::{Closing, Liveness, SessionLink, Verdict};
+use super::payload::Payload;
+use super::protocol::close;
+use super::router::Router;
 use crate::access::Access;
 use crate::util::counter::StripedCounter;
 use crate::util::rate::{RateWindow, TICK};
-use crate::{Event, Message, MessageQueue, Pattern, SubscribeError, WebSocketServiceConfig};
-
-/// How long a session that was asked to close, and whose actor still runs, may take
-/// before its connection is cut anyway.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-/// Largest number of topics whose routes are cached, and bytes of their names.
-const ROUTE_CACHE: usize = 10_000;
-const ROUTE_CACHE_BYTES: usize = 1 << 20;
-/// Likewise for topics that go to no session.
-const UNROUTED_CACHE: usize = 4096;
-const UNROUTED_CACHE_BYTES: usize = 256 << 10;
-/// Topics whose `seq` is kept, and bytes of their names, before those without
-/// subscribers are forgotten.
-const SEQ_TOPICS: usize = 100_000;
-const SEQ_BYTES: usize = 8 << 20;
+use crate::{MessageQueue, Pattern, SubscribeError, WebSocketServiceConfig};
 
 /// What the hub, the sessions and the HTTP handler share.
 pub(crate) struct HubShared {
@@ -61,8 +43,8 @@ pub(crate) struct HubShared {
     /// Sessions holding a connection slot.
     pub(crate) active: AtomicUsize,
     pub(crate) started: Instant,
-    /// The sweep and session timer period.
-    pub(crate) tick: Duration,
+    /// The sweep and session timer rule (and period: its `tick()`).
+    pub(crate) liveness: Liveness,
     next_client: AtomicU64,
     pub(crate) counters: Counters,
     /// Whether the open-service warning was considered (on the first connection).
@@ -109,7 +91,8 @@ impl HubShared {
         access: Access,
         queue: Option<MessageQueue>,
     ) -> Self {
-        let tick = (config.connection_timeout / 20).clamp(Duration::from_millis(10), TICK);
+        // The sweep samples the rate window `sent`, which wants a sample every TICK.
+        let liveness = Liveness::new(&config, TICK);
         HubShared {
             config,
             access,
@@ -117,7 +100,7 @@ impl HubShared {
             stopping: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             started: Instant::now(),
-            tick,
+            liveness,
             next_client: AtomicU64::new(1),
             counters: Counters::default(),
             exposure_checked: AtomicBool::new(false),
@@ -154,68 +137,6 @@ pub(crate) struct ConnectionSlot(Arc<HubShared>);
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// What a session and the hub both see of it.
-pub(crate) struct SessionLink {
-    /// The close code decided for the session (0: none yet). The first to decide wins.
-    close_code: AtomicU16,
-    /// When the last frame arrived from the client (`HubShared::now_ms`).
-    last_inbound: AtomicU64,
-    /// When the session's actor last ran.
-    last_alive: AtomicU64,
-    /// The connection's socket, if the server registered [`on_connect`](super::on_connect).
-    socket: Option<SessionSocket>,
-}
-
-impl SessionLink {
-    pub(crate) fn new(now_ms: u64, socket: Option<SessionSocket>) -> Self {
-        SessionLink {
-            close_code: AtomicU16::new(0),
-            last_inbound: AtomicU64::new(now_ms),
-            last_alive: AtomicU64::new(now_ms),
-            socket,
-        }
-    }
-
-    /// Decides the close code, unless one was decided already. True if this call decided.
-    pub(crate) fn claim_close(&self, code: u16) -> bool {
-        self.close_code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    /// The close code decided, if any.
-    pub(crate) fn close_code(&self) -> Option<u16> {
-        match self.close_code.load(Ordering::Acquire) {
-            0 => None,
-            code => Some(code),
-        }
-    }
-
-    /// A frame arrived from the client.
-    pub(crate) fn inbound(&self, now_ms: u64) {
-        self.last_inbound.store(now_ms, Ordering::Relaxed);
-        self.last_alive.store(now_ms, Ordering::Relaxed);
-    }
-
-    /// The session's actor ran.
-    pub(crate) fn alive(&self, now_ms: u64) {
-        self.last_alive.store(now_ms, Ordering::Relaxed);
-    }
-
-    pub(crate) fn last_inbound(&self) -> u64 {
-        self.last_inbound.load(Ordering::Relaxed)
-    }
-
-    fn last_alive(&self) -> u64 {
-        self.last_alive.load(Ordering::Relaxed)
-    }
-
-    /// Cuts the TCP connection (reset), if the socket is known. True if it was.
-    fn cut(&self) -> bool {
-        self.socket.as_ref().is_some_and(SessionSocket::cut)
     }
 }
 
@@ -276,52 +197,6 @@ pub(crate) struct Unsubscribe {
     pub(crate) pattern: String,
 }
 
-/// What a broadcast carries: JSON given by the app, or a message or event to take the
-/// JSON from without copying it.
-pub(crate) enum Payload {
-    /// A topic and JSON from the app.
-    Value(Box<str>, Value),
-    /// A message, on its topic.
-    Message(Message),
-    /// An event, on its name.
-    Event(Event),
-}
-
-impl Payload {
-    pub(crate) fn topic(&self) -> &str {
-        match self {
-            Payload::Value(topic, _) => topic,
-            Payload::Message(m) => m.topic(),
-            Payload::Event(e) => e.name(),
-        }
-    }
-
-    /// The data to serialize into the frame: a typed payload is serialized straight
-    /// into the frame's text, without a `Value` (unless `data()` built one already).
-    fn data(&self) -> PayloadData<'_> {
-        match self {
-            Payload::Value(_, v) => PayloadData::Json(v),
-            Payload::Message(m) => PayloadData::Item(m.payload_serialize()),
-            Payload::Event(e) => PayloadData::Item(e.payload_serialize()),
-        }
-    }
-}
-
-/// See [`Payload::data`].
-enum PayloadData<'a> {
-    Json(&'a Value),
-    Item(crate::item::PayloadRef<'a>),
-}
-
-impl serde::Serialize for PayloadData<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PayloadData::Json(json) => json.serialize(serializer),
-            PayloadData::Item(item) => item.serialize(serializer),
-        }
-    }
-}
-
 /// Sends to every session subscribed to the topic. Answers how many it was queued to.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -358,9 +233,8 @@ struct Entry {
     /// [`Answered`]).
     queued: u64,
     link: Arc<SessionLink>,
-    patterns: HashSet<Box<str>>,
     /// When the session was asked to close (it is out of the routing from then on).
-    closing: Option<(Instant, u64)>,
+    closing: Option<Closing>,
     /// A graceful close not yet queued (the queue was full): retried every sweep.
     pending_close: Option<u16>,
 }
@@ -370,18 +244,9 @@ pub(crate) struct Hub {
     shared: Arc<HubShared>,
     sessions: HashMap<u64, Entry>,
     by_client: HashMap<Arc<str>, u64>,
-    /// Pattern as written → (parsed, subscribed sessions).
-    patterns: HashMap<Box<str>, (Pattern, HashSet<u64>)>,
-    /// Topic → sessions it goes to, ascending, for topics with at least one; cleared on
-    /// every subscription change.
-    routes: TopicMap<Rc<[u64]>>,
-    /// Topics that go to no session (a map of its own, so that a flood of names nobody
-    /// listens to never evicts the routes in use); cleared likewise.
-    unrouted: TopicMap<()>,
-    /// The empty route.
-    no_route: Rc<[u64]>,
-    /// Topic → last `seq` given.
-    seqs: TopicMap<u64>,
+    /// Who is subscribed to what, by session key; every session in it is in `sessions`
+    /// and not closing.
+    router: Router,
     stop_waiters: Vec<oneshot::Sender<()>>,
     sent: RateWindow,
 }
@@ -401,20 +266,10 @@ impl Hub {
             shared,
             sessions: HashMap::new(),
             by_client: HashMap::new(),
-            patterns: HashMap::new(),
-            routes: TopicMap::new(ROUTE_CACHE, ROUTE_CACHE_BYTES),
-            unrouted: TopicMap::new(UNROUTED_CACHE, UNROUTED_CACHE_BYTES),
-            no_route: Rc::from(Vec::new()),
-            seqs: TopicMap::new(SEQ_TOPICS, SEQ_BYTES),
+            router: Router::new(),
             stop_waiters: Vec::new(),
             sent: RateWindow::new(Instant::now()),
         }
-    }
-
-    /// How long a session asked to close may go without its actor running before its
-    /// connection is cut: three ticks, at least 250 ms.
-    fn stuck_grace(&self) -> Duration {
-        (self.shared.tick * 3).max(Duration::from_millis(250))
     }
 
     fn key_of(&self, target: &Target) -> Option<u64> {
@@ -424,71 +279,19 @@ impl Hub {
         }
     }
 
-    fn route(&mut self, topic: &str) -> Rc<[u64]> {
-        if let Some(route) = self.routes.get(topic) {
-            return route.clone();
-        }
-        if self.unrouted.get(topic).is_some() {
-            return self.no_route.clone();
-        }
-        let mut keys: Vec<u64> = self
-            .patterns
-            .values()
-            .filter(|(pattern, _)| pattern.matches(topic))
-            .flat_map(|(_, keys)| keys.iter().copied())
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        if keys.is_empty() {
-            if self.unrouted.is_full(topic) {
-                self.unrouted.clear();
-            }
-            self.unrouted.insert(topic, ());
-            return self.no_route.clone();
-        }
-        let route: Rc<[u64]> = keys.into();
-        if self.routes.is_full(topic) {
-            self.routes.clear();
-        }
-        self.routes.insert(topic, route.clone());
-        route
-    }
-
     fn broadcast(&mut self, payload: &Payload) -> usize {
         let topic = payload.topic();
-        let route = self.route(topic);
+        let route = self.router.route(topic);
         if route.is_empty() {
             return 0;
         }
-        let seq = self.seqs.get(topic).map_or(1, |seq| seq + 1);
-        // A typed payload is serialized here, straight into the text; one whose
-        // `Serialize` fails or panics is not sent (and takes no `seq`).
-        let text = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            protocol::message_json(topic, &payload.data(), seq, SystemTime::now())
-        }));
-        let text: ByteString = match text {
-            Ok(Ok(text)) => text.into(),
-            Ok(Err(err)) => {
-                tracing::warn!(topic, error = %err, "a broadcast's data does not serialize to JSON: not sent");
-                return 0;
-            }
-            Err(_) => {
-                tracing::warn!(
-                    topic,
-                    "a broadcast's data panicked while serializing: not sent"
-                );
-                return 0;
-            }
+        let seq = self.router.next_seq(topic);
+        // Serialized once, for every session; a payload whose `Serialize` fails or
+        // panics is not sent (and takes no `seq`).
+        let Some(text) = payload.frame(seq, SystemTime::now()) else {
+            return 0;
         };
-        match self.seqs.get_mut(topic) {
-            Some(current) => *current = seq,
-            None => {
-                if self.seqs.is_full(topic) {
-                    self.forget_idle_seqs();
-                }
-                self.seqs.insert(topic, seq);
-            }
-        }
+        self.router.commit_seq(topic, seq);
         let mut queued = 0;
         let mut slow = Vec::new();
         for key in route.iter() {
@@ -508,59 +311,24 @@ impl Hub {
         queued
     }
 
-    /// Forgets the `seq` of topics no session is subscribed to now (their sequence
-    /// restarts at 1), so that broadcasting to ever new topics holds bounded memory.
-    fn forget_idle_seqs(&mut self) {
-        let patterns = &self.patterns;
-        let before = self.seqs.len();
-        self.seqs
-            .retain(|topic, _| patterns.values().any(|(p, _)| p.matches(topic)));
-        tracing::debug!(
-            forgotten = before - self.seqs.len(),
-            "forgot the seq of idle topics"
-        );
-        if self.seqs.len() * 2 >= SEQ_TOPICS || self.seqs.bytes() * 2 >= SEQ_BYTES {
-            tracing::warn!(
-                topics = self.seqs.len(),
-                bytes = self.seqs.bytes(),
-                "subscribed topics fill half the seq table ({SEQ_TOPICS} topics, {SEQ_BYTES} bytes of names): every seq restarts at 1"
-            );
-            self.seqs.clear();
-        }
-    }
-
-    fn unroute(&mut self, key: u64) {
-        let Some(entry) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        for pattern in entry.patterns.drain() {
-            forget_subscriber(&mut self.patterns, &pattern, key);
-        }
-        self.routes_changed();
-    }
-
-    /// The subscriptions changed: every cached route may be wrong.
-    fn routes_changed(&mut self) {
-        self.routes.clear();
-        self.unrouted.clear();
-    }
-
     /// Asks a session to close with `code`, and takes it out of the routing at once.
     ///
     /// A graceful close (1000, 1001) is queued behind the frames already queued, so the
     /// client gets them all first; 4000 and 4008 are decided at once (the session drops
     /// what is queued).
     fn close(&mut self, key: u64, code: u16) {
-        self.unroute(key);
-        let now = Instant::now();
-        let now_ms = self.shared.now_ms();
+        self.router.remove_session(key);
+        let closing = Closing {
+            at: Instant::now(),
+            at_ms: self.shared.now_ms(),
+        };
         let Some(entry) = self.sessions.get_mut(&key) else {
             return;
         };
         if entry.closing.is_some() {
             return;
         }
-        entry.closing = Some((now, now_ms));
+        entry.closing = Some(closing);
         if matches!(code, close::NORMAL | close::GOING_AWAY) {
             if entry.send(Outbound::Close(code)).is_err() {
                 entry.pending_close = Some(code);
@@ -579,7 +347,7 @@ impl Hub {
 
     /// Forgets a session whose connection is cut (or cannot be).
     fn cut(&mut self, key: u64) {
-        self.unroute(key);
+        self.router.remove_session(key);
         if let Some(entry) = self.sessions.remove(&key) {
             self.by_client.remove(&entry.client_id);
             self.shared.counters.cut.fetch_add(1, Ordering::Relaxed);
@@ -594,12 +362,12 @@ impl Hub {
         }
     }
 
+    /// Applies the [`liveness`](super::liveness) rule to every session, and retries the
+    /// graceful closes not yet queued.
     fn sweep(&mut self) {
         let now = Instant::now();
         let now_ms = self.shared.now_ms();
-        let idle_limit =
-            (self.shared.config.connection_timeout + self.shared.tick).as_millis() as u64;
-        let stuck_grace = self.stuck_grace();
+        let liveness = self.shared.liveness;
         let mut expired = Vec::new();
         let mut cut = Vec::new();
         for (&key, entry) in self.sessions.iter_mut() {
@@ -608,18 +376,10 @@ impl Hub {
                     entry.pending_close = None;
                 }
             }
-            match entry.closing {
-                Some((at, at_ms)) => {
-                    let waited = now.duration_since(at);
-                    let ran_since = entry.link.last_alive() > at_ms;
-                    if (!ran_since && waited >= stuck_grace) || waited >= CLOSE_GRACE {
-                        cut.push(key);
-                    }
-                }
-                None if now_ms.saturating_sub(entry.link.last_inbound()) > idle_limit => {
-                    expired.push(key)
-                }
-                None => {}
+            match liveness.sweep_check(now, now_ms, entry.link.seen(entry.closing)) {
+                Verdict::Keep => {}
+                Verdict::TimedOut => expired.push(key),
+                Verdict::Cut => cut.push(key),
             }
         }
         for key in expired {
@@ -643,26 +403,11 @@ impl Hub {
     }
 }
 
-/// Takes session `key` off `pattern`'s subscribers, and the pattern off the registry
-/// when none is left.
-fn forget_subscriber(
-    patterns: &mut HashMap<Box<str>, (Pattern, HashSet<u64>)>,
-    pattern: &str,
-    key: u64,
-) {
-    if let Some((_, keys)) = patterns.get_mut(pattern) {
-        keys.remove(&key);
-        if keys.is_empty() {
-            patterns.remove(pattern);
-        }
-    }
-}
-
 impl Actor for Hub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.shared.tick, |hub, ctx| {
+        ctx.run_interval(self.shared.liveness.tick(), |hub, ctx| {
             hub.sweep();
             hub.finish_stop_if_done(ctx);
         });
@@ -684,7 +429,6 @@ impl Handler<Connect> for Hub {
                 out: msg.out,
                 queued: 0,
                 link: msg.link,
-                patterns: HashSet::new(),
                 closing: None,
                 pending_close: None,
             },
@@ -697,7 +441,7 @@ impl Handler<Disconnect> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
-        self.unroute(msg.key);
+        self.router.remove_session(msg.key);
         if let Some(entry) = self.sessions.remove(&msg.key) {
             self.by_client.remove(&entry.client_id);
         }
@@ -725,20 +469,7 @@ impl Handler<Subscribe> for Hub {
             answer: (),
             queued: entry.queued,
         };
-        let text = msg.pattern.as_str();
-        if entry.patterns.contains(text) {
-            return Ok(answered);
-        }
-        if entry.patterns.len() >= MAX_SUBSCRIPTIONS {
-            return Err(SubscribeError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
-        }
-        entry.patterns.insert(text.into());
-        self.patterns
-            .entry(text.into())
-            .or_insert_with(|| (msg.pattern.clone(), HashSet::new()))
-            .1
-            .insert(key);
-        self.routes_changed();
+        self.router.subscribe(key, &msg.pattern)?;
         Ok(answered)
     }
 }
@@ -754,13 +485,7 @@ impl Handler<Unsubscribe> for Hub {
         let Some(entry) = self.sessions.get_mut(&key) else {
             return answer(false, 0);
         };
-        let queued = entry.queued;
-        if !entry.patterns.remove(msg.pattern.as_str()) {
-            return answer(false, queued);
-        }
-        forget_subscriber(&mut self.patterns, &msg.pattern, key);
-        self.routes_changed();
-        answer(true, queued)
+        answer(self.router.unsubscribe(key, &msg.pattern), entry.queued)
     }
 }
 
@@ -805,7 +530,7 @@ impl Handler<GetStats> for Hub {
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(HubStats {
-            topics: self.patterns.len() as u64,
+            topics: self.router.pattern_count() as u64,
             sent_per_second: self
                 .sent
                 .rate(Instant::now(), self.shared.counters.sent.sum()),

@@ -78,6 +78,9 @@
 pub mod protocol;
 
 mod hub;
+mod liveness;
+mod payload;
+mod router;
 mod session;
 mod socket;
 mod topics;
@@ -91,14 +94,14 @@ use actix_web::web;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-pub use hub::CLOSE_GRACE;
+pub use liveness::CLOSE_GRACE;
 pub use socket::on_connect;
 
 use crate::access::Access;
 use crate::metrics::WebSocketMetrics;
 use crate::{ConfigError, MessageQueue, Pattern, SubscribeError, WebSocketServiceConfig};
-pub(crate) use hub::Payload;
 use hub::{Broadcast, GetStats, Hub, HubShared, Kick, Stop, Subscribe, Target, Unsubscribe};
+pub(crate) use payload::Payload;
 
 /// Handle to a running WebSocketService. Cheap to clone, `Send + Sync`.
 #[derive(Clone)]

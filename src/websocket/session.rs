@@ -10,7 +10,7 @@
 //! - writes the frames the hub queues to it (its outbound queue holds `send_buffer` of
 //!   them);
 //! - pings every `heartbeat_interval`, and closes with 4000 when nothing arrived for
-//!   `connection_timeout` (checked every tick);
+//!   `connection_timeout` (checked every tick: see [`liveness`](super::liveness));
 //! - closes with the code the hub decided (4008 slow consumer, 1001 stop, 1000
 //!   disconnect) at its next frame or at once.
 //!
@@ -38,9 +38,10 @@ use actix_web_actors::ws;
 use tokio::sync::mpsc;
 
 use super::hub::{
-    Answered, Connect, ConnectionSlot, Disconnect, Hub, HubShared, Outbound, SessionLink,
-    Subscribe, Target, Unsubscribe,
+    Answered, Connect, ConnectionSlot, Disconnect, Hub, HubShared, Outbound, Subscribe, Target,
+    Unsubscribe,
 };
+use super::liveness::{SessionCheck, SessionLink};
 use super::protocol::{
     close, ClientFrame, ErrorCode, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS,
 };
@@ -266,17 +267,22 @@ impl Session {
         if self.link.close_code().is_some() {
             return self.close_as_decided(ctx);
         }
-        let timeout = self.shared.config.connection_timeout.as_millis() as u64;
-        if now_ms.saturating_sub(self.link.last_inbound()) >= timeout {
-            return self.close(
+        let check = self.shared.liveness.session_check(
+            now_ms,
+            self.link.last_inbound(),
+            self.last_ping.elapsed(),
+        );
+        match check {
+            SessionCheck::TimedOut => self.close(
                 ctx,
                 close::HEARTBEAT_TIMEOUT,
                 close_reason(close::HEARTBEAT_TIMEOUT),
-            );
-        }
-        if self.last_ping.elapsed() >= self.shared.config.heartbeat_interval {
-            self.last_ping = Instant::now();
-            ctx.ping(b"");
+            ),
+            SessionCheck::Ping => {
+                self.last_ping = Instant::now();
+                ctx.ping(b"");
+            }
+            SessionCheck::Quiet => {}
         }
     }
 
@@ -528,7 +534,7 @@ impl Actor for Session {
                     }
                 }),
         );
-        ctx.run_interval(self.shared.tick, Self::tick);
+        ctx.run_interval(self.shared.liveness.tick(), Self::tick);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -1,6 +1,6 @@
-//! A map keyed by topic, bounded by entries and by the bytes of its keys: the hub's
-//! per-topic state (its route cache, its `seq` counters), so that topic names that
-//! publishers or clients invent cost bounded memory.
+//! A map keyed by topic, bounded by entries and by the bytes of its keys: the per-topic
+//! state of the hub's [`Router`](super::router::Router) (its route caches, its `seq`
+//! counters), so that topic names that publishers or clients invent cost bounded memory.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;

@@ -1,0 +1,545 @@
+//! The hub's router: which sessions are subscribed to which patterns, which sessions a
+//! topic goes to, and each topic's `seq`. A plain struct, with no actor in it: the hub
+//! owns one and asks it; sessions are named by the hub's `u64` keys.
+//!
+//! ## Routing
+//!
+//! A subscription is a [`Pattern`] (an exact topic is a pattern without wildcards), held
+//! by the text it was written with: `market.*` and `market.tick` are two subscriptions,
+//! and unsubscribing names the pattern as subscribed. [`route`](Router::route) gives the
+//! sessions a topic goes to in ascending key order, each once however many of its
+//! patterns match. Routes are cached per topic until the subscriptions change; so are the
+//! topics that go to nobody, in a map of their own so that a flood of names nobody
+//! listens to never evicts the routes in use. Both caches are bounded ([`Bounds`]): one
+//! that fills up is cleared.
+//!
+//! ## Seq
+//!
+//! Each topic numbers its messages 1, 2, 3…: the hub asks [`next_seq`](Router::next_seq)
+//! for the number of a message and, once the message is on its way,
+//! [`commit_seq`](Router::commit_seq)s it (a message that could not be serialized takes
+//! no number). The table of numbers is bounded: when a new topic would pass the bound,
+//! the topics no pattern matches now are forgotten (their numbers restart at 1), and if
+//! the topics left still fill half the table, every number restarts.
+//!
+//! ## Bounds
+//!
+//! A session holds at most [`MAX_SUBSCRIPTIONS`] subscriptions; past that,
+//! [`subscribe`](Router::subscribe) answers
+//! [`TooManySubscriptions`](SubscribeError::TooManySubscriptions). The router keeps
+//! nothing for a session without subscriptions, nor for a pattern without subscribers:
+//! once every session unsubscribed or was removed, it holds no entry but cached topics.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use super::protocol::MAX_SUBSCRIPTIONS;
+use super::topics::TopicMap;
+use crate::{Pattern, SubscribeError};
+
+/// How much a [`Router`] holds at most. [`Bounds::default`] is what the hub runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    /// Subscriptions one session may hold.
+    pub(crate) subscriptions: usize,
+    /// Topics whose routes are cached, and bytes of their names.
+    pub(crate) routes: (usize, usize),
+    /// Likewise for topics that go to no session.
+    pub(crate) unrouted: (usize, usize),
+    /// Topics whose `seq` is kept, and bytes of their names, before those without
+    /// subscribers are forgotten.
+    pub(crate) seqs: (usize, usize),
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            subscriptions: MAX_SUBSCRIPTIONS,
+            routes: (10_000, 1 << 20),
+            unrouted: (4096, 256 << 10),
+            seqs: (100_000, 8 << 20),
+        }
+    }
+}
+
+/// See the module docs.
+pub(crate) struct Router {
+    bounds: Bounds,
+    /// Pattern as written → (parsed, subscribed sessions). No pattern has an empty set.
+    patterns: HashMap<Box<str>, (Pattern, HashSet<u64>)>,
+    /// Session → the patterns it is subscribed to, as written: the same pairs as
+    /// `patterns`, the other way round. No session has an empty set.
+    sessions: HashMap<u64, HashSet<Box<str>>>,
+    /// Topic → the sessions it goes to, ascending, for topics with at least one; cleared
+    /// on every subscription change.
+    routes: TopicMap<Rc<[u64]>>,
+    /// Topics that go to no session; cleared likewise.
+    unrouted: TopicMap<()>,
+    /// The empty route.
+    no_route: Rc<[u64]>,
+    /// Topic → last `seq` given.
+    seqs: TopicMap<u64>,
+}
+
+impl Router {
+    /// An empty router with the hub's bounds.
+    pub(crate) fn new() -> Self {
+        Router::with_bounds(Bounds::default())
+    }
+
+    /// An empty router with these bounds.
+    pub(crate) fn with_bounds(bounds: Bounds) -> Self {
+        Router {
+            bounds,
+            patterns: HashMap::new(),
+            sessions: HashMap::new(),
+            routes: TopicMap::new(bounds.routes.0, bounds.routes.1),
+            unrouted: TopicMap::new(bounds.unrouted.0, bounds.unrouted.1),
+            no_route: Rc::from(Vec::new()),
+            seqs: TopicMap::new(bounds.seqs.0, bounds.seqs.1),
+        }
+    }
+
+    /// Subscribes session `key` to `pattern`. Ok(true) if the subscription is new,
+    /// Ok(false) if the session had it already (even at the bound); an error if the
+    /// session holds [`Bounds::subscriptions`] others.
+    pub(crate) fn subscribe(
+        &mut self,
+        key: u64,
+        pattern: &Pattern,
+    ) -> Result<bool, SubscribeError> {
+        let text = pattern.as_str();
+        let mine = self.sessions.get(&key);
+        if mine.is_some_and(|mine| mine.contains(text)) {
+            return Ok(false);
+        }
+        if mine.map_or(0, HashSet::len) >= self.bounds.subscriptions {
+            return Err(SubscribeError::TooManySubscriptions(
+                self.bounds.subscriptions,
+            ));
+        }
+        self.sessions.entry(key).or_default().insert(text.into());
+        match self.patterns.get_mut(text) {
+            Some((_, keys)) => {
+                keys.insert(key);
+            }
+            None => {
+                self.patterns
+                    .insert(text.into(), (pattern.clone(), HashSet::from([key])));
+            }
+        }
+        self.routes_changed();
+        Ok(true)
+    }
+
+    /// Removes session `key`'s subscription to `pattern` (as subscribed). False if it
+    /// had none.
+    pub(crate) fn unsubscribe(&mut self, key: u64, pattern: &str) -> bool {
+        let Some(mine) = self.sessions.get_mut(&key) else {
+            return false;
+        };
+        if !mine.remove(pattern) {
+            return false;
+        }
+        if mine.is_empty() {
+            self.sessions.remove(&key);
+        }
+        forget_subscriber(&mut self.patterns, pattern, key);
+        self.routes_changed();
+        true
+    }
+
+    /// Removes every subscription of session `key`. Answers how many it had.
+    pub(crate) fn remove_session(&mut self, key: u64) -> usize {
+        let Some(mine) = self.sessions.remove(&key) else {
+            return 0;
+        };
+        for pattern in &mine {
+            forget_subscriber(&mut self.patterns, pattern, key);
+        }
+        self.routes_changed();
+        mine.len()
+    }
+
+    /// Patterns with at least one subscriber (the `topics_count` metric).
+    pub(crate) fn pattern_count(&self) -> usize {
+        self.patterns.len()
+    }
+
+    /// The sessions `topic` (a valid name) goes to, in ascending key order, each once.
+    /// Cheap to clone: the hub iterates it while it queues to the sessions.
+    pub(crate) fn route(&mut self, topic: &str) -> Rc<[u64]> {
+        if let Some(route) = self.routes.get(topic) {
+            return route.clone();
+        }
+        if self.unrouted.get(topic).is_some() {
+            return self.no_route.clone();
+        }
+        let mut keys: Vec<u64> = self
+            .patterns
+            .values()
+            .filter(|(pattern, _)| pattern.matches(topic))
+            .flat_map(|(_, keys)| keys.iter().copied())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            if self.unrouted.is_full(topic) {
+                self.unrouted.clear();
+            }
+            self.unrouted.insert(topic, ());
+            return self.no_route.clone();
+        }
+        let route: Rc<[u64]> = keys.into();
+        if self.routes.is_full(topic) {
+            self.routes.clear();
+        }
+        self.routes.insert(topic, route.clone());
+        route
+    }
+
+    /// The `seq` the next message of `topic` gets (1 for a topic without one). Does not
+    /// take it: see [`commit_seq`](Self::commit_seq).
+    pub(crate) fn next_seq(&self, topic: &str) -> u64 {
+        self.seqs.get(topic).map_or(1, |seq| seq + 1)
+    }
+
+    /// Records `seq` (from [`next_seq`](Self::next_seq)) as `topic`'s last, making room
+    /// in the table if the topic is new to it (see `## Seq`).
+    pub(crate) fn commit_seq(&mut self, topic: &str, seq: u64) {
+        match self.seqs.get_mut(topic) {
+            Some(current) => *current = seq,
+            None => {
+                if self.seqs.is_full(topic) {
+                    self.forget_idle_seqs();
+                }
+                self.seqs.insert(topic, seq);
+            }
+        }
+    }
+
+    /// Forgets the `seq` of topics no session is subscribed to now (their sequence
+    /// restarts at 1), so that broadcasting to ever new topics holds bounded memory.
+    fn forget_idle_seqs(&mut self) {
+        let patterns = &self.patterns;
+        let before = self.seqs.len();
+        self.seqs
+            .retain(|topic, _| patterns.values().any(|(p, _)| p.matches(topic)));
+        tracing::debug!(
+            forgotten = before - self.seqs.len(),
+            "forgot the seq of idle topics"
+        );
+        let (max_topics, max_bytes) = self.bounds.seqs;
+        if self.seqs.len() * 2 >= max_topics || self.seqs.bytes() * 2 >= max_bytes {
+            tracing::warn!(
+                topics = self.seqs.len(),
+                bytes = self.seqs.bytes(),
+                "subscribed topics fill half the seq table ({max_topics} topics, {max_bytes} bytes of names): every seq restarts at 1"
+            );
+            self.seqs.clear();
+        }
+    }
+
+    /// The subscriptions changed: every cached route may be wrong.
+    fn routes_changed(&mut self) {
+        self.routes.clear();
+        self.unrouted.clear();
+    }
+}
+
+/// Takes session `key` off `pattern`'s subscribers, and the pattern off the registry
+/// when none is left.
+fn forget_subscriber(
+    patterns: &mut HashMap<Box<str>, (Pattern, HashSet<u64>)>,
+    pattern: &str,
+    key: u64,
+) {
+    if let Some((_, keys)) = patterns.get_mut(pattern) {
+        keys.remove(&key);
+        if keys.is_empty() {
+            patterns.remove(pattern);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(text: &str) -> Pattern {
+        Pattern::parse(text).unwrap()
+    }
+
+    /// A router with `subscriptions` = (session, pattern) pairs.
+    fn router_with(subscriptions: &[(u64, &str)]) -> Router {
+        let mut router = Router::new();
+        for &(key, text) in subscriptions {
+            assert_eq!(
+                router.subscribe(key, &pattern(text)),
+                Ok(true),
+                "{key} {text}"
+            );
+        }
+        router
+    }
+
+    fn route(router: &mut Router, topic: &str) -> Vec<u64> {
+        router.route(topic).to_vec()
+    }
+
+    /// What the router holds: (patterns, sessions, cached routes, cached unrouted topics).
+    fn held(router: &Router) -> (usize, usize, usize, usize) {
+        (
+            router.patterns.len(),
+            router.sessions.len(),
+            router.routes.len(),
+            router.unrouted.len(),
+        )
+    }
+
+    #[test]
+    fn exact_and_wildcard_subscriptions_route_to_their_sessions() {
+        let mut router = router_with(&[
+            (1, "market.tick"),
+            (2, "market.*"),
+            (3, "market.>"),
+            (4, "*.tick"),
+        ]);
+        assert_eq!(route(&mut router, "market.tick"), [1, 2, 3, 4]);
+        assert_eq!(route(&mut router, "market.trade"), [2, 3]);
+        assert_eq!(route(&mut router, "market.tick.btc"), [3]);
+        assert_eq!(route(&mut router, "fx.tick"), [4]);
+        assert_eq!(route(&mut router, "market"), [] as [u64; 0]);
+        assert_eq!(route(&mut router, "fx.rate"), [] as [u64; 0]);
+        assert_eq!(router.pattern_count(), 4);
+    }
+
+    #[test]
+    fn a_session_matching_through_several_patterns_is_routed_once() {
+        let mut router = router_with(&[
+            (7, "market.*"),
+            (7, "market.>"),
+            (7, "market.tick"),
+            (3, "market.>"),
+        ]);
+        assert_eq!(route(&mut router, "market.tick"), [3, 7]);
+        assert_eq!(route(&mut router, "market.tick.btc"), [3, 7]);
+    }
+
+    #[test]
+    fn recipients_come_in_ascending_key_order() {
+        // Subscribed in another order, and through patterns the map iterates in any order.
+        let mut router = router_with(&[(9, ">"), (2, "a.b"), (5, "a.*"), (1, "*.b"), (4, "a.>")]);
+        assert_eq!(route(&mut router, "a.b"), [1, 2, 4, 5, 9]);
+    }
+
+    #[test]
+    fn subscribing_twice_is_one_subscription() {
+        let mut router = Router::new();
+        assert_eq!(router.subscribe(1, &pattern("a.*")), Ok(true));
+        assert_eq!(router.subscribe(1, &pattern("a.*")), Ok(false));
+        assert_eq!(router.sessions[&1].len(), 1);
+        assert_eq!(route(&mut router, "a.b"), [1]);
+        assert!(router.unsubscribe(1, "a.*"));
+        assert_eq!(route(&mut router, "a.b"), [] as [u64; 0]);
+        assert!(!router.unsubscribe(1, "a.*"), "one unsubscribe undoes both");
+    }
+
+    #[test]
+    fn unsubscribe_takes_off_that_pattern_of_that_session_only() {
+        let mut router = router_with(&[(1, "a.*"), (1, "a.b"), (2, "a.*")]);
+        assert!(router.unsubscribe(1, "a.*"));
+        assert_eq!(route(&mut router, "a.b"), [1, 2]);
+        assert_eq!(route(&mut router, "a.c"), [2]);
+        assert!(!router.unsubscribe(1, "a.>"), "not subscribed to it");
+        assert!(!router.unsubscribe(1, "a.*"), "not any more");
+        assert!(!router.unsubscribe(3, "a.*"), "an unknown session");
+        // By the text as subscribed: `a.b` is not `a.*`, though `a.*` matches it.
+        assert!(!router.unsubscribe(2, "a.b"));
+        assert_eq!(router.pattern_count(), 2);
+        assert!(router.unsubscribe(1, "a.b"));
+        assert!(router.unsubscribe(2, "a.*"));
+        assert_eq!(held(&router), (0, 0, 0, 0), "nothing left, caches cleared");
+    }
+
+    #[test]
+    fn removing_a_session_releases_all_its_entries() {
+        let mut router = router_with(&[(1, "a.*"), (1, "a.b"), (1, "x"), (2, "a.*")]);
+        assert_eq!(route(&mut router, "a.b"), [1, 2]);
+        assert_eq!(route(&mut router, "nobody"), [] as [u64; 0]);
+        assert_eq!(held(&router), (3, 2, 1, 1));
+        assert_eq!(router.remove_session(1), 3);
+        assert_eq!(held(&router), (1, 1, 0, 0), "a.* is left, for session 2");
+        assert_eq!(route(&mut router, "a.b"), [2]);
+        assert_eq!(route(&mut router, "x"), [] as [u64; 0]);
+        assert_eq!(router.remove_session(1), 0, "removed already");
+        assert_eq!(router.remove_session(2), 1);
+        assert_eq!(router.remove_session(3), 0, "never subscribed");
+        assert_eq!(held(&router), (0, 0, 0, 0));
+        assert_eq!(router.pattern_count(), 0);
+        assert_eq!(route(&mut router, "a.b"), [] as [u64; 0]);
+    }
+
+    #[test]
+    fn a_cached_route_follows_every_subscription_change() {
+        let mut router = Router::new();
+        assert_eq!(route(&mut router, "a"), [] as [u64; 0]);
+        assert_eq!(held(&router), (0, 0, 0, 1), "cached as going to nobody");
+        router.subscribe(2, &pattern("a")).unwrap();
+        assert_eq!(route(&mut router, "a"), [2]);
+        router.subscribe(1, &pattern(">")).unwrap();
+        assert_eq!(route(&mut router, "a"), [1, 2]);
+        assert_eq!(held(&router), (2, 2, 1, 0), "cached as going to 1 and 2");
+        assert!(router.unsubscribe(2, "a"));
+        assert_eq!(route(&mut router, "a"), [1]);
+        router.remove_session(1);
+        assert_eq!(route(&mut router, "a"), [] as [u64; 0]);
+    }
+
+    #[test]
+    fn a_session_holds_at_most_the_bound_of_subscriptions() {
+        let mut router = Router::with_bounds(Bounds {
+            subscriptions: 2,
+            ..Bounds::default()
+        });
+        assert_eq!(router.subscribe(1, &pattern("a")), Ok(true));
+        assert_eq!(router.subscribe(1, &pattern("b")), Ok(true));
+        assert_eq!(
+            router.subscribe(1, &pattern("c")),
+            Err(SubscribeError::TooManySubscriptions(2))
+        );
+        assert_eq!(
+            router.subscribe(1, &pattern("a")),
+            Ok(false),
+            "held already"
+        );
+        assert_eq!(router.subscribe(2, &pattern("c")), Ok(true), "per session");
+        assert_eq!(route(&mut router, "c"), [2]);
+        assert!(router.unsubscribe(1, "b"));
+        assert_eq!(router.subscribe(1, &pattern("c")), Ok(true), "room again");
+        assert_eq!(route(&mut router, "c"), [1, 2]);
+    }
+
+    #[test]
+    fn the_hubs_subscription_bound_is_max_subscriptions() {
+        let mut router = Router::new();
+        for n in 0..MAX_SUBSCRIPTIONS {
+            assert_eq!(router.subscribe(1, &pattern(&format!("t.{n}"))), Ok(true));
+        }
+        assert_eq!(
+            router.subscribe(1, &pattern("one.more")),
+            Err(SubscribeError::TooManySubscriptions(MAX_SUBSCRIPTIONS))
+        );
+        assert_eq!(router.sessions[&1].len(), 1024);
+        assert_eq!(router.remove_session(1), 1024);
+        assert_eq!(held(&router), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_refused_subscribe_leaves_nothing_behind() {
+        let mut router = Router::with_bounds(Bounds {
+            subscriptions: 0,
+            ..Bounds::default()
+        });
+        assert_eq!(
+            router.subscribe(1, &pattern("a")),
+            Err(SubscribeError::TooManySubscriptions(0))
+        );
+        assert_eq!(held(&router), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn route_caches_are_cleared_when_full() {
+        let mut router = Router::with_bounds(Bounds {
+            routes: (2, 1000),
+            unrouted: (100, 5),
+            ..Bounds::default()
+        });
+        router.subscribe(1, &pattern("r.>")).unwrap();
+        assert_eq!(route(&mut router, "r.a"), [1]);
+        assert_eq!(route(&mut router, "r.b"), [1]);
+        assert_eq!(router.routes.len(), 2);
+        assert_eq!(route(&mut router, "r.c"), [1]);
+        assert_eq!(router.routes.len(), 1, "two entries: cleared for the third");
+        assert_eq!(route(&mut router, "r.a"), [1], "computed again");
+        assert_eq!(router.routes.len(), 2);
+        // The unrouted cache, by the bytes of its names: 4 + 4 > 5.
+        assert_eq!(route(&mut router, "xxxx"), [] as [u64; 0]);
+        assert_eq!(route(&mut router, "yyyy"), [] as [u64; 0]);
+        assert_eq!((router.unrouted.len(), router.unrouted.bytes()), (1, 4));
+        assert_eq!(router.routes.len(), 2, "the routes in use stay");
+    }
+
+    #[test]
+    fn each_topic_numbers_its_messages_from_one() {
+        let mut router = Router::new();
+        assert_eq!(router.next_seq("a"), 1);
+        assert_eq!(router.next_seq("a"), 1, "asking takes nothing");
+        router.commit_seq("a", 1);
+        assert_eq!(router.next_seq("a"), 2);
+        router.commit_seq("a", 2);
+        assert_eq!((router.next_seq("a"), router.next_seq("b")), (3, 1));
+    }
+
+    #[test]
+    fn a_full_seq_table_forgets_the_topics_nobody_is_subscribed_to() {
+        let mut router = Router::with_bounds(Bounds {
+            seqs: (3, 1000),
+            ..Bounds::default()
+        });
+        router.subscribe(1, &pattern("a.>")).unwrap();
+        router.subscribe(2, &pattern("keep")).unwrap();
+        router.commit_seq("a.1", 4);
+        router.commit_seq("a.2", 7);
+        router.commit_seq("keep", 5);
+        assert!(router.unsubscribe(1, "a.>"));
+        router.commit_seq("b", 1); // a fourth topic: a.1 and a.2 are idle
+        assert_eq!(router.seqs.len(), 2);
+        assert_eq!(
+            ["keep", "b", "a.1", "a.2"].map(|t| router.next_seq(t)),
+            [6, 2, 1, 1]
+        );
+        router.commit_seq("keep", 6); // known topics never make room
+        assert_eq!(router.next_seq("keep"), 7);
+    }
+
+    #[test]
+    fn a_seq_table_half_full_of_subscribed_topics_restarts_every_seq() {
+        let mut router = Router::with_bounds(Bounds {
+            seqs: (4, 1000),
+            ..Bounds::default()
+        });
+        router.subscribe(1, &pattern(">")).unwrap();
+        for topic in ["t1", "t2", "t3", "t4"] {
+            router.commit_seq(topic, 3);
+        }
+        router.commit_seq("t5", 9);
+        assert_eq!(router.seqs.len(), 1, "all four forgotten, t5 kept");
+        assert_eq!(["t1", "t4", "t5"].map(|t| router.next_seq(t)), [1, 1, 10]);
+        // Exactly half: two subscribed topics of four, once the idle two are forgotten.
+        let mut router = Router::with_bounds(Bounds {
+            seqs: (4, 1000),
+            ..Bounds::default()
+        });
+        router.subscribe(1, &pattern("s.>")).unwrap();
+        router.subscribe(2, &pattern("idle.>")).unwrap();
+        for topic in ["s.1", "s.2", "idle.1", "idle.2"] {
+            router.commit_seq(topic, 3);
+        }
+        router.remove_session(2);
+        router.commit_seq("s.3", 1);
+        assert_eq!(router.seqs.len(), 1, "s.1 and s.2 forgotten too");
+        assert_eq!(["s.1", "s.3"].map(|t| router.next_seq(t)), [1, 2]);
+        // Likewise by the bytes of the names: 4 + 4 of 8, subscribed, is half or more.
+        let mut router = Router::with_bounds(Bounds {
+            seqs: (100, 8),
+            ..Bounds::default()
+        });
+        router.subscribe(1, &pattern(">")).unwrap();
+        router.commit_seq("aaaa", 2);
+        router.commit_seq("bbbb", 2);
+        router.commit_seq("cc", 2);
+        assert_eq!((router.seqs.len(), router.seqs.bytes()), (1, 2));
+        assert_eq!(router.next_seq("aaaa"), 1);
+    }
+}
