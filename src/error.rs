@@ -16,7 +16,8 @@ use std::fmt;
 use crate::item::Deliverable;
 use crate::PatternError;
 
-/// Why a subscription was refused.
+/// Why a subscription to the EventBus or the MessageQueue was refused. (Subscribing a
+/// WebSocket client has its own error, `websocket::ClientSubscribeError`.)
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubscribeError {
@@ -29,12 +30,6 @@ pub enum SubscribeError {
     /// A consumer group name that is empty or holds whitespace.
     #[error("invalid group name {0:?}: it must be non-empty and hold no whitespace")]
     InvalidGroup(String),
-    /// WebSocketService: no connected client has this id.
-    #[error("no connected client {0:?}")]
-    UnknownClient(String),
-    /// WebSocketService: the session already holds this many subscriptions.
-    #[error("too many subscriptions: a session may hold {0}")]
-    TooManySubscriptions(usize),
 }
 
 /// Why a `publish` failed. Every variant hands the item back

@@ -150,4 +150,4 @@ pub use priority::{EventPriority, InvalidPriority, MessagePriority, Priority};
 pub use typed::{DecodeError, Typed, TypedMessage};
 pub use util::LatencySummary;
 #[cfg(feature = "websocket")]
-pub use websocket::WebSocketService;
+pub use websocket::{ClientSubscribeError, WebSocketService};

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use tickwire::access::{Access, TokenConfig};
 use tickwire::websocket::{self, protocol::MAX_CONSECUTIVE_ERRORS};
 use tickwire::{
-    bridge, Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority,
-    SubscribeError, WebSocketService, WebSocketServiceConfig,
+    bridge, ClientSubscribeError, Event, EventBus, EventBusConfig, MessageQueue,
+    MessageQueueConfig, Priority, WebSocketService, WebSocketServiceConfig,
 };
 
 use common::ws::{next_frame, next_json, request, Client, Server, PATIENCE};
@@ -587,11 +587,11 @@ async fn server_side_subscribe_unsubscribe_and_disconnect() {
     ws.subscribe(&id, "alerts.*").await.unwrap();
     assert_eq!(
         ws.subscribe("c-0", "alerts.*").await,
-        Err(SubscribeError::UnknownClient("c-0".into()))
+        Err(ClientSubscribeError::UnknownClient("c-0".into()))
     );
     assert!(matches!(
         ws.subscribe(&id, "alerts.").await,
-        Err(SubscribeError::InvalidPattern(_))
+        Err(ClientSubscribeError::InvalidPattern(_))
     ));
     assert_eq!(ws.broadcast("alerts.cpu", json!("hot")).await, 1);
     assert_eq!(next_json(&mut conn).await["data"], "hot");

@@ -16,7 +16,7 @@
 //! cut; the sweep also retries the graceful closes that found a full queue.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -25,120 +25,14 @@ use bytestring::ByteString;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 
-use super::liveness::{Closing, Liveness, SessionLink, Verdict};
+use super::liveness::{Closing, SessionLink, Verdict};
 use super::payload::Payload;
 use super::protocol::close;
 use super::router::Router;
-use crate::access::Access;
-use crate::util::counter::StripedCounter;
-use crate::util::rate::{RateWindow, TICK};
-use crate::{MessageQueue, Pattern, SubscribeError, WebSocketServiceConfig};
-
-/// What the hub, the sessions and the HTTP handler share.
-pub(crate) struct HubShared {
-    pub(crate) config: WebSocketServiceConfig,
-    pub(crate) access: Access,
-    pub(crate) queue: Option<MessageQueue>,
-    pub(crate) stopping: AtomicBool,
-    /// Sessions holding a connection slot.
-    pub(crate) active: AtomicUsize,
-    pub(crate) started: Instant,
-    /// The sweep and session timer rule (and period: its `tick()`).
-    pub(crate) liveness: Liveness,
-    next_client: AtomicU64,
-    pub(crate) counters: Counters,
-    /// Whether the open-service warning was considered (on the first connection).
-    pub(crate) exposure_checked: AtomicBool,
-    /// Whether the unknown-socket warning was logged.
-    pub(crate) socket_warning: AtomicBool,
-}
-
-/// Counters of the service, updated by sessions and the hub.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) connections: AtomicU64,
-    pub(crate) sent: StripedCounter,
-    pub(crate) received: StripedCounter,
-    pub(crate) errors: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) unauthorized: AtomicU64,
-    pub(crate) slow_consumers: AtomicU64,
-    pub(crate) heartbeat_timeouts: AtomicU64,
-    pub(crate) oversize: AtomicU64,
-    pub(crate) cut: AtomicU64,
-}
-
-impl Counters {
-    /// Counts a close the server decided, by its code.
-    pub(crate) fn closed_with(&self, code: u16) {
-        let counter = match code {
-            close::SLOW_CONSUMER => &self.slow_consumers,
-            close::HEARTBEAT_TIMEOUT => &self.heartbeat_timeouts,
-            close::TOO_BIG => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                &self.oversize
-            }
-            close::PROTOCOL_ERROR | close::POLICY => &self.errors,
-            _ => return,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl HubShared {
-    pub(crate) fn new(
-        config: WebSocketServiceConfig,
-        access: Access,
-        queue: Option<MessageQueue>,
-    ) -> Self {
-        // The sweep samples the rate window `sent`, which wants a sample every TICK.
-        let liveness = Liveness::new(&config, TICK);
-        HubShared {
-            config,
-            access,
-            queue,
-            stopping: AtomicBool::new(false),
-            active: AtomicUsize::new(0),
-            started: Instant::now(),
-            liveness,
-            next_client: AtomicU64::new(1),
-            counters: Counters::default(),
-            exposure_checked: AtomicBool::new(false),
-            socket_warning: AtomicBool::new(false),
-        }
-    }
-
-    /// Milliseconds since the service started: the clock of [`SessionLink`].
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    /// A connection slot, unless `max_connections` are taken.
-    pub(crate) fn reserve(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        let max = self.config.max_connections;
-        self.active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
-        Some(ConnectionSlot(self.clone()))
-    }
-
-    /// A new session key and its client id (`c-1`, `c-2`…).
-    pub(crate) fn next_client(&self) -> (u64, Arc<str>) {
-        let key = self.next_client.fetch_add(1, Ordering::Relaxed);
-        (key, format!("c-{key}").into())
-    }
-}
-
-/// One of `max_connections`, held by a session; given back when dropped.
-pub(crate) struct ConnectionSlot(Arc<HubShared>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+pub(crate) use super::shared::{ConnectionSlot, HubShared};
+use super::ClientSubscribeError;
+use crate::util::rate::RateWindow;
+use crate::Pattern;
 
 /// Hub → session, through the session's outbound queue.
 pub(crate) enum Outbound {
@@ -183,7 +77,7 @@ pub(crate) struct Answered<T> {
 
 /// Adds a subscription.
 #[derive(Message)]
-#[rtype(result = "Result<Answered<()>, SubscribeError>")]
+#[rtype(result = "Result<Answered<()>, ClientSubscribeError>")]
 pub(crate) struct Subscribe {
     pub(crate) target: Target,
     pub(crate) pattern: Pattern,
@@ -450,20 +344,20 @@ impl Handler<Disconnect> for Hub {
 }
 
 impl Handler<Subscribe> for Hub {
-    type Result = Result<Answered<()>, SubscribeError>;
+    type Result = Result<Answered<()>, ClientSubscribeError>;
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
         let Some(key) = self.key_of(&msg.target) else {
             return Err(match msg.target {
-                Target::Client(id) => SubscribeError::UnknownClient(id),
-                Target::Key(_) => SubscribeError::Stopped,
+                Target::Client(id) => ClientSubscribeError::UnknownClient(id),
+                Target::Key(_) => ClientSubscribeError::Stopped,
             });
         };
         let Some(entry) = self.sessions.get_mut(&key) else {
-            return Err(SubscribeError::Stopped);
+            return Err(ClientSubscribeError::Stopped);
         };
         if entry.closing.is_some() {
-            return Err(SubscribeError::Stopped);
+            return Err(ClientSubscribeError::Stopped);
         }
         let answered = Answered {
             answer: (),

@@ -77,11 +77,13 @@
 
 pub mod protocol;
 
+mod error;
 mod hub;
 mod liveness;
 mod payload;
 mod router;
 mod session;
+mod shared;
 mod socket;
 mod topics;
 
@@ -94,12 +96,13 @@ use actix_web::web;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+pub use error::ClientSubscribeError;
 pub use liveness::CLOSE_GRACE;
 pub use socket::on_connect;
 
 use crate::access::Access;
 use crate::metrics::WebSocketMetrics;
-use crate::{ConfigError, MessageQueue, Pattern, SubscribeError, WebSocketServiceConfig};
+use crate::{ConfigError, MessageQueue, Pattern, WebSocketServiceConfig};
 use hub::{Broadcast, GetStats, Hub, HubShared, Kick, Stop, Subscribe, Target, Unsubscribe};
 pub(crate) use payload::Payload;
 
@@ -214,7 +217,11 @@ impl WebSocketService {
 
     /// Subscribes a connected client to a topic or pattern, on the server's initiative
     /// (not checked against the client's token).
-    pub async fn subscribe(&self, client_id: &str, topic: &str) -> Result<(), SubscribeError> {
+    pub async fn subscribe(
+        &self,
+        client_id: &str,
+        topic: &str,
+    ) -> Result<(), ClientSubscribeError> {
         let pattern = Pattern::parse(topic)?;
         let message = Subscribe {
             target: Target::Client(client_id.to_owned()),
@@ -222,7 +229,7 @@ impl WebSocketService {
         };
         match self.hub.send(message).await {
             Ok(answered) => answered.map(|_| ()),
-            Err(_) => Err(SubscribeError::Stopped),
+            Err(_) => Err(ClientSubscribeError::Stopped),
         }
     }
 

@@ -26,7 +26,7 @@
 //!
 //! A session holds at most [`MAX_SUBSCRIPTIONS`] subscriptions; past that,
 //! [`subscribe`](Router::subscribe) answers
-//! [`TooManySubscriptions`](SubscribeError::TooManySubscriptions). The router keeps
+//! [`TooManySubscriptions`](ClientSubscribeError::TooManySubscriptions). The router keeps
 //! nothing for a session without subscriptions, nor for a pattern without subscribers:
 //! once every session unsubscribed or was removed, it holds no entry but cached topics.
 
@@ -35,7 +35,8 @@ use std::rc::Rc;
 
 use super::protocol::MAX_SUBSCRIPTIONS;
 use super::topics::TopicMap;
-use crate::{Pattern, SubscribeError};
+use super::ClientSubscribeError;
+use crate::Pattern;
 
 /// How much a [`Router`] holds at most. [`Bounds::default`] is what the hub runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,14 +108,14 @@ impl Router {
         &mut self,
         key: u64,
         pattern: &Pattern,
-    ) -> Result<bool, SubscribeError> {
+    ) -> Result<bool, ClientSubscribeError> {
         let text = pattern.as_str();
         let mine = self.sessions.get(&key);
         if mine.is_some_and(|mine| mine.contains(text)) {
             return Ok(false);
         }
         if mine.map_or(0, HashSet::len) >= self.bounds.subscriptions {
-            return Err(SubscribeError::TooManySubscriptions(
+            return Err(ClientSubscribeError::TooManySubscriptions(
                 self.bounds.subscriptions,
             ));
         }
@@ -406,7 +407,7 @@ mod tests {
         assert_eq!(router.subscribe(1, &pattern("b")), Ok(true));
         assert_eq!(
             router.subscribe(1, &pattern("c")),
-            Err(SubscribeError::TooManySubscriptions(2))
+            Err(ClientSubscribeError::TooManySubscriptions(2))
         );
         assert_eq!(
             router.subscribe(1, &pattern("a")),
@@ -428,7 +429,9 @@ mod tests {
         }
         assert_eq!(
             router.subscribe(1, &pattern("one.more")),
-            Err(SubscribeError::TooManySubscriptions(MAX_SUBSCRIPTIONS))
+            Err(ClientSubscribeError::TooManySubscriptions(
+                MAX_SUBSCRIPTIONS
+            ))
         );
         assert_eq!(router.sessions[&1].len(), 1024);
         assert_eq!(router.remove_session(1), 1024);
@@ -443,7 +446,7 @@ mod tests {
         });
         assert_eq!(
             router.subscribe(1, &pattern("a")),
-            Err(SubscribeError::TooManySubscriptions(0))
+            Err(ClientSubscribeError::TooManySubscriptions(0))
         );
         assert_eq!(held(&router), (0, 0, 0, 0));
     }

@@ -46,10 +46,11 @@ use super::protocol::{
     close, ClientFrame, ErrorCode, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS,
 };
 use super::socket::SessionSocket;
+use super::ClientSubscribeError;
 use super::WebSocketService;
 use crate::access::Permissions;
 use crate::reply::{json_error, unauthorized};
-use crate::{Pattern, SubscribeError, TryPublishError};
+use crate::{Pattern, TryPublishError};
 
 /// A message being reassembled from fragments.
 enum Fragments {
@@ -361,7 +362,7 @@ impl Session {
                     Ok(Ok(Answered { queued, .. })) => {
                         session.reply_after_hub(ctx, queued, ServerFrame::Ack { id })
                     }
-                    Ok(Err(err @ SubscribeError::TooManySubscriptions(_))) => session.refuse(
+                    Ok(Err(err @ ClientSubscribeError::TooManySubscriptions(_))) => session.refuse(
                         ctx,
                         Refusal::new(id, ErrorCode::TooManySubscriptions, err.to_string()),
                     ),
