@@ -27,8 +27,14 @@
 //! # });
 //! ```
 
-#![cfg_attr(not(feature = "websocket"), doc = "[`queue_to_websocket`]: crate#features")]
-#![cfg_attr(not(feature = "websocket"), doc = "[`event_bus_to_websocket`]: crate#features")]
+#![cfg_attr(
+    not(feature = "websocket"),
+    doc = "[`queue_to_websocket`]: crate#features"
+)]
+#![cfg_attr(
+    not(feature = "websocket"),
+    doc = "[`event_bus_to_websocket`]: crate#features"
+)]
 
 #[cfg(feature = "websocket")]
 use crate::websocket::{Payload, WebSocketService};

@@ -293,3 +293,67 @@ async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
         assert!(stderr.contains(step), "logged {step:?}:\n{stderr}");
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn serve_takes_its_listening_socket_from_standard_input() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let child = tickwire()
+        .args(["serve", "--listen-stdin"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tickwire serve");
+    let mut child = KillOnDrop(child);
+    // The socket listens already: the request waits in its backlog until the server
+    // accepts it, so no readiness line is needed.
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // The server names the address it was given.
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), format!("listening on http://{addr}/"));
+    // SAFETY: kill(2) on our own child, not yet waited for.
+    unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(wait(&mut child.0).code(), Some(0));
+}
+
+#[cfg(unix)]
+#[test]
+fn listen_stdin_refuses_what_is_not_a_listening_socket() {
+    let refused = |stdin: Stdio| {
+        let out = tickwire()
+            .args(["serve", "--listen-stdin"])
+            .stdin(stdin)
+            .output()
+            .expect("run tickwire");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = refused(Stdio::null());
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("standard input is not a listening TCP socket"),
+        "{err}"
+    );
+    // A connected socket is a socket, but not one to accept on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connected = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (code, err) = refused(Stdio::from(std::os::fd::OwnedFd::from(connected)));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not listening"), "{err}");
+}
