@@ -195,11 +195,18 @@ fn kernel_socket_buffers() -> usize {
     }
 }
 
-#[cfg(unix)]
-#[actix_rt::test]
-async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
-    const MESSAGES: u64 = 300;
-    let (mut child, url) = serve(&[]);
+/// Messages [`stalled_subscriber`] has published for its client.
+const BACKLOG: u64 = 300;
+
+/// A WebSocket client of `url`, subscribed to `orders.>`, that reads nothing more, with
+/// [`BACKLOG`] messages (`{"n": 0..BACKLOG}`) published for it through `/api/publish`:
+/// more than the kernel's socket buffers between it and the server can hold (the
+/// server's send buffer grows to at most tcp_wmem's maximum; the client's receive buffer,
+/// which it never reads, stays near tcp_rmem's default), so the server holds a backlog of
+/// at least half of them for it.
+async fn stalled_subscriber(
+    url: &str,
+) -> impl futures_util::Stream<Item = Result<Frame, actix_http::ws::ProtocolError>> + Unpin {
     let ws_url = format!("{}/ws", url.replacen("http://", "ws://", 1));
     let (_, mut conn) = awc::Client::new().ws(ws_url).connect().await.unwrap();
     let mut frames = Vec::new();
@@ -217,17 +224,11 @@ async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
         frames.push(frame);
     }
     assert!(matches!(&frames[1], Frame::Text(t) if t.as_ref() == br#"{"type":"ack","id":"s"}"#));
-
-    // The client reads nothing until the signal, and the messages are more than the
-    // kernel's socket buffers between it and the server can hold (the server's send
-    // buffer grows to at most tcp_wmem's maximum; the client's receive buffer, which it
-    // never reads, stays near tcp_rmem's default): so when the signal comes, the server
-    // holds a backlog of at least half of them, which it must deliver before its 1001.
     let kernel = kernel_socket_buffers();
-    let size = (2 * kernel).div_ceil(MESSAGES as usize).max(1024);
+    let size = (2 * kernel).div_ceil(BACKLOG as usize).max(1024);
     let pad = "x".repeat(size);
     let client = awc::Client::builder().timeout(PATIENCE).finish();
-    let statuses: Vec<u16> = futures_util::stream::iter(0..MESSAGES)
+    let statuses: Vec<u16> = futures_util::stream::iter(0..BACKLOG)
         .map(|n| {
             let request = client
                 .post(format!("{url}/api/publish"))
@@ -238,7 +239,15 @@ async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
         .collect()
         .await;
     assert!(statuses.iter().all(|&s| s == 202), "{statuses:?}");
-    assert!(MESSAGES as usize * size >= 2 * kernel);
+    assert!(BACKLOG as usize * size >= 2 * kernel);
+    conn
+}
+
+#[cfg(unix)]
+#[actix_rt::test]
+async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
+    let (mut child, url) = serve(&[]);
+    let mut conn = stalled_subscriber(&url).await;
     // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
     let killed = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(killed, 0);
@@ -264,12 +273,12 @@ async fn sigterm_drains_everything_accepted_then_closes_sessions_with_1001() {
     ns.sort_unstable();
     assert_eq!(
         ns,
-        (0..MESSAGES).collect::<Vec<_>>(),
+        (0..BACKLOG).collect::<Vec<_>>(),
         "every accepted message, once"
     );
     assert_eq!(
         seqs,
-        (1..=MESSAGES).collect::<Vec<_>>(),
+        (1..=BACKLOG).collect::<Vec<_>>(),
         "every accepted message arrived, once, in order"
     );
     assert_eq!(close, Some(1001));
@@ -356,4 +365,49 @@ fn listen_stdin_refuses_what_is_not_a_listening_socket() {
     let (code, err) = refused(Stdio::from(std::os::fd::OwnedFd::from(connected)));
     assert_eq!(code, Some(2));
     assert!(err.contains("not listening"), "{err}");
+}
+
+#[cfg(unix)]
+#[actix_rt::test]
+async fn a_second_signal_during_the_shutdown_exits_at_once_with_130() {
+    // The WebSocket stage of the shutdown waits for a client that reads nothing: up to
+    // `shutdown_timeout`, an hour here, unless a second signal cuts it short.
+    let config = TempFile::new("second-signal.toml", "[server]\nshutdown_timeout = 3600\n");
+    let (mut child, url) = serve(&["--config", config.path()]);
+    let _conn = stalled_subscriber(&url).await;
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = BufReader::new(child.0.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let signal = || {
+        // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
+        assert_eq!(
+            unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) },
+            0
+        );
+    };
+    let mut log = Vec::new();
+    let wait_for = |needle: &str, log: &mut Vec<String>| loop {
+        let line = lines
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("no {needle:?} in the log:\n{}", log.join("\n")));
+        let found = line.contains(needle);
+        log.push(line);
+        if found {
+            break;
+        }
+    };
+    signal();
+    wait_for("MessageQueue drained", &mut log); // the WebSocket stage has begun
+    signal();
+    wait_for("second signal", &mut log);
+    assert_eq!(wait(&mut child.0).code(), Some(130));
+    assert!(
+        !log.iter().any(|l| l.contains("shutdown complete")),
+        "{}",
+        log.join("\n")
+    );
 }
