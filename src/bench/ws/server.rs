@@ -1,0 +1,172 @@
+//! The server of the WebSocket scenario, and what it costs: `tickwire serve` in a child
+//! process (given its listening socket as standard input, so its address is known
+//! before it starts and nothing of its output is read), or on a thread of this process;
+//! its memory and CPU, and a thread's CPU, from `/proc` (Linux).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::serve::config::FileConfig;
+
+/// Where the server runs.
+#[derive(Clone, Debug)]
+pub enum ServerMode {
+    /// A child process: this executable with `serve` (the `tickwire` binary).
+    ChildProcess(std::path::PathBuf),
+    /// A thread of this process (no memory figure).
+    InProcess,
+}
+
+/// A server to bench against, and how to stop it.
+pub(super) enum Server {
+    Child(Child),
+    Thread(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>),
+}
+
+impl Server {
+    pub(super) fn start(mode: &ServerMode, clients: usize) -> std::io::Result<(Server, String)> {
+        let mut config = FileConfig::default();
+        config.websocket.max_connections = clients + 16;
+        config.websocket.enable_compression = false;
+        config.server.bind = "127.0.0.1:0".parse().expect("valid address");
+        match mode {
+            ServerMode::ChildProcess(exe) => {
+                // The listening socket is made here and handed to the child as its standard
+                // input (`serve --listen-stdin`): its address is known before the child
+                // runs, and connections made before the child accepts wait in the backlog.
+                let listener = listen_loopback(clients)?;
+                let addr = listener.local_addr()?;
+                let path = std::env::temp_dir()
+                    .join(format!("tickwire-bench-{}.toml", std::process::id()));
+                std::fs::write(
+                    &path,
+                    toml::to_string(&config).map_err(std::io::Error::other)?,
+                )?;
+                let child = Command::new(exe)
+                    .args(["serve", "--listen-stdin", "--config"])
+                    .arg(&path)
+                    .env("RUST_LOG", "warn")
+                    .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                let ready = wait_until_serving(addr, Duration::from_secs(30));
+                let _ = std::fs::remove_file(&path);
+                let server = Server::Child(child);
+                match ready {
+                    Ok(()) => Ok((server, format!("http://{addr}"))),
+                    Err(err) => {
+                        server.stop();
+                        Err(err)
+                    }
+                }
+            }
+            ServerMode::InProcess => {
+                let (url_tx, url_rx) = std::sync::mpsc::channel();
+                let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+                let thread = std::thread::spawn(move || {
+                    actix_rt::System::new().block_on(async move {
+                        let options = crate::serve::ServeOptions {
+                            config,
+                            ..Default::default()
+                        };
+                        let serve = crate::serve::Serve::start(options)
+                            .await
+                            .expect("bench server starts");
+                        let _ = url_tx.send(format!("http://{}", serve.addrs()[0]));
+                        let _ = actix_rt::task::spawn_blocking(move || stop_rx.recv()).await;
+                        serve.shutdown().await;
+                    });
+                });
+                let url = url_rx
+                    .recv_timeout(Duration::from_secs(30))
+                    .map_err(|_| std::io::Error::other("the server did not start"))?;
+                Ok((Server::Thread(stop_tx, thread), url))
+            }
+        }
+    }
+
+    pub(super) fn pid(&self) -> Option<u32> {
+        match self {
+            Server::Child(child) => Some(child.id()),
+            Server::Thread(..) => None,
+        }
+    }
+
+    pub(super) fn stop(self) {
+        match self {
+            Server::Child(mut child) => {
+                #[cfg(unix)]
+                // SAFETY: kill(2) on our own child, not yet waited for.
+                unsafe {
+                    libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+                }
+                #[cfg(not(unix))]
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Server::Thread(stop, thread) => {
+                let _ = stop.send(());
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// A listening socket on a free loopback port, with a backlog for every client at once.
+fn listen_loopback(clients: usize) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.listen(i32::try_from(clients + 64).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
+/// Waits until the server at `addr` answers `GET /health` with 200 (the request waits in
+/// the listening socket's backlog until the server accepts it).
+fn wait_until_serving(addr: std::net::SocketAddr, limit: Duration) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, limit)?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    if response.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        let head = String::from_utf8_lossy(&response[..response.len().min(64)]).into_owned();
+        Err(std::io::Error::other(format!(
+            "the server did not start: /health answered {head:?}"
+        )))
+    }
+}
+
+/// Resident memory of a process, bytes (Linux).
+pub(super) fn rss_bytes(pid: u32) -> Option<f64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096.0)
+}
+
+/// CPU time (user + system) of a process or thread from its `stat`, seconds (Linux).
+pub(super) fn cpu_seconds(stat_path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// The `stat` file of the calling thread, under a name other threads can read (Linux).
+pub(super) fn own_thread_stat() -> Option<String> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    Some(format!("/proc/{}/stat", link.display()))
+}
+
+/// CPU used through `stat` since `before`, as a share of one core over `wall` seconds.
+pub(super) fn cpu_share(stat: Option<&str>, before: Option<f64>, wall: f64) -> Option<f64> {
+    Some((cpu_seconds(stat?)? - before?) / wall)
+}
