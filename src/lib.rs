@@ -110,7 +110,7 @@ pub mod metrics;
 pub mod pattern;
 pub mod priority;
 pub mod typed;
-pub mod util;
+mod util;
 
 // The WebSocket service and the HTTP surface (features `websocket`, `http`).
 #[cfg(feature = "websocket")]
