@@ -84,7 +84,8 @@ use crate::{
 /// the event goes to every matching subscription or to none. [`publish`](Self::publish)
 /// waits for room up to `default_timeout`, then fails with
 /// [`PublishError::QueueFull`] handing the event back; [`try_publish`](Self::try_publish)
-/// fails at once. Nothing is dropped, except by a subscription configured with a drop
+/// fails at once with [`TryPublishError::QueueFull`]. Nothing is dropped, except by a
+/// subscription configured with a drop
 /// [`OverflowPolicy`](crate::OverflowPolicy), which never makes publishers wait and
 /// counts what it drops.
 ///

@@ -96,7 +96,8 @@ fn checked(message: Message) -> Result<Message, TryPublishError<Message>> {
 /// `max_size` bounds the deliveries waiting in the whole queue (a message for three
 /// subscribers counts three). [`publish`](Self::publish) waits for room up to
 /// `default_timeout`, then fails with [`PublishError::QueueFull`] handing the message
-/// back; [`try_publish`](Self::try_publish) fails at once. A publish is all-or-nothing,
+/// back; [`try_publish`](Self::try_publish) fails at once with
+/// [`TryPublishError::QueueFull`]. A publish is all-or-nothing,
 /// as on the EventBus.
 ///
 /// ## Priority
