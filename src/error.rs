@@ -53,7 +53,9 @@ pub enum PublishError<T = crate::Event> {
 
 /// Why a `try_publish` failed: it never waits, so there is no room at once, the component
 /// is stopped, or the name is invalid. Every variant hands the item back
-/// ([`into_inner`](Self::into_inner)).
+/// ([`into_inner`](Self::into_inner)). Like every error enum of the crate it is
+/// `#[non_exhaustive]`: a match needs a `_` arm, so that a refusal added later (a
+/// cluster's, say) is not a breaking change.
 ///
 /// ```
 /// use tickwire::{Event, PublishError, TryPublishError};
@@ -84,21 +86,35 @@ impl<T> From<TryPublishError<T>> for PublishError<T> {
     }
 }
 
-/// The text of a refusal, shared by both error types.
-fn describe(
-    f: &mut fmt::Formatter<'_>,
-    kind: &str,
-    route: &str,
-    invalid: Option<&PatternError>,
-) -> fmt::Result {
-    match (kind, invalid) {
-        (_, Some(err)) => fmt::Display::fmt(err, f),
-        ("QueueFull", _) => write!(f, "queue full: no room for {route:?}"),
-        ("Stopped", _) => write!(f, "stopped: {route:?} was not accepted"),
-        _ => write!(
-            f,
-            "handlers did not finish {route:?} within the timeout (it was accepted and stays queued)"
-        ),
+/// What a refusal is, for the texts shared by both error types.
+#[derive(Clone, Copy)]
+enum Refusal<'a> {
+    QueueFull,
+    Stopped,
+    InvalidName(&'a PatternError),
+    HandlerTimeout,
+}
+
+impl Refusal<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            Refusal::QueueFull => "QueueFull",
+            Refusal::Stopped => "Stopped",
+            Refusal::InvalidName(_) => "InvalidName",
+            Refusal::HandlerTimeout => "HandlerTimeout",
+        }
+    }
+
+    fn describe(self, f: &mut fmt::Formatter<'_>, route: &str) -> fmt::Result {
+        match self {
+            Refusal::QueueFull => write!(f, "queue full: no room for {route:?}"),
+            Refusal::Stopped => write!(f, "stopped: {route:?} was not accepted"),
+            Refusal::InvalidName(err) => fmt::Display::fmt(err, f),
+            Refusal::HandlerTimeout => write!(
+                f,
+                "handlers did not finish {route:?} within the timeout (it was accepted and stays queued)"
+            ),
+        }
     }
 }
 
@@ -123,19 +139,12 @@ impl<T: Deliverable> PublishError<T> {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    fn refusal(&self) -> Refusal<'_> {
         match self {
-            PublishError::QueueFull(_) => "QueueFull",
-            PublishError::Stopped(_) => "Stopped",
-            PublishError::InvalidName(..) => "InvalidName",
-            PublishError::HandlerTimeout(_) => "HandlerTimeout",
-        }
-    }
-
-    fn invalid(&self) -> Option<&PatternError> {
-        match self {
-            PublishError::InvalidName(_, err) => Some(err),
-            _ => None,
+            PublishError::QueueFull(_) => Refusal::QueueFull,
+            PublishError::Stopped(_) => Refusal::Stopped,
+            PublishError::InvalidName(_, err) => Refusal::InvalidName(err),
+            PublishError::HandlerTimeout(_) => Refusal::HandlerTimeout,
         }
     }
 }
@@ -159,42 +168,42 @@ impl<T: Deliverable> TryPublishError<T> {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    fn refusal(&self) -> Refusal<'_> {
         match self {
-            TryPublishError::QueueFull(_) => "QueueFull",
-            TryPublishError::Stopped(_) => "Stopped",
-            TryPublishError::InvalidName(..) => "InvalidName",
-        }
-    }
-
-    fn invalid(&self) -> Option<&PatternError> {
-        match self {
-            TryPublishError::InvalidName(_, err) => Some(err),
-            _ => None,
+            TryPublishError::QueueFull(_) => Refusal::QueueFull,
+            TryPublishError::Stopped(_) => Refusal::Stopped,
+            TryPublishError::InvalidName(_, err) => Refusal::InvalidName(err),
         }
     }
 }
 
-/// `Display`, `Debug` and `Error` of both publish errors, from `kind`, `item` and
-/// `invalid`.
+/// `Display`, `Debug` and `Error` of both publish errors, from `refusal` and `item`.
 macro_rules! publish_error_traits {
     ($name:ident) => {
         impl<T: Deliverable> fmt::Display for $name<T> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                describe(f, self.kind(), self.item().route(), self.invalid())
+                self.refusal().describe(f, self.item().route())
             }
         }
 
         impl<T: Deliverable> fmt::Debug for $name<T> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 let name = stringify!($name);
-                write!(f, "{name}::{}({:?})", self.kind(), self.item().route())
+                write!(
+                    f,
+                    "{name}::{}({:?})",
+                    self.refusal().name(),
+                    self.item().route()
+                )
             }
         }
 
         impl<T: Deliverable> std::error::Error for $name<T> {
             fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                self.invalid().map(|err| err as _)
+                match self.refusal() {
+                    Refusal::InvalidName(err) => Some(err),
+                    _ => None,
+                }
             }
         }
     };

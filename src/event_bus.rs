@@ -415,8 +415,8 @@ impl EventBus {
     /// letters, dropped, restarts); definitions in [`metrics`](crate::metrics).
     ///
     /// The name is the seed specification's (`get_performance_metrics()`), kept so that
-    /// code written against the seed reads the same; it is the crate's one `get_` method
-    /// that is not a builder's getter.
+    /// code written against the seed reads the same (Rust getters otherwise have no
+    /// `get_` prefix).
     pub async fn get_performance_metrics(&self) -> EventBusMetrics {
         EventBusMetrics::from_snapshot(&self.core.metrics().await)
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tickwire::bench::suite::{self, SuiteOptions, Target};
 use tickwire::bench::ws::ServerMode;
 use tickwire::serve::config::FileConfig;
-use tickwire::serve::{Serve, ServeOptions, Signals, Stopped};
+use tickwire::serve::{Serve, ServeOptions, Shutdown, Signals};
 
 /// The binary's allocator. Events are allocated by publisher threads and freed by handler
 /// threads; glibc's malloc takes an arena lock for each such free of a chunk over its
@@ -170,9 +170,10 @@ fn main() -> ExitCode {
                 clients,
                 ws_rate,
                 ws_readers,
+                // A child process needs --listen-stdin, a Unix way to hand it its socket.
                 ws_server: match std::env::current_exe() {
-                    Ok(exe) => ServerMode::ChildProcess(exe),
-                    Err(_) => ServerMode::InProcess,
+                    Ok(exe) if cfg!(unix) => ServerMode::ChildProcess(exe),
+                    _ => ServerMode::InProcess,
                 },
                 metrics: !no_metrics,
             };
@@ -201,7 +202,8 @@ fn main() -> ExitCode {
 }
 
 /// `tickwire serve`: exit 0 after a graceful shutdown, 130 when a second signal cut it
-/// short, 2 for a bad config file, 1 when the server cannot start.
+/// short, 2 for a bad config file or a `--listen-stdin` that is not a listening socket,
+/// 1 when the server cannot start.
 fn serve(
     bind: Option<SocketAddr>,
     listen_stdin: bool,
@@ -235,11 +237,13 @@ fn serve(
             return ExitCode::from(2);
         }
     };
-    let options = ServeOptions {
-        config: file,
-        demo,
-        listener,
-    };
+    let mut options = ServeOptions::new(file);
+    if let Some(rate) = demo {
+        options = options.demo(rate);
+    }
+    if let Some(listener) = listener {
+        options = options.listener(listener);
+    }
     actix_rt::System::new().block_on(async move {
         // Listen before saying we are ready: a SIGTERM right after is not missed.
         let signals = match Signals::install() {
@@ -261,18 +265,28 @@ fn serve(
             println!("listening on http://{addr}/");
         }
         match serve.run_until(signals).await {
-            Stopped::Finished => ExitCode::SUCCESS,
-            Stopped::Interrupted => ExitCode::from(130),
+            Shutdown::Completed => ExitCode::SUCCESS,
+            // At once: the components are half stopped, and nothing is left to wait for.
+            Shutdown::Interrupted => std::process::exit(130),
         }
     })
 }
 
-/// The listening socket passed as standard input (`--listen-stdin`).
+/// The listening socket passed as standard input (`--listen-stdin`): a TCP socket (IPv4
+/// or IPv6) that listens.
 #[cfg(unix)]
 fn stdin_listener() -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, SockRef, Type};
     use std::os::fd::AsFd;
     let listener = std::net::TcpListener::from(std::io::stdin().as_fd().try_clone_to_owned()?);
-    if !socket2::SockRef::from(&listener).is_listener()? {
+    let socket = SockRef::from(&listener);
+    let tcp = socket.r#type()? == Type::STREAM
+        && matches!(socket.domain()?, d if d == Domain::IPV4 || d == Domain::IPV6);
+    if !tcp {
+        return Err(std::io::Error::other("it is a socket, but not a TCP one"));
+    }
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    if !socket.is_listener()? {
         return Err(std::io::Error::other("it is a socket, but not listening"));
     }
     Ok(listener)

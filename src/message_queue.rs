@@ -534,8 +534,8 @@ impl MessageQueue {
     /// [`metrics`](crate::metrics).
     ///
     /// The name is the seed specification's (`get_performance_metrics()`), kept so that
-    /// code written against the seed reads the same; it is the crate's one `get_` method
-    /// that is not a builder's getter.
+    /// code written against the seed reads the same (Rust getters otherwise have no
+    /// `get_` prefix).
     pub async fn get_performance_metrics(&self) -> MessageQueueMetrics {
         let snapshot = self.core.metrics().await;
         MessageQueueMetrics::from_snapshot(

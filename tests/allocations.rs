@@ -10,7 +10,6 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tickwire::demo::Tick;
 use tickwire::{
     Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority, Typed,
     TypedMessage,
@@ -74,6 +73,18 @@ const WARM_UP: u64 = 1_500;
 /// ring holds: a longer backlog grows the lane, which allocates).
 const ROUND: u64 = 200;
 const ROUNDS: u64 = 5;
+
+/// A market tick shaped like the demo's (`tickwire::demo::Tick`, which needs the `demo`
+/// feature): the core's guarantee is tested with the library alone.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Tick {
+    symbol: Cow<'static, str>,
+    price: f64,
+    bid: f64,
+    ask: f64,
+    size: f64,
+    exchange_time: u64,
+}
 
 fn tick(n: u64) -> Tick {
     Tick {

@@ -605,6 +605,37 @@ async fn server_side_subscribe_unsubscribe_and_disconnect() {
 }
 
 #[actix_rt::test]
+async fn server_side_subscribe_refuses_past_the_bound_and_once_stopped() {
+    use tickwire::websocket::protocol::MAX_SUBSCRIPTIONS;
+    let server = Server::start(WebSocketService::start(config()).unwrap());
+    let ws = &server.ws;
+    let (_conn, id) = server.connect().await;
+    for n in 0..MAX_SUBSCRIPTIONS {
+        ws.subscribe(&id, &format!("t.{n}")).await.unwrap();
+    }
+    // Again the same pattern: it is held already, nothing to refuse.
+    ws.subscribe(&id, "t.0").await.unwrap();
+    assert_eq!(
+        ws.subscribe(&id, "t.one-too-many").await,
+        Err(ClientSubscribeError::TooManySubscriptions(
+            MAX_SUBSCRIPTIONS
+        ))
+    );
+    ws.stop().await;
+    // Its session is gone with the service: the client is unknown now, or the service
+    // refuses as stopped, but never accepted.
+    let refused = ws.subscribe(&id, "t.after-stop").await;
+    assert!(
+        matches!(
+            refused,
+            Err(ClientSubscribeError::Stopped | ClientSubscribeError::UnknownClient(_))
+        ),
+        "{refused:?}"
+    );
+    server.shutdown().await;
+}
+
+#[actix_rt::test]
 async fn stop_closes_every_session_with_1001_and_refuses_new_ones() {
     let server = Server::start(WebSocketService::start(config()).unwrap());
     let mut clients = Vec::new();

@@ -22,7 +22,7 @@ use super::supervision::DeliveryStats;
 use super::{Deliverable, Shared};
 use crate::util::LatencySummary;
 
-pub(crate) use crate::util::rate::RateWindow;
+use crate::util::rate::RateWindow;
 use crate::util::rate::{RATE_WINDOW, TICK};
 
 /// Asks for the current figures of the component whose state is given.

@@ -24,7 +24,8 @@
 //! - `room`: waiting for room under a bound; the MessageQueue's queue-wide bound.
 //! - `worker`: each worker's dispatcher, which wakes its handlers by handler priority.
 //! - `depths`: per-route deliveries in flight (the MessageQueue's `topic_depths`).
-//! - `counter`, `recorder`, `metrics_actor`: the metrics hot path and its aggregation.
+//! - `recorder`, `metrics_actor`: the metrics hot path and its aggregation (the striped
+//!   counters are `util`'s).
 //!
 //! ## Priority
 //!

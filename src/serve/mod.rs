@@ -21,7 +21,7 @@
 //! 5. stop the HTTP server (in-flight requests finish, bounded likewise).
 //!
 //! A second signal during the shutdown ends [`Serve::run_until`] at once with
-//! [`Stopped::Interrupted`] (the `tickwire` binary then exits with code 130). The library
+//! [`Shutdown::Interrupted`] (the `tickwire` binary then exits with code 130). The library
 //! never exits the process itself.
 
 use std::net::SocketAddr;
@@ -37,8 +37,9 @@ pub mod config;
 
 use config::FileConfig;
 
-/// What to serve.
+/// What to serve: [`ServeOptions::new`], then the builder methods.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct ServeOptions {
     /// The configuration (file, or defaults).
     pub config: FileConfig,
@@ -49,12 +50,38 @@ pub struct ServeOptions {
     pub listener: Option<std::net::TcpListener>,
 }
 
+impl ServeOptions {
+    /// Serves `config` (binding `[server] bind`), without the demo feed.
+    pub fn new(config: FileConfig) -> Self {
+        ServeOptions {
+            config,
+            ..ServeOptions::default()
+        }
+    }
+
+    /// Runs the demo feed at `rate` ticks per second.
+    pub fn demo(mut self, rate: u32) -> Self {
+        self.demo = Some(rate);
+        self
+    }
+
+    /// Serves on `listener` instead of binding `[server] bind`.
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+}
+
 /// How [`Serve::run_until`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stopped {
-    /// The graceful shutdown finished.
-    Finished,
-    /// A second signal arrived during the shutdown, which was abandoned.
+#[must_use = "an interrupted shutdown leaves the components half stopped: exit the process"]
+pub enum Shutdown {
+    /// The graceful shutdown finished: every stage of the module docs ran.
+    Completed,
+    /// A second signal arrived during the shutdown, which was abandoned where it was: the
+    /// HTTP server no longer accepts connections, and the components are stopped up to
+    /// the stage that was running (the rest still run). The caller is meant to exit (the
+    /// binary exits with code 130).
     Interrupted,
 }
 
@@ -178,15 +205,15 @@ impl Serve {
     }
 
     /// Waits for SIGINT or SIGTERM, then shuts down (see the module docs). A second
-    /// signal during the shutdown abandons it: this returns [`Stopped::Interrupted`] at
+    /// signal during the shutdown abandons it: this returns [`Shutdown::Interrupted`] at
     /// once, and the caller decides what to do (the binary exits with code 130).
-    pub async fn run_until(self, mut signals: Signals) -> Stopped {
+    pub async fn run_until(self, mut signals: Signals) -> Shutdown {
         signals.next().await;
         tokio::select! {
-            () = self.shutdown() => Stopped::Finished,
+            () = self.shutdown() => Shutdown::Completed,
             () = signals.next() => {
                 tracing::warn!("second signal: giving up the shutdown");
-                Stopped::Interrupted
+                Shutdown::Interrupted
             }
         }
     }

@@ -22,20 +22,7 @@ pub struct LatencySummary {
 
 impl LatencySummary {
     /// The percentiles of a histogram of microseconds (all zero when it is empty).
-    ///
-    /// ```
-    /// use hdrhistogram::Histogram;
-    /// use tickwire::LatencySummary;
-    ///
-    /// let mut h = Histogram::<u64>::new_with_bounds(1, 1_000_000, 2).unwrap();
-    /// assert_eq!(LatencySummary::of(&h), LatencySummary::default());
-    /// for us in 1..=100 {
-    ///     h.record(us).unwrap();
-    /// }
-    /// let summary = LatencySummary::of(&h);
-    /// assert_eq!((summary.count, summary.p50, summary.p99, summary.max), (100, 50, 99, 100));
-    /// ```
-    pub fn of(h: &Histogram<u64>) -> Self {
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return LatencySummary::default();
         }
@@ -47,5 +34,21 @@ impl LatencySummary {
             p999: h.value_at_quantile(0.999),
             max: h.max(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_histogram_and_of_an_empty_one() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 1_000_000, 2).expect("bounds");
+        assert_eq!(LatencySummary::of(&h), LatencySummary::default());
+        for us in 1..=100 {
+            h.record(us).expect("in bounds");
+        }
+        let s = LatencySummary::of(&h);
+        assert_eq!((s.count, s.p50, s.p99, s.max), (100, 50, 99, 100));
     }
 }

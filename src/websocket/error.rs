@@ -10,8 +10,9 @@ pub enum ClientSubscribeError {
     /// The pattern is not valid.
     #[error(transparent)]
     InvalidPattern(#[from] PatternError),
-    /// The service is stopped, or the client's session is closing.
-    #[error("cannot subscribe: the service is stopped or the session is closing")]
+    /// The service is stopped, or the client's session is closing. (The text is the one
+    /// `SubscribeError::Stopped` had for it.)
+    #[error("cannot subscribe: the component is stopped")]
     Stopped,
     /// No connected client has this id.
     #[error("no connected client {0:?}")]

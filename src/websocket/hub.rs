@@ -29,7 +29,7 @@ use super::liveness::{Closing, SessionLink, Verdict};
 use super::payload::Payload;
 use super::protocol::close;
 use super::router::Router;
-pub(crate) use super::shared::{ConnectionSlot, HubShared};
+use super::shared::HubShared;
 use super::ClientSubscribeError;
 use crate::util::rate::RateWindow;
 use crate::Pattern;

@@ -103,8 +103,9 @@ pub use socket::on_connect;
 use crate::access::Access;
 use crate::metrics::WebSocketMetrics;
 use crate::{ConfigError, MessageQueue, Pattern, WebSocketServiceConfig};
-use hub::{Broadcast, GetStats, Hub, HubShared, Kick, Stop, Subscribe, Target, Unsubscribe};
+use hub::{Broadcast, GetStats, Hub, Kick, Stop, Subscribe, Target, Unsubscribe};
 pub(crate) use payload::Payload;
+use shared::HubShared;
 
 /// Handle to a running WebSocketService. Cheap to clone, `Send + Sync`.
 #[derive(Clone)]
@@ -259,8 +260,8 @@ impl WebSocketService {
     /// The seed's metrics, plus ours; definitions on [`WebSocketMetrics`].
     ///
     /// The name is the seed specification's (`get_performance_metrics()`), kept so that
-    /// code written against the seed reads the same; it is the crate's one `get_` method
-    /// that is not a builder's getter.
+    /// code written against the seed reads the same (Rust getters otherwise have no
+    /// `get_` prefix).
     pub async fn get_performance_metrics(&self) -> WebSocketMetrics {
         let stats = self.hub.send(GetStats).await.unwrap_or_default();
         let c = &self.shared.counters;

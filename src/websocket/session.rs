@@ -37,14 +37,12 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use tokio::sync::mpsc;
 
-use super::hub::{
-    Answered, Connect, ConnectionSlot, Disconnect, Hub, HubShared, Outbound, Subscribe, Target,
-    Unsubscribe,
-};
+use super::hub::{Answered, Connect, Disconnect, Hub, Outbound, Subscribe, Target, Unsubscribe};
 use super::liveness::{SessionCheck, SessionLink};
 use super::protocol::{
     close, ClientFrame, ErrorCode, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS,
 };
+use super::shared::{ConnectionSlot, HubShared};
 use super::socket::SessionSocket;
 use super::ClientSubscribeError;
 use super::WebSocketService;

@@ -41,7 +41,10 @@ struct ConnectionSocket(#[cfg_attr(not(unix), allow(dead_code))] Arc<socket2::So
 /// connection of a client that stops reading. Pass it to `HttpServer::on_connect`.
 ///
 /// The duplicate is an owned descriptor of its own (`dup(2)`), made while actix-web holds
-/// the connection: nothing an app's middleware does can make it name another socket.
+/// the connection: nothing an app's middleware does can make it name another socket. It
+/// is closed with the connection, so every connection holds two descriptors: size the
+/// process's `RLIMIT_NOFILE` (`ulimit -n`) for twice `max_connections`, plus the plain
+/// HTTP connections.
 ///
 /// ```no_run
 /// use actix_web::{App, HttpServer};
@@ -66,7 +69,12 @@ pub fn on_connect(connection: &dyn Any, extensions: &mut Extensions) {
                     extensions.insert(ConnectionSocket(Arc::new(socket2::Socket::from(owned))));
                 }
                 Err(err) => {
-                    tracing::warn!(%err, "cannot duplicate a connection's socket: a WebSocket session on it cannot be reset if it stalls");
+                    // Once: in a flood of connections (descriptors run out), each would log.
+                    static WARNED: std::sync::atomic::AtomicBool =
+                        std::sync::atomic::AtomicBool::new(false);
+                    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(%err, "cannot duplicate a connection's socket (logged once): a WebSocket session on such a connection cannot be reset if it stalls");
+                    }
                 }
             }
         }

@@ -32,46 +32,46 @@ impl Server {
         config.websocket.enable_compression = false;
         config.server.bind = "127.0.0.1:0".parse().expect("valid address");
         match mode {
+            #[cfg(unix)]
             ServerMode::ChildProcess(exe) => {
                 // The listening socket is made here and handed to the child as its standard
                 // input (`serve --listen-stdin`): its address is known before the child
                 // runs, and connections made before the child accepts wait in the backlog.
                 let listener = listen_loopback(clients)?;
                 let addr = listener.local_addr()?;
-                let path = std::env::temp_dir()
-                    .join(format!("tickwire-bench-{}.toml", std::process::id()));
-                std::fs::write(
-                    &path,
-                    toml::to_string(&config).map_err(std::io::Error::other)?,
-                )?;
-                let child = Command::new(exe)
+                let config_file = ConfigFile::write(&config)?;
+                let mut child = Command::new(exe)
                     .args(["serve", "--listen-stdin", "--config"])
-                    .arg(&path)
+                    .arg(&config_file.0)
                     .env("RUST_LOG", "warn")
                     .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()?;
-                let ready = wait_until_serving(addr, Duration::from_secs(30));
-                let _ = std::fs::remove_file(&path);
-                let server = Server::Child(child);
-                match ready {
-                    Ok(()) => Ok((server, format!("http://{addr}"))),
+                match wait_until_serving(addr, Duration::from_secs(30)) {
+                    Ok(()) => Ok((Server::Child(child), format!("http://{addr}"))),
                     Err(err) => {
-                        server.stop();
-                        Err(err)
+                        let exited = child.try_wait().ok().flatten();
+                        Server::Child(child).stop();
+                        Err(match exited {
+                            Some(status) => std::io::Error::other(format!(
+                                "the server did not start ({status}): {err}"
+                            )),
+                            None => err,
+                        })
                     }
                 }
             }
+            #[cfg(not(unix))]
+            ServerMode::ChildProcess(_) => Err(std::io::Error::other(
+                "a child server takes its socket as standard input: Unix only",
+            )),
             ServerMode::InProcess => {
                 let (url_tx, url_rx) = std::sync::mpsc::channel();
                 let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
                 let thread = std::thread::spawn(move || {
                     actix_rt::System::new().block_on(async move {
-                        let options = crate::serve::ServeOptions {
-                            config,
-                            ..Default::default()
-                        };
+                        let options = crate::serve::ServeOptions::new(config);
                         let serve = crate::serve::Serve::start(options)
                             .await
                             .expect("bench server starts");
@@ -112,6 +112,24 @@ impl Server {
                 let _ = thread.join();
             }
         }
+    }
+}
+
+/// The child's config file, removed when dropped (whatever happens to the child).
+struct ConfigFile(std::path::PathBuf);
+
+impl ConfigFile {
+    fn write(config: &FileConfig) -> std::io::Result<ConfigFile> {
+        let path = std::env::temp_dir().join(format!("tickwire-bench-{}.toml", std::process::id()));
+        let text = toml::to_string(config).map_err(std::io::Error::other)?;
+        std::fs::write(&path, text)?;
+        Ok(ConfigFile(path))
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
