@@ -76,8 +76,8 @@ pub mod typed;
 pub mod websocket;
 
 pub use config::{ConfigError, EventBusConfig, MessageQueueConfig, WebSocketServiceConfig};
-pub use core::mailbox::STARVATION_LIMIT;
 pub use core::supervision::{DeadLetter, Delivered, DeliveryStats, HandlerFailure, OverflowPolicy};
+pub use core::turns::STARVATION_LIMIT;
 pub use core::{
     create_handler_config, Deliver, Deliverable, HandlerConfig, HandlerResult, SubscriptionId,
 };

@@ -21,8 +21,9 @@ use actix::Recipient;
 use arc_swap::ArcSwap;
 
 use super::handler_actor::Wake;
-use super::mailbox::{Activity, PriorityMailbox, WakeFlag};
+use super::mailbox::PriorityMailbox;
 use super::supervision::{OverflowPolicy, SubStats};
+use super::wake::{Activity, WakeFlag};
 use super::worker::RunQueue;
 use super::Deliverable;
 use crate::{Pattern, Priority};
@@ -362,7 +363,8 @@ mod tests {
     }
 
     fn push(mailbox: &PriorityMailbox<u64>, n: u64) {
-        use crate::core::mailbox::{CompletionGuard, Envelope};
+        use crate::core::completion::CompletionGuard;
+        use crate::core::mailbox::Envelope;
         mailbox.reserve(Priority::Normal).unwrap();
         let envelope = Envelope {
             item: n,

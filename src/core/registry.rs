@@ -28,8 +28,9 @@ use futures_util::future::join_all;
 
 use super::handler_actor::{Finish, Wake};
 use super::index::{Members, Route, Snapshot, SubscriptionId, Waker, Wakeup};
-use super::mailbox::{PriorityMailbox, WakeFlag};
+use super::mailbox::PriorityMailbox;
 use super::supervision::{OverflowPolicy, SubStats, STOP_GRACE};
+use super::wake::WakeFlag;
 use super::worker::RunQueue;
 use super::{Deliverable, Shared};
 use crate::{HandlerConfig, Pattern, Priority, SubscribeError};
