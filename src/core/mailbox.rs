@@ -20,8 +20,9 @@
 //!
 //! The mailbox does not wake its consumers itself: after a push the publisher runs the
 //! wake protocol (`wake`: the coalesced wake flags, the consumer group's choice of a
-//! member, going idle with a re-check), for which the mailbox answers one question,
-//! [`has_items_after_fence`](PriorityMailbox::has_items_after_fence).
+//! member, going idle with a re-check), for which the mailbox answers one question:
+//! whether an item waits ([`Items::has_items_after_fence`]). The whole state machine is
+//! documented there.
 //!
 //! The other concerns of a mailbox live next to it: the order items are taken in
 //! (`turns`: by priority, with the anti-starvation rule; in FIFO mode, with
@@ -39,7 +40,7 @@ use super::depths::DepthGuard;
 use super::lane::Lane;
 use super::room::{low_water, Room, SharedBound};
 use super::turns::LaneTurns;
-use super::wake::{Activity, WakeFlag};
+use super::wake::Items;
 use crate::Priority;
 
 mod evict;
@@ -188,17 +189,16 @@ impl<T> PriorityMailbox<T> {
         self.room.wake();
     }
 
-    /// Queues an item into a reserved slot. The caller then raises the consumers' wake
-    /// flags ([`WakeFlag::raise`]). Returns how many items it discarded instead (the
+    /// Queues an item into a reserved slot. The caller then runs the wake protocol
+    /// (`wake::wake`, or `wake::wake_one` for a group). Returns how many items it discarded instead (the
     /// mailbox was cancelled after the slot was reserved: the publisher discards what it
     /// pushed, so no item is left in a mailbox nobody drains).
     pub(crate) fn push_reserved(&self, envelope: Envelope<T>, priority: Priority) -> usize {
         let lane = if self.fifo { 0 } else { priority.lane() };
         // Ordering: `Lane::push` publishes the item with a SeqCst CAS and `is_empty`
-        // reads with SeqCst loads, so this push, the publisher's flag reads after it
-        // (`index::Wakeup::for_push`), and a consumer's flag change followed by
-        // `has_items_after_fence` are all in one total order: either the consumer sees the
-        // item, or the publisher sees the flag idle (or no member searching) and wakes one.
+        // reads with SeqCst loads, so this push, the publisher's flag reads after it, and
+        // a consumer's flag change followed by `has_items_after_fence` are all in one
+        // total order (see `## Why no push is left unseen` in `wake`).
         self.lanes[lane].push(envelope);
         // Likewise with `cancel`: it sets CANCELLED, then empties the lanes; either it
         // sees this item, or this load sees CANCELLED.
@@ -269,29 +269,6 @@ impl<T> PriorityMailbox<T> {
         self.room.wake_all();
     }
 
-    /// The consumer found no item: clears the wake flag, then checks once more. Returns
-    /// true if the consumer must go on (an item arrived and the consumer took the flag
-    /// back), false if it may go idle (a later push will wake it).
-    pub(crate) fn try_idle(&self, flag: &WakeFlag) -> bool {
-        loop {
-            let now = flag.activity();
-            if now == Activity::Left {
-                return false;
-            }
-            if flag.shift(now, Activity::Idle) {
-                break;
-            }
-        }
-        self.has_items_after_fence() && flag.shift(Activity::Idle, Activity::Searching)
-    }
-
-    /// After a store to a wake flag: whether an item waits, in the same total order as the
-    /// publishers' pushes and flag reads (see `push_reserved`).
-    pub(crate) fn has_items_after_fence(&self) -> bool {
-        fence(Ordering::SeqCst);
-        self.lanes.iter().any(|lane| !lane.is_empty())
-    }
-
     /// No new reservations; what was accepted stays to be drained. Wakes waiting publishers
     /// so they see the mailbox closed.
     pub(crate) fn close(&self) {
@@ -333,6 +310,18 @@ impl<T> PriorityMailbox<T> {
             self.release(discarded);
         }
         discarded
+    }
+}
+
+impl<T> Items for PriorityMailbox<T> {
+    /// Whether an item waits, in the same total order as the publishers' pushes and flag
+    /// reads: the fence orders the caller's flag change before the loads, and every lane
+    /// publishes a push with a `SeqCst` read-modify-write that `is_empty` reads with
+    /// `SeqCst` loads (see `lane`).
+    #[inline]
+    fn has_items_after_fence(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.lanes.iter().any(|lane| !lane.is_empty())
     }
 }
 

@@ -1,8 +1,7 @@
-//! The mailbox's unit tests, and helpers for those of `turns` and `evict`.
+//! The mailbox's unit tests, and helpers for those of `turns`, `wake` and `evict`.
 
 use super::*;
 use crate::core::completion::Completion;
-use crate::core::wake::WakeFlag;
 
 pub(crate) fn env(n: u32) -> Envelope<u32> {
     Envelope {
@@ -89,30 +88,6 @@ fn capacity_and_close_are_enforced_by_reservation() {
     mb.unreserve();
     assert_eq!(mb.reserve(Priority::Normal), Err(Refused::Closed));
     assert_eq!(mb.len(), 1);
-}
-
-#[test]
-fn coalesced_wake() {
-    let mb = PriorityMailbox::new(10, false);
-    let flag = WakeFlag::default();
-    put(&mb, 1, Priority::Normal);
-    assert!(flag.raise(), "first push wakes");
-    put(&mb, 2, Priority::Normal);
-    assert!(!flag.raise(), "second push does not");
-    let mut turns = LaneTurns::default();
-    drain(&mb, &mut turns);
-    assert!(!mb.try_idle(&flag), "empty: go idle");
-    put(&mb, 3, Priority::Normal);
-    assert!(flag.raise(), "a push after idling wakes again");
-    // A push that lands between the last pop and try_idle is picked up by try_idle.
-    let mb2 = PriorityMailbox::new(10, false);
-    let flag2 = WakeFlag::default();
-    put(&mb2, 1, Priority::Normal);
-    assert!(flag2.raise());
-    mb2.pop(&mut turns).unwrap();
-    put(&mb2, 2, Priority::Normal);
-    assert!(!flag2.raise(), "consumer still scheduled");
-    assert!(mb2.try_idle(&flag2), "consumer must go on");
 }
 
 #[test]
