@@ -133,8 +133,8 @@ pub mod serve;
 #[cfg(feature = "websocket")]
 pub use config::WebSocketServiceConfig;
 pub use config::{ConfigError, EventBusConfig, MessageQueueConfig};
-pub use core::mailbox::STARVATION_LIMIT;
 pub use core::supervision::{DeliveryStats, OverflowPolicy};
+pub use core::turns::STARVATION_LIMIT;
 pub use core::{create_handler_config, Deliver, HandlerConfig, HandlerResult};
 pub use error::{PublishError, SubscribeError, TryPublishError};
 pub use event::create_event;

@@ -4,10 +4,10 @@
 //!
 //! The actor is woken by a [`Wake`] message sent only by whoever raised its idle wake
 //! flag: a publisher, or for a group member also another member handing on a backlog,
-//! or the registry (see the mailbox's docs). So a busy subscription costs no actix
-//! message per item. It drains inside `ctx.wait`, so no other message of the actor
-//! interleaves with a drain, and yields to the worker's other actors every [`BATCH`]
-//! items.
+//! or the registry (see `wake`, which also lists the transitions a drain makes). So a
+//! busy subscription costs no actix message per item. It drains inside `ctx.wait`, so
+//! no other message of the actor interleaves with a drain, and yields to the worker's
+//! other actors every [`BATCH`] items.
 //!
 //! ## Supervision
 //!
@@ -30,9 +30,11 @@ use tracing::Instrument;
 
 use super::handler::{ErrorCallback, Invoke};
 use super::index::Members;
-use super::mailbox::{Activity, Envelope, LaneTurns, PriorityMailbox, WakeFlag};
+use super::mailbox::{Envelope, PriorityMailbox};
 use super::recorder::{Recorder, SHIP_INTERVAL};
 use super::supervision::{self, HandlerFailure, SubStats, DEAD_LETTER_PREFIX};
+use super::turns::LaneTurns;
+use super::wake::{self, WakeFlag};
 use super::worker::RunQueue;
 use super::{Deliverable, Shared, SubscriptionId};
 use crate::util::counter::StripedCounter;
@@ -84,7 +86,7 @@ pub(crate) struct Subscription<T, H> {
     pub(crate) removed: Arc<AtomicBool>,
     /// The group's members, when the mailbox is shared with them.
     pub(crate) group: Option<Arc<Members>>,
-    /// This actor's coalesced wake flag (see the mailbox docs).
+    /// This actor's coalesced wake flag (see `wake`).
     pub(crate) wake_flag: Arc<WakeFlag>,
     /// Latency histograms, when metrics are on; only this actor's thread touches them.
     pub(crate) recorder: Option<RefCell<Recorder>>,
@@ -145,25 +147,39 @@ impl<T, H> Subscription<T, H> {
         self.mailbox.cancelled_hint() || self.removed.load(Ordering::Acquire)
     }
 
-    /// A group member moves its flag `from` → `to` (see the mailbox's `Activity`); a
-    /// plain subscription's publishers only look for idle, so it skips this.
-    fn shift(&self, from: Activity, to: Activity) {
+    // The member transitions of the wake protocol (see `wake`). A plain subscription's
+    // publishers only look for idle, so it skips them: its flag stays raised while it
+    // drains.
+
+    /// A group member's drain starts or resumes (`WakeFlag::start`).
+    #[inline]
+    fn start(&self) {
         if self.group.is_some() {
-            self.wake_flag.shift(from, to);
+            self.wake_flag.start();
         }
     }
 
-    /// A group member yields to its worker's other actors (see `WakeFlag::pause`).
-    fn pause(&self) {
-        if self.group.is_some() {
-            self.wake_flag.pause();
-        }
-    }
-
-    /// A group member took an item: it is busy, and hands what waits to another member.
+    /// A group member took an item: it is busy, and hands what waits to another member
+    /// (`wake::took_item`).
+    #[inline]
     fn took_item(&self) {
         if let Some(group) = &self.group {
-            group.took_item(&self.wake_flag, &self.mailbox);
+            wake::took_item(&self.wake_flag, &*self.mailbox, &**group);
+        }
+    }
+
+    /// A group member's handler is done with its item (`WakeFlag::item_done`).
+    #[inline]
+    fn item_done(&self) {
+        if self.group.is_some() {
+            self.wake_flag.item_done();
+        }
+    }
+
+    /// A group member yields to its worker's other actors (`WakeFlag::pause`).
+    fn pause(&self) {
+        if self.group.is_some() {
+            self.wake_flag.pause(&wake::Tsc);
         }
     }
 
@@ -418,7 +434,7 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
         dropped: &sub.dropped,
     };
     let _flush = FlushOnDrop(&*sub);
-    sub.shift(Activity::Woken, Activity::Searching);
+    sub.start();
     loop {
         if sub.is_removed() {
             if sub.mailbox.is_cancelled() {
@@ -454,7 +470,7 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
                         }
                         continue;
                     }
-                    if sub.mailbox.try_idle(&sub.wake_flag) {
+                    if wake::go_idle(&sub.wake_flag, &*sub.mailbox) {
                         continue;
                     }
                     return (DrainEnd::Done, turns);
@@ -468,7 +484,7 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
         if held.job.is_some() {
             continue; // removed mid-delivery: the top of the loop ends the drain
         }
-        sub.shift(Activity::Busy, Activity::Searching);
+        sub.item_done();
         budget -= 1;
         let yield_to_urgent = sub.run.more_urgent_waiting(sub.handler_priority);
         if budget == 0 || yield_to_urgent {
@@ -483,7 +499,7 @@ async fn drain<T: Deliverable, H: Invoke<T>>(
             // after the grace wakes another.
             sub.pause();
             actix_rt::task::yield_now().await;
-            sub.shift(Activity::Woken, Activity::Searching);
+            sub.start();
         }
     }
 }

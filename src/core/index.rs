@@ -21,8 +21,9 @@ use actix::Recipient;
 use arc_swap::ArcSwap;
 
 use super::handler_actor::Wake;
-use super::mailbox::{Activity, PriorityMailbox, WakeFlag};
+use super::mailbox::PriorityMailbox;
 use super::supervision::{OverflowPolicy, SubStats};
+use super::wake::{self, Consumer, Roster, WakeFlag};
 use super::worker::RunQueue;
 use crate::item::{Deliverable, SubscriptionId};
 use crate::{Pattern, Priority};
@@ -50,29 +51,28 @@ pub(crate) struct Waker {
 }
 
 impl Waker {
-    /// The consumer's worker, as a bit of a set of workers (modulo 64).
-    fn worker_bit(&self) -> u64 {
-        1 << (self.worker % 64)
+    /// Wakes the consumer unless its flag says it is already scheduled or running
+    /// ([`wake::wake`]). True if it sent a `Wake`.
+    pub(crate) fn wake(&self) -> bool {
+        wake::wake(self)
+    }
+}
+
+impl Consumer for Waker {
+    fn flag(&self) -> &WakeFlag {
+        &self.flag
     }
 
-    /// Wakes the consumer unless its flag says it is already scheduled or running.
+    fn worker(&self) -> usize {
+        self.worker
+    }
+
     /// `do_send` ignores the actor mailbox's capacity, which is safe here: the flag
     /// allows at most one `Wake` in flight per consumer. If the actor is gone its
     /// subscription is being removed.
-    pub(crate) fn wake(&self) -> bool {
-        self.send_if(self.flag.raise())
-    }
-
-    /// [`wake`](Self::wake), timing the wake for the group's grace (`raise_timed`).
-    fn wake_timed(&self) -> bool {
-        self.send_if(self.flag.raise_timed())
-    }
-
-    fn send_if(&self, raised: bool) -> bool {
-        if raised {
-            self.run.wake(self.priority, &self.recipient);
-        }
-        raised
+    #[inline]
+    fn send_wake(&self) {
+        self.run.wake(self.priority, &self.recipient);
     }
 }
 
@@ -81,7 +81,7 @@ impl Waker {
 pub(crate) enum Wakeup {
     /// A subscription's one handler actor: woken unless its flag is raised.
     One(Waker),
-    /// A consumer group's members, from the live list (see the mailbox docs).
+    /// A consumer group's members, from the live list (see `wake`).
     Group(Arc<Members>),
 }
 
@@ -97,45 +97,9 @@ impl Wakeup {
     }
 }
 
-/// The outcome of looking at a group's members for a push.
-enum Scan {
-    /// A member will see the item (or was just woken to).
-    Done,
-    /// The list holds a member that left: it is stale, read the live one.
-    Stale,
-}
-
-/// For an item just pushed: nothing while a member is searching or was just woken (see
-/// `WAKE_GRACE`); else an idle member is woken, the first on a worker where no member is
-/// busy or waiting to run, or else the first. When every member is woken or busy, they
-/// look at the mailbox later.
-fn scan_for_push(members: &[Waker]) -> Scan {
-    // Workers where a member is busy or waiting to run: an idle member there may not run
-    // soon (a synchronous handler can hold the worker), so one elsewhere is preferred.
-    let (mut occupied, mut any_idle) = (0u64, false);
-    for member in members {
-        match member.flag.activity() {
-            Activity::Searching => return Scan::Done,
-            Activity::Woken if member.flag.recently_woken() => return Scan::Done,
-            Activity::Left => return Scan::Stale,
-            Activity::Idle => any_idle = true,
-            Activity::Woken | Activity::Busy => occupied |= member.worker_bit(),
-        }
-    }
-    // A failed raise means the member was raised by another publisher (it will run) or
-    // left after we saw it idle (the registry wakes the others after that).
-    if any_idle {
-        let _ = members
-            .iter()
-            .filter(|m| occupied & m.worker_bit() == 0)
-            .any(Waker::wake_timed)
-            || members.iter().any(Waker::wake_timed);
-    }
-    Scan::Done
-}
-
-/// The current members of a consumer group (the registry replaces the list as members
-/// join and leave, before it marks a leaving member [`Left`](Activity::Left)).
+/// The current members of a consumer group: the [`Roster`] the wake protocol reads (the
+/// registry replaces the list as members join and leave, through [`wake::join`] and
+/// [`wake::leave`]).
 ///
 /// Each member holds the list, and the list holds each member's address: a member's
 /// actor lives until it leaves the list (or its worker stops), not when the registry
@@ -144,26 +108,29 @@ fn scan_for_push(members: &[Waker]) -> Scan {
 pub(crate) struct Members(ArcSwap<Vec<Waker>>);
 
 impl Members {
-    /// Replaces the list.
-    pub(crate) fn set(&self, members: Vec<Waker>) {
-        self.0.store(Arc::new(members));
-    }
-
-    /// Wakes a member for an item just pushed, if one is needed (see [`scan_for_push`]).
+    /// Wakes a member for an item just pushed, if one is needed ([`wake::wake_one`]).
     pub(crate) fn wake_for_push(&self) {
-        // A member marked `Left` was removed from the list before it was marked, so the
-        // list read after seeing the mark no longer holds it: this loops at most once per
-        // concurrent departure.
-        while let Scan::Stale = scan_for_push(&self.0.load()) {}
+        wake::wake_one(self);
+    }
+}
+
+impl Roster for Members {
+    type Member = Waker;
+    type List = arc_swap::Guard<Arc<Vec<Waker>>>;
+    type New = Vec<Waker>;
+
+    #[inline]
+    fn load(&self) -> Self::List {
+        self.0.load()
     }
 
-    /// The member whose flag is `own` took an item: it is busy (publishers now wake
-    /// another member for new items), and if more items wait already, it wakes one.
-    pub(crate) fn took_item<T>(&self, own: &WakeFlag, mailbox: &PriorityMailbox<T>) {
-        own.shift(Activity::Searching, Activity::Busy);
-        if mailbox.has_items_after_fence() {
-            self.wake_for_push();
-        }
+    #[inline]
+    fn members<'a>(&'a self, list: &'a Self::List) -> &'a [Waker] {
+        list
+    }
+
+    fn replace(&self, new: Vec<Waker>) {
+        self.0.store(Arc::new(new));
     }
 }
 
@@ -333,6 +300,7 @@ pub(crate) type Index<T> = ArcSwap<Snapshot<T>>;
 mod tests {
     use super::*;
     use crate::core::handler_actor::Wake;
+    use crate::core::wake::{Activity, Choice};
     use actix::prelude::*;
 
     struct Nop;
@@ -345,7 +313,8 @@ mod tests {
     }
 
     fn push(mailbox: &PriorityMailbox<u64>, n: u64) {
-        use crate::core::mailbox::{CompletionGuard, Envelope};
+        use crate::core::completion::CompletionGuard;
+        use crate::core::mailbox::Envelope;
         mailbox.reserve(Priority::Normal).unwrap();
         let envelope = Envelope {
             item: n,
@@ -380,7 +349,7 @@ mod tests {
         let recipient = Nop.start().recipient();
         let m = members(3, &recipient);
         let group = Arc::new(Members::default());
-        group.set(m.clone());
+        group.replace(m.clone());
         let wakeup = Wakeup::Group(group.clone());
         wakeup.for_push();
         assert_eq!(activities(&m), [Woken, Idle, Idle], "the first idle one");
@@ -420,7 +389,7 @@ mod tests {
             .map(|worker| waker(&recipient, worker))
             .collect();
         assert!(shared[0].flag.raise() && shared[0].flag.shift(Woken, Busy));
-        group.set(shared.clone());
+        group.replace(shared.clone());
         group.wake_for_push();
         assert_eq!(activities(&shared), [Busy, Idle, Woken], "worker 1 is free");
 
@@ -428,13 +397,13 @@ mod tests {
         // the first idle member.
         let mailbox = PriorityMailbox::<u64>::new(4, false);
         let m = members(2, &recipient);
-        group.set(m.clone());
+        group.replace(m.clone());
         assert!(m[0].flag.raise() && m[0].flag.shift(Woken, Searching));
-        group.took_item(&m[0].flag, &mailbox);
+        wake::took_item(&m[0].flag, &mailbox, &*group);
         assert_eq!(activities(&m), [Busy, Idle]);
         assert!(m[0].flag.shift(Busy, Searching));
         push(&mailbox, 7);
-        group.took_item(&m[0].flag, &mailbox);
+        wake::took_item(&m[0].flag, &mailbox, &*group);
         assert_eq!(activities(&m), [Busy, Woken], "the backlog is handed on");
 
         // A list holding a member that left is stale: the publisher rereads the live
@@ -442,8 +411,8 @@ mod tests {
         let departed = members(1, &recipient);
         let current = members(1, &recipient);
         departed[0].flag.set_left();
-        group.set(current.clone());
-        assert!(matches!(scan_for_push(&departed), Scan::Stale));
+        group.replace(current.clone());
+        assert_eq!(wake::scan(&departed), Choice::Stale);
         assert_eq!(activities(&current), [Idle], "the stale list wakes nobody");
         group.wake_for_push();
         assert_eq!(activities(&current), [Woken], "the live list does");
@@ -451,7 +420,7 @@ mod tests {
         // A member never overwrites `Left`, and does not go idle with it.
         let gone = &departed[0].flag;
         assert!(!gone.shift(Searching, Busy) && !gone.raise());
-        assert!(!mailbox.try_idle(gone));
+        assert!(!wake::go_idle(gone, &mailbox));
         assert_eq!(gone.activity(), Left);
 
         // A plain subscription: woken once, whatever it does after.

@@ -24,9 +24,9 @@
 //!
 //! A push is visible to [`is_empty`](Lane::is_empty) from its `SeqCst` compare-and-swap
 //! on the ring, or its `SeqCst` increment of `spilled`, which `is_empty` reads with
-//! `SeqCst` loads: the mailbox's wake protocol relies on it. A pop may find nothing
+//! `SeqCst` loads: the wake protocol (`wake`) relies on it. A pop may find nothing
 //! while a push it already sees is being written (a few instructions): it returns
-//! `None`, and the consumer looks again (see the mailbox's `try_idle`).
+//! `None`, and the consumer looks again (see `wake::go_idle`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;

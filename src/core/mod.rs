@@ -13,8 +13,12 @@
 //! The pieces (one file each under `src/core/`; the internal ones are described in their
 //! source):
 //!
-//! - `mailbox`: the bounded four-lane mailbox, its coalesced wake and the priority rule;
-//!   `lane`: one of its lanes.
+//! - `mailbox`: the bounded four-lane mailbox and its reservations (`mailbox::evict`:
+//!   making room by policy); `lane`: one of its lanes; `turns`: the priority rule its
+//!   consumer takes items by; `completion`: what a synchronous publisher waits on;
+//!   `bench_mailbox`: the mailbox as the criterion benches drive it.
+//! - `wake`: the wake protocol: coalesced wake flags, and which member of a consumer
+//!   group a push wakes (its module docs hold the whole state machine).
 //! - `index`: the snapshot publishers read and its per-name cache.
 //! - `handler_actor`: the actor that drains one mailbox.
 //! - `registry`: the actor that owns subscriptions, workers and the index.
@@ -39,8 +43,7 @@
 //!
 //! A publisher wakes a handler actor (one actix message) only when the actor was idle; a
 //! busy subscription costs no message per item. For a consumer group, a push wakes at
-//! most one member, and none while one is looking at the mailbox (see the mailbox's
-//! docs). The actor yields to the other actors of its worker every [`BATCH`] items, and
+//! most one member, and none while one is looking at the mailbox (see `wake`). The actor yields to the other actors of its worker every [`BATCH`] items, and
 //! sooner when a more urgent handler of its worker is woken. On a worker whose handlers
 //! have different handler priorities, wakes go through the worker's run queue, so that
 //! woken handlers run highest priority first (see `worker`).
@@ -55,6 +58,8 @@
 //! none, never to some, so a retried publish cannot duplicate. Subscriptions with a drop
 //! policy never refuse: when full, they discard an item (counted as `dropped`).
 
+pub(crate) mod bench_mailbox;
+pub(crate) mod completion;
 pub(crate) mod depths;
 pub(crate) mod handler;
 pub(crate) mod handler_actor;
@@ -67,10 +72,12 @@ pub(crate) mod recorder;
 pub(crate) mod registry;
 pub(crate) mod room;
 pub mod supervision;
+pub(crate) mod turns;
+pub(crate) mod wake;
 pub(crate) mod worker;
 
 #[doc(hidden)]
-pub use mailbox::BenchMailbox;
+pub use bench_mailbox::BenchMailbox;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -83,12 +90,13 @@ pub use crate::item::{Deliverable, SubscriptionId};
 pub use handler::{create_handler_config, Deliver, HandlerConfig, HandlerResult};
 pub use handler_actor::BATCH;
 
+use completion::{Completion, CompletionGuard};
 use depths::TopicDepths;
 use handler::Invoke;
 use handler_actor::{Policy, Subscription};
 use history::History;
 use index::{Index, Route, Snapshot};
-use mailbox::{Completion, CompletionGuard, Envelope, PriorityMailbox, Refused};
+use mailbox::{Envelope, PriorityMailbox, Refused};
 use metrics_actor::{GetSnapshot, MetricsActor, Snapshot as MetricsSnapshot};
 use recorder::Recorder;
 use registry::{Registry, Shutdown, Subscribe, Unsubscribe};

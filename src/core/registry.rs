@@ -12,11 +12,12 @@
 //! looks first (a busy member does not look). A push wakes no member while one is
 //! searching or was woken less than 500 µs ago, else one idle member (preferably on a
 //! worker where no member is busy), and a member that takes an item while more wait
-//! wakes the next (see the mailbox's docs). Publishers wake from the group's live member
-//! list ([`Members`]), which this actor replaces as members join and leave, before it
-//! marks a leaving member `Left`; it then wakes a remaining member if one is needed, so
-//! the items still queued stay for them. When the last member leaves, they are
-//! discarded like a subscription's.
+//! wakes the next (see `wake`, which holds the whole protocol). Publishers wake from the
+//! group's live member list ([`Members`]), which this actor replaces as members join
+//! ([`wake::join`]) and leave ([`wake::leave`]: the new list, then the leaving member
+//! marked `Left`, then a wake of a remaining member if one is needed, so the items still
+//! queued stay for them). When the last member leaves, they are discarded like a
+//! subscription's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,8 +29,9 @@ use futures_util::future::join_all;
 
 use super::handler_actor::{Finish, Wake};
 use super::index::{Members, Route, Snapshot, Waker, Wakeup};
-use super::mailbox::{PriorityMailbox, WakeFlag};
+use super::mailbox::PriorityMailbox;
 use super::supervision::{OverflowPolicy, SubStats, STOP_GRACE};
+use super::wake::{self, WakeFlag};
 use super::worker::RunQueue;
 use super::{Deliverable, Shared};
 use crate::item::SubscriptionId;
@@ -141,11 +143,9 @@ struct Target<T> {
 }
 
 impl<T> Target<T> {
-    /// Tells the group's members who the members are now.
-    fn members_changed(&self) {
-        if let Some(group) = &self.group {
-            group.set(self.members.values().cloned().collect());
-        }
+    /// The member list as the group's members see it.
+    fn list(&self) -> Vec<Waker> {
+        self.members.values().cloned().collect()
     }
 
     /// The route publishers use; `None` for a target without members (never published:
@@ -309,13 +309,14 @@ impl<T: Deliverable> Handler<Subscribe<T>> for Registry<T> {
             priority: handler_priority,
             run: worker.run.clone(),
         };
-        // A group member joins with work possibly waiting: look at the mailbox once. (A
-        // new subscription's own mailbox is empty: its first push wakes it.)
-        if target.group.is_some() {
-            waker.wake();
+        // A group member joins with work possibly waiting: it looks at the mailbox once.
+        // (A new subscription's own mailbox is empty: its first push wakes it.)
+        if let Some(group) = &target.group {
+            target.members.insert(id, waker.clone());
+            wake::join(&**group, target.list(), &waker);
+        } else {
+            target.members.insert(id, waker);
         }
-        target.members.insert(id, waker);
-        target.members_changed();
         tracing::debug!(
             subscription = %id,
             pattern = %msg.pattern,
@@ -359,11 +360,11 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
             .get_mut(&entry.target)
             .expect("entry has a target");
         let leaving = target.members.remove(&msg.0);
-        target.members_changed();
-        if let (Some(leaving), Some(_)) = (leaving, &target.group) {
-            // After the new list: a publisher that sees the mark reads the new list. One
-            // that saw the member before the mark is covered by the wake below.
-            leaving.flag.set_left();
+        if let (Some(leaving), Some(group)) = (leaving, &target.group) {
+            // The new list, then the mark (a publisher that sees it reads the new list),
+            // then, if members remain, a wake for what the member may have left.
+            let remain = !target.members.is_empty();
+            wake::leave(&**group, target.list(), &leaving.flag, remain);
         }
         let retired = if target.members.is_empty() {
             let target = self.targets.remove(&entry.target).expect("present");
@@ -377,12 +378,9 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
             self.retiring.insert(entry.target, target.stats);
             Some(entry.target)
         } else {
-            // Wake the leaving member if it waits out a retry delay, and have a member
-            // look at what it may have left.
+            // Wake the leaving member if it waits out a retry delay (`wake::leave` had a
+            // remaining member look at what it may have left).
             target.mailbox.poke();
-            if let Some(group) = &target.group {
-                group.wake_for_push();
-            }
             tracing::debug!(subscription = %msg.0, "left its group");
             None
         };
