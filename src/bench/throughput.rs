@@ -144,3 +144,34 @@ impl Drop for OwnCount {
         self.shared.count.store(self.seen, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::tick;
+
+    #[test]
+    fn an_owned_count_reports_at_its_target_and_when_dropped() {
+        let done = Arc::new(Semaphore::new(0));
+        let count = Count::new(2, &done);
+        let mut own = count.clone().into_owned();
+        own.receive(&tick(0));
+        assert_eq!((count.load(), done.available_permits()), (0, 0));
+        own.receive(&tick(1));
+        assert_eq!((count.load(), done.available_permits()), (2, 1));
+        own.receive(&tick(2));
+        drop(own);
+        assert_eq!((count.load(), done.available_permits()), (3, 1));
+    }
+
+    #[test]
+    fn the_members_of_a_group_count_together() {
+        let done = Arc::new(Semaphore::new(0));
+        let group = Count::new(3, &done);
+        let members = [group.clone(), group.clone()];
+        for i in 0..3 {
+            members[i % 2].receive(&tick(i as u64));
+        }
+        assert_eq!((group.load(), done.available_permits()), (3, 1));
+    }
+}
