@@ -94,9 +94,8 @@ pub trait Sink: Clone + Send + Sync + 'static {
     fn into_owned(self) -> Self::Owned;
 }
 
-/// A [`Sink`] inside the one consumer (a thread, an actor) that owns it. Whatever the
-/// driver needs to see of it is published when the last item arrives, and when it is
-/// dropped.
+/// A [`Sink`] inside the one consumer (a thread, an actor) that owns it. What the driver
+/// reads of it (a count, the histograms) is handed over when the last item arrives.
 pub trait OwnedSink: Send + Unpin + 'static {
     /// `item` reached this consumer.
     fn receive(&mut self, item: &impl Indexed);

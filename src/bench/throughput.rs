@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam::utils::CachePadded;
 use tokio::sync::Semaphore;
 
 use super::fanout::{Consumers, Fanout, Indexed, OwnedSink, Publish, Sink};
@@ -83,10 +84,12 @@ pub async fn run<F: Fanout>(fanout: F, events: u64, consumers: Consumers) -> Thr
 }
 
 /// The throughput sink: counts a subscriber's items (or a group's), and adds a permit to
-/// `done` when the count reaches `target`.
+/// `done` when the count reaches `target`. Each count has a cache line of its own: the
+/// counts of a run are allocated together, and subscribers on different workers must
+/// not write to one line.
 #[derive(Clone)]
 struct Count {
-    count: Arc<AtomicU64>,
+    count: Arc<CachePadded<AtomicU64>>,
     target: u64,
     done: Arc<Semaphore>,
 }
