@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tickwire::bench::latency;
 use tickwire::bench::ws::{self, ServerMode, WsOptions};
-use tickwire::bench::{self, Payload, QueueConsumers};
+use tickwire::bench::{self, Consumers, Payload};
 
 const SHORT: Duration = Duration::from_millis(200);
 
@@ -17,11 +17,11 @@ async fn eventbus_throughput_and_its_baselines_deliver_everything() {
         bench::eventbus_throughput(events, subscribers, 2, false).await,
         bench::eventbus_throughput_with(events, subscribers, 2, true, true).await,
         bench::eventbus_throughput_of(Payload::Typed, events, subscribers, 2, true, false).await,
-        bench::crossbeam_baseline(events, subscribers),
-        bench::tokio_broadcast_baseline(events, subscribers),
+        bench::crossbeam_baseline(events, subscribers).await,
+        bench::tokio_broadcast_baseline(events, subscribers).await,
         bench::actix_baseline(events, subscribers, 2).await,
-        bench::crossbeam_baseline_of(events, subscribers, bench::arc_tick),
-        bench::tokio_broadcast_baseline_of(events, subscribers, bench::arc_tick),
+        bench::crossbeam_baseline_of(events, subscribers, bench::arc_tick).await,
+        bench::tokio_broadcast_baseline_of(events, subscribers, bench::arc_tick).await,
         bench::actix_baseline_of(events, subscribers, 2, bench::arc_tick).await,
     ];
     for run in runs {
@@ -33,11 +33,11 @@ async fn eventbus_throughput_and_its_baselines_deliver_everything() {
 
 #[actix_rt::test]
 async fn queue_throughput_fans_out_and_shares_in_a_group() {
-    let fan_out = bench::queue_throughput(2_000, QueueConsumers::FanOut(3), 2).await;
+    let fan_out = bench::queue_throughput(2_000, Consumers::FanOut(3), 2).await;
     assert_eq!(fan_out.deliveries, 6_000);
-    let group = bench::queue_throughput(2_000, QueueConsumers::Group(4), 2).await;
+    let group = bench::queue_throughput(2_000, Consumers::Group(4), 2).await;
     assert_eq!(group.deliveries, 2_000);
-    for shape in [QueueConsumers::FanOut(3), QueueConsumers::Group(4)] {
+    for shape in [Consumers::FanOut(3), Consumers::Group(4)] {
         let typed = bench::queue_throughput_of(Payload::Typed, 2_000, shape, 2).await;
         assert_eq!(typed.events, 2_000, "{shape:?}");
     }
@@ -50,8 +50,8 @@ async fn latency_scenarios_count_every_item() {
     let reports = [
         latency::eventbus_latency(rate, SHORT, 2).await,
         latency::queue_latency(rate, SHORT, 2).await,
-        latency::crossbeam_latency(rate, SHORT),
-        latency::tokio_broadcast_latency(rate, SHORT),
+        latency::crossbeam_latency(rate, SHORT).await,
+        latency::tokio_broadcast_latency(rate, SHORT).await,
         latency::actix_latency(rate, SHORT).await,
     ];
     for r in reports {

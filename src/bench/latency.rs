@@ -1,5 +1,5 @@
-//! Open-loop latency: publish → handler start at a fixed offered rate, and priority under
-//! saturation.
+//! The open-loop latency driver: publish → handler start at a fixed offered rate; and
+//! priority under saturation.
 //!
 //! **Open loop**: item `i` is due at `start + i / rate`, and its latency is measured from
 //! that due time, not from when it was actually sent. A publisher that stalls (a full
@@ -7,9 +7,10 @@
 //! it delayed, instead of hiding it (no coordinated omission). A refused `try_publish` is
 //! retried (after a `yield`) until accepted, and that wait counts.
 //!
-//! The same schedule runs on tickwire (EventBus, MessageQueue) and on the baselines:
-//! a `crossbeam-channel`, a `tokio::sync::broadcast` channel and an actix actor, each with
-//! one consumer that timestamps on receipt.
+//! [`run`] drives any [`Fanout`] adapter with one subscriber that timestamps on receipt:
+//! the same schedule runs on tickwire ([`eventbus_latency`], [`queue_latency`]) and on
+//! the baselines ([`crossbeam_latency`], [`tokio_broadcast_latency`], [`actix_latency`]),
+//! through the adapters of the throughput scenarios.
 //!
 //! Each item's latency is also measured from the moment its publisher started to publish
 //! it (`from_publish_us`). The difference between the two figures is how late the
@@ -20,14 +21,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use super::{publish_until_accepted, retry_until_accepted};
+use super::baselines::{ActixFanout, CrossbeamFanout, TokioBroadcastFanout};
+use super::fanout::{publish_until_accepted, Consumers, Fanout, Indexed, OwnedSink, Publish, Sink};
+use super::systems::{EventBusFanout, QueueFanout};
+use super::{json_event, Payload};
 use crate::metrics::LatencySummary;
-use crate::{Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority};
+use crate::{Event, EventBus, EventBusConfig, Priority};
 
 /// What an open-loop run measured.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -102,7 +105,6 @@ impl Schedule {
 }
 
 /// A consumer's latencies: from the due time, and from the publish call.
-#[derive(Clone)]
 struct Timings {
     from_due: Histogram<u64>,
     from_publish: Histogram<u64>,
@@ -130,6 +132,15 @@ impl Timings {
         let _ = self
             .from_publish
             .record((now.saturating_sub(sent) / 1000).max(1));
+    }
+
+    /// Adds `other`'s samples to these.
+    fn add(&mut self, other: &Timings) {
+        let same_bounds = "histograms of the same bounds";
+        self.from_due.add(&other.from_due).expect(same_bounds);
+        self.from_publish
+            .add(&other.from_publish)
+            .expect(same_bounds);
     }
 
     fn report(&self, name: &'static str, schedule: &Schedule) -> LatencyReport {
@@ -160,10 +171,9 @@ async fn await_done(done: &Semaphore, permits: u32, what: &str) {
         .forget();
 }
 
-/// The subscriber side of an open-loop run on tickwire: records each item's latency and
-/// says when all arrived.
+/// The latency sink: records each item's latency and says when all arrived.
 #[derive(Clone)]
-struct Sink {
+struct Record {
     schedule: Schedule,
     total: u64,
     timings: Arc<Mutex<Timings>>,
@@ -171,10 +181,10 @@ struct Sink {
     done: Arc<Semaphore>,
 }
 
-impl Sink {
-    fn new(rate: f64, duration: Duration) -> Sink {
+impl Record {
+    fn new(rate: f64, duration: Duration) -> Record {
         let total = items(rate, duration);
-        Sink {
+        Record {
             schedule: Schedule::new(rate, total),
             total,
             timings: Arc::new(Mutex::new(Timings::new())),
@@ -183,234 +193,119 @@ impl Sink {
         }
     }
 
-    /// The handler's work for item `i`.
-    fn record(&self, i: u64) {
+    fn report(&self, name: &'static str) -> LatencyReport {
+        let timings = self.timings.lock().expect("not poisoned");
+        timings.report(name, &self.schedule)
+    }
+}
+
+impl Sink for Record {
+    type Owned = OwnRecord;
+
+    fn receive(&self, item: &impl Indexed) {
         if let Ok(mut timings) = self.timings.lock() {
-            timings.record(&self.schedule, i);
+            timings.record(&self.schedule, item.index());
         }
         if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.total {
             self.done.add_permits(1);
         }
     }
 
-    /// Publishes item `i` when due, with `publish`, on a thread of its own; then waits
-    /// for every item and reports.
-    async fn drive(
-        &self,
-        name: &'static str,
-        publish: impl Fn(u64) + Send + 'static,
-    ) -> LatencyReport {
-        let (schedule, total) = (self.schedule.clone(), self.total);
-        let publisher = std::thread::spawn(move || {
-            for i in 0..total {
-                schedule.wait_for(i);
-                publish(i);
-            }
-        });
-        await_done(&self.done, 1, name).await;
-        publisher.join().expect("publisher thread");
-        let timings = self.timings.lock().expect("not poisoned");
-        timings.report(name, &self.schedule)
+    fn into_owned(self) -> OwnRecord {
+        OwnRecord {
+            timings: Timings::new(),
+            seen: 0,
+            shared: self,
+        }
     }
+}
+
+/// A [`Record`] in the one consumer that owns it: records without a lock, and hands its
+/// histograms to the shared ones when the last item arrived.
+struct OwnRecord {
+    timings: Timings,
+    seen: u64,
+    shared: Record,
+}
+
+impl OwnedSink for OwnRecord {
+    fn receive(&mut self, item: &impl Indexed) {
+        self.timings.record(&self.shared.schedule, item.index());
+        self.seen += 1;
+        if self.seen == self.shared.total {
+            if let Ok(mut shared) = self.shared.timings.lock() {
+                shared.add(&self.timings);
+            }
+            self.shared.done.add_permits(1);
+        }
+    }
+}
+
+/// Starts `fanout` with one timing subscriber and publishes to it from a thread of its
+/// own, item `i` when due, `rate` items per second for `duration`; then waits for every
+/// item and reports as `name`. Must run inside an actix System.
+pub async fn run<F: Fanout>(
+    name: &'static str,
+    fanout: F,
+    rate: f64,
+    duration: Duration,
+) -> LatencyReport {
+    let sink = Record::new(rate, duration);
+    let (mut publisher, running) = fanout.start(Consumers::FanOut(1), vec![sink.clone()]).await;
+    let (schedule, total) = (sink.schedule.clone(), sink.total);
+    let publisher = std::thread::spawn(move || {
+        for i in 0..total {
+            schedule.wait_for(i);
+            publisher.publish(i);
+        }
+    });
+    await_done(&sink.done, 1, name).await;
+    publisher.join().expect("publisher thread");
+    F::stop(running).await;
+    sink.report(name)
 }
 
 /// EventBus: one trivial subscriber, `rate` events per second for `duration`.
 pub async fn eventbus_latency(rate: f64, duration: Duration, workers: usize) -> LatencyReport {
-    let bus = EventBus::start(EventBusConfig {
-        max_workers: workers,
-        max_history: 0,
-        ..EventBusConfig::default()
-    })
-    .expect("valid bench config");
-    let sink = Sink::new(rate, duration);
-    let handler = sink.clone();
-    bus.subscribe("bench.latency", move |event: Event| {
-        handler.record(event.data().as_u64().unwrap_or(0));
-        std::future::ready(Ok(()))
-    })
-    .await
-    .expect("valid pattern");
-    let publisher = bus.clone();
-    let report = sink
-        .drive("eventbus", move |i| {
-            let event = Event::new("bench.latency", json!(i));
-            publish_until_accepted(event, |e| publisher.try_publish(e));
-        })
-        .await;
-    bus.stop().await;
-    report
+    let bus = EventBusFanout {
+        payload: Payload::Json,
+        workers,
+        metrics: EventBusConfig::default().enable_metrics,
+        mixed_priorities: false,
+    };
+    run("eventbus", bus, rate, duration).await
 }
 
 /// MessageQueue: one trivial subscriber, `rate` messages per second for `duration`.
 pub async fn queue_latency(rate: f64, duration: Duration, workers: usize) -> LatencyReport {
-    let queue = MessageQueue::start(MessageQueueConfig {
-        max_workers: workers,
-        ..MessageQueueConfig::default()
-    })
-    .expect("valid bench config");
-    let sink = Sink::new(rate, duration);
-    let handler = sink.clone();
-    queue
-        .subscribe("bench.latency", move |m| {
-            handler.record(m.data().as_u64().unwrap_or(0));
-            std::future::ready(Ok(()))
-        })
-        .await
-        .expect("valid pattern");
-    let publisher = queue.clone();
-    let report = sink
-        .drive("message_queue", move |i| {
-            retry_until_accepted(|| {
-                publisher.try_publish("bench.latency", json!(i), Priority::Normal)
-            });
-        })
-        .await;
-    queue.stop().await;
-    report
-}
-
-/// Baseline: a bounded crossbeam channel to a consumer thread.
-pub fn crossbeam_latency(rate: f64, duration: Duration) -> LatencyReport {
-    let total = items(rate, duration);
-    let schedule = Schedule::new(rate, total);
-    let (tx, rx) = crossbeam::channel::bounded::<Event>(super::CAPACITY);
-    let consumer = {
-        let schedule = schedule.clone();
-        std::thread::spawn(move || {
-            let mut timings = Timings::new();
-            for event in rx.iter() {
-                timings.record(&schedule, event.data().as_u64().unwrap_or(0));
-            }
-            timings
-        })
+    let queue = QueueFanout {
+        payload: Payload::Json,
+        workers,
     };
-    for i in 0..total {
-        schedule.wait_for(i);
-        tx.send(Event::new("bench.latency", json!(i)))
-            .expect("consumer alive");
-    }
-    drop(tx);
-    let timings = consumer.join().expect("consumer thread");
-    timings.report("crossbeam", &schedule)
+    run("message_queue", queue, rate, duration).await
 }
 
-/// Baseline: a tokio broadcast channel to one receiver on its own thread.
-pub fn tokio_broadcast_latency(rate: f64, duration: Duration) -> LatencyReport {
-    let total = items(rate, duration);
-    let schedule = Schedule::new(rate, total);
-    let (tx, mut rx) = tokio::sync::broadcast::channel::<Event>(super::CAPACITY);
-    let consumer_schedule = schedule.clone();
-    let consumer = std::thread::spawn(move || {
-        let schedule = consumer_schedule;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a current-thread runtime");
-        runtime.block_on(async move {
-            let mut timings = Timings::new();
-            loop {
-                match rx.recv().await {
-                    Ok(event) => timings.record(&schedule, event.data().as_u64().unwrap_or(0)),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return timings,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        panic!("broadcast baseline: the receiver lagged by {n}")
-                    }
-                }
-            }
-        })
-    });
-    for i in 0..total {
-        schedule.wait_for(i);
-        while tx.len() >= super::CAPACITY - 1 {
-            std::thread::yield_now();
-        }
-        tx.send(Event::new("bench.latency", json!(i)))
-            .expect("receiver alive");
-    }
-    drop(tx);
-    let timings = consumer.join().expect("consumer thread");
-    timings.report("tokio_broadcast", &schedule)
+/// Baseline: a bounded crossbeam channel to a consumer thread. Must run inside an actix
+/// System.
+pub async fn crossbeam_latency(rate: f64, duration: Duration) -> LatencyReport {
+    let channel = CrossbeamFanout { make: json_event };
+    run("crossbeam", channel, rate, duration).await
 }
 
-struct Timer {
-    schedule: Schedule,
-    timings: Timings,
-    seen: u64,
-    total: u64,
-    done: Arc<Semaphore>,
-    out: Arc<Mutex<Option<Timings>>>,
-}
-
-impl Actor for Timer {
-    type Context = Context<Self>;
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Timed(Event);
-
-impl Handler<Timed> for Timer {
-    type Result = ();
-
-    fn handle(&mut self, msg: Timed, _: &mut Context<Self>) {
-        let i = msg.0.data().as_u64().unwrap_or(0);
-        self.timings.record(&self.schedule, i);
-        self.seen += 1;
-        if self.seen == self.total {
-            if let Ok(mut out) = self.out.lock() {
-                *out = Some(self.timings.clone());
-            }
-            self.done.add_permits(1);
-        }
-    }
+/// Baseline: a tokio broadcast channel to one receiver on its own thread. Must run
+/// inside an actix System.
+pub async fn tokio_broadcast_latency(rate: f64, duration: Duration) -> LatencyReport {
+    let channel = TokioBroadcastFanout { make: json_event };
+    run("tokio_broadcast", channel, rate, duration).await
 }
 
 /// Baseline: plain actix, `try_send` to an actor on its own arbiter.
 pub async fn actix_latency(rate: f64, duration: Duration) -> LatencyReport {
-    let total = items(rate, duration);
-    let schedule = Schedule::new(rate, total);
-    let arbiter = Arbiter::new();
-    let done = Arc::new(Semaphore::new(0));
-    let out = Arc::new(Mutex::new(None));
-    let addr = {
-        let (done, out, schedule) = (done.clone(), out.clone(), schedule.clone());
-        Timer::start_in_arbiter(&arbiter.handle(), move |ctx| {
-            ctx.set_mailbox_capacity(super::CAPACITY);
-            Timer {
-                schedule,
-                timings: Timings::new(),
-                seen: 0,
-                total,
-                done,
-                out,
-            }
-        })
+    let actors = ActixFanout {
+        workers: 1,
+        make: json_event,
     };
-    let publisher_schedule = schedule.clone();
-    let publisher = std::thread::spawn(move || {
-        for i in 0..total {
-            publisher_schedule.wait_for(i);
-            let mut msg = Timed(Event::new("bench.latency", json!(i)));
-            loop {
-                match addr.try_send(msg) {
-                    Ok(()) => break,
-                    Err(SendError::Full(back)) => {
-                        msg = back;
-                        std::thread::yield_now();
-                    }
-                    Err(SendError::Closed(_)) => panic!("actix baseline: the actor stopped"),
-                }
-            }
-        }
-    });
-    await_done(&done, 1, "actix latency").await;
-    publisher.join().expect("publisher thread");
-    arbiter.stop();
-    let timings = out
-        .lock()
-        .expect("not poisoned")
-        .take()
-        .unwrap_or_else(Timings::new);
-    timings.report("actix", &schedule)
+    run("actix", actors, rate, duration).await
 }
 
 /// What the priority scenario measured.

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::latency::{self, LatencyReport, PriorityReport};
 use super::ws::{self, WsOptions, WsReport};
-use super::{Payload, QueueConsumers, Throughput};
+use super::{Consumers, Payload, Throughput};
 
 /// What to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,16 +122,16 @@ fn payload_title(payload: Payload) -> &'static str {
     }
 }
 
-/// One run of each baseline, moving what `payload` says.
-fn baselines(events: u64, subs: usize, payload: Payload) -> [Throughput; 2] {
+/// One run of each channel baseline, moving what `payload` says.
+async fn baselines(events: u64, subs: usize, payload: Payload) -> [Throughput; 2] {
     match payload {
         Payload::Json => [
-            super::crossbeam_baseline(events, subs),
-            super::tokio_broadcast_baseline(events, subs),
+            super::crossbeam_baseline(events, subs).await,
+            super::tokio_broadcast_baseline(events, subs).await,
         ],
         Payload::Typed => [
-            super::crossbeam_baseline_of(events, subs, super::arc_tick),
-            super::tokio_broadcast_baseline_of(events, subs, super::arc_tick),
+            super::crossbeam_baseline_of(events, subs, super::arc_tick).await,
+            super::tokio_broadcast_baseline_of(events, subs, super::arc_tick).await,
         ],
     }
 }
@@ -158,7 +158,7 @@ async fn eventbus_throughput(o: &SuiteOptions, payload: Payload) -> (String, Val
                 super::eventbus_throughput_of(payload, o.events, subs, o.workers, o.metrics, false)
                     .await,
             );
-            let [c, b] = baselines(o.events, subs, payload);
+            let [c, b] = baselines(o.events, subs, payload).await;
             runs[1].push(c);
             runs[2].push(b);
             runs[3].push(match payload {
@@ -244,8 +244,8 @@ async fn latency_table(component: &str, o: &SuiteOptions, bus: bool) -> (String,
         } else {
             latency::queue_latency(o.rate, o.duration, o.workers).await
         });
-        runs[1].push(latency::crossbeam_latency(o.rate, o.duration));
-        runs[2].push(latency::tokio_broadcast_latency(o.rate, o.duration));
+        runs[1].push(latency::crossbeam_latency(o.rate, o.duration).await);
+        runs[2].push(latency::tokio_broadcast_latency(o.rate, o.duration).await);
         runs[3].push(latency::actix_latency(o.rate, o.duration).await);
     }
     let reports = runs.map(latency_median);
@@ -317,30 +317,30 @@ async fn queue_throughput(o: &SuiteOptions, payload: Payload) -> (String, Value)
         "consumers", "tickwire", "crossbeam", "ratio", "tokio bcast", "ratio"
     );
     let mut rows = Vec::new();
-    let mut shapes: Vec<QueueConsumers> = o
+    let mut shapes: Vec<Consumers> = o
         .subscribers
         .iter()
-        .map(|&n| QueueConsumers::FanOut(n))
+        .map(|&n| Consumers::FanOut(n))
         .collect();
-    shapes.push(QueueConsumers::Group(4));
+    shapes.push(Consumers::Group(4));
     for shape in shapes {
         let baseline_subs = match shape {
-            QueueConsumers::FanOut(n) => n,
+            Consumers::FanOut(n) => n,
             // A group delivers each message once: the baseline is one consumer.
-            QueueConsumers::Group(_) => 1,
+            Consumers::Group(_) => 1,
         };
         let mut runs: [Vec<Throughput>; 3] = Default::default();
         for _ in 0..o.runs {
             runs[0].push(super::queue_throughput_of(payload, o.events, shape, o.workers).await);
-            let [c, b] = baselines(o.events, baseline_subs, payload);
+            let [c, b] = baselines(o.events, baseline_subs, payload).await;
             runs[1].push(c);
             runs[2].push(b);
         }
         let [ours, c, b] = runs.map(throughput_median);
         let r = ours.deliveries_per_second();
         let label = match shape {
-            QueueConsumers::FanOut(n) => format!("{n} subscribers"),
-            QueueConsumers::Group(n) => format!("group of {n}"),
+            Consumers::FanOut(n) => format!("{n} subscribers"),
+            Consumers::Group(n) => format!("group of {n}"),
         };
         let _ = writeln!(
             t,
