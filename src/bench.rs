@@ -10,11 +10,11 @@
 //!
 //! | adapter | system |
 //! |---|---|
-//! | [`EventBusFanout`](systems::EventBusFanout) | the EventBus, JSON or typed ([`Payload`]), one or mixed handler priorities |
-//! | [`QueueFanout`](systems::QueueFanout) | the MessageQueue, JSON or typed, fan-out or a consumer group ([`Consumers`]) |
-//! | [`CrossbeamFanout`](baselines::CrossbeamFanout) | a bounded crossbeam channel per subscriber |
-//! | [`TokioBroadcastFanout`](baselines::TokioBroadcastFanout) | one `tokio::sync::broadcast` channel |
-//! | [`ActixFanout`](baselines::ActixFanout) | plain actix actors |
+//! | [`EventBusFanout`] | the EventBus, JSON or typed ([`Payload`]), one or mixed handler priorities |
+//! | [`QueueFanout`] | the MessageQueue, JSON or typed, fan-out or a consumer group ([`Consumers`]) |
+//! | [`CrossbeamFanout`] | a bounded crossbeam channel per subscriber |
+//! | [`TokioBroadcastFanout`] | one `tokio::sync::broadcast` channel |
+//! | [`ActixFanout`] | plain actix actors |
 //!
 //! The baselines run the same load as tickwire (the same items, built the same way, each
 //! subscriber receiving every one) in the same process, to compare against in the same
