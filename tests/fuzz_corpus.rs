@@ -54,3 +54,8 @@ fn pattern_corpus() {
 fn config_corpus() {
     replay("config", fuzz_checks::config);
 }
+
+#[test]
+fn frame_decoder_corpus() {
+    replay("frame_decoder", fuzz_checks::frame_decoder);
+}

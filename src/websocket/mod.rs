@@ -78,6 +78,7 @@
 pub mod protocol;
 
 mod error;
+pub(crate) mod frame;
 mod hub;
 mod liveness;
 mod payload;
@@ -86,6 +87,13 @@ mod session;
 mod shared;
 mod socket;
 mod topics;
+
+/// Not part of the API: what the `frame_decoder` fuzz target and its corpus replay test
+/// (`tests/fuzz_checks/mod.rs`) need of the frame codec. It may change at any time.
+#[doc(hidden)]
+pub mod fuzz {
+    pub use super::frame::fuzz::{frame_decoder_events, server_frame, Event};
+}
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
