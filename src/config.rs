@@ -166,6 +166,12 @@ pub const MAX_CONNECTIONS: usize = 1_000_000;
 pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
 
 #[cfg(feature = "websocket")]
+/// Smallest accepted `max_queued_bytes` (4 KiB).
+pub const MIN_QUEUED_BYTES: usize = 4 << 10;
+#[cfg(feature = "websocket")]
+/// Largest accepted `max_queued_bytes` (1 GiB).
+pub const MAX_QUEUED_BYTES: usize = 1 << 30;
+#[cfg(feature = "websocket")]
 /// Configuration of the [`WebSocketService`](crate::WebSocketService).
 ///
 /// ```
@@ -200,9 +206,9 @@ pub struct WebSocketServiceConfig {
     /// Largest accepted client message, in bytes (a frame, or a fragmented message
     /// reassembled); past it the session is closed with 1009. 1..=64 MiB, default 1 MiB.
     pub max_message_size: usize,
-    /// permessage-deflate. **Not available**: actix-http has no WebSocket compression, so
-    /// nothing is negotiated whatever this says; `true` (the seed's default) only logs
-    /// that once at start.
+    /// permessage-deflate (RFC 7692), negotiated with each client that offers it. The
+    /// server always answers `server_no_context_takeover`, so a broadcast is compressed
+    /// once and the same bytes go to every compressing session. Default true.
     pub enable_compression: bool,
     /// Count sent and received messages. Default true.
     pub enable_metrics: bool,
@@ -210,10 +216,45 @@ pub struct WebSocketServiceConfig {
     /// ([`WebSocketServiceBuilder::publish_to`](crate::websocket::WebSocketServiceBuilder::publish_to)).
     /// Not in the seed. Default false.
     pub allow_client_publish: bool,
-    /// Each session's outbound budget: messages queued for one client and not yet taken
-    /// by its session. A client that falls this far behind is closed with 4008 (slow
-    /// consumer). Not in the seed. 1..=1000000, default 1024.
-    pub send_buffer: usize,
+    /// Each session's outbound budget, in bytes of encoded frames waiting for the socket.
+    /// A client that falls further behind is closed with 4008 (slow consumer).
+    /// Not in the seed. 4096..=1 GiB, default 16 MiB.
+    pub max_queued_bytes: usize,
+    /// A session with frames waiting whose socket took no byte for this long is closed
+    /// with 4008 (slow consumer). Written in seconds; not in the seed; default 5 s.
+    #[serde(with = "secs")]
+    pub write_timeout: Duration,
+    /// The deflate level of permessage-deflate, 0 (store) ..= 9. Not in the seed;
+    /// default 1 (fastest).
+    pub compression_level: u32,
+    /// Messages smaller than this many bytes go uncompressed (RSV1 clear) to every
+    /// session. Not in the seed; default 256.
+    pub compression_min_size: usize,
+    /// Replaced by `max_queued_bytes` and `write_timeout`: a config that still sets
+    /// `send_buffer` loads, with a warning that names them, and the value is not used.
+    #[doc(hidden)]
+    #[serde(rename = "send_buffer", skip_serializing)]
+    pub _send_buffer: ReplacedSendBuffer,
+}
+
+#[cfg(feature = "websocket")]
+/// The former `send_buffer` setting (a count of messages), replaced by
+/// [`max_queued_bytes`](WebSocketServiceConfig::max_queued_bytes) and
+/// [`write_timeout`](WebSocketServiceConfig::write_timeout): reading one logs a warning
+/// that names them.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplacedSendBuffer;
+
+#[cfg(feature = "websocket")]
+impl<'de> Deserialize<'de> for ReplacedSendBuffer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        tracing::warn!(
+            "`send_buffer` is no longer used: a session's outbound budget is `max_queued_bytes` (bytes waiting, default 16 MiB) and `write_timeout` (default 5 s)"
+        );
+        Ok(ReplacedSendBuffer)
+    }
 }
 
 #[cfg(feature = "websocket")]
@@ -227,7 +268,11 @@ impl Default for WebSocketServiceConfig {
             enable_compression: true,
             enable_metrics: true,
             allow_client_publish: false,
-            send_buffer: 1024,
+            max_queued_bytes: 16 << 20,
+            write_timeout: Duration::from_secs(5),
+            compression_level: 1,
+            compression_min_size: 256,
+            _send_buffer: ReplacedSendBuffer,
         }
     }
 }
@@ -255,7 +300,20 @@ impl WebSocketServiceConfig {
             1,
             MAX_MESSAGE_SIZE,
         )?;
-        check_range("send_buffer", self.send_buffer, 1, MAX_CONNECTIONS)
+        check_range(
+            "max_queued_bytes",
+            self.max_queued_bytes,
+            MIN_QUEUED_BYTES,
+            MAX_QUEUED_BYTES,
+        )?;
+        check_timeout("write_timeout", self.write_timeout)?;
+        check_range("compression_level", self.compression_level as usize, 0, 9)?;
+        check_range(
+            "compression_min_size",
+            self.compression_min_size,
+            0,
+            MAX_MESSAGE_SIZE,
+        )
     }
 }
 

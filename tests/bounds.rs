@@ -151,7 +151,7 @@ async fn invented_websocket_topics_leave_bounded_memory() {
     let _alone = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
     let ws = WebSocketService::start(WebSocketServiceConfig {
         enable_compression: false,
-        send_buffer: 1_000_000,
+        max_queued_bytes: 1 << 30,
         ..WebSocketServiceConfig::default()
     })
     .unwrap();

@@ -795,8 +795,8 @@ async fn a_client_that_never_reads_is_closed_with_4000_and_its_connection_ends()
     eventually("the session to end", || ws.active_connections() == 0).await;
     // The connection ended in order: welcome, pings, the close frame with 4000, then EOF.
     let (bytes, reset) = blocking(move || read_to_end(&mut stream)).await;
-    // Normally the session closes itself: the close frame, then EOF. (Were its worker
-    // starved for a few ticks, the hub would reset the connection instead.)
+    // The session closes itself: the close frame, then EOF. (Were the close frame stuck
+    // behind unread bytes for the close grace, the session would reset it instead.)
     if !reset {
         let at = bytes
             .iter()
@@ -874,8 +874,7 @@ async fn flood_until_only_the_reader_is_left(server: &Server) -> (impl Client, u
 #[actix_rt::test]
 async fn a_slow_reader_is_closed_with_4008_and_reset_while_others_get_everything() {
     let cfg = WebSocketServiceConfig {
-        send_buffer: 256,
-        // Ticks of 0.5 s: a stuck session is reset 1.5 s after it is found slow.
+        max_queued_bytes: 256 << 10,
         heartbeat_interval: Duration::from_secs(5),
         connection_timeout: Duration::from_secs(10),
         ..config()
@@ -886,15 +885,17 @@ async fn a_slow_reader_is_closed_with_4008_and_reset_while_others_get_everything
     let (mut reader, sent) = flood_until_only_the_reader_is_left(&server).await;
     assert!(
         sent > 256,
-        "the slow client fell behind by its budget first: {sent}"
+        "the slow client fell behind by its budget (256 KiB of 1 KiB messages) first: {sent}"
     );
     let ws = server.ws.clone();
+    // Its close frame cannot go out (it reads nothing): the session cuts the connection
+    // after the close grace, and ends.
     eventually("the slow session to end", || ws.active_connections() == 1).await;
     let metrics = server.ws.get_performance_metrics().await;
     assert_eq!(metrics.slow_consumers, 1);
     assert_eq!(
         metrics.connections_reset, 1,
-        "its actor could not run: the hub reset it"
+        "its close frame could not be written: the session reset it"
     );
     // The server ended the connection: the read ends (a reset, or an EOF when the client's
     // reading lets the shut-down socket flush before it is closed), never times out.
@@ -907,15 +908,17 @@ async fn a_slow_reader_is_closed_with_4008_and_reset_while_others_get_everything
 }
 
 #[actix_rt::test]
-async fn a_stalled_reader_is_reset_at_the_heartbeat_timeout() {
-    // The raw client keeps sending pings but never reads. While its session can run, the
-    // pings keep it alive; once its connection is full, actix-web stops polling the
-    // session, the pings stop counting, and at the heartbeat timeout the hub resets the
-    // connection. The send budget is too large for the client to count as slow first.
+async fn a_stalled_reader_that_keeps_pinging_is_closed_after_write_timeout_and_reset() {
+    // The raw client keeps sending pings but never reads: its session hears from it, so
+    // it is not timed out, but once its socket takes no byte for `write_timeout` it is a
+    // slow consumer (4008), and as its close frame cannot go out either, the session cuts
+    // the connection after the close grace. The byte budget is too large for the client to
+    // count as slow first.
     let cfg = WebSocketServiceConfig {
-        send_buffer: 1_000_000,
+        max_queued_bytes: 1 << 30,
+        write_timeout: Duration::from_millis(500),
         heartbeat_interval: Duration::from_millis(200),
-        connection_timeout: Duration::from_millis(1000),
+        connection_timeout: Duration::from_secs(60),
         ..config()
     };
     let server = Server::start(WebSocketService::start(cfg).unwrap());
@@ -965,11 +968,14 @@ async fn a_stalled_reader_is_reset_at_the_heartbeat_timeout() {
     pinger.join().unwrap();
     let metrics = ws.get_performance_metrics().await;
     assert_eq!(
-        (metrics.heartbeat_timeouts, metrics.connections_reset),
-        (1, 1),
-        "the hub, not the kernel's later TCP_USER_TIMEOUT"
+        (
+            metrics.slow_consumers,
+            metrics.connections_reset,
+            metrics.heartbeat_timeouts
+        ),
+        (1, 1, 0),
+        "write_timeout, then the session's reset (not the kernel's later TCP_USER_TIMEOUT)"
     );
-    assert_eq!(metrics.slow_consumers, 0);
     let mut stream = stream;
     let _ = blocking(move || read_to_end(&mut stream)).await; // ended, see above
                                                               // The reader was not disturbed, and got everything.
@@ -1010,12 +1016,12 @@ async fn plain_http_on_ws_is_a_400_and_bad_configs_are_refused() {
     server.shutdown().await;
 
     let bad = WebSocketServiceConfig {
-        send_buffer: 0,
+        max_queued_bytes: 0,
         ..config()
     };
     assert_eq!(
         WebSocketService::start(bad).unwrap_err().to_string(),
-        "invalid config: `send_buffer` must be in 1..=1000000, got 0"
+        "invalid config: `max_queued_bytes` must be in 4096..=1073741824, got 0"
     );
     let outside = std::thread::spawn(|| WebSocketService::start(config()).map(|_| ()))
         .join()
@@ -1034,7 +1040,7 @@ async fn concurrent_broadcasters_and_churning_subscribers_lose_and_duplicate_not
     const STABLE: usize = 6;
     const CHURNERS: usize = 6;
     let cfg = WebSocketServiceConfig {
-        send_buffer: 100_000, // this test is about routing, not slow consumers
+        max_queued_bytes: 1 << 30, // this test is about routing, not slow consumers
         ..config()
     };
     let server = Server::start(WebSocketService::start(cfg).unwrap());
@@ -1269,7 +1275,7 @@ async fn the_acks_of_subscribe_and_unsubscribe_are_barriers_under_a_flood() {
     const BROADCASTERS: usize = 8;
     const ROUNDS: usize = 20;
     let cfg = WebSocketServiceConfig {
-        send_buffer: 1_000_000, // this test is about ordering, not slow consumers
+        max_queued_bytes: 1 << 30, // this test is about ordering, not slow consumers
         ..config()
     };
     let server = Server::start(WebSocketService::start(cfg).unwrap());

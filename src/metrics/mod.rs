@@ -152,7 +152,9 @@ pub struct MessageQueueMetrics {
 /// | `rejected_connections` | refused with 503 (over `max_connections`, or stopping) |
 /// | `unauthorized` | refused with 401 |
 /// | `slow_consumers`, `heartbeat_timeouts`, `oversize_messages` | sessions closed with 4008, 4000, 1009 |
-/// | `connections_reset` | sessions that did not close when asked and were reset (or forgotten) |
+/// | `connections_reset` | sessions that did not close in time and were reset (or ended) |
+/// | `compressed_sessions` | sessions open now with permessage-deflate |
+/// | `wire_bytes_sent`, `uncompressed_bytes_sent` | bytes of the frames queued to clients (broadcasts), as sent and had none been compressed |
 ///
 /// With `enable_metrics = false`, sent and received counts and the rate are `null`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -183,8 +185,15 @@ pub struct WebSocketMetrics {
     pub heartbeat_timeouts: u64,
     /// Sessions closed with 1009.
     pub oversize_messages: u64,
-    /// Sessions reset at the TCP level (or forgotten) because they did not close in time.
+    /// Sessions reset at the TCP level (or ended) because they did not close in time.
     pub connections_reset: u64,
+    /// Sessions open now that negotiated permessage-deflate.
+    pub compressed_sessions: u64,
+    /// Bytes of frames queued to clients, as they go on the wire (compressed or not;
+    /// `null` with metrics disabled).
+    pub wire_bytes_sent: Option<u64>,
+    /// The same frames' bytes, had none been compressed (`null` with metrics disabled).
+    pub uncompressed_bytes_sent: Option<u64>,
     /// Whether sent and received messages were counted.
     pub metrics_enabled: bool,
 }

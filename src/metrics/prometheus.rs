@@ -291,11 +291,29 @@ impl Exposition {
             "Messages received from clients.",
             m.total_messages_received,
         );
+        self.opt_counter(
+            c,
+            "wire_bytes_total",
+            "Bytes of broadcast frames queued to clients, as sent.",
+            m.wire_bytes_sent,
+        );
+        self.opt_counter(
+            c,
+            "uncompressed_bytes_total",
+            "Bytes of the same frames had none been compressed.",
+            m.uncompressed_bytes_sent,
+        );
         self.gauge(
             c,
             "active_connections",
             "Sessions open now.",
             m.active_connections as f64,
+        );
+        self.gauge(
+            c,
+            "compressed_sessions",
+            "Sessions open now with permessage-deflate.",
+            m.compressed_sessions as f64,
         );
         self.opt_gauge(
             c,

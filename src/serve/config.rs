@@ -295,6 +295,21 @@ mod tests {
     }
 
     #[test]
+    fn the_replaced_send_buffer_still_loads_and_the_byte_budget_is_read() {
+        let config = parse(
+            "[websocket]\nsend_buffer = 1024\nmax_queued_bytes = 65536\nwrite_timeout = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(config.websocket.max_queued_bytes, 65536);
+        assert_eq!(
+            config.websocket.write_timeout,
+            std::time::Duration::from_millis(500)
+        );
+        let err = parse("[websocket]\nwrite_timeout = 0\n").unwrap_err();
+        assert!(err.contains("`write_timeout`"), "{err}");
+    }
+
+    #[test]
     fn the_example_file_is_valid_and_complete() {
         let text = include_str!("../../tickwire.example.toml");
         let config = parse(text).unwrap();

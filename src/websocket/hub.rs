@@ -2,18 +2,19 @@
 //!
 //! Every broadcast is one message to the hub, which asks its [`Router`] for the sessions
 //! whose patterns match the topic (cached per topic until the subscriptions change) and
-//! for the topic's next `seq`, serializes the frame once ([`Payload::frame`]), and queues
-//! it to each with `try_send` into the session's bounded outbound queue (`send_buffer`).
-//! The hub never waits on a session: a full queue makes that session a slow consumer,
-//! closed with 4008 and taken out of the routing at once.
-//! Since one actor assigns `seq` and queues in order, every session sees a topic's
-//! messages in `seq` order. The queue is a channel the session owns, not its actix
-//! mailbox, so that a session can write what the hub queued before it answers a request
-//! (see the session's `## Barriers`).
+//! for the topic's next `seq`, serializes the frame once ([`Payload::frame`]), encodes
+//! it once per kind of session ([`Encoded`]: plain, or compressed once per deflate
+//! window), and pushes it into each session's [`Outlet`]: no actor message per session.
+//! The hub never waits on a session: a push past the session's `max_queued_bytes` makes
+//! it a slow consumer, closed with 4008 and taken out of the routing at once. A session
+//! subscribed with `conflate` gets that topic through
+//! [`push_conflated`](Outlet::push_conflated), which replaces a waiting message instead.
+//! Since one actor assigns `seq` and pushes in order, every session sees a topic's
+//! messages in `seq` order.
 //!
-//! Every tick the hub sweeps its sessions by the [`liveness`](super::liveness) rule:
-//! those silent for too long are closed with 4000, those that do not close in time are
-//! cut; the sweep also retries the graceful closes that found a full queue.
+//! The hub also pushes the `ack` of a session's `subscribe` and `unsubscribe` itself,
+//! when it changes the routing: that is what makes the `ack` a barrier (see the
+//! session's `## Barriers`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -21,11 +22,13 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
-use bytestring::ByteString;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::liveness::{Closing, SessionLink, Verdict};
+use super::encoded::Compression;
+use super::frame::encode;
+use super::liveness::SessionLink;
+use super::outlet::{Outlet, Pushed};
 use super::payload::Payload;
 use super::protocol::close;
 use super::router::Router;
@@ -34,23 +37,16 @@ use super::ClientSubscribeError;
 use crate::util::rate::RateWindow;
 use crate::Pattern;
 
-/// Hub → session, through the session's outbound queue.
-pub(crate) enum Outbound {
-    /// A serialized `message` frame, shared by every session it goes to.
-    Frame(ByteString),
-    /// Close with this code, after the frames queued before it (unless a code was decided
-    /// in the session's [`SessionLink`] already: then with that one).
-    Close(u16),
-}
-
 /// A session is up. Answers false when the service is stopping.
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub(crate) struct Connect {
     pub(crate) key: u64,
     pub(crate) client_id: Arc<str>,
-    pub(crate) out: mpsc::Sender<Outbound>,
+    pub(crate) outlet: Arc<Outlet>,
     pub(crate) link: Arc<SessionLink>,
+    /// The permessage-deflate window the session agreed on, if it compresses.
+    pub(crate) deflate: Option<u8>,
 }
 
 /// A session stopped.
@@ -66,29 +62,25 @@ pub(crate) enum Target {
     Client(String),
 }
 
-/// A request the hub answered for a session, and how many frames (or closes) the hub
-/// had queued to that session when it did: the session writes that many before the
-/// answer, so the answer falls exactly between what the hub queued before and after it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Answered<T> {
-    pub(crate) answer: T,
-    pub(crate) queued: u64,
-}
-
-/// Adds a subscription.
+/// Adds a subscription. From a session, `ack` is its `ack` frame: the hub pushes it
+/// into the session's outlet once the subscription is in the routing.
 #[derive(Message)]
-#[rtype(result = "Result<Answered<()>, ClientSubscribeError>")]
+#[rtype(result = "Result<(), ClientSubscribeError>")]
 pub(crate) struct Subscribe {
     pub(crate) target: Target,
     pub(crate) pattern: Pattern,
+    pub(crate) conflate: bool,
+    pub(crate) ack: Option<Bytes>,
 }
 
-/// Removes a subscription, by the pattern as subscribed. Answers whether it existed.
+/// Removes a subscription, by the pattern as subscribed. Answers whether it existed;
+/// if it did, `ack` (from a session) is pushed as for [`Subscribe`].
 #[derive(Message)]
-#[rtype(result = "Answered<bool>")]
+#[rtype(result = "bool")]
 pub(crate) struct Unsubscribe {
     pub(crate) target: Target,
     pub(crate) pattern: String,
+    pub(crate) ack: Option<Bytes>,
 }
 
 /// Sends to every session subscribed to the topic. Answers how many it was queued to.
@@ -122,15 +114,11 @@ pub(crate) struct HubStats {
 
 struct Entry {
     client_id: Arc<str>,
-    out: mpsc::Sender<Outbound>,
-    /// What was queued to `out` so far (the session counts what it takes: see
-    /// [`Answered`]).
-    queued: u64,
+    outlet: Arc<Outlet>,
     link: Arc<SessionLink>,
-    /// When the session was asked to close (it is out of the routing from then on).
-    closing: Option<Closing>,
-    /// A graceful close not yet queued (the queue was full): retried every sweep.
-    pending_close: Option<u16>,
+    deflate: Option<u8>,
+    /// Asked to close (it is out of the routing from then on).
+    closing: bool,
 }
 
 /// See the module docs.
@@ -141,28 +129,40 @@ pub(crate) struct Hub {
     /// Who is subscribed to what, by session key; every session in it is in `sessions`
     /// and not closing.
     router: Router,
+    compression: Compression,
     stop_waiters: Vec<oneshot::Sender<()>>,
     sent: RateWindow,
 }
 
-impl Entry {
-    /// Queues to the session, counting what was queued.
-    fn send(&mut self, msg: Outbound) -> Result<(), TrySendError<Outbound>> {
-        self.out.try_send(msg)?;
-        self.queued += 1;
-        Ok(())
-    }
-}
-
 impl Hub {
     pub(crate) fn new(shared: Arc<HubShared>) -> Self {
+        let compression = Compression::new(
+            shared.config.compression_level,
+            shared.config.compression_min_size,
+        );
         Hub {
             shared,
             sessions: HashMap::new(),
             by_client: HashMap::new(),
             router: Router::new(),
+            compression,
             stop_waiters: Vec::new(),
             sent: RateWindow::new(Instant::now()),
+        }
+    }
+
+    /// Pushes a session's `ack` (if any) into its outlet; one over the budget closes it
+    /// as a slow consumer.
+    fn push_ack(&mut self, key: u64, ack: Option<Bytes>) {
+        let Some(ack) = ack else {
+            return;
+        };
+        let over = self
+            .sessions
+            .get(&key)
+            .is_some_and(|entry| entry.outlet.push(ack) == Pushed::OverBudget);
+        if over {
+            self.close(key, close::SLOW_CONSUMER);
         }
     }
 
@@ -186,18 +186,37 @@ impl Hub {
             return 0;
         };
         self.router.commit_seq(topic, seq);
-        let mut queued = 0;
+        let conflation_key: Option<Arc<str>> =
+            route.iter().any(|r| r.conflate).then(|| topic.into());
+        let mut encoded = self.compression.encode(text.as_bytes());
+        let plain_len = encoded.plain_len();
+        let (mut queued, mut wire) = (0, 0);
         let mut slow = Vec::new();
-        for key in route.iter() {
-            let Some(entry) = self.sessions.get_mut(key) else {
+        for routed in route.iter() {
+            let Some(entry) = self.sessions.get(&routed.key) else {
                 continue;
             };
-            match entry.send(Outbound::Frame(text.clone())) {
-                Ok(()) => queued += 1,
-                Err(TrySendError::Full(_)) => slow.push(*key),
-                // The session stopped; its Disconnect is on the way.
-                Err(TrySendError::Closed(_)) => {}
+            let frame = encoded.for_session(entry.deflate);
+            let len = frame.len();
+            let pushed = match &conflation_key {
+                Some(key) if routed.conflate => entry.outlet.push_conflated(key, frame),
+                _ => entry.outlet.push(frame),
+            };
+            match pushed {
+                Pushed::Queued | Pushed::Replaced => {
+                    queued += 1;
+                    wire += len;
+                }
+                Pushed::OverBudget => slow.push(routed.key),
+                // The session is closing; its Disconnect is on the way.
+                Pushed::Closed => {}
             }
+        }
+        if self.shared.config.enable_metrics {
+            let counters = &self.shared.counters;
+            counters.sent.add(queued as u64);
+            counters.wire_bytes.add(wire as u64);
+            counters.uncompressed_bytes.add((plain_len * queued) as u64);
         }
         for key in slow {
             self.close(key, close::SLOW_CONSUMER);
@@ -205,28 +224,18 @@ impl Hub {
         queued
     }
 
-    /// Asks a session to close with `code`, and takes it out of the routing at once.
+    /// Asks a session to close with `code` (unless a code was decided already: then
+    /// with that one), and takes it out of the routing at once.
     ///
-    /// A graceful close (1000, 1001) is queued behind the frames already queued, so the
-    /// client gets them all first; 4000 and 4008 are decided at once (the session drops
-    /// what is queued).
+    /// The close frame follows the frames waiting, so the client gets them all first,
+    /// except for 4008 and 4000 (a client that does not keep up, or is gone), which drop
+    /// them.
     fn close(&mut self, key: u64, code: u16) {
         self.router.remove_session(key);
-        let closing = Closing {
-            at: Instant::now(),
-            at_ms: self.shared.now_ms(),
-        };
         let Some(entry) = self.sessions.get_mut(&key) else {
             return;
         };
-        if entry.closing.is_some() {
-            return;
-        }
-        entry.closing = Some(closing);
-        if matches!(code, close::NORMAL | close::GOING_AWAY) {
-            if entry.send(Outbound::Close(code)).is_err() {
-                entry.pending_close = Some(code);
-            }
+        if std::mem::replace(&mut entry.closing, true) {
             return;
         }
         if entry.link.claim_close(code) {
@@ -235,56 +244,10 @@ impl Hub {
                 tracing::warn!(client_id = %entry.client_id, "slow consumer: closing the session (4008)");
             }
         }
-        // If the queue is full, the session sees the decided code at its next frame.
-        let _ = entry.send(Outbound::Close(code));
-    }
-
-    /// Forgets a session whose connection is cut (or cannot be).
-    fn cut(&mut self, key: u64) {
-        self.router.remove_session(key);
-        if let Some(entry) = self.sessions.remove(&key) {
-            self.by_client.remove(&entry.client_id);
-            self.shared.counters.cut.fetch_add(1, Ordering::Relaxed);
-            if entry.link.cut() {
-                tracing::warn!(client_id = %entry.client_id, "session did not close in time: TCP connection reset");
-            } else {
-                tracing::warn!(
-                    client_id = %entry.client_id,
-                    "session did not close in time and its socket is unknown (register tickwire::websocket::on_connect on the HttpServer); forgetting it"
-                );
-            }
-        }
-    }
-
-    /// Applies the [`liveness`](super::liveness) rule to every session, and retries the
-    /// graceful closes not yet queued.
-    fn sweep(&mut self) {
-        let now = Instant::now();
-        let now_ms = self.shared.now_ms();
-        let liveness = self.shared.liveness;
-        let mut expired = Vec::new();
-        let mut cut = Vec::new();
-        for (&key, entry) in self.sessions.iter_mut() {
-            if let Some(code) = entry.pending_close {
-                if entry.send(Outbound::Close(code)).is_ok() {
-                    entry.pending_close = None;
-                }
-            }
-            match liveness.sweep_check(now, now_ms, entry.link.seen(entry.closing)) {
-                Verdict::Keep => {}
-                Verdict::TimedOut => expired.push(key),
-                Verdict::Cut => cut.push(key),
-            }
-        }
-        for key in expired {
-            self.close(key, close::HEARTBEAT_TIMEOUT);
-        }
-        for key in cut {
-            self.cut(key);
-        }
-        if self.shared.config.enable_metrics {
-            self.sent.sample(now, self.shared.counters.sent.sum());
-        }
+        let code = entry.link.close_code().unwrap_or(code);
+        let graceful = !matches!(code, close::SLOW_CONSUMER | close::HEARTBEAT_TIMEOUT);
+        let frame = encode::close_frame(Some(code), close::reason(code));
+        entry.outlet.close(frame, !graceful);
     }
 
     fn finish_stop_if_done(&mut self, ctx: &mut Context<Self>) {
@@ -302,7 +265,10 @@ impl Actor for Hub {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.shared.liveness.tick(), |hub, ctx| {
-            hub.sweep();
+            if hub.shared.config.enable_metrics {
+                hub.sent
+                    .sample(Instant::now(), hub.shared.counters.sent.sum());
+            }
             hub.finish_stop_if_done(ctx);
         });
     }
@@ -320,11 +286,10 @@ impl Handler<Connect> for Hub {
             msg.key,
             Entry {
                 client_id: msg.client_id,
-                out: msg.out,
-                queued: 0,
+                outlet: msg.outlet,
                 link: msg.link,
-                closing: None,
-                pending_close: None,
+                deflate: msg.deflate,
+                closing: false,
             },
         );
         true
@@ -344,7 +309,7 @@ impl Handler<Disconnect> for Hub {
 }
 
 impl Handler<Subscribe> for Hub {
-    type Result = Result<Answered<()>, ClientSubscribeError>;
+    type Result = Result<(), ClientSubscribeError>;
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
         let Some(key) = self.key_of(&msg.target) else {
@@ -353,33 +318,28 @@ impl Handler<Subscribe> for Hub {
                 Target::Key(_) => ClientSubscribeError::Stopped,
             });
         };
-        let Some(entry) = self.sessions.get_mut(&key) else {
-            return Err(ClientSubscribeError::Stopped);
-        };
-        if entry.closing.is_some() {
-            return Err(ClientSubscribeError::Stopped);
+        match self.sessions.get(&key) {
+            Some(entry) if !entry.closing => {}
+            _ => return Err(ClientSubscribeError::Stopped),
         }
-        let answered = Answered {
-            answer: (),
-            queued: entry.queued,
-        };
-        self.router.subscribe(key, &msg.pattern)?;
-        Ok(answered)
+        self.router.subscribe(key, &msg.pattern, msg.conflate)?;
+        self.push_ack(key, msg.ack);
+        Ok(())
     }
 }
 
 impl Handler<Unsubscribe> for Hub {
-    type Result = MessageResult<Unsubscribe>;
+    type Result = bool;
 
-    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
-        let answer = |answer, queued| MessageResult(Answered { answer, queued });
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> bool {
         let Some(key) = self.key_of(&msg.target) else {
-            return answer(false, 0);
+            return false;
         };
-        let Some(entry) = self.sessions.get_mut(&key) else {
-            return answer(false, 0);
-        };
-        answer(self.router.unsubscribe(key, &msg.pattern), entry.queued)
+        let removed = self.router.unsubscribe(key, &msg.pattern);
+        if removed {
+            self.push_ack(key, msg.ack);
+        }
+        removed
     }
 }
 

@@ -1,31 +1,32 @@
-//! Liveness: how the service finds the sessions that are gone, and what it does with them.
+//! Liveness: how a session finds that its client is gone or stalled, and what it does.
 //!
 //! ## The rule
 //!
-//! Each session and the hub check it on the same tick: `connection_timeout / 20`, at
-//! least 10 ms and at most 1 s (the hub's metrics rate window wants a sample every
-//! second, and the hub takes it on this tick).
+//! Each session checks it on its own timer, every tick: a twentieth of the shorter of
+//! `connection_timeout` and `write_timeout`, at least 10 ms and at most 1 s (the hub's
+//! metrics rate window wants a sample every second, and the hub takes it on this tick).
+//! A session's actor runs whether or not its client reads (the frames it writes wait in
+//! its [outlet](super::outlet), not in actix-web), so the session applies every rule
+//! itself:
 //!
-//! - **The session** (its actor's timer) pings the client every `heartbeat_interval`.
-//!   When no frame at all arrived from the client (a pong, a ping, anything) for
-//!   `connection_timeout`, it closes with 4000 (heartbeat timeout).
-//! - **The hub's sweep** watches for sessions that cannot do that themselves: actix-web
-//!   runs a session's actor only while the connection takes bytes, so a client that
-//!   stops reading freezes its session. An open session from which nothing arrived for
-//!   `connection_timeout` plus a tick (so that a session that runs closes itself first)
-//!   is closed by the hub with 4000, and is out of the routing at once.
-//! - **A session asked to close** (by the hub: 4000, 4008 slow consumer, 1000
-//!   disconnect, 1001 stop) has its TCP connection cut (reset, through the socket that
-//!   [`on_connect`](super::on_connect) recorded) and is forgotten by the hub, counted in
-//!   `connections_reset`: after the [stuck grace](Liveness::stuck_grace) (three ticks, at
-//!   least 250 ms) if its actor has not run since it was asked, and after
-//!   [`CLOSE_GRACE`] in any case.
+//! - it pings the client every `heartbeat_interval`;
+//! - when no frame at all arrived from the client (a pong, a ping, anything) for
+//!   `connection_timeout`, it closes with 4000 (heartbeat timeout);
+//! - when frames have been waiting and the socket took no byte for `write_timeout`, it
+//!   closes with 4008 (slow consumer), dropping what waits;
+//! - once closing (whoever decided it: the client, the hub, the session), it ends when
+//!   its close frame is handed to actix-web or the connection is gone; if neither
+//!   happened within [`CLOSE_GRACE`] (a client that reads nothing never takes the close
+//!   frame, and actix-web does not end a response whose bytes it cannot write), the
+//!   session cuts the TCP connection through the socket that
+//!   [`on_connect`](super::on_connect) recorded (counted in `connections_reset`) and
+//!   ends.
 //!
 //! [`Liveness`] is that rule on plain numbers; [`SessionLink`] is what a session and the
-//! hub both see of it (its clocks, its close code, its socket).
+//! hub both see of a session (its close code, its clock, its socket).
 
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::socket::SessionSocket;
 use crate::WebSocketServiceConfig;
@@ -36,15 +37,14 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The shortest tick.
 const MIN_TICK: Duration = Duration::from_millis(10);
-/// The shortest stuck grace.
-const MIN_STUCK_GRACE: Duration = Duration::from_millis(250);
 
 /// The rule of the module docs, for one service's config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Liveness {
     connection_timeout: Duration,
     heartbeat_interval: Duration,
-    /// The sweep and session timer period.
+    write_timeout: Duration,
+    /// The session timer period.
     tick: Duration,
 }
 
@@ -57,100 +57,63 @@ pub(crate) enum SessionCheck {
     Ping,
     /// Close with 4000: nothing arrived for `connection_timeout`.
     TimedOut,
-}
-
-/// When a session was asked to close, on both clocks: the hub's `Instant`, and the
-/// milliseconds of [`SessionLink`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Closing {
-    pub(crate) at: Instant,
-    pub(crate) at_ms: u64,
-}
-
-/// What the hub's sweep reads of one session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Seen {
-    /// When it was asked to close, if it was.
-    pub(crate) closing: Option<Closing>,
-    /// When the last frame arrived from the client ([`SessionLink`] milliseconds).
-    pub(crate) last_inbound: u64,
-    /// When its actor last ran (likewise).
-    pub(crate) last_alive: u64,
-}
-
-/// What the hub's sweep does with one session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// Nothing: it is alive, or closing within its grace.
-    Keep,
-    /// Close it with 4000: open, and nothing arrived for `connection_timeout` plus a tick.
-    TimedOut,
-    /// Cut its connection and forget it: asked to close, and not gone in time.
+    /// Close with 4008: frames waited `write_timeout` with no byte taken.
+    Stalled,
+    /// Cut the connection and end: closing for [`CLOSE_GRACE`] already.
     Cut,
 }
 
+/// What a session's tick observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Observed {
+    /// Now, on the [`SessionLink`] clock (milliseconds).
+    pub(crate) now_ms: u64,
+    /// When the last frame arrived from the client (likewise).
+    pub(crate) last_inbound: u64,
+    /// Since the last ping (or the start).
+    pub(crate) since_ping: Duration,
+    /// How long frames have been waiting with no byte taken ([`Outlet::stalled_for`](super::outlet::Outlet::stalled_for)).
+    pub(crate) stalled: Duration,
+    /// How long the session has been closing, if it is.
+    pub(crate) closing: Option<Duration>,
+}
+
 impl Liveness {
-    /// The rule for `config`, on a tick of `connection_timeout / 20` clamped to
-    /// 10 ms..=`max_tick`.
+    /// The rule for `config`, on a tick of a twentieth of the shorter of
+    /// `connection_timeout` and `write_timeout`, clamped to 10 ms..=`max_tick`.
     pub(crate) fn new(config: &WebSocketServiceConfig, max_tick: Duration) -> Self {
+        let shortest = config.connection_timeout.min(config.write_timeout);
         Liveness {
             connection_timeout: config.connection_timeout,
             heartbeat_interval: config.heartbeat_interval,
-            tick: (config.connection_timeout / 20).clamp(MIN_TICK, max_tick),
+            write_timeout: config.write_timeout,
+            tick: (shortest / 20).clamp(MIN_TICK, max_tick),
         }
     }
 
-    /// The period of the hub's sweep and of each session's timer.
+    /// The period of each session's timer (and of the hub's metrics sample).
     pub(crate) fn tick(&self) -> Duration {
         self.tick
     }
 
-    /// How long a session asked to close may go without its actor running before its
-    /// connection is cut: three ticks, at least 250 ms.
-    pub(crate) fn stuck_grace(&self) -> Duration {
-        (self.tick * 3).max(MIN_STUCK_GRACE)
-    }
-
-    /// A session's own check at its tick, `now_ms` on the [`SessionLink`] clock, with
-    /// `since_ping` elapsed since its last ping (or since it started).
-    pub(crate) fn session_check(
-        &self,
-        now_ms: u64,
-        last_inbound: u64,
-        since_ping: Duration,
-    ) -> SessionCheck {
-        if now_ms.saturating_sub(last_inbound) >= millis(self.connection_timeout) {
+    /// A session's check at its tick: the first rule of the module docs that applies.
+    pub(crate) fn session_check(&self, seen: Observed) -> SessionCheck {
+        if let Some(closing) = seen.closing {
+            return if closing >= CLOSE_GRACE {
+                SessionCheck::Cut
+            } else {
+                SessionCheck::Quiet
+            };
+        }
+        if seen.now_ms.saturating_sub(seen.last_inbound) >= millis(self.connection_timeout) {
             SessionCheck::TimedOut
-        } else if since_ping >= self.heartbeat_interval {
+        } else if seen.stalled >= self.write_timeout {
+            SessionCheck::Stalled
+        } else if seen.since_ping >= self.heartbeat_interval {
             SessionCheck::Ping
         } else {
             SessionCheck::Quiet
         }
-    }
-
-    /// The hub's check of one session at its sweep, at `now` (`now_ms` on the
-    /// [`SessionLink`] clock).
-    pub(crate) fn sweep_check(&self, now: Instant, now_ms: u64, seen: Seen) -> Verdict {
-        match seen.closing {
-            Some(Closing { at, at_ms }) => {
-                let waited = now.duration_since(at);
-                let ran_since = seen.last_alive > at_ms;
-                if (!ran_since && waited >= self.stuck_grace()) || waited >= CLOSE_GRACE {
-                    Verdict::Cut
-                } else {
-                    Verdict::Keep
-                }
-            }
-            None if now_ms.saturating_sub(seen.last_inbound) > self.idle_limit() => {
-                Verdict::TimedOut
-            }
-            None => Verdict::Keep,
-        }
-    }
-
-    /// Milliseconds of silence after which the hub closes an open session.
-    fn idle_limit(&self) -> u64 {
-        millis(self.connection_timeout + self.tick)
     }
 }
 
@@ -158,14 +121,12 @@ fn millis(duration: Duration) -> u64 {
     duration.as_millis() as u64
 }
 
-/// What a session and the hub both see of it.
+/// What a session and the hub both see of a session.
 pub(crate) struct SessionLink {
     /// The close code decided for the session (0: none yet). The first to decide wins.
     close_code: AtomicU16,
     /// When the last frame arrived from the client (`HubShared::now_ms`).
     last_inbound: AtomicU64,
-    /// When the session's actor last ran.
-    last_alive: AtomicU64,
     /// The connection's socket, if the server registered [`on_connect`](super::on_connect).
     socket: Option<SessionSocket>,
 }
@@ -176,7 +137,6 @@ impl SessionLink {
         SessionLink {
             close_code: AtomicU16::new(0),
             last_inbound: AtomicU64::new(now_ms),
-            last_alive: AtomicU64::new(now_ms),
             socket,
         }
     }
@@ -199,26 +159,11 @@ impl SessionLink {
     /// A frame arrived from the client.
     pub(crate) fn inbound(&self, now_ms: u64) {
         self.last_inbound.store(now_ms, Ordering::Relaxed);
-        self.last_alive.store(now_ms, Ordering::Relaxed);
-    }
-
-    /// The session's actor ran.
-    pub(crate) fn alive(&self, now_ms: u64) {
-        self.last_alive.store(now_ms, Ordering::Relaxed);
     }
 
     /// When the last frame arrived from the client.
     pub(crate) fn last_inbound(&self) -> u64 {
         self.last_inbound.load(Ordering::Relaxed)
-    }
-
-    /// What the hub's sweep reads of the session, `closing` being the hub's own record.
-    pub(crate) fn seen(&self, closing: Option<Closing>) -> Seen {
-        Seen {
-            closing,
-            last_inbound: self.last_inbound(),
-            last_alive: self.last_alive.load(Ordering::Relaxed),
-        }
     }
 
     /// Cuts the TCP connection (reset), if the socket is known. True if it was.
@@ -241,6 +186,7 @@ mod tests {
         let config = WebSocketServiceConfig {
             connection_timeout,
             heartbeat_interval,
+            write_timeout: Duration::from_secs(3600),
             ..WebSocketServiceConfig::default()
         };
         Liveness::new(&config, MAX_TICK)
@@ -250,110 +196,90 @@ mod tests {
         liveness(connection_timeout, connection_timeout / 2)
     }
 
+    fn quiet(now_ms: u64) -> Observed {
+        Observed {
+            now_ms,
+            last_inbound: 0,
+            since_ping: Duration::ZERO,
+            stalled: Duration::ZERO,
+            closing: None,
+        }
+    }
+
     #[test]
-    fn the_tick_is_a_twentieth_of_the_timeout_from_10_ms_to_the_max() {
+    fn the_tick_is_a_twentieth_of_the_shorter_timeout_from_10_ms_to_the_max() {
         let ticks = [300_000, 10_000, 1_000, 100].map(|t| with_timeout(ms(t)).tick());
         assert_eq!(ticks, [ms(1000), ms(500), ms(50), ms(10)]);
         let config = WebSocketServiceConfig::default();
         assert_eq!(Liveness::new(&config, ms(200)).tick(), ms(200));
-    }
-
-    #[test]
-    fn the_stuck_grace_is_three_ticks_and_at_least_250_ms() {
-        let graces = [300_000, 2_000, 1_000].map(|t| with_timeout(ms(t)).stuck_grace());
-        assert_eq!(graces, [ms(3000), ms(300), ms(250)]);
+        let short_write = WebSocketServiceConfig {
+            write_timeout: ms(400),
+            ..config
+        };
+        assert_eq!(Liveness::new(&short_write, MAX_TICK).tick(), ms(20));
     }
 
     #[test]
     fn a_session_pings_every_heartbeat_interval_and_times_out_after_connection_timeout() {
         let rule = liveness(ms(1000), ms(300));
-        let check = |now_ms, since_ping| rule.session_check(now_ms, 0, since_ping);
+        let check = |now_ms, since_ping| {
+            rule.session_check(Observed {
+                since_ping,
+                ..quiet(now_ms)
+            })
+        };
         assert_eq!(check(999, ms(299)), SessionCheck::Quiet);
         assert_eq!(check(999, ms(300)), SessionCheck::Ping);
         assert_eq!(check(1000, ms(0)), SessionCheck::TimedOut);
         assert_eq!(check(1000, ms(300)), SessionCheck::TimedOut, "no ping then");
         // A frame stored after the tick read its clock.
-        assert_eq!(rule.session_check(5, 6, ms(0)), SessionCheck::Quiet);
-    }
-
-    #[test]
-    fn the_hub_times_out_an_open_session_a_tick_after_the_session_would() {
-        let rule = with_timeout(ms(1000)); // tick 50 ms
-        let now = Instant::now();
-        let open = |last_inbound| Seen {
-            closing: None,
-            last_inbound,
-            last_alive: last_inbound,
+        let late = Observed {
+            last_inbound: 6,
+            ..quiet(5)
         };
-        assert_eq!(rule.sweep_check(now, 1050, open(0)), Verdict::Keep);
-        assert_eq!(rule.sweep_check(now, 1051, open(0)), Verdict::TimedOut);
-        assert_eq!(rule.sweep_check(now, 1051, open(2)), Verdict::Keep);
-        assert_eq!(rule.sweep_check(now, 3, open(9)), Verdict::Keep);
+        assert_eq!(rule.session_check(late), SessionCheck::Quiet);
     }
 
     #[test]
-    fn a_closing_session_whose_actor_stopped_running_is_cut_after_the_stuck_grace() {
-        let rule = with_timeout(ms(1000)); // stuck grace 250 ms
-        let at = Instant::now();
-        let closing = |last_alive| Seen {
-            closing: Some(Closing { at, at_ms: 100 }),
-            last_inbound: 0,
-            last_alive,
+    fn frames_waiting_write_timeout_with_no_byte_taken_make_a_slow_consumer() {
+        let config = WebSocketServiceConfig {
+            write_timeout: ms(500),
+            ..WebSocketServiceConfig::default()
         };
-        // Not run since it was asked (last alive at the same millisecond, or before).
-        assert_eq!(
-            rule.sweep_check(at + ms(249), 349, closing(100)),
-            Verdict::Keep
-        );
-        assert_eq!(
-            rule.sweep_check(at + ms(250), 350, closing(100)),
-            Verdict::Cut
-        );
-        assert_eq!(
-            rule.sweep_check(at + ms(250), 350, closing(40)),
-            Verdict::Cut
-        );
-        // Silent for far longer than the timeout: closing, it is never timed out again.
-        assert_eq!(
-            rule.sweep_check(at + ms(10), 60_000, closing(101)),
-            Verdict::Keep
-        );
+        let rule = Liveness::new(&config, MAX_TICK);
+        let stalled = |stalled| Observed {
+            stalled,
+            ..quiet(10)
+        };
+        assert_eq!(rule.session_check(stalled(ms(499))), SessionCheck::Quiet);
+        assert_eq!(rule.session_check(stalled(ms(500))), SessionCheck::Stalled);
     }
 
     #[test]
-    fn a_closing_session_whose_actor_runs_is_cut_after_the_close_grace() {
+    fn a_closing_session_is_cut_after_the_close_grace_and_never_timed_out_again() {
         let rule = with_timeout(ms(1000));
-        let at = Instant::now();
-        let ran = Seen {
-            closing: Some(Closing { at, at_ms: 100 }),
-            last_inbound: 0,
-            last_alive: 101,
+        let closing = |for_| Observed {
+            closing: Some(for_),
+            stalled: ms(60_000),
+            ..quiet(60_000)
         };
-        assert_eq!(rule.sweep_check(at + ms(250), 350, ran), Verdict::Keep);
-        let grace = CLOSE_GRACE - ms(1);
-        assert_eq!(rule.sweep_check(at + grace, 5099, ran), Verdict::Keep);
-        assert_eq!(rule.sweep_check(at + CLOSE_GRACE, 5100, ran), Verdict::Cut);
+        assert_eq!(
+            rule.session_check(closing(CLOSE_GRACE - ms(1))),
+            SessionCheck::Quiet
+        );
+        assert_eq!(rule.session_check(closing(CLOSE_GRACE)), SessionCheck::Cut);
     }
 
     #[test]
-    fn the_link_records_the_first_close_code_and_both_clocks() {
+    fn the_link_records_the_first_close_code_and_the_last_inbound_frame() {
         let link = SessionLink::new(7, None);
         assert_eq!(link.close_code(), None);
         assert!(link.claim_close(4008));
         assert!(!link.claim_close(1000), "the first to decide wins");
         assert_eq!(link.close_code(), Some(4008));
-        link.alive(9);
-        let closing = Some(Closing {
-            at: Instant::now(),
-            at_ms: 8,
-        });
-        let seen = link.seen(closing);
-        assert_eq!((seen.last_inbound, seen.last_alive), (7, 9));
+        assert_eq!(link.last_inbound(), 7);
         link.inbound(12);
-        assert_eq!(
-            (link.seen(None).last_inbound, link.seen(None).last_alive),
-            (12, 12)
-        );
+        assert_eq!(link.last_inbound(), 12);
         assert!(!link.cut(), "no socket to cut");
     }
 }

@@ -35,23 +35,27 @@
 //!   is a barrier: every broadcast of a matching topic handled after the `subscribe`
 //!   follows its `ack`, and no message of an unsubscribed pattern follows the `ack` of
 //!   its `unsubscribe`.
-//! - **Slow clients**: each session's outbound queue holds at most `send_buffer` messages;
-//!   the hub never waits for a session. A client that falls further behind is closed with
-//!   4008 and stops receiving at once, so it never delays anyone else. A client that
-//!   stops reading its socket altogether freezes its session (actix-web stops polling
-//!   it): the hub then resets the TCP connection (the client sees no close frame: 1006),
-//!   which needs [`on_connect`] (see there). What such a client can hold on the server is
-//!   bounded: about twice `send_buffer` messages (the queue, and the write buffer that
-//!   one poll of the session fills) plus the kernel's send buffer. On Linux the
-//!   session's socket also gets `TCP_USER_TIMEOUT` = `connection_timeout` +
-//!   [`CLOSE_GRACE`], so the kernel drops a connection whose peer takes no data for that
-//!   long, even after the session itself ended. The same descriptor sets `TCP_NODELAY`:
-//!   each frame leaves as it is written, instead of waiting for the acknowledgement of
-//!   the previous one (which a client that only reads delays).
+//! - **Transport**: the service writes and reads its own RFC 6455 frames (see
+//!   `## Transport` below): a session's actor runs whether or not its client reads, so heartbeats,
+//!   timeouts and closes always happen, and a client's close is answered at once.
+//! - **Slow clients**, in bytes: the hub pushes each session's frames into the session's
+//!   own queue (its outlet), which holds at most `max_queued_bytes` of frames waiting
+//!   for the socket; the hub never waits for a session. A client that falls further
+//!   behind, or whose socket takes no byte for `write_timeout` while frames wait, is
+//!   closed with 4008 and stops receiving at once, so it never delays anyone else. A
+//!   client that keeps reading and falls behind in a burst within the budget is not
+//!   closed. A session that cannot hand its close frame over (its client reads nothing)
+//!   has its TCP connection cut after [`CLOSE_GRACE`], through the socket [`on_connect`]
+//!   recorded. On Linux the session's socket also gets `TCP_USER_TIMEOUT` =
+//!   `connection_timeout` + [`CLOSE_GRACE`], so the kernel drops a connection whose peer
+//!   takes no data for that long, and `TCP_NODELAY`: each frame leaves as it is written.
+//! - **Conflation**: a subscription made with `"conflate": true` keeps at most one
+//!   message per topic waiting for the socket, the newest (it replaces the older one in
+//!   place); such messages never make the session a slow consumer.
 //! - **Heartbeats**: the server pings every `heartbeat_interval`; a client from which no
 //!   frame at all arrived for `connection_timeout` is closed with 4000 (checked every
-//!   tick, `connection_timeout / 20` clamped to 10 ms..1 s). If its session cannot run
-//!   (the client does not read either), its connection is reset within a few ticks more.
+//!   tick: a twentieth of the shorter of `connection_timeout` and `write_timeout`,
+//!   clamped to 10 ms..1 s).
 //! - **Limits**: over `max_connections`, a connection is refused with HTTP 503 before the
 //!   upgrade; a message over `max_message_size` closes the session with 1009; after
 //!   [`MAX_CONSECUTIVE_ERRORS`](protocol::MAX_CONSECUTIVE_ERRORS) bad frames in a row, 1008.
@@ -64,23 +68,57 @@
 //!   (an `Origin` that is not the `Host`), so that any web page cannot read the feed.
 //! - **Client publish**: `{"type":"publish"}` goes into the MessageQueue given with
 //!   [`WebSocketServiceBuilder::publish_to`], when `allow_client_publish` is set;
-//!   otherwise it gets `publish_not_allowed`. It never waits: a full queue answers
-//!   `queue_full`.
-//! - **Compression**: actix-http has no permessage-deflate; nothing is negotiated and
-//!   `enable_compression = true` only logs that once at start.
+//!   otherwise it gets `publish_not_allowed`. When the queue has no room, the session
+//!   stops reading that client's socket (TCP backpressure) until there is, up to the
+//!   queue's `default_timeout`, then answers `queue_full`; the client is never reset for
+//!   it, and its other frames are answered in order after.
+//! - **Compression**: permessage-deflate (RFC 7692), with `enable_compression` and a
+//!   client that offers it (see `## Transport`): a broadcast is
+//!   compressed once, and the same bytes go to every compressing session; messages
+//!   under `compression_min_size` go uncompressed. A compressed client message may
+//!   inflate to at most `max_message_size` (1009 past it, inflating stopped there).
 //! - **Stop**: [`stop`](WebSocketService::stop) refuses new connections (503), closes
-//!   every session with 1001, and returns when all are gone (a session whose actor does
-//!   not run is reset after a few ticks; one that runs but does not close, after
+//!   every session with 1001 (after the frames waiting), and returns when all are gone
+//!   (a session whose client does not take its close frame is cut after
 //!   [`CLOSE_GRACE`] plus a tick).
 //!
 //! [`bridge`](crate::bridge) connects the EventBus and the MessageQueue to the service.
+//!
+//! ## Transport
+//!
+//! actix-http's WebSocket codec refuses every frame with RSV1 set (so no extension can
+//! be negotiated through it), and actix-web-actors' context runs a session only while its
+//! client reads. The service therefore answers the upgrade itself (actix-http's
+//! handshake checks, then a 101 whose body is the session's queue of encoded frames) and
+//! reads the request's payload stream itself; the session stays an actix actor.
+//!
+//! - **Frames** (RFC 6455): client frames must be masked; fragmented messages are
+//!   reassembled (control frames may come between fragments) up to `max_message_size`;
+//!   text must be UTF-8 (1007 otherwise); reserved bits, reserved opcodes, control frames
+//!   over 125 bytes or fragmented, a continuation with no message, a new message inside
+//!   a fragmented one, and a malformed close payload are protocol errors (1002); a frame
+//!   or message over `max_message_size` is 1009. Binary messages get an `error` reply
+//!   (`binary_not_supported`).
+//! - **permessage-deflate** (RFC 7692), negotiated when `enable_compression` is set and
+//!   the client offers it: the server always answers `server_no_context_takeover` (each
+//!   message is compressed on its own, so a broadcast is compressed once for every
+//!   session with the same window) and `client_no_context_takeover` (so inflating keeps
+//!   no state between messages: an idle compressed session holds no inflater). It
+//!   honours `server_max_window_bits` (9..=15; an offer of 8 is declined) and accepts
+//!   `client_max_window_bits`. `compression_level` (default 1) and
+//!   `compression_min_size` (default 256 bytes: smaller messages, and the session's own
+//!   replies, go with RSV1 clear) tune it. The metrics count `compressed_sessions` and the
+//!   bytes sent on the wire and uncompressed.
 
 pub mod protocol;
 
+mod deflate;
+mod encoded;
 mod error;
 pub(crate) mod frame;
 mod hub;
 mod liveness;
+mod outlet;
 mod payload;
 mod router;
 mod session;
@@ -156,11 +194,6 @@ impl WebSocketServiceBuilder {
                 component: "WebSocketService",
             });
         }
-        if self.config.enable_compression {
-            tracing::info!(
-                "WebSocket compression (permessage-deflate) is not available on this transport: messages are sent uncompressed"
-            );
-        }
         if self.config.allow_client_publish && self.queue.is_none() {
             tracing::warn!("allow_client_publish is set but no MessageQueue was given: client publishes will be refused");
         }
@@ -235,9 +268,11 @@ impl WebSocketService {
         let message = Subscribe {
             target: Target::Client(client_id.to_owned()),
             pattern,
+            conflate: false,
+            ack: None,
         };
         match self.hub.send(message).await {
-            Ok(answered) => answered.map(|_| ()),
+            Ok(answered) => answered,
             Err(_) => Err(ClientSubscribeError::Stopped),
         }
     }
@@ -248,8 +283,9 @@ impl WebSocketService {
         let message = Unsubscribe {
             target: Target::Client(client_id.to_owned()),
             pattern: topic.to_owned(),
+            ack: None,
         };
-        self.hub.send(message).await.is_ok_and(|a| a.answer)
+        self.hub.send(message).await.unwrap_or(false)
     }
 
     /// Closes a client's session with 1000. False if no such client is connected.
@@ -290,6 +326,9 @@ impl WebSocketService {
             heartbeat_timeouts: load(&c.heartbeat_timeouts),
             oversize_messages: load(&c.oversize),
             connections_reset: load(&c.cut),
+            compressed_sessions: load(&c.compressed_sessions),
+            wire_bytes_sent: on.then(|| c.wire_bytes.sum()),
+            uncompressed_bytes_sent: on.then(|| c.uncompressed_bytes.sum()),
             metrics_enabled: on,
         }
     }

@@ -3,6 +3,7 @@
 //! Client → server ([`ClientFrame`]):
 //! ```text
 //! {"type":"subscribe","topic":"market.data","id":"1"}            topic may be a pattern
+//! {"type":"subscribe","topic":"market.data.*","conflate":true}    the latest per topic
 //! {"type":"unsubscribe","topic":"market.data","id":"2"}
 //! {"type":"publish","topic":"orders.new","data":{…},"priority":3,"id":"3"}
 //! {"type":"ping","id":"4"}
@@ -25,6 +26,12 @@
 //!   topic names); past that it forgets those of topics nobody is subscribed to, which
 //!   restart at 1, and if subscribed topics still fill half of it, it forgets them all.
 //! - `timestamp` is the broadcast time, RFC 3339 in UTC with microseconds.
+//! - `conflate` (subscribe only) is optional, default false. With true, the session keeps
+//!   at most one message per topic of that subscription waiting for the socket: a newer
+//!   one replaces the waiting one in place (the `seq` gap shows what was skipped), and
+//!   such messages never make the session a slow consumer (4008), so a screen that falls
+//!   behind gets the latest prices rather than a disconnect. A topic that also matches
+//!   one of the session's subscriptions without `conflate` is not conflated.
 //!
 //! Bad input gets an `error` with a stable [`ErrorCode`], and the session stays open;
 //! after [`MAX_CONSECUTIVE_ERRORS`] `error` replies in a row (no `ack` or `pong` in
@@ -34,7 +41,10 @@
 //! use tickwire::websocket::protocol::{ClientFrame, ErrorCode};
 //!
 //! let frame = ClientFrame::parse(r#"{"type":"subscribe","topic":"market.>","id":"1"}"#).unwrap();
-//! assert_eq!(frame, ClientFrame::Subscribe { topic: "market.>".into(), id: Some("1".into()) });
+//! assert_eq!(
+//!     frame,
+//!     ClientFrame::Subscribe { topic: "market.>".into(), id: Some("1".into()), conflate: false }
+//! );
 //!
 //! let refused = ClientFrame::parse(r#"{"type":"subscribe","id":7}"#).unwrap_err();
 //! assert_eq!(refused.code, ErrorCode::MissingField);
@@ -61,7 +71,7 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// A frame that breaks the WebSocket protocol itself.
     pub const PROTOCOL_ERROR: u16 = 1002;
-    /// A text message that is not UTF-8.
+    /// A text message that is not UTF-8, or compressed data that does not inflate.
     pub const INVALID_DATA: u16 = 1007;
     /// Policy: [`MAX_CONSECUTIVE_ERRORS`](super::MAX_CONSECUTIVE_ERRORS) bad frames in a row.
     pub const POLICY: u16 = 1008;
@@ -72,8 +82,19 @@ pub mod close {
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// Nothing arrived from the client for `connection_timeout`.
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
-    /// The client fell `send_buffer` messages behind.
+    /// Slow consumer: the frames waiting for the client passed `max_queued_bytes`, or
+    /// waited `write_timeout` with the socket taking no byte.
     pub const SLOW_CONSUMER: u16 = 4008;
+
+    /// The reason sent with a close the server decided.
+    pub(crate) fn reason(code: u16) -> &'static str {
+        match code {
+            SLOW_CONSUMER => "slow consumer: the client does not keep up",
+            HEARTBEAT_TIMEOUT => "no frame from the client within connection_timeout",
+            GOING_AWAY => "the service is stopping",
+            _ => "closed by the server",
+        }
+    }
 }
 
 /// `error` replies in a row after which a session is closed with [`close::POLICY`].
@@ -149,6 +170,10 @@ pub enum ClientFrame {
         /// Echoed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
+        /// At most one waiting message per topic of this subscription, the newest (see
+        /// the module docs). Default false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        conflate: bool,
     },
     /// Drop a subscription, by the pattern it was made with.
     Unsubscribe {
@@ -261,10 +286,24 @@ impl ClientFrame {
             )),
         };
         match kind.as_str() {
-            "subscribe" => Ok(ClientFrame::Subscribe {
-                topic: topic(&mut obj)?,
-                id,
-            }),
+            "subscribe" => {
+                let topic = topic(&mut obj)?;
+                let conflate = match obj.remove("conflate") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(conflate)) => conflate,
+                    Some(_) => {
+                        return Err(refuse(
+                            ErrorCode::InvalidField,
+                            "`conflate` must be true or false".into(),
+                        ))
+                    }
+                };
+                Ok(ClientFrame::Subscribe {
+                    topic,
+                    id,
+                    conflate,
+                })
+            }
             "unsubscribe" => Ok(ClientFrame::Unsubscribe {
                 topic: topic(&mut obj)?,
                 id,
@@ -425,6 +464,10 @@ mod tests {
             code(r#"{"type":"subscribe","topic":5}"#),
             ErrorCode::InvalidField
         );
+        assert_eq!(
+            code(r#"{"type":"subscribe","topic":"a","conflate":"yes"}"#),
+            ErrorCode::InvalidField
+        );
         assert_eq!(code(r#"{"type":"unsubscribe"}"#), ErrorCode::MissingField);
         assert_eq!(
             code(r#"{"type":"publish","topic":"a"}"#),
@@ -448,6 +491,12 @@ mod tests {
             ClientFrame::Subscribe {
                 topic: "a.*".into(),
                 id: None,
+                conflate: false,
+            },
+            ClientFrame::Subscribe {
+                topic: "px.>".into(),
+                id: Some(json!("c")),
+                conflate: true,
             },
             ClientFrame::Unsubscribe {
                 topic: "a.*".into(),

@@ -8,7 +8,9 @@
 //! by the text it was written with: `market.*` and `market.tick` are two subscriptions,
 //! and unsubscribing names the pattern as subscribed. [`route`](Router::route) gives the
 //! sessions a topic goes to in ascending key order, each once however many of its
-//! patterns match. Routes are cached per topic until the subscriptions change; so are the
+//! patterns match, and whether that session gets the topic conflated: a subscription
+//! made with `"conflate": true` is, and a session gets a topic conflated when every one
+//! of its subscriptions that matches it is (one that wants every message wins). Routes are cached per topic until the subscriptions change; so are the
 //! topics that go to nobody, in a map of their own so that a flood of names nobody
 //! listens to never evicts the routes in use. Both caches are bounded ([`Bounds`]): one
 //! that fills up is cleared.
@@ -63,21 +65,31 @@ impl Default for Bounds {
     }
 }
 
+/// A session a topic goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Routed {
+    /// The session's key.
+    pub(crate) key: u64,
+    /// Whether the session gets the topic conflated (see the module docs).
+    pub(crate) conflate: bool,
+}
+
 /// See the module docs.
 pub(crate) struct Router {
     bounds: Bounds,
     /// Pattern as written → (parsed, subscribed sessions). No pattern has an empty set.
     patterns: HashMap<Box<str>, (Pattern, HashSet<u64>)>,
-    /// Session → the patterns it is subscribed to, as written: the same pairs as
-    /// `patterns`, the other way round. No session has an empty set.
-    sessions: HashMap<u64, HashSet<Box<str>>>,
+    /// Session → the patterns it is subscribed to, as written, each with whether it is
+    /// conflated: the same pairs as `patterns`, the other way round. No session has an
+    /// empty map.
+    sessions: HashMap<u64, HashMap<Box<str>, bool>>,
     /// Topic → the sessions it goes to, ascending, for topics with at least one; cleared
     /// on every subscription change.
-    routes: TopicMap<Rc<[u64]>>,
+    routes: TopicMap<Rc<[Routed]>>,
     /// Topics that go to no session; cleared likewise.
     unrouted: TopicMap<()>,
     /// The empty route.
-    no_route: Rc<[u64]>,
+    no_route: Rc<[Routed]>,
     /// Topic → last `seq` given.
     seqs: TopicMap<u64>,
 }
@@ -101,25 +113,36 @@ impl Router {
         }
     }
 
-    /// Subscribes session `key` to `pattern`. Ok(true) if the subscription is new,
-    /// Ok(false) if the session had it already (even at the bound); an error if the
-    /// session holds [`Bounds::subscriptions`] others.
+    /// Subscribes session `key` to `pattern`, conflated or not. Ok(true) if the
+    /// subscription is new, Ok(false) if the session had it already (even at the bound:
+    /// its `conflate` is then updated); an error if the session holds
+    /// [`Bounds::subscriptions`] others.
     pub(crate) fn subscribe(
         &mut self,
         key: u64,
         pattern: &Pattern,
+        conflate: bool,
     ) -> Result<bool, ClientSubscribeError> {
         let text = pattern.as_str();
-        let mine = self.sessions.get(&key);
-        if mine.is_some_and(|mine| mine.contains(text)) {
+        if let Some(flag) = self
+            .sessions
+            .get_mut(&key)
+            .and_then(|mine| mine.get_mut(text))
+        {
+            if std::mem::replace(flag, conflate) != conflate {
+                self.routes_changed();
+            }
             return Ok(false);
         }
-        if mine.map_or(0, HashSet::len) >= self.bounds.subscriptions {
+        if self.sessions.get(&key).map_or(0, HashMap::len) >= self.bounds.subscriptions {
             return Err(ClientSubscribeError::TooManySubscriptions(
                 self.bounds.subscriptions,
             ));
         }
-        self.sessions.entry(key).or_default().insert(text.into());
+        self.sessions
+            .entry(key)
+            .or_default()
+            .insert(text.into(), conflate);
         match self.patterns.get_mut(text) {
             Some((_, keys)) => {
                 keys.insert(key);
@@ -139,7 +162,7 @@ impl Router {
         let Some(mine) = self.sessions.get_mut(&key) else {
             return false;
         };
-        if !mine.remove(pattern) {
+        if mine.remove(pattern).is_none() {
             return false;
         }
         if mine.is_empty() {
@@ -155,7 +178,7 @@ impl Router {
         let Some(mine) = self.sessions.remove(&key) else {
             return 0;
         };
-        for pattern in &mine {
+        for pattern in mine.keys() {
             forget_subscriber(&mut self.patterns, pattern, key);
         }
         self.routes_changed();
@@ -167,31 +190,49 @@ impl Router {
         self.patterns.len()
     }
 
-    /// The sessions `topic` (a valid name) goes to, in ascending key order, each once.
-    /// Cheap to clone: the hub iterates it while it queues to the sessions.
-    pub(crate) fn route(&mut self, topic: &str) -> Rc<[u64]> {
+    /// The sessions `topic` (a valid name) goes to, in ascending key order, each once,
+    /// with whether it gets the topic conflated. Cheap to clone: the hub iterates it
+    /// while it queues to the sessions.
+    pub(crate) fn route(&mut self, topic: &str) -> Rc<[Routed]> {
         if let Some(route) = self.routes.get(topic) {
             return route.clone();
         }
         if self.unrouted.get(topic).is_some() {
             return self.no_route.clone();
         }
-        let mut keys: Vec<u64> = self
+        let sessions = &self.sessions;
+        let mut matched: Vec<Routed> = self
             .patterns
-            .values()
-            .filter(|(pattern, _)| pattern.matches(topic))
-            .flat_map(|(_, keys)| keys.iter().copied())
+            .iter()
+            .filter(|(_, (pattern, _))| pattern.matches(topic))
+            .flat_map(|(text, (_, keys))| {
+                keys.iter().map(move |&key| Routed {
+                    key,
+                    conflate: sessions
+                        .get(&key)
+                        .and_then(|mine| mine.get(text))
+                        .copied()
+                        .unwrap_or(false),
+                })
+            })
             .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        if keys.is_empty() {
+        matched.sort_unstable_by_key(|routed| routed.key);
+        // One per session, conflated only if all of its matching subscriptions are.
+        matched.dedup_by(|later, kept| {
+            let same = later.key == kept.key;
+            if same {
+                kept.conflate &= later.conflate;
+            }
+            same
+        });
+        if matched.is_empty() {
             if self.unrouted.is_full(topic) {
                 self.unrouted.clear();
             }
             self.unrouted.insert(topic, ());
             return self.no_route.clone();
         }
-        let route: Rc<[u64]> = keys.into();
+        let route: Rc<[Routed]> = matched.into();
         if self.routes.is_full(topic) {
             self.routes.clear();
         }
@@ -276,7 +317,7 @@ mod tests {
         let mut router = Router::new();
         for &(key, text) in subscriptions {
             assert_eq!(
-                router.subscribe(key, &pattern(text)),
+                router.subscribe(key, &pattern(text), false),
                 Ok(true),
                 "{key} {text}"
             );
@@ -285,7 +326,11 @@ mod tests {
     }
 
     fn route(router: &mut Router, topic: &str) -> Vec<u64> {
-        router.route(topic).to_vec()
+        router
+            .route(topic)
+            .iter()
+            .map(|routed| routed.key)
+            .collect()
     }
 
     /// What the router holds: (patterns, sessions, cached routes, cached unrouted topics).
@@ -337,8 +382,8 @@ mod tests {
     #[test]
     fn subscribing_twice_is_one_subscription() {
         let mut router = Router::new();
-        assert_eq!(router.subscribe(1, &pattern("a.*")), Ok(true));
-        assert_eq!(router.subscribe(1, &pattern("a.*")), Ok(false));
+        assert_eq!(router.subscribe(1, &pattern("a.*"), false), Ok(true));
+        assert_eq!(router.subscribe(1, &pattern("a.*"), false), Ok(false));
         assert_eq!(router.sessions[&1].len(), 1);
         assert_eq!(route(&mut router, "a.b"), [1]);
         assert!(router.unsubscribe(1, "a.*"));
@@ -386,9 +431,9 @@ mod tests {
         let mut router = Router::new();
         assert_eq!(route(&mut router, "a"), [] as [u64; 0]);
         assert_eq!(held(&router), (0, 0, 0, 1), "cached as going to nobody");
-        router.subscribe(2, &pattern("a")).unwrap();
+        router.subscribe(2, &pattern("a"), false).unwrap();
         assert_eq!(route(&mut router, "a"), [2]);
-        router.subscribe(1, &pattern(">")).unwrap();
+        router.subscribe(1, &pattern(">"), false).unwrap();
         assert_eq!(route(&mut router, "a"), [1, 2]);
         assert_eq!(held(&router), (2, 2, 1, 0), "cached as going to 1 and 2");
         assert!(router.unsubscribe(2, "a"));
@@ -403,21 +448,29 @@ mod tests {
             subscriptions: 2,
             ..Bounds::default()
         });
-        assert_eq!(router.subscribe(1, &pattern("a")), Ok(true));
-        assert_eq!(router.subscribe(1, &pattern("b")), Ok(true));
+        assert_eq!(router.subscribe(1, &pattern("a"), false), Ok(true));
+        assert_eq!(router.subscribe(1, &pattern("b"), false), Ok(true));
         assert_eq!(
-            router.subscribe(1, &pattern("c")),
+            router.subscribe(1, &pattern("c"), false),
             Err(ClientSubscribeError::TooManySubscriptions(2))
         );
         assert_eq!(
-            router.subscribe(1, &pattern("a")),
+            router.subscribe(1, &pattern("a"), false),
             Ok(false),
             "held already"
         );
-        assert_eq!(router.subscribe(2, &pattern("c")), Ok(true), "per session");
+        assert_eq!(
+            router.subscribe(2, &pattern("c"), false),
+            Ok(true),
+            "per session"
+        );
         assert_eq!(route(&mut router, "c"), [2]);
         assert!(router.unsubscribe(1, "b"));
-        assert_eq!(router.subscribe(1, &pattern("c")), Ok(true), "room again");
+        assert_eq!(
+            router.subscribe(1, &pattern("c"), false),
+            Ok(true),
+            "room again"
+        );
         assert_eq!(route(&mut router, "c"), [1, 2]);
     }
 
@@ -425,10 +478,13 @@ mod tests {
     fn the_hubs_subscription_bound_is_max_subscriptions() {
         let mut router = Router::new();
         for n in 0..MAX_SUBSCRIPTIONS {
-            assert_eq!(router.subscribe(1, &pattern(&format!("t.{n}"))), Ok(true));
+            assert_eq!(
+                router.subscribe(1, &pattern(&format!("t.{n}")), false),
+                Ok(true)
+            );
         }
         assert_eq!(
-            router.subscribe(1, &pattern("one.more")),
+            router.subscribe(1, &pattern("one.more"), false),
             Err(ClientSubscribeError::TooManySubscriptions(
                 MAX_SUBSCRIPTIONS
             ))
@@ -445,7 +501,7 @@ mod tests {
             ..Bounds::default()
         });
         assert_eq!(
-            router.subscribe(1, &pattern("a")),
+            router.subscribe(1, &pattern("a"), false),
             Err(ClientSubscribeError::TooManySubscriptions(0))
         );
         assert_eq!(held(&router), (0, 0, 0, 0));
@@ -458,7 +514,7 @@ mod tests {
             unrouted: (100, 5),
             ..Bounds::default()
         });
-        router.subscribe(1, &pattern("r.>")).unwrap();
+        router.subscribe(1, &pattern("r.>"), false).unwrap();
         assert_eq!(route(&mut router, "r.a"), [1]);
         assert_eq!(route(&mut router, "r.b"), [1]);
         assert_eq!(router.routes.len(), 2);
@@ -490,8 +546,8 @@ mod tests {
             seqs: (3, 1000),
             ..Bounds::default()
         });
-        router.subscribe(1, &pattern("a.>")).unwrap();
-        router.subscribe(2, &pattern("keep")).unwrap();
+        router.subscribe(1, &pattern("a.>"), false).unwrap();
+        router.subscribe(2, &pattern("keep"), false).unwrap();
         router.commit_seq("a.1", 4);
         router.commit_seq("a.2", 7);
         router.commit_seq("keep", 5);
@@ -512,7 +568,7 @@ mod tests {
             seqs: (4, 1000),
             ..Bounds::default()
         });
-        router.subscribe(1, &pattern(">")).unwrap();
+        router.subscribe(1, &pattern(">"), false).unwrap();
         for topic in ["t1", "t2", "t3", "t4"] {
             router.commit_seq(topic, 3);
         }
@@ -524,8 +580,8 @@ mod tests {
             seqs: (4, 1000),
             ..Bounds::default()
         });
-        router.subscribe(1, &pattern("s.>")).unwrap();
-        router.subscribe(2, &pattern("idle.>")).unwrap();
+        router.subscribe(1, &pattern("s.>"), false).unwrap();
+        router.subscribe(2, &pattern("idle.>"), false).unwrap();
         for topic in ["s.1", "s.2", "idle.1", "idle.2"] {
             router.commit_seq(topic, 3);
         }
@@ -538,7 +594,7 @@ mod tests {
             seqs: (100, 8),
             ..Bounds::default()
         });
-        router.subscribe(1, &pattern(">")).unwrap();
+        router.subscribe(1, &pattern(">"), false).unwrap();
         router.commit_seq("aaaa", 2);
         router.commit_seq("bbbb", 2);
         router.commit_seq("cc", 2);

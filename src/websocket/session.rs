@@ -1,44 +1,63 @@
 //! One actor per client session, and the HTTP handler that upgrades to it.
 //!
-//! This is the only file that uses `actix-web-actors` (deprecated upstream in favour of
-//! `actix-ws`): moving transports touches this file alone.
+//! The session reads and writes its own RFC 6455 frames (see [`frame`](super::frame)):
+//! the upgrade answers 101 with a body that is the session's [`Outlet`], and the session
+//! reads the request's payload stream itself. So the actor runs whether or not the
+//! client reads, and every rule of [`liveness`](super::liveness) is applied by the
+//! session itself.
 //!
 //! A session:
 //! - registers with the hub, then sends `welcome`;
-//! - answers each client frame in order (a subscription is acknowledged once the hub
-//!   has it, so a broadcast made after the `ack` reaches the client);
-//! - writes the frames the hub queues to it (its outbound queue holds `send_buffer` of
-//!   them);
-//! - pings every `heartbeat_interval`, and closes with 4000 when nothing arrived for
-//!   `connection_timeout` (checked every tick: see [`liveness`](super::liveness));
-//! - closes with the code the hub decided (4008 slow consumer, 1001 stop, 1000
-//!   disconnect) at its next frame or at once.
+//! - answers each client frame in order: while a request is with the hub (a
+//!   `subscribe`, an `unsubscribe`) or waits for room in the MessageQueue (a `publish`),
+//!   the session reads no further frame, and stops reading its socket, so a client that
+//!   publishes into a full queue is slowed down by TCP itself, never reset;
+//! - answers a ping with a pong and a close with a close, at once;
+//! - pings every `heartbeat_interval`, closes with 4000 when nothing arrived for
+//!   `connection_timeout`, and with 4008 when its frames waited `write_timeout` with the
+//!   socket taking nothing (a push past `max_queued_bytes` closes it with 4008 too);
+//! - ends once its close frame is handed over (or the connection is gone), and cuts the
+//!   connection if that did not happen within [`CLOSE_GRACE`](super::CLOSE_GRACE).
 //!
 //! ## Barriers
 //!
 //! The `ack` of a `subscribe` or `unsubscribe` falls exactly between what the hub queued
-//! to the session before it handled the request and what it queued after: the hub
-//! answers with the number of frames it had queued to the session, and the session,
-//! which waits for the answer (reading no other client frame meanwhile), writes that
-//! many from its outbound queue, then the `ack`. Since the hub routes by the
+//! to the session before it changed the routing and what it queued after: the hub
+//! itself pushes the `ack` into the session's outlet when it makes the change (the
+//! session hands it the encoded frame with the request). Since the hub routes by the
 //! subscriptions it has, nothing of an unsubscribed pattern follows the `ack` of its
 //! `unsubscribe`, and every broadcast of a matching topic that the hub handles after a
 //! `subscribe` follows its `ack` (none comes before it).
+//!
+//! ## Compression
+//!
+//! With permessage-deflate negotiated (see [`deflate`](super::deflate)), broadcasts come
+//! compressed from the hub; the session's own replies (`welcome`, `ack`, `pong`,
+//! `error`) are small and go uncompressed. A compressed client message is inflated up to
+//! `max_message_size` (past it: 1009, with inflating stopped there), and its text checked
+//! to be UTF-8 after inflating (1007).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
 
 use actix::prelude::*;
-use actix_http::ws::Item;
-use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
-use tokio::sync::mpsc;
+use actix_web::error::PayloadError;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
 
-use super::hub::{Answered, Connect, Disconnect, Hub, Outbound, Subscribe, Target, Unsubscribe};
-use super::liveness::{SessionCheck, SessionLink};
+use super::deflate::{self, Agreed, InflateError};
+use super::frame::{check_text, encode, Assembler, Decoder, FrameError, Incoming, OpCode};
+use super::hub::{Connect, Disconnect, Hub, Subscribe, Target, Unsubscribe};
+use super::liveness::{Observed, SessionCheck, SessionLink};
+use super::outlet::{Outlet, Pushed};
 use super::protocol::{
     close, ClientFrame, ErrorCode, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS,
 };
@@ -48,14 +67,7 @@ use super::ClientSubscribeError;
 use super::WebSocketService;
 use crate::access::Permissions;
 use crate::reply::{json_error, unauthorized};
-use crate::{Pattern, TryPublishError};
-
-/// A message being reassembled from fragments.
-enum Fragments {
-    Text(Vec<u8>),
-    /// Only its size is kept: it will be refused.
-    Binary(usize),
-}
+use crate::{Message, Pattern, PublishError, TryPublishError};
 
 /// See the module docs.
 pub(crate) struct Session {
@@ -64,21 +76,33 @@ pub(crate) struct Session {
     hub: Addr<Hub>,
     shared: Arc<HubShared>,
     link: Arc<SessionLink>,
+    outlet: Arc<Outlet>,
     permissions: Permissions,
+    deflate: Option<Agreed>,
+    /// The request's payload, until the actor starts reading it.
+    payload: Option<web::Payload>,
+    decoder: Decoder,
+    assembler: Assembler,
+    /// Bytes read and not yet decoded.
+    inbuf: BytesMut,
+    reading: Rc<ReadGate>,
+    /// A request is in flight (with the hub, or waiting for room in the queue): the
+    /// frames after it wait in `inbuf`, and the socket is not read.
+    busy: bool,
     errors_in_a_row: u32,
-    fragments: Option<Fragments>,
     last_ping: Instant,
+    /// When the session started closing (its close frame queued).
+    closing_since: Option<Instant>,
     /// Given back when the session stops (before the hub hears of it).
     slot: Option<ConnectionSlot>,
-    /// What the hub queued to this session; also a stream of the actor's, which reads it
-    /// between other work (see `## Barriers`).
-    outbound: Option<Rc<RefCell<mpsc::Receiver<Outbound>>>>,
-    /// How many items the session took from `outbound`.
-    taken: u64,
+    /// Counted in `compressed_sessions` while the session lives.
+    compressed: Option<CompressedSession>,
 }
 
-/// `GET /ws`: refuses with 503 (stopping, or `max_connections` reached) or 401 (token),
-/// else upgrades to a [`Session`].
+/// `GET /ws`: refuses with 503 (stopping, or `max_connections` reached), 401 (token),
+/// 403 (cross-site, open service) or 400 (not a WebSocket handshake), else upgrades to
+/// a [`Session`], negotiating permessage-deflate when the client offers it and the
+/// config allows.
 pub(crate) async fn upgrade(
     req: HttpRequest,
     payload: web::Payload,
@@ -105,6 +129,8 @@ pub(crate) async fn upgrade(
             "an open service accepts WebSocket connections from its own origin only",
         ));
     }
+    // Not a WebSocket handshake: 400, before anything else is set up.
+    actix_http::ws::verify_handshake(req.head())?;
     let Some(slot) = shared.reserve() else {
         counters.rejected.fetch_add(1, Ordering::Relaxed);
         return Ok(json_error(
@@ -114,39 +140,67 @@ pub(crate) async fn upgrade(
         ));
     };
     service.check_exposure([req.app_config().local_addr()]);
-    // Not a WebSocket handshake: 400, before anything else is set up.
-    if let Err(err) = ws::handshake(&req) {
-        return Err(err.into());
-    }
     let (key, client_id) = shared.next_client();
-    // The kernel's own deadline comes after the hub's, which closes more gracefully.
+    // The kernel's own deadline comes after the session's, which closes more gracefully.
     let socket =
         SessionSocket::for_request(&req, shared.config.connection_timeout + super::CLOSE_GRACE);
     if socket.is_none() && !shared.socket_warning.swap(true, Ordering::Relaxed) {
         tracing::warn!(
-            "the connection's socket is unknown (register tickwire::websocket::on_connect on the HttpServer; plain TCP over HTTP/1.1 only): clients that stop reading cannot be reset"
+            "the connection's socket is unknown (register tickwire::websocket::on_connect on the HttpServer; plain TCP over HTTP/1.1 only): a client that reads nothing at all keeps its connection after its session ends, until the operating system drops it"
         );
     }
-    let link = Arc::new(SessionLink::new(shared.now_ms(), socket));
+    let deflate = if shared.config.enable_compression {
+        let offers = req
+            .headers()
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .filter_map(|value| value.to_str().ok());
+        deflate::negotiate(offers)
+    } else {
+        None
+    };
+    let outlet = Outlet::new(shared.config.max_queued_bytes);
+    let mut response = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
+    response.upgrade("websocket").insert_header((
+        header::SEC_WEBSOCKET_ACCEPT,
+        accept_key(&req).ok_or(actix_http::ws::HandshakeError::BadWebsocketKey)?,
+    ));
+    if let Some(agreed) = &deflate {
+        if let Ok(value) = HeaderValue::try_from(agreed.response_header()) {
+            response.insert_header((header::SEC_WEBSOCKET_EXTENSIONS, value));
+        }
+    }
+    let max = shared.config.max_message_size;
+    let compressed = deflate.map(|_| CompressedSession::new(shared.clone()));
     let session = Session {
         key,
         client_id,
         hub: service.hub.clone(),
         shared: shared.clone(),
-        link,
+        link: Arc::new(SessionLink::new(shared.now_ms(), socket)),
+        outlet: outlet.clone(),
         permissions,
+        deflate,
+        payload: Some(payload),
+        decoder: Decoder::new(max),
+        assembler: Assembler::new(max, deflate.is_some()),
+        inbuf: BytesMut::new(),
+        reading: Rc::default(),
+        busy: true, // until the welcome is queued
         errors_in_a_row: 0,
-        fragments: None,
         last_ping: Instant::now(),
+        closing_since: None,
         slot: Some(slot),
-        outbound: None,
-        taken: 0,
+        compressed,
     };
-    let response = ws::WsResponseBuilder::new(session, &req, payload)
-        .frame_size(shared.config.max_message_size)
-        .start()?;
+    session.start();
     counters.connections.fetch_add(1, Ordering::Relaxed);
-    Ok(response)
+    Ok(response.streaming(outlet.body()))
+}
+
+/// `Sec-WebSocket-Accept` for the request's key (checked by `verify_handshake`).
+fn accept_key(req: &HttpRequest) -> Option<HeaderValue> {
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY)?;
+    HeaderValue::from_bytes(&actix_http::ws::hash_key(key.as_bytes())).ok()
 }
 
 /// Whether a browser opened this WebSocket from a page of another site: its `Origin` is
@@ -165,320 +219,439 @@ fn cross_site(req: &HttpRequest) -> bool {
     !authority.eq_ignore_ascii_case(host)
 }
 
+/// One session in `compressed_sessions`, for as long as it lives.
+struct CompressedSession(Arc<HubShared>);
+
+impl CompressedSession {
+    fn new(shared: Arc<HubShared>) -> Self {
+        shared
+            .counters
+            .compressed_sessions
+            .fetch_add(1, Ordering::Relaxed);
+        CompressedSession(shared)
+    }
+}
+
+impl Drop for CompressedSession {
+    fn drop(&mut self) {
+        self.0
+            .counters
+            .compressed_sessions
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether the session reads its socket: while paused, the payload stream is not
+/// polled, so actix-web stops reading the connection once its buffer is full, and the
+/// client's TCP window closes.
+#[derive(Default)]
+struct ReadGate {
+    paused: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl ReadGate {
+    fn set_paused(&self, paused: bool) {
+        if self.paused.replace(paused) && !paused {
+            if let Some(waker) = self.waker.borrow_mut().take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// The request's payload, read through the session's [`ReadGate`].
+struct Inbound {
+    payload: web::Payload,
+    gate: Rc<ReadGate>,
+}
+
+impl Stream for Inbound {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        if self.gate.paused.get() {
+            *self.gate.waker.borrow_mut() = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.payload).poll_next(cx)
+    }
+}
+
 impl Session {
     fn now_ms(&self) -> u64 {
         self.shared.now_ms()
     }
 
-    fn send_text(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        text: impl Into<bytestring::ByteString>,
-    ) {
-        ctx.text(text);
+    fn count_sent(&self) {
         if self.shared.config.enable_metrics {
             self.shared.counters.sent.add(1);
         }
     }
 
-    fn reply(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ServerFrame) {
+    /// Queues a frame of the session's own; past the budget, the session is a slow
+    /// consumer.
+    fn push(&mut self, frame: Bytes) {
+        if self.outlet.push(frame) == Pushed::OverBudget {
+            self.close(close::SLOW_CONSUMER, close::reason(close::SLOW_CONSUMER));
+        }
+    }
+
+    fn send_json(&mut self, json: &str) {
+        self.push(encode::data_frame(true, false, json.as_bytes()));
+        self.count_sent();
+    }
+
+    fn reply(&mut self, frame: ServerFrame) {
         self.errors_in_a_row = 0;
-        self.send_text(ctx, frame.to_json());
+        self.send_json(&frame.to_json());
     }
 
-    /// Writes what the hub had queued when it answered a request, up to `queued` items
-    /// in all (see `## Barriers`). Stops at a close. (Those items were all sent before
-    /// the answer, so taking them never meets a send in progress.)
-    fn flush_outbound(&mut self, ctx: &mut ws::WebsocketContext<Self>, queued: u64) {
-        let Some(queue) = self.outbound.clone() else {
-            return;
-        };
-        while self.taken < queued && self.link.close_code().is_none() {
-            let next = queue.borrow_mut().try_recv();
-            match next {
-                Ok(msg) => self.on_outbound(msg, ctx),
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// The answer to a request the hub handled, after what the hub queued before it.
-    fn reply_after_hub(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        queued: u64,
-        frame: ServerFrame,
-    ) {
-        self.flush_outbound(ctx, queued);
-        if self.link.close_code().is_none() {
-            self.reply(ctx, frame);
-        }
-    }
-
-    /// A frame or a close from the hub.
-    fn on_outbound(&mut self, msg: Outbound, ctx: &mut ws::WebsocketContext<Self>) {
-        self.taken += 1;
-        self.link.alive(self.now_ms());
-        match msg {
-            Outbound::Frame(text) if self.link.close_code().is_none() => self.send_text(ctx, text),
-            Outbound::Frame(_) => self.close_as_decided(ctx),
-            Outbound::Close(code) => self.close(ctx, code, close_reason(code)),
-        }
-    }
-
-    fn refuse(&mut self, ctx: &mut ws::WebsocketContext<Self>, refusal: Refusal) {
+    fn refuse(&mut self, refusal: Refusal) {
         self.shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-        self.send_text(ctx, refusal.to_frame().to_json());
+        self.send_json(&refusal.to_frame().to_json());
         self.errors_in_a_row += 1;
         if self.errors_in_a_row >= MAX_CONSECUTIVE_ERRORS {
-            self.close(ctx, close::POLICY, "too many bad frames in a row");
+            self.close(close::POLICY, "too many bad frames in a row");
         }
     }
 
     /// Closes for a reason the session found (unless a code was decided already: then
-    /// with that one).
-    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
-        if self.link.claim_close(code) {
+    /// with that one). The close frame follows the frames waiting, except for 4008 and
+    /// 4000, which drop them.
+    fn close(&mut self, code: u16, reason: &str) {
+        let (code, reason) = if self.link.claim_close(code) {
             self.shared.counters.closed_with(code);
-            self.write_close(ctx, code, reason);
-        } else {
-            self.close_as_decided(ctx);
-        }
-    }
-
-    /// Closes with the code decided in the link (by the hub, or earlier by the session).
-    fn close_as_decided(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        let code = self.link.close_code().unwrap_or(close::NORMAL);
-        self.write_close(ctx, code, close_reason(code));
-    }
-
-    fn write_close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::from(code),
-            description: Some(reason.to_owned()),
-        }));
-        ctx.stop();
-    }
-
-    fn tick(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        let now_ms = self.now_ms();
-        self.link.alive(now_ms);
-        if self.link.close_code().is_some() {
-            return self.close_as_decided(ctx);
-        }
-        let check = self.shared.liveness.session_check(
-            now_ms,
-            self.link.last_inbound(),
-            self.last_ping.elapsed(),
-        );
-        match check {
-            SessionCheck::TimedOut => self.close(
-                ctx,
-                close::HEARTBEAT_TIMEOUT,
-                close_reason(close::HEARTBEAT_TIMEOUT),
-            ),
-            SessionCheck::Ping => {
-                self.last_ping = Instant::now();
-                ctx.ping(b"");
+            if code == close::SLOW_CONSUMER {
+                tracing::warn!(client_id = %self.client_id, "slow consumer: closing the session (4008)");
             }
-            SessionCheck::Quiet => {}
+            (code, reason)
+        } else {
+            let decided = self.link.close_code().unwrap_or(code);
+            (decided, close::reason(decided))
+        };
+        let graceful = !matches!(code, close::SLOW_CONSUMER | close::HEARTBEAT_TIMEOUT);
+        self.outlet
+            .close(encode::close_frame(Some(code), reason), !graceful);
+        self.closing();
+    }
+
+    /// The session is closing: it reads no more frames (it still drains its socket).
+    fn closing(&mut self) {
+        if self.closing_since.is_none() {
+            self.closing_since = Some(Instant::now());
+        }
+        self.busy = false;
+        self.reading.set_paused(false);
+    }
+
+    fn fail(&mut self, err: &FrameError) {
+        if err.close_code() == close::TOO_BIG {
+            self.close(close::TOO_BIG, "message over max_message_size");
+        } else {
+            self.close(err.close_code(), &err.to_string());
         }
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Decodes and handles the frames read, until one starts a request (the rest wait)
+    /// or none is whole.
+    fn read_frames(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            if self.closing_since.is_some() {
+                self.inbuf.clear();
+                break;
+            }
+            if self.busy {
+                break;
+            }
+            let frame = match self.decoder.decode(&mut self.inbuf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(err) => return self.fail(&err),
+            };
+            match self.assembler.push(frame) {
+                Ok(Some(incoming)) => self.on_incoming(incoming, ctx),
+                Ok(None) => {}
+                Err(err) => return self.fail(&err),
+            }
+        }
+        self.reading
+            .set_paused(self.busy && self.closing_since.is_none());
+    }
+
+    /// The request in flight was answered: go on with the frames that waited.
+    fn resume(&mut self, ctx: &mut Context<Self>) {
+        self.busy = false;
+        self.read_frames(ctx);
+    }
+
+    fn on_incoming(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
+        match incoming {
+            Incoming::Data {
+                text: false,
+                compressed: _,
+                payload: _,
+            } => self.binary(),
+            Incoming::Data {
+                text: true,
+                compressed,
+                payload,
+            } => {
+                let inflated;
+                let bytes: &[u8] = if compressed {
+                    match deflate::inflate(&payload, self.shared.config.max_message_size) {
+                        Ok(data) => {
+                            inflated = data;
+                            &inflated
+                        }
+                        Err(InflateError::TooBig { .. }) => {
+                            return self.close(close::TOO_BIG, "message over max_message_size")
+                        }
+                        Err(err) => return self.close(close::INVALID_DATA, &err.to_string()),
+                    }
+                } else {
+                    &payload
+                };
+                match check_text(bytes) {
+                    Ok(text) => {
+                        let text = text.to_owned();
+                        self.on_text(&text, ctx)
+                    }
+                    Err(err) => self.fail(&err),
+                }
+            }
+            Incoming::Ping(payload) => self.push(encode::control_frame(OpCode::Pong, &payload)),
+            Incoming::Pong(_) => {}
+            Incoming::Close(reason) => {
+                // Answer with the client's code when it may be sent back (RFC 6455 7.4),
+                // else 1000, dropping what waits: the client wants no more.
+                self.link.claim_close(close::NORMAL);
+                let code = reason.map(|(code, _)| code).filter(|&c| sendable(c));
+                self.outlet
+                    .close(encode::close_frame(code.or(Some(close::NORMAL)), ""), true);
+                self.closing();
+            }
+        }
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         if self.shared.config.enable_metrics {
             self.shared.counters.received.add(1);
         }
         match ClientFrame::parse(text) {
-            Err(refusal) => self.refuse(ctx, refusal),
-            Ok(ClientFrame::Ping { id }) => self.reply(ctx, ServerFrame::Pong { id }),
-            Ok(ClientFrame::Subscribe { topic, id }) => self.subscribe(ctx, topic, id),
-            Ok(ClientFrame::Unsubscribe { topic, id }) => {
-                if let Err(err) = check_topic(&topic, Pattern::parse) {
-                    return self.refuse(ctx, Refusal::new(id, ErrorCode::InvalidTopic, err));
-                }
-                let request = Unsubscribe {
-                    target: Target::Key(self.key),
-                    pattern: topic.clone(),
-                };
-                ctx.wait(self.hub.send(request).into_actor(self).map(
-                    move |answered, session, ctx| match answered {
-                        Ok(Answered {
-                            answer: true,
-                            queued,
-                        }) => session.reply_after_hub(ctx, queued, ServerFrame::Ack { id }),
-                        Ok(Answered { answer: false, .. }) => session.refuse(
-                            ctx,
-                            Refusal::new(
-                                id,
-                                ErrorCode::NotSubscribed,
-                                format!("not subscribed to {topic:?}"),
-                            ),
-                        ),
-                        Err(_) => session.refuse(ctx, unavailable(id)),
-                    },
-                ));
-            }
+            Err(refusal) => self.refuse(refusal),
+            Ok(ClientFrame::Ping { id }) => self.reply(ServerFrame::Pong { id }),
+            Ok(ClientFrame::Subscribe {
+                topic,
+                id,
+                conflate,
+            }) => self.subscribe(ctx, topic, id, conflate),
+            Ok(ClientFrame::Unsubscribe { topic, id }) => self.unsubscribe(ctx, topic, id),
             Ok(ClientFrame::Publish {
                 topic,
                 data,
                 priority,
                 id,
-            }) => {
-                let outcome = self.publish(&topic, data, priority.unwrap_or_default());
-                match outcome {
-                    Ok(()) => self.reply(ctx, ServerFrame::Ack { id }),
-                    Err((code, message)) => self.refuse(ctx, Refusal::new(id, code, message)),
-                }
-            }
+            }) => self.publish(ctx, &topic, data, priority.unwrap_or_default(), id),
         }
+    }
+
+    /// The encoded `ack` of a request, for the hub to push.
+    fn ack(id: &Option<serde_json::Value>) -> Bytes {
+        let json = ServerFrame::Ack { id: id.clone() }.to_json();
+        encode::data_frame(true, false, json.as_bytes())
     }
 
     fn subscribe(
         &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
         topic: String,
         id: Option<serde_json::Value>,
+        conflate: bool,
     ) {
         let pattern = match check_topic(&topic, Pattern::parse) {
             Ok(p) => p,
-            Err(err) => return self.refuse(ctx, Refusal::new(id, ErrorCode::InvalidTopic, err)),
+            Err(err) => return self.refuse(Refusal::new(id, ErrorCode::InvalidTopic, err)),
         };
         if !self.permissions.may_subscribe(&pattern) {
             let message = format!("this token may not subscribe to {topic:?}");
-            return self.refuse(ctx, Refusal::new(id, ErrorCode::Forbidden, message));
+            return self.refuse(Refusal::new(id, ErrorCode::Forbidden, message));
         }
         let request = Subscribe {
             target: Target::Key(self.key),
             pattern,
+            conflate,
+            ack: Some(Self::ack(&id)),
         };
-        ctx.wait(
+        self.busy = true;
+        ctx.spawn(
             self.hub
                 .send(request)
                 .into_actor(self)
-                .map(move |answer, session, ctx| match answer {
-                    Ok(Ok(Answered { queued, .. })) => {
-                        session.reply_after_hub(ctx, queued, ServerFrame::Ack { id })
+                .map(move |answer, session, ctx| {
+                    match answer {
+                        Ok(Ok(())) => {
+                            session.errors_in_a_row = 0;
+                            session.count_sent();
+                        }
+                        Ok(Err(err @ ClientSubscribeError::TooManySubscriptions(_))) => session
+                            .refuse(Refusal::new(
+                                id,
+                                ErrorCode::TooManySubscriptions,
+                                err.to_string(),
+                            )),
+                        Ok(Err(_)) | Err(_) => session.refuse(unavailable(id)),
                     }
-                    Ok(Err(err @ ClientSubscribeError::TooManySubscriptions(_))) => session.refuse(
-                        ctx,
-                        Refusal::new(id, ErrorCode::TooManySubscriptions, err.to_string()),
-                    ),
-                    Ok(Err(_)) | Err(_) => session.refuse(ctx, unavailable(id)),
+                    session.resume(ctx);
                 }),
         );
     }
 
-    /// A client publish into the MessageQueue, or why not.
+    fn unsubscribe(
+        &mut self,
+        ctx: &mut Context<Self>,
+        topic: String,
+        id: Option<serde_json::Value>,
+    ) {
+        if let Err(err) = check_topic(&topic, Pattern::parse) {
+            return self.refuse(Refusal::new(id, ErrorCode::InvalidTopic, err));
+        }
+        let request = Unsubscribe {
+            target: Target::Key(self.key),
+            pattern: topic.clone(),
+            ack: Some(Self::ack(&id)),
+        };
+        self.busy = true;
+        ctx.spawn(
+            self.hub
+                .send(request)
+                .into_actor(self)
+                .map(move |answered, session, ctx| {
+                    match answered {
+                        Ok(true) => {
+                            session.errors_in_a_row = 0;
+                            session.count_sent();
+                        }
+                        Ok(false) => session.refuse(Refusal::new(
+                            id,
+                            ErrorCode::NotSubscribed,
+                            format!("not subscribed to {topic:?}"),
+                        )),
+                        Err(_) => session.refuse(unavailable(id)),
+                    }
+                    session.resume(ctx);
+                }),
+        );
+    }
+
+    /// A client publish into the MessageQueue. Without room at once, the session stops
+    /// reading (see the module docs) and waits for room up to `default_timeout`.
     fn publish(
-        &self,
+        &mut self,
+        ctx: &mut Context<Self>,
         topic: &str,
         data: serde_json::Value,
         priority: crate::Priority,
-    ) -> Result<(), (ErrorCode, String)> {
+        id: Option<serde_json::Value>,
+    ) {
         let queue = match &self.shared.queue {
-            Some(queue) if self.shared.config.allow_client_publish => queue,
+            Some(queue) if self.shared.config.allow_client_publish => queue.clone(),
             _ => {
-                return Err((
+                return self.refuse(Refusal::new(
+                    id,
                     ErrorCode::PublishNotAllowed,
-                    "clients may not publish on this service".into(),
+                    "clients may not publish on this service",
                 ))
             }
         };
-        check_topic(topic, crate::validate_name).map_err(|err| (ErrorCode::InvalidTopic, err))?;
+        if let Err(err) = check_topic(topic, crate::validate_name) {
+            return self.refuse(Refusal::new(id, ErrorCode::InvalidTopic, err));
+        }
         if !self.permissions.may_publish(topic) {
-            return Err((
-                ErrorCode::Forbidden,
-                format!("this token may not publish to {topic:?}"),
-            ));
+            let message = format!("this token may not publish to {topic:?}");
+            return self.refuse(Refusal::new(id, ErrorCode::Forbidden, message));
         }
-        match queue.try_publish(topic, data, priority) {
-            Ok(_) => Ok(()),
-            Err(err @ TryPublishError::QueueFull(_)) => {
-                Err((ErrorCode::QueueFull, err.to_string()))
-            }
-            Err(err @ TryPublishError::InvalidName(..)) => {
-                Err((ErrorCode::InvalidTopic, err.to_string()))
-            }
-            Err(err) => Err((ErrorCode::Unavailable, err.to_string())),
-        }
+        let message = match queue.try_publish(topic, data, priority) {
+            Ok(_) => return self.reply(ServerFrame::Ack { id }),
+            Err(TryPublishError::QueueFull(message)) => message,
+            Err(err) => return self.refuse(publish_refusal(id, err.into())),
+        };
+        self.busy = true;
+        self.reading.set_paused(true);
+        ctx.spawn(
+            async move { queue.publish_message(message).await }
+                .into_actor(self)
+                .map(move |outcome, session, ctx| {
+                    match outcome {
+                        Ok(_) => session.reply(ServerFrame::Ack { id }),
+                        Err(err) => session.refuse(publish_refusal(id, err)),
+                    }
+                    session.resume(ctx);
+                }),
+        );
     }
 
-    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
-        let (chunk, last) = match item {
-            Item::FirstText(bytes) | Item::FirstBinary(bytes) if self.fragments.is_some() => {
-                let _ = bytes;
-                return self.close(
-                    ctx,
-                    close::PROTOCOL_ERROR,
-                    "a new message began inside a fragmented one",
-                );
-            }
-            Item::FirstText(bytes) => {
-                self.fragments = Some(Fragments::Text(bytes.to_vec()));
-                return;
-            }
-            Item::FirstBinary(bytes) => {
-                self.fragments = Some(Fragments::Binary(bytes.len()));
-                return;
-            }
-            Item::Continue(bytes) => (bytes, false),
-            Item::Last(bytes) => (bytes, true),
-        };
-        let max = self.shared.config.max_message_size;
-        let size = match &mut self.fragments {
-            None => {
-                return self.close(
-                    ctx,
-                    close::PROTOCOL_ERROR,
-                    "a continuation frame without a first frame",
-                )
-            }
-            Some(Fragments::Text(buf)) => {
-                buf.extend_from_slice(&chunk);
-                buf.len()
-            }
-            Some(Fragments::Binary(size)) => {
-                *size += chunk.len();
-                *size
-            }
-        };
-        if size > max {
-            return self.close(ctx, close::TOO_BIG, "message over max_message_size");
-        }
-        if !last {
-            return;
-        }
-        match self.fragments.take() {
-            Some(Fragments::Text(buf)) => match std::str::from_utf8(&buf) {
-                Ok(text) => self.on_text(text, ctx),
-                Err(_) => self.close(ctx, close::INVALID_DATA, "a text message that is not UTF-8"),
-            },
-            _ => self.binary(ctx),
-        }
-    }
-
-    fn binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn binary(&mut self) {
         if self.shared.config.enable_metrics {
             self.shared.counters.received.add(1);
         }
-        let refusal = Refusal::new(
+        self.refuse(Refusal::new(
             None,
             ErrorCode::BinaryNotSupported,
             "binary frames are not supported: send JSON text",
-        );
-        self.refuse(ctx, refusal);
+        ));
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        if self.outlet.is_closed() {
+            // Closed by the hub (or by the session: then `closing_since` is set).
+            self.closing();
+        }
+        let check = self.shared.liveness.session_check(Observed {
+            now_ms: self.now_ms(),
+            last_inbound: self.link.last_inbound(),
+            since_ping: self.last_ping.elapsed(),
+            stalled: self.outlet.stalled_for(now),
+            closing: self.closing_since.map(|since| now - since),
+        });
+        match check {
+            SessionCheck::Quiet => {}
+            SessionCheck::Ping => {
+                self.last_ping = now;
+                self.push(encode::control_frame(OpCode::Ping, b""));
+            }
+            SessionCheck::TimedOut => self.close(
+                close::HEARTBEAT_TIMEOUT,
+                close::reason(close::HEARTBEAT_TIMEOUT),
+            ),
+            SessionCheck::Stalled => {
+                self.close(close::SLOW_CONSUMER, close::reason(close::SLOW_CONSUMER))
+            }
+            SessionCheck::Cut => {
+                self.shared.counters.cut.fetch_add(1, Ordering::Relaxed);
+                if self.link.cut() {
+                    tracing::warn!(client_id = %self.client_id, "session did not close in time: TCP connection reset");
+                } else {
+                    tracing::warn!(
+                        client_id = %self.client_id,
+                        "session did not close in time and its socket is unknown (register tickwire::websocket::on_connect on the HttpServer); ending it"
+                    );
+                }
+                ctx.stop();
+            }
+        }
     }
 }
 
-/// The reason sent with a close the server decided.
-fn close_reason(code: u16) -> &'static str {
-    match code {
-        close::SLOW_CONSUMER => "slow consumer: too many messages waiting",
-        close::HEARTBEAT_TIMEOUT => "no frame from the client within connection_timeout",
-        close::GOING_AWAY => "the service is stopping",
-        _ => "closed by the server",
-    }
+/// The refusal of a client publish the MessageQueue did not take.
+fn publish_refusal(id: Option<serde_json::Value>, err: PublishError<Message>) -> Refusal {
+    let code = match &err {
+        PublishError::QueueFull(_) => ErrorCode::QueueFull,
+        PublishError::InvalidName(..) => ErrorCode::InvalidTopic,
+        _ => ErrorCode::Unavailable,
+    };
+    Refusal::new(id, code, err.to_string())
 }
 
 /// A client's topic or pattern, checked by `parse` (which also bounds its length: see
@@ -501,22 +674,29 @@ fn unavailable(id: Option<serde_json::Value>) -> Refusal {
 }
 
 impl Actor for Session {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let (out, queue) = mpsc::channel(self.shared.config.send_buffer);
-        let queue = Rc::new(RefCell::new(queue));
-        self.outbound = Some(queue.clone());
-        ctx.add_stream(futures_util::stream::poll_fn(move |cx| {
-            queue.borrow_mut().poll_recv(cx)
-        }));
+        if let Some(payload) = self.payload.take() {
+            ctx.add_stream(Inbound {
+                payload,
+                gate: self.reading.clone(),
+            });
+        }
+        let outlet = self.outlet.clone();
+        ctx.spawn(
+            async move { outlet.finished().await }
+                .into_actor(self)
+                .map(|(), _, ctx| ctx.stop()),
+        );
         let connect = Connect {
             key: self.key,
             client_id: self.client_id.clone(),
-            out,
+            outlet: self.outlet.clone(),
             link: self.link.clone(),
+            deflate: self.deflate.map(|agreed| agreed.server_max_window_bits),
         };
-        ctx.wait(
+        ctx.spawn(
             self.hub
                 .send(connect)
                 .into_actor(self)
@@ -526,10 +706,10 @@ impl Actor for Session {
                             &session.client_id,
                             session.shared.config.heartbeat_interval,
                         );
-                        session.send_text(ctx, welcome.to_json());
+                        session.send_json(&welcome.to_json());
+                        session.resume(ctx);
                     } else {
-                        session.link.claim_close(close::GOING_AWAY);
-                        session.close_as_decided(ctx);
+                        session.close(close::GOING_AWAY, close::reason(close::GOING_AWAY));
                     }
                 }),
         );
@@ -537,61 +717,38 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // The body ends now if it has not (the connection is cut, or gone).
+        self.outlet.abort();
         // Free the slot first: once the hub has every Disconnect, the count is right.
         self.slot.take();
+        self.compressed.take();
         self.hub.do_send(Disconnect { key: self.key });
     }
 }
 
-impl StreamHandler<Outbound> for Session {
-    fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
-        self.on_outbound(msg, ctx);
-    }
-
-    /// The hub let go of the session (it is forgetting it): nothing more will come, and
-    /// the session ends by its own rules.
-    fn finished(&mut self, _: &mut Self::Context) {}
-}
-
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
-    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        self.link.inbound(self.now_ms());
+impl StreamHandler<Result<Bytes, PayloadError>> for Session {
+    fn handle(&mut self, item: Result<Bytes, PayloadError>, ctx: &mut Self::Context) {
         match item {
-            Ok(ws::Message::Text(_) | ws::Message::Binary(_)) if self.fragments.is_some() => self
-                .close(
-                    ctx,
-                    close::PROTOCOL_ERROR,
-                    "a new message began inside a fragmented one",
-                ),
-            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(_)) => self.binary(ctx),
-            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => {
-                // Answer with the client's code when it may be sent back (RFC 6455 7.4),
-                // else 1000; then stop.
-                self.link.claim_close(close::NORMAL);
-                let code = reason.map(|r| u16::from(r.code)).filter(|&c| sendable(c));
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::from(code.unwrap_or(close::NORMAL)),
-                    description: None,
-                }));
+            Ok(bytes) => {
+                self.link.inbound(self.now_ms());
+                if self.closing_since.is_some() {
+                    return; // drained, not read
+                }
+                self.inbuf.extend_from_slice(&bytes);
+                self.read_frames(ctx);
+            }
+            // The connection broke: nobody to close with.
+            Err(_) => {
+                self.outlet.abort();
                 ctx.stop();
             }
-            Err(ws::ProtocolError::Overflow) => {
-                self.close(ctx, close::TOO_BIG, "frame over max_message_size")
-            }
-            // Text that is not UTF-8 (or the connection broke mid-frame).
-            Err(ws::ProtocolError::Io(err)) => {
-                self.close(ctx, close::INVALID_DATA, &err.to_string())
-            }
-            Err(err) => self.close(ctx, close::PROTOCOL_ERROR, &err.to_string()),
         }
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        // The client's side of the connection ended.
+        // The client's side of the connection ended: a closing session is done, and an
+        // open one has nobody to write to.
+        self.outlet.abort();
         ctx.stop();
     }
 }

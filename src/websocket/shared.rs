@@ -45,6 +45,12 @@ pub(crate) struct Counters {
     pub(crate) heartbeat_timeouts: AtomicU64,
     pub(crate) oversize: AtomicU64,
     pub(crate) cut: AtomicU64,
+    /// Bytes of frames queued to clients, as sent (compressed or not).
+    pub(crate) wire_bytes: StripedCounter,
+    /// The same frames' bytes had none been compressed.
+    pub(crate) uncompressed_bytes: StripedCounter,
+    /// Sessions open now that negotiated permessage-deflate.
+    pub(crate) compressed_sessions: AtomicU64,
 }
 
 impl Counters {

@@ -1,14 +1,16 @@
 //! The TCP socket of a WebSocket session: tuned for pushing small frames, and cut when
-//! the session's actor cannot run.
+//! its client takes nothing, not even a close frame.
 //!
-//! actix-web runs a WebSocket session inside the response body stream, and polls that
-//! stream only while the connection's write buffer has room. A client that stops reading
-//! therefore freezes its session actor: it cannot send a close frame, nor even notice a
-//! timer. The hub then resets the connection itself, through a duplicate of the socket's
-//! descriptor taken when the connection was accepted: register [`on_connect`] on the
-//! `HttpServer` (`HttpServer::new(..).on_connect(on_connect)`).
-//! Without it such a session is only forgotten by the hub (its memory stays bounded) and
-//! its connection lasts until the operating system gives up on it.
+//! A session's actor runs whether or not its client reads, and closes a stalled client
+//! itself (4008 after `write_timeout`). But actix-web's dispatcher polls a response body
+//! only while its write buffer has room, so it never ends a connection whose client has
+//! stopped reading: the close frame stays unwritten, and the connection with it. The
+//! session then cuts the connection itself, [`CLOSE_GRACE`](super::CLOSE_GRACE) after it
+//! started closing, through a duplicate of the socket's descriptor taken when the
+//! connection was accepted: register [`on_connect`] on the `HttpServer`
+//! (`HttpServer::new(..).on_connect(on_connect)`). Without it such a session still ends
+//! (its memory and its `max_connections` slot come back), and its connection lasts
+//! until the operating system gives up on it.
 //!
 //! The same duplicate sets, on the session's socket:
 //! - `TCP_NODELAY`: each frame leaves as it is written. With Nagle's algorithm a frame
@@ -17,13 +19,13 @@
 //! - on Linux, `TCP_USER_TIMEOUT` = `connection_timeout` plus
 //!   [`CLOSE_GRACE`](super::CLOSE_GRACE), so the kernel itself drops a connection whose
 //!   peer takes none of our data for that long, including after the session ended (its
-//!   close frame unsent), when the hub no longer watches it.
+//!   close frame unsent).
 //!
 //! Only plain TCP on Unix, over HTTP/1.1, is supported; on other transports (TLS, Unix
 //! sockets, other systems) `on_connect` records nothing, a warning is logged on the first
-//! WebSocket connection, and a client that stops reading holds its connection (and its
-//! `max_connections` slot) until the operating system gives up on it, which for an
-//! acknowledged zero window may be never. (There, `HttpServer::tcp_nodelay(true)` still
+//! WebSocket connection, and a client that stops reading holds its connection (not its
+//! session, nor its `max_connections` slot) until the operating system gives up on it,
+//! which for an acknowledged zero window may be never. (There, `HttpServer::tcp_nodelay(true)` still
 //! sets `TCP_NODELAY`.)
 
 use std::any::Any;
@@ -37,8 +39,9 @@ use actix_web::HttpRequest;
 #[derive(Clone, Debug)]
 struct ConnectionSocket(#[cfg_attr(not(unix), allow(dead_code))] Arc<socket2::Socket>);
 
-/// Records a duplicate of the connection's socket so the WebSocket service can reset the
-/// connection of a client that stops reading. Pass it to `HttpServer::on_connect`.
+/// Records a duplicate of the connection's socket so the WebSocket service can tune it
+/// and reset the connection of a client that takes nothing, not even a close frame.
+/// Pass it to `HttpServer::on_connect`.
 ///
 /// The duplicate is an owned descriptor of its own (`dup(2)`), made while actix-web holds
 /// the connection: nothing an app's middleware does can make it name another socket. It

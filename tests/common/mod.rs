@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 #[cfg(feature = "websocket")]
+pub mod raw;
+#[cfg(feature = "websocket")]
 pub mod ws;
 
 use std::time::Duration;

@@ -108,6 +108,9 @@ fn frame_problems(object: &Map<String, Value>) -> Vec<ErrorCode> {
                 Some(Value::String(_)) => {}
                 Some(_) => problems.push(ErrorCode::InvalidField),
             }
+            if kind == "subscribe" && expected_conflate(object.get("conflate")).is_err() {
+                problems.push(ErrorCode::InvalidField);
+            }
             if kind == "publish" {
                 if !object.contains_key("data") {
                     problems.push(ErrorCode::MissingField);
@@ -120,6 +123,15 @@ fn frame_problems(object: &Map<String, Value>) -> Vec<ErrorCode> {
         _ => problems.push(ErrorCode::UnknownType),
     }
     problems
+}
+
+/// The documented `conflate`: absent or null is false, else a boolean.
+fn expected_conflate(value: Option<&Value>) -> Result<bool, ()> {
+    match value {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(conflate)) => Ok(*conflate),
+        Some(_) => Err(()),
+    }
 }
 
 /// The documented `priority`: absent or null is none; 1..=4, or a level's name in any case.
@@ -149,10 +161,15 @@ fn check_accepted(object: &Map<String, Value>, id: Option<Value>, frame: &Client
     let kind = object.get("type").and_then(Value::as_str);
     let topic_in = || object.get("topic").and_then(Value::as_str);
     match frame {
-        ClientFrame::Subscribe { topic, id: got } => {
+        ClientFrame::Subscribe {
+            topic,
+            id: got,
+            conflate,
+        } => {
             assert_eq!(kind, Some("subscribe"));
             assert_eq!(Some(topic.as_str()), topic_in());
             assert_eq!(*got, id);
+            assert_eq!(Ok(*conflate), expected_conflate(object.get("conflate")));
         }
         ClientFrame::Unsubscribe { topic, id: got } => {
             assert_eq!(kind, Some("unsubscribe"));

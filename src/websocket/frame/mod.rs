@@ -94,7 +94,7 @@ pub(crate) mod message;
 
 pub(crate) use decode::Decoder;
 use mask::apply_mask;
-pub(crate) use message::{Assembler, Incoming};
+pub(crate) use message::{check_text, Assembler, Incoming};
 
 /// Close code 1002: the peer broke the protocol.
 pub(crate) const CLOSE_PROTOCOL_ERROR: u16 = 1002;
