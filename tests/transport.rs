@@ -328,6 +328,70 @@ async fn a_client_publish_into_a_full_queue_waits_for_room_instead_of_failing() 
 }
 
 #[actix_rt::test]
+async fn a_client_publish_that_finds_no_room_within_default_timeout_gets_queue_full() {
+    let queue = MessageQueue::start(MessageQueueConfig {
+        max_size: 1,
+        default_timeout: Duration::from_millis(300),
+        ..MessageQueueConfig::default()
+    })
+    .unwrap();
+    let (gate_tx, gate) = tokio::sync::watch::channel(false);
+    queue
+        .subscribe("orders.new", move |_| {
+            let mut gate = gate.clone();
+            async move {
+                let _ = gate.wait_for(|open| *open).await;
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let cfg = WebSocketServiceConfig {
+        allow_client_publish: true,
+        ..config()
+    };
+    let ws = WebSocketService::builder(cfg)
+        .publish_to(queue.clone())
+        .start()
+        .unwrap();
+    let server = Server::start(ws);
+    let addr = server.addr;
+    let replies = blocking(move || {
+        let mut client = RawClient::connect(addr, "", None);
+        assert_eq!(client.json()["type"], "welcome");
+        // The first is taken by the held handler, the second fills the queue, the third
+        // waits default_timeout and is refused; the session stays open.
+        let mut replies = Vec::new();
+        for n in 0..3 {
+            client
+                .send_json(&json!({"type": "publish", "topic": "orders.new", "data": n, "id": n}));
+            replies.push(client.json());
+        }
+        client.send_json(&json!({"type": "ping", "id": "p"}));
+        replies.push(client.json());
+        replies
+    })
+    .await;
+    let shape: Vec<(Value, Value)> = replies
+        .iter()
+        .map(|r| (r["type"].clone(), r["code"].clone()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (json!("ack"), Value::Null),
+            (json!("ack"), Value::Null),
+            (json!("error"), json!("queue_full")),
+            (json!("pong"), Value::Null),
+        ],
+        "{replies:?}"
+    );
+    gate_tx.send(true).unwrap();
+    server.shutdown().await;
+    queue.stop().await;
+}
+
+#[actix_rt::test]
 async fn a_client_close_is_answered_with_its_code_at_once() {
     // A tick of 1 s (the default timeouts): the close must not wait for it.
     let server = Server::start(WebSocketService::start(config()).unwrap());

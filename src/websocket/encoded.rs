@@ -93,3 +93,57 @@ impl Encoded<'_> {
         encode::header_len(self.text.len()) + self.text.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wordy(size: usize) -> Vec<u8> {
+        "bid ask last volume ".bytes().cycle().take(size).collect()
+    }
+
+    #[test]
+    fn a_message_is_compressed_once_per_window_and_shared() {
+        let mut compression = Compression::new(1, 256);
+        let text = wordy(4000);
+        let mut encoded = compression.encode(&text);
+        let a = encoded.for_session(Some(15));
+        let b = encoded.for_session(Some(15));
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "the same bytes, not compressed again"
+        );
+        assert_eq!(a[0], 0xC1, "FIN, RSV1, text");
+        assert!(a.len() < text.len() / 4);
+        let narrow = encoded.for_session(Some(10));
+        assert_ne!(narrow.as_ptr(), a.as_ptr(), "another window, its own bytes");
+        assert_eq!(narrow[0], 0xC1);
+        let plain = encoded.for_session(None);
+        assert_eq!(plain[0], 0x81, "FIN, text, RSV1 clear");
+        assert_eq!(plain.len(), encoded.plain_len());
+        assert_eq!(&plain[plain.len() - text.len()..], &text[..]);
+        assert_eq!(encoded.plain().as_ptr(), plain.as_ptr());
+    }
+
+    #[test]
+    fn small_and_incompressible_messages_go_plain_to_compressing_sessions() {
+        let mut compression = Compression::new(1, 256);
+        let small = wordy(255);
+        let frame = compression.encode(&small).for_session(Some(15));
+        assert_eq!(frame[0], 0x81);
+        // Random bytes: deflate makes them bigger.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..4000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let frame = compression.encode(&noise).for_session(Some(15));
+        assert_eq!(frame[0], 0x81);
+        assert_eq!(&frame[frame.len() - noise.len()..], &noise[..]);
+    }
+}

@@ -737,18 +737,24 @@ impl StreamHandler<Result<Bytes, PayloadError>> for Session {
                 self.inbuf.extend_from_slice(&bytes);
                 self.read_frames(ctx);
             }
-            // The connection broke: nobody to close with.
-            Err(_) => {
-                self.outlet.abort();
-                ctx.stop();
-            }
+            // The connection broke.
+            Err(_) => self.client_gone(ctx),
         }
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        // The client's side of the connection ended: a closing session is done, and an
-        // open one has nobody to write to.
-        self.outlet.abort();
-        ctx.stop();
+        self.client_gone(ctx);
+    }
+}
+
+impl Session {
+    /// The client's side of the connection ended. An open session has nobody to write
+    /// to: it ends. A closing one waits for its close frame to be taken (a client that
+    /// half-closed after its own close frame still gets the answer), as any close does.
+    fn client_gone(&mut self, ctx: &mut Context<Self>) {
+        if self.closing_since.is_none() {
+            self.outlet.abort();
+            ctx.stop();
+        }
     }
 }
