@@ -515,4 +515,87 @@ mod tests {
         assert_eq!(concat(&taken).len(), TAKE_AT_ONCE.div_ceil(1000) * 1000);
         assert_eq!(outlet.queued_bytes(), 200_000 - concat(&taken).len());
     }
+
+    /// Wakes a parked thread (the body's poller in the stress test).
+    struct Unpark(std::thread::Thread);
+
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    #[test]
+    fn a_pusher_thread_and_a_taker_thread_lose_duplicate_and_reorder_nothing() {
+        // Frames are 9 bytes: a kind byte ('n' plain, or the conflation key), then the
+        // sequence number. Plain frames must all arrive in order; each key's frames in
+        // increasing order, its last one included.
+        const N: u64 = 200_000;
+        let outlet = Outlet::new(1 << 16);
+        let keys: [Arc<str>; 2] = ["a".into(), "b".into()];
+        let taker = {
+            let outlet = outlet.clone();
+            std::thread::spawn(move || {
+                let mut body = outlet.body();
+                let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+                let mut cx = Context::from_waker(&waker);
+                let mut got = Vec::new();
+                loop {
+                    match Pin::new(&mut body).poll_next(&mut cx) {
+                        Poll::Ready(Some(Ok(frame))) => got.push(frame),
+                        Poll::Ready(None) => return got,
+                        Poll::Pending => std::thread::park(),
+                    }
+                }
+            })
+        };
+        let frame = |kind: u8, n: u64| {
+            let mut bytes = vec![kind];
+            bytes.extend_from_slice(&n.to_be_bytes());
+            Bytes::from(bytes)
+        };
+        let mut pushed_plain = 0u64;
+        for n in 0..N {
+            let outcome = if n % 3 == 0 {
+                let key = &keys[(n / 3 % 2) as usize];
+                outlet.push_conflated(key, frame(key.as_bytes()[0], n))
+            } else {
+                loop {
+                    match outlet.push(frame(b'n', n)) {
+                        Pushed::OverBudget => std::thread::yield_now(),
+                        other => break other,
+                    }
+                }
+            };
+            assert_ne!(outcome, Pushed::Closed);
+            if n % 3 != 0 {
+                pushed_plain += 1;
+            }
+        }
+        assert!(outlet.close(frame(b'c', N), false));
+        let got = taker.join().unwrap();
+        let mut plain = Vec::new();
+        let mut per_key: HashMap<u8, Vec<u64>> = HashMap::new();
+        for f in &got[..got.len() - 1] {
+            let n = u64::from_be_bytes(f[1..9].try_into().unwrap());
+            match f[0] {
+                b'n' => plain.push(n),
+                key => per_key.entry(key).or_default().push(n),
+            }
+        }
+        assert_eq!(got.last().map(|f| f[0]), Some(b'c'), "the close frame last");
+        assert_eq!(plain.len() as u64, pushed_plain);
+        assert!(
+            plain.windows(2).all(|w| w[0] < w[1]),
+            "plain in order, once each"
+        );
+        for (index, key) in [b'a', b'b'].into_iter().enumerate() {
+            let seen = &per_key[&key];
+            assert!(seen.windows(2).all(|w| w[0] < w[1]), "{key} in order");
+            let last = (0..N)
+                .filter(|n| n % 3 == 0 && n / 3 % 2 == index as u64)
+                .max();
+            assert_eq!(seen.last().copied(), last, "{key}'s latest arrived");
+        }
+    }
 }
