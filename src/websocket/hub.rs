@@ -37,9 +37,10 @@ use super::ClientSubscribeError;
 use crate::util::rate::RateWindow;
 use crate::Pattern;
 
-/// A session is up. Answers false when the service is stopping.
+/// A session is up: the hub pushes its `welcome` (and, when the service is stopping,
+/// closes it with 1001 at once, tracking it until it is gone).
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "()")]
 pub(crate) struct Connect {
     pub(crate) key: u64,
     pub(crate) client_id: Arc<str>,
@@ -47,6 +48,9 @@ pub(crate) struct Connect {
     pub(crate) link: Arc<SessionLink>,
     /// The permessage-deflate window the session agreed on, if it compresses.
     pub(crate) deflate: Option<u8>,
+    /// The session's `welcome` frame: the hub pushes it first, before anything can be
+    /// routed to the session.
+    pub(crate) welcome: Bytes,
 }
 
 /// A session stopped.
@@ -62,14 +66,15 @@ pub(crate) enum Target {
     Client(String),
 }
 
-/// Adds a subscription. From a session, `ack` is its `ack` frame: the hub pushes it
-/// into the session's outlet once the subscription is in the routing.
+/// Adds a subscription (`conflate`: see [`Router::subscribe`]). From a session, `ack`
+/// is its `ack` frame: the hub pushes it into the session's outlet, as a barrier, once
+/// the subscription is in the routing.
 #[derive(Message)]
 #[rtype(result = "Result<(), ClientSubscribeError>")]
 pub(crate) struct Subscribe {
     pub(crate) target: Target,
     pub(crate) pattern: Pattern,
-    pub(crate) conflate: bool,
+    pub(crate) conflate: Option<bool>,
     pub(crate) ack: Option<Bytes>,
 }
 
@@ -151,17 +156,21 @@ impl Hub {
         }
     }
 
-    /// Pushes a session's `ack` (if any) into its outlet; one over the budget closes it
-    /// as a slow consumer.
-    fn push_ack(&mut self, key: u64, ack: Option<Bytes>) {
-        let Some(ack) = ack else {
+    /// The session's subscriptions changed: no conflated frame may replace one queued
+    /// before now; then its `ack` (if any) goes, a barrier. An `ack` over the budget
+    /// closes the session as a slow consumer.
+    fn subscriptions_changed(&mut self, key: u64, ack: Option<Bytes>) {
+        let Some(entry) = self.sessions.get(&key) else {
             return;
         };
-        let over = self
-            .sessions
-            .get(&key)
-            .is_some_and(|entry| entry.outlet.push(ack) == Pushed::OverBudget);
-        if over {
+        let pushed = match ack {
+            Some(ack) => entry.outlet.push_barrier(ack),
+            None => {
+                entry.outlet.barrier();
+                Pushed::Queued
+            }
+        };
+        if pushed == Pushed::OverBudget {
             self.close(key, close::SLOW_CONSUMER);
         }
     }
@@ -190,7 +199,8 @@ impl Hub {
             route.iter().any(|r| r.conflate).then(|| topic.into());
         let mut encoded = self.compression.encode(text.as_bytes());
         let plain_len = encoded.plain_len();
-        let (mut queued, mut wire) = (0, 0);
+        // Sessions reached, frames newly queued (a replacement is not one), their bytes.
+        let (mut queued, mut frames, mut wire) = (0, 0, 0);
         let mut slow = Vec::new();
         for routed in route.iter() {
             let Some(entry) = self.sessions.get(&routed.key) else {
@@ -200,13 +210,16 @@ impl Hub {
             let len = frame.len();
             let pushed = match &conflation_key {
                 Some(key) if routed.conflate => entry.outlet.push_conflated(key, frame),
-                _ => entry.outlet.push(frame),
+                _ => entry.outlet.push(frame, Some(topic)),
             };
             match pushed {
-                Pushed::Queued | Pushed::Replaced => {
+                Pushed::Queued => {
                     queued += 1;
+                    frames += 1;
                     wire += len;
                 }
+                // It takes the place of one counted already.
+                Pushed::Replaced => queued += 1,
                 Pushed::OverBudget => slow.push(routed.key),
                 // The session is closing; its Disconnect is on the way.
                 Pushed::Closed => {}
@@ -214,9 +227,9 @@ impl Hub {
         }
         if self.shared.config.enable_metrics {
             let counters = &self.shared.counters;
-            counters.sent.add(queued as u64);
+            counters.sent.add(frames as u64);
             counters.wire_bytes.add(wire as u64);
-            counters.uncompressed_bytes.add((plain_len * queued) as u64);
+            counters.uncompressed_bytes.add((plain_len * frames) as u64);
         }
         for key in slow {
             self.close(key, close::SLOW_CONSUMER);
@@ -275,15 +288,14 @@ impl Actor for Hub {
 }
 
 impl Handler<Connect> for Hub {
-    type Result = bool;
+    type Result = ();
 
-    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> bool {
-        if self.shared.stopping.load(Ordering::Acquire) {
-            return false;
-        }
-        self.by_client.insert(msg.client_id.clone(), msg.key);
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
+        let key = msg.key;
+        msg.outlet.push(msg.welcome, None);
+        self.by_client.insert(msg.client_id.clone(), key);
         self.sessions.insert(
-            msg.key,
+            key,
             Entry {
                 client_id: msg.client_id,
                 outlet: msg.outlet,
@@ -292,7 +304,10 @@ impl Handler<Connect> for Hub {
                 closing: false,
             },
         );
-        true
+        if self.shared.stopping.load(Ordering::Acquire) {
+            // Tracked until gone, so that `stop` waits for it too.
+            self.close(key, close::GOING_AWAY);
+        }
     }
 }
 
@@ -323,7 +338,7 @@ impl Handler<Subscribe> for Hub {
             _ => return Err(ClientSubscribeError::Stopped),
         }
         self.router.subscribe(key, &msg.pattern, msg.conflate)?;
-        self.push_ack(key, msg.ack);
+        self.subscriptions_changed(key, msg.ack);
         Ok(())
     }
 }
@@ -337,7 +352,7 @@ impl Handler<Unsubscribe> for Hub {
         };
         let removed = self.router.unsubscribe(key, &msg.pattern);
         if removed {
-            self.push_ack(key, msg.ack);
+            self.subscriptions_changed(key, msg.ack);
         }
         removed
     }

@@ -268,7 +268,7 @@ impl WebSocketService {
         let message = Subscribe {
             target: Target::Client(client_id.to_owned()),
             pattern,
-            conflate: false,
+            conflate: None,
             ack: None,
         };
         match self.hub.send(message).await {

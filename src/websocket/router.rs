@@ -113,15 +113,16 @@ impl Router {
         }
     }
 
-    /// Subscribes session `key` to `pattern`, conflated or not. Ok(true) if the
-    /// subscription is new, Ok(false) if the session had it already (even at the bound:
-    /// its `conflate` is then updated); an error if the session holds
+    /// Subscribes session `key` to `pattern`, conflated or not (`None`: as it is, for a
+    /// subscription the session has; not, for a new one). Ok(true) if the subscription
+    /// is new, Ok(false) if the session had it already (even at the bound: its
+    /// `conflate` is then updated when given); an error if the session holds
     /// [`Bounds::subscriptions`] others.
     pub(crate) fn subscribe(
         &mut self,
         key: u64,
         pattern: &Pattern,
-        conflate: bool,
+        conflate: Option<bool>,
     ) -> Result<bool, ClientSubscribeError> {
         let text = pattern.as_str();
         if let Some(flag) = self
@@ -129,11 +130,14 @@ impl Router {
             .get_mut(&key)
             .and_then(|mine| mine.get_mut(text))
         {
-            if std::mem::replace(flag, conflate) != conflate {
-                self.routes_changed();
+            if let Some(conflate) = conflate {
+                if std::mem::replace(flag, conflate) != conflate {
+                    self.routes_changed();
+                }
             }
             return Ok(false);
         }
+        let conflate = conflate.unwrap_or(false);
         if self.sessions.get(&key).map_or(0, HashMap::len) >= self.bounds.subscriptions {
             return Err(ClientSubscribeError::TooManySubscriptions(
                 self.bounds.subscriptions,
@@ -317,7 +321,7 @@ mod tests {
         let mut router = Router::new();
         for &(key, text) in subscriptions {
             assert_eq!(
-                router.subscribe(key, &pattern(text), false),
+                router.subscribe(key, &pattern(text), None),
                 Ok(true),
                 "{key} {text}"
             );
@@ -382,8 +386,8 @@ mod tests {
     #[test]
     fn subscribing_twice_is_one_subscription() {
         let mut router = Router::new();
-        assert_eq!(router.subscribe(1, &pattern("a.*"), false), Ok(true));
-        assert_eq!(router.subscribe(1, &pattern("a.*"), false), Ok(false));
+        assert_eq!(router.subscribe(1, &pattern("a.*"), None), Ok(true));
+        assert_eq!(router.subscribe(1, &pattern("a.*"), None), Ok(false));
         assert_eq!(router.sessions[&1].len(), 1);
         assert_eq!(route(&mut router, "a.b"), [1]);
         assert!(router.unsubscribe(1, "a.*"));
@@ -431,9 +435,9 @@ mod tests {
         let mut router = Router::new();
         assert_eq!(route(&mut router, "a"), [] as [u64; 0]);
         assert_eq!(held(&router), (0, 0, 0, 1), "cached as going to nobody");
-        router.subscribe(2, &pattern("a"), false).unwrap();
+        router.subscribe(2, &pattern("a"), None).unwrap();
         assert_eq!(route(&mut router, "a"), [2]);
-        router.subscribe(1, &pattern(">"), false).unwrap();
+        router.subscribe(1, &pattern(">"), None).unwrap();
         assert_eq!(route(&mut router, "a"), [1, 2]);
         assert_eq!(held(&router), (2, 2, 1, 0), "cached as going to 1 and 2");
         assert!(router.unsubscribe(2, "a"));
@@ -448,26 +452,26 @@ mod tests {
             subscriptions: 2,
             ..Bounds::default()
         });
-        assert_eq!(router.subscribe(1, &pattern("a"), false), Ok(true));
-        assert_eq!(router.subscribe(1, &pattern("b"), false), Ok(true));
+        assert_eq!(router.subscribe(1, &pattern("a"), None), Ok(true));
+        assert_eq!(router.subscribe(1, &pattern("b"), None), Ok(true));
         assert_eq!(
-            router.subscribe(1, &pattern("c"), false),
+            router.subscribe(1, &pattern("c"), None),
             Err(ClientSubscribeError::TooManySubscriptions(2))
         );
         assert_eq!(
-            router.subscribe(1, &pattern("a"), false),
+            router.subscribe(1, &pattern("a"), None),
             Ok(false),
             "held already"
         );
         assert_eq!(
-            router.subscribe(2, &pattern("c"), false),
+            router.subscribe(2, &pattern("c"), None),
             Ok(true),
             "per session"
         );
         assert_eq!(route(&mut router, "c"), [2]);
         assert!(router.unsubscribe(1, "b"));
         assert_eq!(
-            router.subscribe(1, &pattern("c"), false),
+            router.subscribe(1, &pattern("c"), None),
             Ok(true),
             "room again"
         );
@@ -479,12 +483,12 @@ mod tests {
         let mut router = Router::new();
         for n in 0..MAX_SUBSCRIPTIONS {
             assert_eq!(
-                router.subscribe(1, &pattern(&format!("t.{n}")), false),
+                router.subscribe(1, &pattern(&format!("t.{n}")), None),
                 Ok(true)
             );
         }
         assert_eq!(
-            router.subscribe(1, &pattern("one.more"), false),
+            router.subscribe(1, &pattern("one.more"), None),
             Err(ClientSubscribeError::TooManySubscriptions(
                 MAX_SUBSCRIPTIONS
             ))
@@ -501,7 +505,7 @@ mod tests {
             ..Bounds::default()
         });
         assert_eq!(
-            router.subscribe(1, &pattern("a"), false),
+            router.subscribe(1, &pattern("a"), None),
             Err(ClientSubscribeError::TooManySubscriptions(0))
         );
         assert_eq!(held(&router), (0, 0, 0, 0));
@@ -514,7 +518,7 @@ mod tests {
             unrouted: (100, 5),
             ..Bounds::default()
         });
-        router.subscribe(1, &pattern("r.>"), false).unwrap();
+        router.subscribe(1, &pattern("r.>"), None).unwrap();
         assert_eq!(route(&mut router, "r.a"), [1]);
         assert_eq!(route(&mut router, "r.b"), [1]);
         assert_eq!(router.routes.len(), 2);
@@ -546,8 +550,8 @@ mod tests {
             seqs: (3, 1000),
             ..Bounds::default()
         });
-        router.subscribe(1, &pattern("a.>"), false).unwrap();
-        router.subscribe(2, &pattern("keep"), false).unwrap();
+        router.subscribe(1, &pattern("a.>"), None).unwrap();
+        router.subscribe(2, &pattern("keep"), None).unwrap();
         router.commit_seq("a.1", 4);
         router.commit_seq("a.2", 7);
         router.commit_seq("keep", 5);
@@ -568,7 +572,7 @@ mod tests {
             seqs: (4, 1000),
             ..Bounds::default()
         });
-        router.subscribe(1, &pattern(">"), false).unwrap();
+        router.subscribe(1, &pattern(">"), None).unwrap();
         for topic in ["t1", "t2", "t3", "t4"] {
             router.commit_seq(topic, 3);
         }
@@ -580,8 +584,8 @@ mod tests {
             seqs: (4, 1000),
             ..Bounds::default()
         });
-        router.subscribe(1, &pattern("s.>"), false).unwrap();
-        router.subscribe(2, &pattern("idle.>"), false).unwrap();
+        router.subscribe(1, &pattern("s.>"), None).unwrap();
+        router.subscribe(2, &pattern("idle.>"), None).unwrap();
         for topic in ["s.1", "s.2", "idle.1", "idle.2"] {
             router.commit_seq(topic, 3);
         }
@@ -594,11 +598,36 @@ mod tests {
             seqs: (100, 8),
             ..Bounds::default()
         });
-        router.subscribe(1, &pattern(">"), false).unwrap();
+        router.subscribe(1, &pattern(">"), None).unwrap();
         router.commit_seq("aaaa", 2);
         router.commit_seq("bbbb", 2);
         router.commit_seq("cc", 2);
         assert_eq!((router.seqs.len(), router.seqs.bytes()), (1, 2));
         assert_eq!(router.next_seq("aaaa"), 1);
+    }
+
+    #[test]
+    fn a_topic_is_conflated_for_a_session_only_if_all_its_matching_subscriptions_are() {
+        let mut router = Router::new();
+        let routed = |router: &mut Router, topic: &str| -> Vec<(u64, bool)> {
+            router
+                .route(topic)
+                .iter()
+                .map(|r| (r.key, r.conflate))
+                .collect()
+        };
+        router.subscribe(1, &pattern("px.*"), Some(true)).unwrap();
+        router.subscribe(2, &pattern("px.a"), None).unwrap();
+        assert_eq!(routed(&mut router, "px.a"), [(1, true), (2, false)]);
+        router.subscribe(1, &pattern("px.a"), None).unwrap();
+        assert_eq!(routed(&mut router, "px.a"), [(1, false), (2, false)]);
+        assert_eq!(routed(&mut router, "px.b"), [(1, true)]);
+        // Given again: the flag changes (and the cached routes with it); None keeps it.
+        assert_eq!(router.subscribe(1, &pattern("px.a"), Some(true)), Ok(false));
+        assert_eq!(routed(&mut router, "px.a"), [(1, true), (2, false)]);
+        assert_eq!(router.subscribe(1, &pattern("px.*"), None), Ok(false));
+        assert_eq!(routed(&mut router, "px.b"), [(1, true)]);
+        assert!(router.unsubscribe(1, "px.a"));
+        assert_eq!(routed(&mut router, "px.a"), [(1, true), (2, false)]);
     }
 }

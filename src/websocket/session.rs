@@ -93,6 +93,9 @@ pub(crate) struct Session {
     last_ping: Instant,
     /// When the session started closing (its close frame queued).
     closing_since: Option<Instant>,
+    /// The request's payload ended: the client's side is closed, or the connection is
+    /// gone (actix-web dropped it).
+    inbound_ended: bool,
     /// Given back when the session stops (before the hub hears of it).
     slot: Option<ConnectionSlot>,
     /// Counted in `compressed_sessions` while the session lives.
@@ -189,6 +192,7 @@ pub(crate) async fn upgrade(
         errors_in_a_row: 0,
         last_ping: Instant::now(),
         closing_since: None,
+        inbound_ended: false,
         slot: Some(slot),
         compressed,
     };
@@ -290,16 +294,22 @@ impl Session {
     }
 
     /// Queues a frame of the session's own; past the budget, the session is a slow
-    /// consumer.
-    fn push(&mut self, frame: Bytes) {
-        if self.outlet.push(frame) == Pushed::OverBudget {
-            self.close(close::SLOW_CONSUMER, close::reason(close::SLOW_CONSUMER));
+    /// consumer. True if it was queued.
+    fn push(&mut self, frame: Bytes) -> bool {
+        match self.outlet.push(frame, None) {
+            Pushed::Queued | Pushed::Replaced => true,
+            Pushed::OverBudget => {
+                self.close(close::SLOW_CONSUMER, close::reason(close::SLOW_CONSUMER));
+                false
+            }
+            Pushed::Closed => false,
         }
     }
 
     fn send_json(&mut self, json: &str) {
-        self.push(encode::data_frame(true, false, json.as_bytes()));
-        self.count_sent();
+        if self.push(encode::data_frame(true, false, json.as_bytes())) {
+            self.count_sent();
+        }
     }
 
     fn reply(&mut self, frame: ServerFrame) {
@@ -346,11 +356,7 @@ impl Session {
     }
 
     fn fail(&mut self, err: &FrameError) {
-        if err.close_code() == close::TOO_BIG {
-            self.close(close::TOO_BIG, "message over max_message_size");
-        } else {
-            self.close(err.close_code(), &err.to_string());
-        }
+        self.close(err.close_code(), &err.to_string());
     }
 
     /// Decodes and handles the frames read, until one starts a request (the rest wait)
@@ -379,19 +385,17 @@ impl Session {
             .set_paused(self.busy && self.closing_since.is_none());
     }
 
-    /// The request in flight was answered: go on with the frames that waited.
+    /// The request in flight was answered: go on with the frames that waited. (The
+    /// client was not silent meanwhile: the session was not reading.)
     fn resume(&mut self, ctx: &mut Context<Self>) {
         self.busy = false;
+        self.link.inbound(self.now_ms());
         self.read_frames(ctx);
     }
 
     fn on_incoming(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
         match incoming {
-            Incoming::Data {
-                text: false,
-                compressed: _,
-                payload: _,
-            } => self.binary(),
+            Incoming::Data { text: false, .. } => self.binary(),
             Incoming::Data {
                 text: true,
                 compressed,
@@ -413,22 +417,21 @@ impl Session {
                     &payload
                 };
                 match check_text(bytes) {
-                    Ok(text) => {
-                        let text = text.to_owned();
-                        self.on_text(&text, ctx)
-                    }
+                    Ok(text) => self.on_text(text, ctx),
                     Err(err) => self.fail(&err),
                 }
             }
-            Incoming::Ping(payload) => self.push(encode::control_frame(OpCode::Pong, &payload)),
+            Incoming::Ping(payload) => {
+                let _ = self.push(encode::control_frame(OpCode::Pong, &payload));
+            }
             Incoming::Pong(_) => {}
             Incoming::Close(reason) => {
-                // Answer with the client's code when it may be sent back (RFC 6455 7.4),
-                // else 1000, dropping what waits: the client wants no more.
+                // Echo the client's code (the assembler let through only codes that may
+                // be sent), or an empty close for an empty one (RFC 6455 5.5.1),
+                // dropping what waits: the client wants no more.
                 self.link.claim_close(close::NORMAL);
-                let code = reason.map(|(code, _)| code).filter(|&c| sendable(c));
-                self.outlet
-                    .close(encode::close_frame(code.or(Some(close::NORMAL)), ""), true);
+                let code = reason.map(|(code, _)| code);
+                self.outlet.close(encode::close_frame(code, ""), true);
                 self.closing();
             }
         }
@@ -457,8 +460,8 @@ impl Session {
     }
 
     /// The encoded `ack` of a request, for the hub to push.
-    fn ack(id: &Option<serde_json::Value>) -> Bytes {
-        let json = ServerFrame::Ack { id: id.clone() }.to_json();
+    fn ack(id: Option<serde_json::Value>) -> Bytes {
+        let json = ServerFrame::Ack { id }.to_json();
         encode::data_frame(true, false, json.as_bytes())
     }
 
@@ -480,8 +483,8 @@ impl Session {
         let request = Subscribe {
             target: Target::Key(self.key),
             pattern,
-            conflate,
-            ack: Some(Self::ack(&id)),
+            conflate: Some(conflate),
+            ack: Some(Self::ack(id.clone())),
         };
         self.busy = true;
         ctx.spawn(
@@ -519,7 +522,7 @@ impl Session {
         let request = Unsubscribe {
             target: Target::Key(self.key),
             pattern: topic.clone(),
-            ack: Some(Self::ack(&id)),
+            ack: Some(Self::ack(id.clone())),
         };
         self.busy = true;
         ctx.spawn(
@@ -608,18 +611,29 @@ impl Session {
             // Closed by the hub (or by the session: then `closing_since` is set).
             self.closing();
         }
+        if self.inbound_ended && self.outlet.is_finished() {
+            return ctx.stop();
+        }
+        let now_ms = self.now_ms();
         let check = self.shared.liveness.session_check(Observed {
-            now_ms: self.now_ms(),
-            last_inbound: self.link.last_inbound(),
+            now_ms,
+            // Not reading (a request in flight) is not the client's silence.
+            last_inbound: if self.busy {
+                now_ms
+            } else {
+                self.link.last_inbound()
+            },
             since_ping: self.last_ping.elapsed(),
             stalled: self.outlet.stalled_for(now),
-            closing: self.closing_since.map(|since| now - since),
+            closing: self
+                .closing_since
+                .map(|since| now.saturating_duration_since(since)),
         });
         match check {
             SessionCheck::Quiet => {}
             SessionCheck::Ping => {
                 self.last_ping = now;
-                self.push(encode::control_frame(OpCode::Ping, b""));
+                let _ = self.push(encode::control_frame(OpCode::Ping, b""));
             }
             SessionCheck::TimedOut => self.close(
                 close::HEARTBEAT_TIMEOUT,
@@ -663,12 +677,6 @@ fn check_topic<T>(
     parse(topic).map_err(|err| err.to_string())
 }
 
-/// Whether a close code received from a client may be sent back: 1000-1003, 1007-1014
-/// and 3000-4999 (not 1004-1006 nor 1015, which are reserved, nor out of range).
-fn sendable(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
-}
-
 fn unavailable(id: Option<serde_json::Value>) -> Refusal {
     Refusal::new(id, ErrorCode::Unavailable, "the service is stopping")
 }
@@ -683,36 +691,23 @@ impl Actor for Session {
                 gate: self.reading.clone(),
             });
         }
-        let outlet = self.outlet.clone();
-        ctx.spawn(
-            async move { outlet.finished().await }
-                .into_actor(self)
-                .map(|(), _, ctx| ctx.stop()),
-        );
+        let welcome = ServerFrame::welcome(&self.client_id, self.shared.config.heartbeat_interval);
         let connect = Connect {
             key: self.key,
             client_id: self.client_id.clone(),
             outlet: self.outlet.clone(),
             link: self.link.clone(),
             deflate: self.deflate.map(|agreed| agreed.server_max_window_bits),
+            welcome: encode::data_frame(true, false, welcome.to_json().as_bytes()),
         };
-        ctx.spawn(
-            self.hub
-                .send(connect)
-                .into_actor(self)
-                .map(|answer, session, ctx| {
-                    if answer == Ok(true) {
-                        let welcome = ServerFrame::welcome(
-                            &session.client_id,
-                            session.shared.config.heartbeat_interval,
-                        );
-                        session.send_json(&welcome.to_json());
-                        session.resume(ctx);
-                    } else {
-                        session.close(close::GOING_AWAY, close::reason(close::GOING_AWAY));
-                    }
-                }),
-        );
+        self.count_sent();
+        ctx.spawn(self.hub.send(connect).into_actor(self).map(
+            |answer, session, ctx| match answer {
+                Ok(()) => session.resume(ctx),
+                // The hub is gone: the service stopped.
+                Err(_) => session.close(close::GOING_AWAY, close::reason(close::GOING_AWAY)),
+            },
+        ));
         ctx.run_interval(self.shared.liveness.tick(), Self::tick);
     }
 
@@ -748,12 +743,16 @@ impl StreamHandler<Result<Bytes, PayloadError>> for Session {
 }
 
 impl Session {
-    /// The client's side of the connection ended. An open session has nobody to write
-    /// to: it ends. A closing one waits for its close frame to be taken (a client that
-    /// half-closed after its own close frame still gets the answer), as any close does.
+    /// The client's side of the connection ended (or the connection is gone). An open
+    /// session closes in order (what waits goes first: the client may have only
+    /// half-closed); then, as any closing session, it ends once its close frame is
+    /// handed over, or at once if the connection is gone.
     fn client_gone(&mut self, ctx: &mut Context<Self>) {
+        self.inbound_ended = true;
         if self.closing_since.is_none() {
-            self.outlet.abort();
+            self.close(close::NORMAL, "the client ended its side of the connection");
+        }
+        if self.outlet.is_finished() {
             ctx.stop();
         }
     }

@@ -63,7 +63,7 @@ impl Counters {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 &self.oversize
             }
-            close::PROTOCOL_ERROR | close::POLICY => &self.errors,
+            close::PROTOCOL_ERROR | close::INVALID_DATA | close::POLICY => &self.errors,
             _ => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -166,6 +166,7 @@ mod tests {
             close::HEARTBEAT_TIMEOUT,
             close::TOO_BIG,
             close::PROTOCOL_ERROR,
+            close::INVALID_DATA,
             1000,
         ] {
             counters.closed_with(code);
@@ -178,7 +179,7 @@ mod tests {
                 get(&counters.oversize),
                 get(&counters.errors),
             ),
-            (1, 1, 1, 2)
+            (1, 1, 1, 3)
         );
     }
 }

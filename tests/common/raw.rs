@@ -103,6 +103,25 @@ impl RawClient {
         }
     }
 
+    /// True if no byte arrives before the socket's read timeout (set by the caller).
+    pub fn nothing_pending(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => false,
+            Ok(_) => {
+                self.buf.push(byte[0]);
+                false
+            }
+            Err(err) => matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+
     /// The next frame, which must come.
     pub fn frame(&mut self) -> WireFrame {
         self.try_frame()
