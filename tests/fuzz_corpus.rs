@@ -54,3 +54,8 @@ fn pattern_corpus() {
 fn config_corpus() {
     replay("config", fuzz_checks::config);
 }
+
+#[test]
+fn inflater_corpus() {
+    replay("inflater", fuzz_checks::inflater);
+}

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[allow(dead_code)] // each target uses one of the three checks
+#[allow(dead_code)] // each target uses one of the checks
 #[path = "../../tests/fuzz_checks/mod.rs"]
 mod checks;
 

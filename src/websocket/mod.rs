@@ -77,6 +77,9 @@
 
 pub mod protocol;
 
+// permessage-deflate (RFC 7692): negotiation, compressor, inflater.
+#[allow(dead_code)] // wired by the session in the transport issue
+mod deflate;
 mod error;
 mod hub;
 mod liveness;
@@ -95,6 +98,16 @@ use actix::prelude::*;
 use actix_web::web;
 use serde_json::Value;
 use tokio::sync::oneshot;
+
+/// Entry points for the fuzz targets (`fuzz/`) and the corpus replay test
+/// (`tests/fuzz_corpus.rs`): **not part of the API**, hidden from the docs, free to change
+/// in any release.
+#[doc(hidden)]
+pub mod fuzz {
+    // ---- permessage-deflate (src/websocket/deflate/): the `inflater` target ----
+    pub use super::deflate::fuzz::{compress, compress_fresh, inflate, negotiate, InflateRefusal};
+    // ---- end of permessage-deflate ----
+}
 
 pub use error::ClientSubscribeError;
 pub use liveness::CLOSE_GRACE;

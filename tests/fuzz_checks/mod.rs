@@ -3,11 +3,14 @@
 //! replays the committed corpus (`fuzz/corpus/<target>/`) through the same functions in the
 //! crate's own `cargo test`.
 //!
-//! Each function takes arbitrary bytes and panics when an invariant is violated. Inputs
-//! that are not UTF-8 are skipped (all three parsers take `&str`).
+//! Each function takes arbitrary bytes and panics when an invariant is violated. For the
+//! three parsers of text, inputs that are not UTF-8 are skipped (they take `&str`);
+//! [`inflater`] (permessage-deflate, in `inflater.rs`) reads bytes.
 //!
 //! Names and patterns longer than [`MAX_NAME_BYTES`] are refused by both `validate_name`
 //! and `Pattern::parse` (with `PatternError::TooLong`); the checks assert that exactly.
+
+mod inflater;
 
 use std::path::Path;
 
@@ -15,6 +18,8 @@ use serde_json::{Map, Value};
 use tickwire::serve::config::{FileConfig, FileConfigError};
 use tickwire::websocket::protocol::{ClientFrame, ErrorCode, Refusal};
 use tickwire::{validate_name, Pattern, PatternError, Priority, MAX_NAME_BYTES};
+
+pub use inflater::inflater;
 
 // ---------------------------------------------------------------------------------------
 // client_frame: tickwire::websocket::protocol::ClientFrame::parse
