@@ -59,3 +59,8 @@ fn config_corpus() {
 fn frame_decoder_corpus() {
     replay("frame_decoder", fuzz_checks::frame_decoder);
 }
+
+#[test]
+fn inflater_corpus() {
+    replay("inflater", fuzz_checks::inflater);
+}

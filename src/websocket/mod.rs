@@ -126,11 +126,15 @@ mod shared;
 mod socket;
 mod topics;
 
-/// Not part of the API: what the `frame_decoder` fuzz target and its corpus replay test
-/// (`tests/fuzz_checks/mod.rs`) need of the frame codec. It may change at any time.
+/// Entry points for the fuzz targets (`fuzz/`) and the corpus replay test
+/// (`tests/fuzz_corpus.rs`): **not part of the API**, hidden from the docs, free to change
+/// in any release.
 #[doc(hidden)]
 pub mod fuzz {
+    /// The `frame_decoder` target: the frame codec (src/websocket/frame/).
     pub use super::frame::fuzz::{frame_decoder_events, server_frame, Event};
+    /// The `inflater` target: permessage-deflate (src/websocket/deflate/).
+    pub use super::deflate::fuzz::{compress, compress_fresh, inflate, negotiate, InflateRefusal};
 }
 
 use std::net::SocketAddr;
@@ -141,6 +145,7 @@ use actix::prelude::*;
 use actix_web::web;
 use serde_json::Value;
 use tokio::sync::oneshot;
+
 
 pub use error::ClientSubscribeError;
 pub use liveness::CLOSE_GRACE;

@@ -5,12 +5,14 @@
 //!
 //! Each function takes arbitrary bytes and panics when an invariant is violated. For the
 //! three parsers of text (`client_frame`, `pattern`, `config`), inputs that are not UTF-8
-//! are skipped; `frame_decoder` (in its own file) takes any bytes.
+//! are skipped; `frame_decoder` and [`inflater`] (permessage-deflate), each in its own
+//! file, take any bytes.
 //!
 //! Names and patterns longer than [`MAX_NAME_BYTES`] are refused by both `validate_name`
 //! and `Pattern::parse` (with `PatternError::TooLong`); the checks assert that exactly.
 
 mod frame_decoder;
+mod inflater;
 
 use std::path::Path;
 
@@ -20,6 +22,7 @@ use tickwire::websocket::protocol::{ClientFrame, ErrorCode, Refusal};
 use tickwire::{validate_name, Pattern, PatternError, Priority, MAX_NAME_BYTES};
 
 pub use frame_decoder::frame_decoder;
+pub use inflater::inflater;
 
 // ---------------------------------------------------------------------------------------
 // client_frame: tickwire::websocket::protocol::ClientFrame::parse

@@ -16,11 +16,6 @@ use flate2::{Compress, Compression, FlushCompress};
 
 use super::TAIL;
 
-/// The default compression level (`compression_level`): zlib's fastest. Market data is
-/// small JSON whose repeats are within a few hundred bytes; higher levels cost several
-/// times the CPU for a few percent of size.
-pub(crate) const DEFAULT_LEVEL: u32 = 1;
-
 /// The smallest allocation [`Compressor::compress`] makes: the messages it compresses
 /// are cut from it one after the other (each a [`Bytes`] holding a part of it), until
 /// one does not fit.

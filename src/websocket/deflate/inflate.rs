@@ -110,7 +110,7 @@ pub(super) fn inflate_into(
     INFLATER.with(|cell| {
         // Never re-entered: nothing in here calls back out.
         let mut inflater = cell.borrow_mut();
-        let mut guard = ResetOnDrop(&mut inflater);
+        let guard = ResetOnDrop(&mut inflater);
         Data {
             inflater: &mut *guard.0,
             parts: [compressed, &TAIL],
