@@ -88,7 +88,8 @@ impl Fragments {
             Fragments::Many(buffer) => buffer.capacity(),
         };
         if capacity < needed {
-            let mut grown = BytesMut::with_capacity(needed.max(capacity * 2).min(limit));
+            let mut grown =
+                BytesMut::with_capacity(needed.max(capacity.saturating_mul(2)).min(limit));
             grown.extend_from_slice(self.as_slice());
             *self = Fragments::Many(grown);
         }

@@ -16,8 +16,8 @@
 //!
 //! A refusal is a [`FrameError`]: the session closes the connection with its
 //! [`close_code`](FrameError::close_code) (1002 protocol error, 1007 invalid payload data,
-//! 1009 message too big) and reads nothing more. Both the decoder and the assembler stop
-//! at their first error: the decoder returns the same error again if called after it.
+//! 1009 message too big) and reads nothing more. The decoder and the assembler each stop
+//! at their first error: called again after it, they return the same error.
 //!
 //! | what arrives | refusal | close code |
 //! |--------------|---------|-----------:|
@@ -80,8 +80,8 @@
 //! `max_message_size` bytes is accepted. The assembler holds at most that many bytes of a
 //! message in progress, and never allocates more. For a compressed message the limit
 //! applies to its bytes on the wire here, and to the inflated size in the session. (A
-//! deflated message of incompressible data is a few bytes per 64 KiB longer than the data
-//! itself, so such a message within those few bytes of the limit is refused.)
+//! deflated message of incompressible data is longer than the data itself, by about 5
+//! bytes per 16 KiB, so such a message within those few bytes of the limit is refused.)
 //!
 //! A message that arrives as one frame is returned without a copy: its payload is the
 //! read buffer's own bytes.
