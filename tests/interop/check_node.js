@@ -2,7 +2,11 @@
 // Interop check of tickwire's WebSocket service with Node's `ws` package.
 //
 // usage: NODE_PATH=target/interop-node/node_modules node tests/interop/check_node.js BASE_URL
+//        NODE_PATH=... node tests/interop/check_node.js --shutdown BASE_URL
 //        e.g. ... node tests/interop/check_node.js http://127.0.0.1:8080/
+//
+// With --shutdown: connects a subscriber with deflate and one without, prints "ready",
+// and asserts that each gets close 1001 when the server is stopped (run.sh sends SIGTERM).
 //
 // Runs the same checks twice against one running `tickwire serve` (run.sh has the
 // config: allow_client_publish = true, max_message_size = 65536): once with
@@ -25,6 +29,7 @@
 //   its pong, an empty message gets error invalid_json and the session stays;
 // - with deflate, `serverMaxWindowBits: 10` gets server_max_window_bits=10 answered, and
 //   a message with repeats 3,600 bytes apart arrives compressed and inflates with it;
+// - a text frame that is not UTF-8 (ws sends a Buffer as text unchecked) gets 1007;
 // - close 1000 from the client is echoed 1000; 100 KB of text over max_message_size
 //   gets 1009.
 //
@@ -315,6 +320,7 @@ class Pass {
       expect(closed.code === 1000, c.role + ": the server's close is not 1000", closed);
     }
 
+    await this.invalidUtf8();
     await this.oversize();
     const m2 = await poll(this.base, (m) => m.websocket.oversize_messages >= m0.oversize_messages + 1, 'oversize_messages to count the 1009');
     log(`${this.name}: passed in ${((Date.now() - t0) / 1000).toFixed(1)} s (oversize_messages +${m2.websocket.oversize_messages - m0.oversize_messages})`);
@@ -399,6 +405,17 @@ class Pass {
     expect(closed.code === 1000, 'small-window subscriber: close echo', closed);
   }
 
+  async invalidUtf8() {
+    this.step('a text message that is not UTF-8 (a lone 0xff byte)');
+    const bad = await this.open('invalid UTF-8 client');
+    // ws sends a Buffer as text with binary: false, without checking it.
+    bad.ws.send(Buffer.from('{"type":"ping","id":"\xff"}', 'latin1'), { binary: false, compress: this.deflate });
+    const closed = await withTimeout(bad.closedPromise, 'invalid UTF-8 client: close');
+    expect(bad.frames.length === 0, 'invalid UTF-8: frames before the close', bad.frames.slice(0, 3));
+    expect(closed.code === 1007, 'invalid UTF-8: close is not 1007', closed);
+    log(`${this.name}: invalid UTF-8: closed with ${closed.code} '${closed.reason}'`);
+  }
+
   async oversize() {
     this.step(`${OVERSIZE} bytes of text over max_message_size`);
     const big = await this.open('oversize client');
@@ -410,7 +427,49 @@ class Pass {
   }
 }
 
+// --shutdown: a subscriber with deflate and one without stay connected until the server
+// stops; each must get the server's close 1001 (going away).
+async function shutdownClients(base) {
+  let failures = 0;
+  const clients = [];
+  for (const deflate of [true, false]) {
+    const p = new Pass(base, deflate);
+    const c = await p.open(p.name + ' shutdown client');
+    c.send({ type: 'subscribe', topic: 'interop.node.shutdown', id: 's' });
+    const ack = await c.next('shutdown subscribe ack');
+    expect(ack.type === 'ack' && ack.id === 's', 'shutdown client: not its ack', ack);
+    clients.push([p.name, c]);
+  }
+  console.log('ready'); // run.sh sends SIGTERM to the server once it reads this
+  for (const [name, c] of clients) {
+    let timer;
+    const closed = await Promise.race([
+      c.closedPromise,
+      new Promise((resolve) => {
+        timer = setTimeout(() => resolve(null), 60000);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (closed && closed.code === 1001) {
+      log(`${name}: the server stopped with close ${closed.code} '${closed.reason}'`);
+    } else {
+      failures += 1;
+      log(`${name}: FAILED: the server's close on shutdown is ${JSON.stringify(closed)}, not 1001`);
+    }
+    if (c.frames.length) log(`${name}: frames while waiting for the close: ${JSON.stringify(c.frames.slice(0, 3))}`);
+  }
+  return failures === 0 ? 0 : 1;
+}
+
 async function main() {
+  if (process.argv[2] === '--shutdown') {
+    try {
+      return await shutdownClients(process.argv[3]);
+    } catch (err) {
+      log(`shutdown clients: FAILED: ${err instanceof CheckFailed ? err.message : err.stack || err}`);
+      return 1;
+    }
+  }
   const base = process.argv[2];
   if (!base) {
     process.stderr.write('usage: check_node.js BASE_URL\n');

@@ -2,7 +2,11 @@
 """Interop check of tickwire's WebSocket service with Python `websockets` (asyncio API).
 
 usage: python3 tests/interop/check_python.py BASE_URL
+       python3 tests/interop/check_python.py --shutdown BASE_URL
        e.g.  python3 tests/interop/check_python.py http://127.0.0.1:8080/
+
+With --shutdown: connects a subscriber with deflate and one without, prints "ready",
+and asserts that each gets close 1001 when the server is stopped (run.sh sends SIGTERM).
 
 Runs the same checks twice against one running `tickwire serve` (see run.sh for the
 config it needs: allow_client_publish = true, max_message_size = 65536): once with the
@@ -26,6 +30,7 @@ compression=None. Each pass asserts, on its own connections and topics:
 - with deflate, a connection offering server_max_window_bits=10 gets it answered, and
   a message with repeats 3,600 bytes apart arrives compressed and inflates with a 10-bit
   window (a server compressing with a larger one would make zlib fail);
+- a text frame that is not UTF-8 (the library sends bytes as text unchecked) gets 1007;
 - close 1000 from the client is echoed 1000; max_message_size + 1 bytes of text, and
   100 KB, get 1009 (with deflate: small compressed frames that inflate past the limit).
 
@@ -45,6 +50,7 @@ import urllib.request
 import zlib
 
 import websockets
+from websockets.asyncio.client import ClientConnection as ClientConnectionSend
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
@@ -304,6 +310,7 @@ class Pass:
             expect(ws.close_code == 1000, role + ": close_code", ws.close_code)
             expect(ws.protocol.close_rcvd_then_sent is False, role + ": the server closed first")
 
+        await self.invalid_utf8()
         await self.oversize()
         m2 = poll(self.base, lambda m: m["websocket"]["oversize_messages"] >= ws0["oversize_messages"] + 2,
                   "oversize_messages to count the 1009")
@@ -409,6 +416,21 @@ class Pass:
         log("%s: window 10: a %d-byte message arrived compressed to %d bytes and inflated with a 10-bit window"
             % (self.name, counting.received_inflated, counting.received_wire))
 
+    async def invalid_utf8(self):
+        if "text" not in inspect.signature(ClientConnectionSend.send).parameters:
+            log("%s: this websockets cannot send bytes as text: invalid UTF-8 not checked" % self.name)
+            return
+        self.step("a text message that is not UTF-8 (a lone 0xff byte)")
+        bad, _, _ = await self.open("invalid UTF-8 client")
+        await bad.send(b'{"type":"ping","id":"\xff"}', text=True)  # websockets does not check
+        try:
+            got = await asyncio.wait_for(bad.recv(), STEP_TIMEOUT)
+            raise CheckFailed("invalid UTF-8: a frame instead of the close: %r" % (got[:200],))
+        except ConnectionClosed as closed:
+            rcvd = closed.rcvd
+            expect(rcvd is not None and rcvd.code == 1007, "invalid UTF-8: close is not 1007", rcvd)
+            log("%s: invalid UTF-8: closed with %d %r" % (self.name, rcvd.code, rcvd.reason))
+
     async def oversize(self):
         for size, blob in ((MAX_MESSAGE_SIZE + 1, None), (OVERSIZE, "a" * OVERSIZE)):
             self.step("%d bytes of text, over max_message_size (%d)" % (size, MAX_MESSAGE_SIZE))
@@ -432,6 +454,37 @@ class Pass:
                 log("%s: %d bytes: closed with %d %r" % (self.name, size, rcvd.code, rcvd.reason))
 
 
+async def shutdown_clients(base):
+    """--shutdown: a subscriber with deflate and one without stay connected until the
+    server stops; each must get the server's close 1001 (going away)."""
+    failures = 0
+    clients = []
+    for deflate in (True, False):
+        p = Pass(base, deflate)
+        ws, _, _ = await p.open(p.name + " shutdown client")
+        await ws.send(json.dumps({"type": "subscribe", "topic": "interop.python.shutdown", "id": "s"}))
+        ack = await p.recv_json(ws, "shutdown subscribe ack")
+        expect(ack.get("type") == "ack" and ack.get("id") == "s", "shutdown client: not its ack", ack)
+        clients.append((p.name, ws))
+    print("ready", flush=True)  # run.sh sends SIGTERM to the server once it reads this
+    for name, ws in clients:
+        try:
+            while True:
+                got = await asyncio.wait_for(ws.recv(), 60)
+                log("%s: a frame while waiting for the close: %r" % (name, got[:200]))
+        except ConnectionClosed as closed:
+            rcvd = closed.rcvd
+            if rcvd is not None and rcvd.code == 1001:
+                log("%s: the server stopped with close %d %r" % (name, rcvd.code, rcvd.reason))
+            else:
+                failures += 1
+                log("%s: FAILED: the server's close on shutdown is %r, not 1001" % (name, rcvd))
+        except asyncio.TimeoutError:
+            failures += 1
+            log("%s: FAILED: no close within 60 s of being ready" % name)
+    return failures
+
+
 async def main_async(base):
     failures = 0
     for deflate in (True, False):
@@ -448,8 +501,15 @@ async def main_async(base):
 
 
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--shutdown":
+        try:
+            failures = asyncio.run(shutdown_clients(argv[2]))
+        except (CheckFailed, ConnectionClosed, OSError, asyncio.TimeoutError) as err:
+            log("shutdown clients: FAILED: %s: %s" % (type(err).__name__, err))
+            failures = 1
+        return 0 if failures == 0 else 1
     if len(argv) != 2:
-        sys.stderr.write("usage: %s BASE_URL\n" % os.path.basename(argv[0]))
+        sys.stderr.write("usage: %s [--shutdown] BASE_URL\n" % os.path.basename(argv[0]))
         return 2
     log("websockets %s, Python %s" % (websockets.__version__, sys.version.split()[0]))
     failures = asyncio.run(main_async(argv[1]))

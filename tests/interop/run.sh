@@ -3,7 +3,8 @@
 # `websockets` and Node `ws`, each once with permessage-deflate and once without (see
 # check_python.py and check_node.js for what each asserts). Starts one `tickwire serve`
 # on a free loopback port with the config below, runs both checks against it, then
-# checks and prints the server's websocket metrics and stops the server with SIGTERM.
+# checks and prints the server's websocket metrics, and stops the server with SIGTERM
+# while a Python and a Node client are connected (each must get close 1001).
 # Run by .ci/run after the browser check.
 #
 # Usage: tests/interop/run.sh [path/to/tickwire]   (default: target/debug/tickwire)
@@ -116,6 +117,7 @@ RUST_LOG="${RUST_LOG:-info}" "$BIN" serve --bind 127.0.0.1:0 --config "$CONFIG" 
 PID=$!
 cleanup() {
     kill "$PID" 2>/dev/null || true
+    for pid in ${PY_PID:-} ${NODE_PID:-}; do kill "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -187,6 +189,24 @@ else
     failed=$((failed + 1))
 fi
 
+# Clients connected while the server stops: each gets close 1001 (going away).
+echo "== interop: a Python and a Node client (with and without deflate each) connected while the server stops"
+"$PYTHON" tests/interop/check_python.py --shutdown "$URL" >"$WORK/py-shutdown" 2>&1 &
+PY_PID=$!
+node tests/interop/check_node.js --shutdown "$URL" >"$WORK/node-shutdown" 2>&1 &
+NODE_PID=$!
+ready=""
+for _ in $(seq 1 300); do
+    if grep -qx ready "$WORK/py-shutdown" && grep -qx ready "$WORK/node-shutdown"; then
+        ready=yes
+        break
+    fi
+    kill -0 "$PY_PID" 2>/dev/null && kill -0 "$NODE_PID" 2>/dev/null || break
+    sleep 0.1
+done
+[ -n "$ready" ] || echo "the shutdown clients did not all get ready"
+
+start=$SECONDS
 kill -TERM "$PID"
 for _ in $(seq 1 300); do
     kill -0 "$PID" 2>/dev/null || break
@@ -196,11 +216,21 @@ if kill -0 "$PID" 2>/dev/null; then
     echo "tickwire serve did not stop on SIGTERM"
     failed=$((failed + 1))
 elif wait "$PID"; then
-    echo "tickwire serve stopped cleanly (exit 0)"
+    echo "tickwire serve stopped cleanly (exit 0) in $((SECONDS - start)) s"
 else
     echo "tickwire serve exited with $? on SIGTERM"
     failed=$((failed + 1))
 fi
+for client in "$PY_PID:$WORK/py-shutdown" "$NODE_PID:$WORK/node-shutdown"; do
+    pid="${client%%:*}"
+    grep -vx ready "${client#*:}" || true
+    if [ -n "$ready" ] && wait "$pid"; then
+        passed=$((passed + 1))
+    else
+        kill "$pid" 2>/dev/null || true
+        failed=$((failed + 1))
+    fi
+done
 
 if [ "$failed" -ne 0 ]; then
     echo "the server's log (tail of $LOG):"
