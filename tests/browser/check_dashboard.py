@@ -9,7 +9,8 @@ library only). Loads URL, then polls the page until the WebSocket is connected, 
 ticks have arrived, /api/metrics has been applied and the ticker has a row; then waits
 ~2 s more, saves a PNG screenshot and prints the final values.
 
-Exit codes: 0 success, 1 the page never got there (or a WebDriver failure),
+Exit codes: 0 success, 1 the page never got there, its WebSocket is not compressed or
+its ticks stopped (or a WebDriver failure),
 2 chromium / chromedriver missing or bad usage. Installing the browser is not this
 script's job (CI does: apt-get install chromium chromium-driver).
 """
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 CHROMIUM_CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -32,6 +34,7 @@ CHROMEDRIVER_CANDIDATES = ["/usr/bin/chromedriver"]
 POLL_INTERVAL = 0.25
 POLL_TIMEOUT = 30.0
 SETTLE_AFTER_SUCCESS = 2.0
+COMPRESSION_TIMEOUT = 15.0
 DRIVER_START_TIMEOUT = 20.0
 
 # Read by execute/sync on every poll. Returns plain JSON values only.
@@ -132,8 +135,12 @@ class WebDriver:
             "capabilities": {
                 "alwaysMatch": {
                     "browserName": "chrome",
-                    "goog:chromeOptions": {"binary": chromium, "args": args},
-                    "goog:loggingPrefs": {"browser": "ALL"},
+                    "goog:chromeOptions": {
+                        "binary": chromium,
+                        "args": args,
+                        "perfLoggingPrefs": {"enableNetwork": True, "enablePage": False},
+                    },
+                    "goog:loggingPrefs": {"browser": "ALL", "performance": "ALL"},
                 }
             }
         }
@@ -144,11 +151,11 @@ class WebDriver:
     def s(self, method, path, body=None, timeout=30.0):
         return self.call(method, "/session/%s%s" % (self.session, path), body, timeout)
 
-    def browser_log(self):
-        # chromedriver serves the browser console at a non-standard endpoint; try both names
+    def browser_log(self, kind="browser"):
+        # chromedriver serves the browser's logs at a non-standard endpoint; try both names
         for path in ("/se/log", "/log"):
             try:
-                entries = self.s("POST", path, {"type": "browser"}, timeout=10.0)
+                entries = self.s("POST", path, {"type": kind}, timeout=10.0)
                 if isinstance(entries, list):
                     return entries
             except WebDriverError:
@@ -231,6 +238,134 @@ def probe(wd):
     return wd.s("POST", "/execute/sync", {"script": PROBE_JS, "args": []}, timeout=10.0)
 
 
+def server_metrics(url):
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(urllib.parse.urljoin(url, "api/metrics"), timeout=10.0) as resp:
+        return json.loads(resp.read())
+
+
+def publish(url, topic, data):
+    """POST /api/publish; returns the HTTP status."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    body = json.dumps({"topic": topic, "data": data}).encode()
+    req = urllib.request.Request(urllib.parse.urljoin(url, "api/publish"), data=body, method="POST")
+    req.add_header("Content-Type", "application/json")
+    with opener.open(req, timeout=10.0) as resp:
+        return resp.status
+
+
+# Whether the page shows an event whose text contains the marker (the events list).
+FIND_EVENT_JS = r"""
+const marker = arguments[0];
+return Array.from(document.querySelectorAll('li')).some((e) => (e.title || '').includes(marker) || e.textContent.includes(marker));
+"""
+
+
+def handshake_extensions(wd):
+    """The Sec-WebSocket-Extensions of every WebSocket handshake answer in Chromium's
+    network log (a list; None when the log is not available)."""
+    entries = wd.browser_log("performance")
+    if entries is None:
+        return None
+    found = []
+    for e in entries:
+        try:
+            msg = json.loads(e.get("message", "{}")).get("message", {})
+        except ValueError:
+            continue
+        if msg.get("method") != "Network.webSocketHandshakeResponseReceived":
+            continue
+        response = (msg.get("params") or {}).get("response") or {}
+        headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+        found.append({"status": response.get("status"), "extensions": headers.get("sec-websocket-extensions")})
+    return found
+
+
+def check_compression(wd, url):
+    """With the page open: the server counts its compressed session, Chromium saw
+    permessage-deflate answered, and ticks still arrive. Returns a list of failures."""
+    failures = []
+    deadline = time.monotonic() + COMPRESSION_TIMEOUT
+    ws = None
+    while True:
+        try:
+            ws = server_metrics(url)["websocket"]
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as err:
+            failures.append("GET /api/metrics failed: %s" % err)
+            return failures
+        if ws.get("compressed_sessions", 0) >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(POLL_INTERVAL)
+    log("server websocket metrics with the page open: compressed_sessions %s, active_connections %s, "
+        "wire_bytes_sent %s, uncompressed_bytes_sent %s"
+        % (ws.get("compressed_sessions"), ws.get("active_connections"), ws.get("wire_bytes_sent"),
+           ws.get("uncompressed_bytes_sent")))
+    if not ws.get("compressed_sessions", 0) >= 1:
+        failures.append("compressed_sessions is %r with the dashboard open (its WebSocket is not compressed)"
+                        % ws.get("compressed_sessions"))
+
+    handshakes = handshake_extensions(wd)
+    if handshakes is None:
+        log("Chromium's network log is not available: the handshake header is not checked")
+    else:
+        log("WebSocket handshakes in Chromium's network log: %s" % json.dumps(handshakes))
+        if not any((h.get("extensions") or "").lower().startswith("permessage-deflate") for h in handshakes):
+            failures.append("no WebSocket handshake answered with permessage-deflate in Chromium's log: %s"
+                            % json.dumps(handshakes))
+
+    # A server message large enough to go compressed (over compression_min_size, 256 bytes
+    # by default; the demo's ticks are smaller): the dashboard shows system.* messages in
+    # its events list, so the marker appears there once Chromium inflated the frame.
+    marker = "interop-compressed-%d" % os.getpid()
+    text = marker + " " + " ".join("compressed message for the dashboard %d" % i for i in range(100))
+    try:
+        connections_before = server_metrics(url)["websocket"]
+        status = publish(url, "system.interop", {"level": "info", "message": text})
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as err:
+        failures.append("POST /api/publish of the large message failed: %s" % err)
+        return failures
+    if status != 202:
+        failures.append("POST /api/publish answered %s, not 202" % status)
+    shown = False
+    deadline = time.monotonic() + COMPRESSION_TIMEOUT
+    while not shown and time.monotonic() < deadline:
+        try:
+            shown = bool(wd.s("POST", "/execute/sync", {"script": FIND_EVENT_JS, "args": [marker]}, timeout=10.0))
+        except WebDriverError as err:
+            failures.append("could not look for the large message on the page: %s" % err)
+            return failures
+        if not shown:
+            time.sleep(POLL_INTERVAL)
+    after_ws = server_metrics(url)["websocket"]
+    wire = after_ws["wire_bytes_sent"] - connections_before["wire_bytes_sent"]
+    plain = after_ws["uncompressed_bytes_sent"] - connections_before["uncompressed_bytes_sent"]
+    log("a %d-byte system.interop message: shown on the page: %s; server bytes since: wire %d, uncompressed %d; "
+        "connections %d -> %d" % (len(text), shown, wire, plain, connections_before["total_connections"],
+                                   after_ws["total_connections"]))
+    if not shown:
+        failures.append("the large (compressed) system.interop message never showed on the page")
+    if not wire < plain:
+        failures.append("the large message did not go compressed: wire %d, uncompressed %d" % (wire, plain))
+    if after_ws["total_connections"] != connections_before["total_connections"]:
+        failures.append("the dashboard reconnected during the compressed message (total_connections %d -> %d)"
+                        % (connections_before["total_connections"], after_ws["total_connections"]))
+
+    try:
+        before = probe(wd).get("tick_count") or 0
+        deadline = time.monotonic() + COMPRESSION_TIMEOUT
+        after = before
+        while after <= before and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL)
+            after = probe(wd).get("tick_count") or 0
+    except (WebDriverError, AttributeError) as err:
+        failures.append("could not probe the page after the metrics check: %s" % err)
+        return failures
+    log("ticks after the compression check: %d -> %d" % (before, after))
+    if not after > before:
+        failures.append("the dashboard shows no new tick after the compression check (%d)" % before)
+    return failures
+
+
 def stop_process_group(proc):
     """Stop chromedriver and whatever it left behind in its own process group."""
     for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
@@ -305,6 +440,12 @@ def run(url, shot_path, chromium, chromedriver):
             save_screenshot(wd, shot_path)
             print(json.dumps({"result": "ok", "final": last}, indent=2), flush=True)
             print_console(wd.browser_log(), only_problems=True)
+            failures = check_compression(wd, url)
+            if failures:
+                for f in failures:
+                    log("failed: " + f)
+                return 1
+            log("the dashboard's WebSocket is compressed (permessage-deflate) and still shows ticks")
             return 0
 
         log("timed out after %.0f s; last values:" % POLL_TIMEOUT)
