@@ -23,13 +23,7 @@ fn config() -> WebSocketServiceConfig {
 
 /// Held by the tests that move megabytes, so that the one measuring the process's
 /// memory sees only its own.
-static MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn memory_lock() -> std::sync::MutexGuard<'static, ()> {
-    MEMORY
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+static MEMORY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs blocking socket code off the test's runtime thread (which also drives the server).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -69,7 +63,7 @@ async fn deflate_is_negotiated_and_large_broadcasts_go_compressed_small_replies_
     let mut client = blocking(move || subscribed(addr, OFFER, "feed", false)).await;
     assert_eq!(
         client.header("Sec-WebSocket-Extensions").as_deref(),
-        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+        Some("permessage-deflate; server_no_context_takeover")
     );
     assert_eq!(
         server
@@ -120,6 +114,44 @@ async fn deflate_is_negotiated_and_large_broadcasts_go_compressed_small_replies_
 }
 
 #[actix_rt::test]
+async fn a_client_that_keeps_its_context_is_inflated_with_it_and_one_that_offers_not_to_gets_it_answered(
+) {
+    let server = Server::start(WebSocketService::start(config()).unwrap());
+    let addr = server.addr;
+    let (pongs, header) = blocking(move || {
+        let mut client = RawClient::connect(addr, OFFER, None);
+        assert_eq!(client.json()["type"], "welcome");
+        // One compressor for both messages, never reset: the second refers to the first.
+        let mut context = common::raw::Deflater::new();
+        let mut pongs = Vec::new();
+        for id in ["first", "second"] {
+            let ping = json!({"type": "ping", "id": id}).to_string();
+            client.send(true, true, 1, &context.message(ping.as_bytes()));
+            pongs.push(client.json());
+        }
+        let other = RawClient::connect(
+            addr,
+            "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n",
+            None,
+        );
+        (pongs, other.header("Sec-WebSocket-Extensions"))
+    })
+    .await;
+    assert_eq!(
+        pongs,
+        [
+            json!({"type": "pong", "id": "first"}),
+            json!({"type": "pong", "id": "second"})
+        ]
+    );
+    assert_eq!(
+        header.as_deref(),
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+    );
+    server.shutdown().await;
+}
+
+#[actix_rt::test]
 async fn nothing_is_negotiated_without_an_offer_or_with_compression_off() {
     let off = WebSocketServiceConfig {
         enable_compression: false,
@@ -154,7 +186,7 @@ async fn nothing_is_negotiated_without_an_offer_or_with_compression_off() {
 
 #[actix_rt::test]
 async fn a_decompression_bomb_is_closed_with_1009_and_memory_stays_bounded() {
-    let _memory = memory_lock();
+    let _memory = MEMORY.lock().await;
     let server = Server::start(WebSocketService::start(config()).unwrap());
     let addr = server.addr;
     // 50 MB of zeros deflate to about 50 KB: far under max_message_size (1 MiB) on the
@@ -187,7 +219,7 @@ async fn a_reader_that_falls_behind_in_a_burst_within_the_budget_gets_everything
     // 4,000 messages of 1 KiB (4 MiB) broadcast at once, far past what the socket
     // buffers hold, within the 16 MiB budget: the old count of 1,024 messages cut such a
     // reader. (No write_timeout: the reader starts once all are broadcast.)
-    let _memory = memory_lock();
+    let _memory = MEMORY.lock().await;
     let cfg = WebSocketServiceConfig {
         write_timeout: Duration::from_secs(3600),
         ..config()
@@ -219,7 +251,7 @@ async fn a_reader_that_falls_behind_in_a_burst_within_the_budget_gets_everything
 
 #[actix_rt::test]
 async fn a_conflated_subscription_gets_the_latest_per_topic_and_is_never_slow() {
-    let _memory = memory_lock();
+    let _memory = MEMORY.lock().await;
     let cfg = WebSocketServiceConfig {
         max_queued_bytes: 64 << 10,
         ..config()

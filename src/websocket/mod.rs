@@ -102,8 +102,10 @@
 //! - **permessage-deflate** (RFC 7692), negotiated when `enable_compression` is set and
 //!   the client offers it: the server always answers `server_no_context_takeover` (each
 //!   message is compressed on its own, so a broadcast is compressed once for every
-//!   session with the same window) and `client_no_context_takeover` (so inflating keeps
-//!   no state between messages: an idle compressed session holds no inflater). It
+//!   session with the same window), and `client_no_context_takeover` when the client
+//!   offers it (then inflating keeps no state between messages; a client that keeps its
+//!   context gets an inflater of its own at its first compressed message, so an idle
+//!   compressed session holds none). It
 //!   honours `server_max_window_bits` (9..=15; an offer of 8 is declined) and accepts
 //!   `client_max_window_bits`. `compression_level` (default 1) and
 //!   `compression_min_size` (default 256 bytes: smaller messages, and the session's own
@@ -131,10 +133,10 @@ mod topics;
 /// in any release.
 #[doc(hidden)]
 pub mod fuzz {
-    /// The `frame_decoder` target: the frame codec (src/websocket/frame/).
-    pub use super::frame::fuzz::{frame_decoder_events, server_frame, Event};
     /// The `inflater` target: permessage-deflate (src/websocket/deflate/).
     pub use super::deflate::fuzz::{compress, compress_fresh, inflate, negotiate, InflateRefusal};
+    /// The `frame_decoder` target: the frame codec (src/websocket/frame/).
+    pub use super::frame::fuzz::{frame_decoder_events, server_frame, Event};
 }
 
 use std::net::SocketAddr;
@@ -145,7 +147,6 @@ use actix::prelude::*;
 use actix_web::web;
 use serde_json::Value;
 use tokio::sync::oneshot;
-
 
 pub use error::ClientSubscribeError;
 pub use liveness::CLOSE_GRACE;

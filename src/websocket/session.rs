@@ -53,7 +53,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 
-use super::deflate::{self, Agreed, InflateError};
+use super::deflate::{self, Agreed, InflateError, Inflater};
 use super::frame::{check_text, encode, Assembler, Decoder, FrameError, Incoming, OpCode};
 use super::hub::{Connect, Disconnect, Hub, Subscribe, Target, Unsubscribe};
 use super::liveness::{Observed, SessionCheck, SessionLink};
@@ -79,6 +79,9 @@ pub(crate) struct Session {
     outlet: Arc<Outlet>,
     permissions: Permissions,
     deflate: Option<Agreed>,
+    /// For a client that keeps its compression context between messages: made at its
+    /// first compressed message (see [`deflate`](super::deflate)).
+    inflater: Inflater,
     /// The request's payload, until the actor starts reading it.
     payload: Option<web::Payload>,
     decoder: Decoder,
@@ -183,6 +186,7 @@ pub(crate) async fn upgrade(
         outlet: outlet.clone(),
         permissions,
         deflate,
+        inflater: Inflater::default(),
         payload: Some(payload),
         decoder: Decoder::new(max),
         assembler: Assembler::new(max, deflate.is_some()),
@@ -403,7 +407,16 @@ impl Session {
             } => {
                 let inflated;
                 let bytes: &[u8] = if compressed {
-                    match deflate::inflate(&payload, self.shared.config.max_message_size) {
+                    let max = self.shared.config.max_message_size;
+                    let own_context = self
+                        .deflate
+                        .is_some_and(|agreed| !agreed.client_no_context_takeover);
+                    let inflated_now = if own_context {
+                        self.inflater.inflate(&payload, max)
+                    } else {
+                        deflate::inflate(&payload, max)
+                    };
+                    match inflated_now {
                         Ok(data) => {
                             inflated = data;
                             &inflated

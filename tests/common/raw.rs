@@ -242,6 +242,35 @@ pub fn deflate(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A client compressor that keeps its context from message to message (no
+/// `client_no_context_takeover`), as browsers and most libraries do.
+pub struct Deflater(Compress);
+
+impl Deflater {
+    pub fn new() -> Self {
+        Deflater(Compress::new(Compression::default(), false))
+    }
+
+    /// The next message, sync-flushed, the tail removed.
+    pub fn message(&mut self, data: &[u8]) -> Vec<u8> {
+        let start_in = self.0.total_in();
+        let mut out = Vec::with_capacity(data.len() + 64);
+        loop {
+            let consumed = (self.0.total_in() - start_in) as usize;
+            out.reserve(64 << 10);
+            self.0
+                .compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
+                .unwrap();
+            let all_in = (self.0.total_in() - start_in) as usize == data.len();
+            if all_in && out.ends_with(&[0, 0, 0xff, 0xff]) {
+                break;
+            }
+        }
+        out.truncate(out.len() - 4);
+        out
+    }
+}
+
 /// Inflates one server message (the tail appended).
 pub fn inflate(data: &[u8]) -> Vec<u8> {
     let mut input = data.to_vec();

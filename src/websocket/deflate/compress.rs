@@ -68,16 +68,6 @@ impl Compressor {
         }
     }
 
-    /// The window this compressor uses.
-    pub(crate) fn window_bits(&self) -> u8 {
-        self.window_bits
-    }
-
-    /// The level this compressor uses.
-    pub(crate) fn level(&self) -> u32 {
-        self.level
-    }
-
     /// One message, compressed on its own, sync-flushed with the 4-byte `00 00 ff ff`
     /// tail removed (RFC 7692 §7.2.1): the payload of a frame with RSV1 set. An empty
     /// message gives `[0x00]` (RFC 7692 §7.2.3.6).

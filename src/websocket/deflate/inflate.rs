@@ -71,6 +71,45 @@ pub(crate) fn inflate(compressed: &[u8], max: usize) -> Result<Vec<u8>, InflateE
     }
 }
 
+/// A session's own inflater, for a client that carries its compression context from
+/// message to message (it did not offer `client_no_context_takeover`): made at the
+/// session's first compressed message, so an idle session holds none, and kept after.
+/// Each message is bounded by `max` as with [`inflate`].
+#[derive(Default)]
+pub(crate) struct Inflater(Option<Box<Decompress>>);
+
+impl Inflater {
+    /// Inflates the next message of this client, its window carried over from the
+    /// messages before.
+    pub(crate) fn inflate(
+        &mut self,
+        compressed: &[u8],
+        max: usize,
+    ) -> Result<Vec<u8>, InflateError> {
+        let inflater = self
+            .0
+            .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
+        let mut out = Vec::new();
+        let data = Data {
+            inflater,
+            parts: [compressed, &TAIL],
+            part: 0,
+            pos: 0,
+        };
+        match data.inflate(max, &mut out) {
+            Ok(()) => Ok(out),
+            Err(Failure::TooBig) => Err(InflateError::TooBig { max }),
+            Err(failure) => Err(InflateError::Corrupt(failure.to_string())),
+        }
+    }
+
+    /// Whether the inflate state was made (a compressed message arrived).
+    #[cfg(test)]
+    pub(crate) fn is_allocated(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 /// Why [`inflate_into`] stopped, in more detail than [`InflateError`] (for the tests and
 /// the fuzz target).
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]

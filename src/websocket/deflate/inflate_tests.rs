@@ -10,18 +10,6 @@ const HELLO: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
 /// §7.2.3.4: "Hello" in a block with BFINAL set, then `00` (an empty stored block's start).
 const HELLO_FINAL: [u8; 8] = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
 
-/// What flate2's stream reader makes of `payload` + tail: its output (an unfinished
-/// stream, the usual case, ends in `UnexpectedEof` after all of it).
-fn reference(payload: &[u8]) -> Vec<u8> {
-    let input = [payload, &TAIL].concat();
-    let mut decoder = flate2::read::DeflateDecoder::new(&input[..]);
-    let mut out = Vec::new();
-    if let Err(e) = decoder.read_to_end(&mut out) {
-        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
-    }
-    out
-}
-
 fn corrupt(payload: &[u8]) -> Failure {
     let mut out = Vec::new();
     inflate_into(payload, 1 << 20, &mut out).expect_err("corrupt data was accepted")
@@ -45,6 +33,25 @@ fn rfc_7692_examples() {
     assert_eq!(inflate(&two, 100).unwrap(), b"Hello");
     // §7.2.3.6: an empty message.
     assert_eq!(inflate(&[0x00], 100).unwrap(), b"");
+}
+
+#[test]
+fn a_session_inflater_carries_the_context_and_is_made_at_the_first_message() {
+    // RFC 7692 §7.2.3.2: "Hello" twice, the second referring to the first.
+    let first = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let second = [0xf2, 0x00, 0x11, 0x00, 0x00];
+    let mut inflater = Inflater::default();
+    assert!(
+        !inflater.is_allocated(),
+        "an idle session holds no inflate state"
+    );
+    assert_eq!(inflater.inflate(&first, 100), Ok(b"Hello".to_vec()));
+    assert!(inflater.is_allocated());
+    assert_eq!(inflater.inflate(&second, 100), Ok(b"Hello".to_vec()));
+    assert_eq!(
+        inflater.inflate(&second, 4),
+        Err(InflateError::TooBig { max: 4 })
+    );
 }
 
 #[test]

@@ -15,12 +15,16 @@
 //! and the same [`Bytes`](bytes::Bytes) go to every session that agreed on that window,
 //! as the uncompressed frame already does (almost every client agrees on 15).
 //!
-//! The server also always answers `client_no_context_takeover`, offered or not (RFC 7692
-//! §7.1.1.2 lets a server include it in any answer): each client message is then
-//! compressed on its own too, and inflating it needs no state kept between messages. One
-//! inflater per thread, reset after each message, serves every session on that thread,
-//! so a compressed session costs no inflate memory while it is idle (a zlib inflater is
-//! about 40 KiB with its 32 KiB window).
+//! Inbound, the server answers `client_no_context_takeover` when the client offered it:
+//! each client message is then compressed on its own, and one inflater per thread, reset
+//! after each message, serves every such session on that thread ([`inflate()`]). A client
+//! that did not offer it (the defaults of Python `websockets`, Node `ws` and browsers)
+//! may carry its compression context from message to message, so its session gets an
+//! [`Inflater`] of its own, made at its first compressed message: a compressed session
+//! that sends nothing compressed holds no inflate state (a zlib inflater is about 40 KiB
+//! with its 32 KiB window). (RFC 7692 §7.1.1.2 would let the server answer
+//! `client_no_context_takeover` unasked, but a client may refuse such an answer and fail
+//! the connection: Node `ws` does, when told `clientNoContextTakeover: false`.)
 //!
 //! ## Parameters
 //!
@@ -31,7 +35,7 @@
 //! | in the offer | | in the answer |
 //! |---|---|---|
 //! | `server_no_context_takeover` (no value) | accepted | always there |
-//! | `client_no_context_takeover` (no value) | accepted | always there |
+//! | `client_no_context_takeover` (no value) | accepted | answered |
 //! | `client_max_window_bits`, with or without a value 8..=15 | accepted | not answered: the inflater's 15-bit window reads any smaller window |
 //! | `server_max_window_bits=N`, N in 9..=15 | accepted: the compressor uses window N | `server_max_window_bits=N` |
 //! | `server_max_window_bits=8` | offer declined: zlib cannot make raw deflate with an 8-bit window | |
@@ -48,8 +52,9 @@
 //!
 //! | client | offer | answer |
 //! |---|---|---|
-//! | Chromium, Node `ws`, Python `websockets` (defaults) | `permessage-deflate; client_max_window_bits` | `permessage-deflate; server_no_context_takeover; client_no_context_takeover` |
-//! | one asking for a small server window | `permessage-deflate; server_max_window_bits=10` | `permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10` |
+//! | Chromium, Node `ws`, Python `websockets` (defaults) | `permessage-deflate; client_max_window_bits` | `permessage-deflate; server_no_context_takeover` |
+//! | one that compresses each message on its own | `permessage-deflate; client_no_context_takeover` | `permessage-deflate; server_no_context_takeover; client_no_context_takeover` |
+//! | one asking for a small server window | `permessage-deflate; server_max_window_bits=10` | `permessage-deflate; server_no_context_takeover; server_max_window_bits=10` |
 //!
 //! ## Outbound
 //!
@@ -79,18 +84,13 @@ mod inflate;
 pub mod fuzz;
 
 pub(crate) use compress::Compressor;
-pub(crate) use inflate::{inflate, InflateError};
+pub(crate) use inflate::{inflate, InflateError, Inflater};
 
 use header::{Element, Value};
 
 /// The 4 bytes that end a sync-flushed deflate stream (an empty stored block's length
 /// fields): removed from each compressed message and appended back before inflating.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
-
-/// The default compression level (`compression_level`): zlib's fastest. Market data is
-/// small JSON whose repeats are a few hundred bytes apart; higher levels cost several
-/// times the CPU for a few percent of size (see the measurement in the tests).
-pub(crate) const DEFAULT_LEVEL: u32 = 1;
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 const EXTENSION: &str = "permessage-deflate";
@@ -105,13 +105,19 @@ pub(crate) struct Agreed {
     /// a server accepts that parameter by answering it; Python `websockets` fails the
     /// connection otherwise).
     pub(crate) answer_window_bits: bool,
+    /// The offer had `client_no_context_takeover`: the answer repeats it, and the
+    /// client's messages are each compressed on their own (else the session keeps an
+    /// [`Inflater`] of its own).
+    pub(crate) client_no_context_takeover: bool,
 }
 
 impl Agreed {
     /// The `Sec-WebSocket-Extensions` value to answer.
     pub(crate) fn response_header(&self) -> String {
-        let mut header =
-            format!("{EXTENSION}; server_no_context_takeover; client_no_context_takeover");
+        let mut header = format!("{EXTENSION}; server_no_context_takeover");
+        if self.client_no_context_takeover {
+            header.push_str("; client_no_context_takeover");
+        }
         if self.answer_window_bits {
             header.push_str("; server_max_window_bits=");
             header.push_str(&self.server_max_window_bits.to_string());
@@ -146,6 +152,7 @@ fn accept<'a>(
     let mut agreed = Agreed {
         server_max_window_bits: 15,
         answer_window_bits: false,
+        client_no_context_takeover: false,
     };
     for param in params {
         let (name, value) = param?;
@@ -163,6 +170,7 @@ fn accept<'a>(
         seen |= bit;
         match bit {
             SERVER_NO_CONTEXT | CLIENT_NO_CONTEXT if value.is_some() => return None,
+            CLIENT_NO_CONTEXT => agreed.client_no_context_takeover = true,
             SERVER_WINDOW => {
                 let bits = window_bits(value?)?;
                 if bits < 9 {
@@ -198,12 +206,14 @@ fn window_bits(value: Value<'_>) -> Option<u8> {
 mod tests {
     use super::*;
 
+    const SERVER: &str = "permessage-deflate; server_no_context_takeover";
     const BOTH: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
     fn agreed(bits: u8, answer: bool) -> Option<Agreed> {
         Some(Agreed {
             server_max_window_bits: bits,
             answer_window_bits: answer,
+            client_no_context_takeover: false,
         })
     }
 
@@ -213,7 +223,7 @@ mod tests {
         let offer = "permessage-deflate; client_max_window_bits";
         let got = negotiate([offer]);
         assert_eq!(got, agreed(15, false));
-        assert_eq!(got.unwrap().response_header(), BOTH);
+        assert_eq!(got.unwrap().response_header(), SERVER);
     }
 
     #[test]
@@ -223,11 +233,20 @@ mod tests {
             negotiate(["permessage-deflate; client_max_window_bits=12"]),
             agreed(15, false)
         );
+        let both = negotiate([
+            "permessage-deflate; client_no_context_takeover; server_no_context_takeover",
+        ]);
         assert_eq!(
-            negotiate([
-                "permessage-deflate; client_no_context_takeover; server_no_context_takeover"
-            ]),
-            agreed(15, false)
+            both,
+            agreed(15, false).map(|a| Agreed {
+                client_no_context_takeover: true,
+                ..a
+            })
+        );
+        assert_eq!(
+            both.unwrap().response_header(),
+            BOTH,
+            "answered when offered"
         );
     }
 
@@ -237,7 +256,7 @@ mod tests {
         assert_eq!(got, agreed(10, true));
         assert_eq!(
             got.unwrap().response_header(),
-            format!("{BOTH}; server_max_window_bits=10")
+            format!("{SERVER}; server_max_window_bits=10")
         );
         for bits in 9..=15u8 {
             let offer = format!("permessage-deflate; server_max_window_bits={bits}");
@@ -248,7 +267,7 @@ mod tests {
             negotiate(["permessage-deflate; server_max_window_bits=15"])
                 .unwrap()
                 .response_header(),
-            format!("{BOTH}; server_max_window_bits=15")
+            format!("{SERVER}; server_max_window_bits=15")
         );
     }
 
