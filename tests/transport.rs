@@ -316,11 +316,20 @@ async fn a_conflated_subscription_gets_the_latest_per_topic_and_is_never_slow() 
     server.shutdown().await;
 }
 
-#[actix_rt::test]
-async fn a_client_publish_into_a_full_queue_waits_for_room_instead_of_failing() {
+/// A MessageQueue of `max_size` 1 whose one subscriber (to `orders.new`) holds each
+/// message until the gate opens, counting those it handled; and a service with client
+/// publish into it.
+async fn held_queue(
+    default_timeout: Duration,
+) -> (
+    MessageQueue,
+    tokio::sync::watch::Sender<bool>,
+    Arc<std::sync::atomic::AtomicU64>,
+    Server,
+) {
     let queue = MessageQueue::start(MessageQueueConfig {
         max_size: 1,
-        default_timeout: Duration::from_secs(20),
+        default_timeout,
         ..MessageQueueConfig::default()
     })
     .unwrap();
@@ -346,7 +355,12 @@ async fn a_client_publish_into_a_full_queue_waits_for_room_instead_of_failing() 
         .publish_to(queue.clone())
         .start()
         .unwrap();
-    let server = Server::start(ws);
+    (queue, gate_tx, handled, Server::start(ws))
+}
+
+#[actix_rt::test]
+async fn a_client_publish_into_a_full_queue_waits_for_room_instead_of_failing() {
+    let (queue, gate_tx, handled, server) = held_queue(Duration::from_secs(20)).await;
     let addr = server.addr;
     // Ten publishes and a ping, sent at once: the held handler has the first, the queue
     // room for one more, so the session acknowledges two and waits for room, reading
@@ -388,32 +402,7 @@ async fn a_client_publish_into_a_full_queue_waits_for_room_instead_of_failing() 
 
 #[actix_rt::test]
 async fn a_client_publish_that_finds_no_room_within_default_timeout_gets_queue_full() {
-    let queue = MessageQueue::start(MessageQueueConfig {
-        max_size: 1,
-        default_timeout: Duration::from_millis(300),
-        ..MessageQueueConfig::default()
-    })
-    .unwrap();
-    let (gate_tx, gate) = tokio::sync::watch::channel(false);
-    queue
-        .subscribe("orders.new", move |_| {
-            let mut gate = gate.clone();
-            async move {
-                let _ = gate.wait_for(|open| *open).await;
-                Ok(())
-            }
-        })
-        .await
-        .unwrap();
-    let cfg = WebSocketServiceConfig {
-        allow_client_publish: true,
-        ..config()
-    };
-    let ws = WebSocketService::builder(cfg)
-        .publish_to(queue.clone())
-        .start()
-        .unwrap();
-    let server = Server::start(ws);
+    let (queue, gate_tx, _, server) = held_queue(Duration::from_millis(300)).await;
     let addr = server.addr;
     let replies = blocking(move || {
         let mut client = RawClient::connect(addr, "", None);

@@ -12,7 +12,8 @@
 //!   `subscribe`, an `unsubscribe`) or waits for room in the MessageQueue (a `publish`),
 //!   the session reads no further frame, and stops reading its socket, so a client that
 //!   publishes into a full queue is slowed down by TCP itself, never reset;
-//! - answers a ping with a pong and a close with a close, at once;
+//! - answers a ping with a pong and a close with a close, at once (a frame that comes
+//!   behind a publish waiting for room waits with it, up to `default_timeout`);
 //! - pings every `heartbeat_interval`, closes with 4000 when nothing arrived for
 //!   `connection_timeout`, and with 4008 when its frames waited `write_timeout` with the
 //!   socket taking nothing (a push past `max_queued_bytes` closes it with 4008 too);
@@ -499,28 +500,13 @@ impl Session {
             conflate: Some(conflate),
             ack: Some(Self::ack(id.clone())),
         };
-        self.busy = true;
-        ctx.spawn(
-            self.hub
-                .send(request)
-                .into_actor(self)
-                .map(move |answer, session, ctx| {
-                    match answer {
-                        Ok(Ok(())) => {
-                            session.errors_in_a_row = 0;
-                            session.count_sent();
-                        }
-                        Ok(Err(err @ ClientSubscribeError::TooManySubscriptions(_))) => session
-                            .refuse(Refusal::new(
-                                id,
-                                ErrorCode::TooManySubscriptions,
-                                err.to_string(),
-                            )),
-                        Ok(Err(_)) | Err(_) => session.refuse(unavailable(id)),
-                    }
-                    session.resume(ctx);
-                }),
-        );
+        self.ask_hub(ctx, request, move |session, answer| match answer {
+            Ok(Ok(())) => session.acknowledged(),
+            Ok(Err(err @ ClientSubscribeError::TooManySubscriptions(_))) => session.refuse(
+                Refusal::new(id, ErrorCode::TooManySubscriptions, err.to_string()),
+            ),
+            Ok(Err(_)) | Err(_) => session.refuse(unavailable(id)),
+        });
     }
 
     fn unsubscribe(
@@ -537,27 +523,45 @@ impl Session {
             pattern: topic.clone(),
             ack: Some(Self::ack(id.clone())),
         };
+        self.ask_hub(ctx, request, move |session, answer| match answer {
+            Ok(true) => session.acknowledged(),
+            Ok(false) => session.refuse(Refusal::new(
+                id,
+                ErrorCode::NotSubscribed,
+                format!("not subscribed to {topic:?}"),
+            )),
+            Err(_) => session.refuse(unavailable(id)),
+        });
+    }
+
+    /// Sends a request whose `ack` the hub pushes, reading no further client frame
+    /// until `answered` has handled the answer (see `## Barriers`).
+    fn ask_hub<M>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        request: M,
+        answered: impl FnOnce(&mut Self, Result<M::Result, MailboxError>) + 'static,
+    ) where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        Hub: Handler<M>,
+    {
         self.busy = true;
         ctx.spawn(
             self.hub
                 .send(request)
                 .into_actor(self)
-                .map(move |answered, session, ctx| {
-                    match answered {
-                        Ok(true) => {
-                            session.errors_in_a_row = 0;
-                            session.count_sent();
-                        }
-                        Ok(false) => session.refuse(Refusal::new(
-                            id,
-                            ErrorCode::NotSubscribed,
-                            format!("not subscribed to {topic:?}"),
-                        )),
-                        Err(_) => session.refuse(unavailable(id)),
-                    }
+                .map(move |answer, session, ctx| {
+                    answered(session, answer);
                     session.resume(ctx);
                 }),
         );
+    }
+
+    /// The hub pushed the `ack` of a request.
+    fn acknowledged(&mut self) {
+        self.errors_in_a_row = 0;
+        self.count_sent();
     }
 
     /// A client publish into the MessageQueue. Without room at once, the session stops
