@@ -143,12 +143,13 @@ async fn websocket_fanout_with_deflate_negotiates_and_inflates_everything() {
 
 #[actix_rt::test]
 async fn websocket_churn_cycles_all_close_with_1000() {
-    for deflate in [false, true] {
+    for (deflate, client_closes_first) in [(false, false), (false, true), (true, false)] {
         let options = ChurnOptions {
             loops: 4,
             threads: 2,
             duration: SHORT,
             deflate,
+            client_closes_first,
             server: ServerMode::InProcess,
         };
         let r = ws::websocket_churn(&options).await.unwrap();
@@ -194,6 +195,7 @@ async fn websocket_comparison_runs_every_part() {
     assert_eq!(json["deflate"]["every_run"][0]["negotiated"], 3);
     assert_eq!(json["churn"]["median"]["failed"], 0);
     assert_eq!(json["churn_deflate"]["median"]["failed"], 0);
+    assert_eq!(json["churn_client_closes_first"]["median"]["failed"], 0);
     assert_eq!(json["memory"]["negotiated"], 0);
     assert_eq!(json["memory_deflate"]["negotiated"], 3);
     assert!(json["deflate_to_plain"].is_number());

@@ -4,8 +4,11 @@
 //!
 //! One cycle: TCP connect, the upgrade (offering permessage-deflate or not), read the
 //! `welcome`, send a `subscribe` and read its `ack`, send a close frame (1000), read the
-//! server's close reply, and read until the connection ends (the server closes it: its
-//! end of the handshake is done). Reported: cycles per second over all loops, how each
+//! server's close reply, and read until the connection ends. RFC 6455 §7.1.1 has the
+//! server close the TCP connection first, and a client wait for that (Python
+//! `websockets` does); other clients end their side as soon as the handshake is done
+//! (Node `ws`): `client_closes_first` does that (a FIN right after the close reply),
+//! then still reads until the server's end. Reported: cycles per second over all loops, how each
 //! ended (the close reply's code), cycle time percentiles, and the CPU of the server and
 //! of each generator thread.
 
@@ -37,6 +40,9 @@ pub struct ChurnOptions {
     pub duration: Duration,
     /// The clients offer permessage-deflate.
     pub deflate: bool,
+    /// A client ends its side of the connection right after the close reply, instead
+    /// of waiting for the server to end it first.
+    pub client_closes_first: bool,
     /// Where the server runs.
     pub server: ServerMode,
 }
@@ -131,11 +137,11 @@ fn run(options: &ChurnOptions, server: &Server, url: &str) -> std::io::Result<Ch
     let (tx, rx) = mpsc::channel();
     for t in 0..threads {
         let loops = options.loops / threads + usize::from(t < options.loops % threads);
-        let (tx, deflate) = (tx.clone(), options.deflate);
+        let (tx, how) = (tx.clone(), How::of(options));
         std::thread::Builder::new()
             .name("bench-ws-churn".into())
             .spawn(move || {
-                let _ = tx.send(churn_thread(addr, loops, deflate, end));
+                let _ = tx.send(churn_thread(addr, loops, how, end));
             })?;
     }
     drop(tx);
@@ -165,14 +171,30 @@ fn run(options: &ChurnOptions, server: &Server, url: &str) -> std::io::Result<Ch
     })
 }
 
+/// How a client cycles.
+#[derive(Clone, Copy)]
+struct How {
+    deflate: bool,
+    client_closes_first: bool,
+}
+
+impl How {
+    fn of(options: &ChurnOptions) -> How {
+        How {
+            deflate: options.deflate,
+            client_closes_first: options.client_closes_first,
+        }
+    }
+}
+
 /// One generator thread: `loops` cycling clients until `end`.
-fn churn_thread(addr: SocketAddr, loops: usize, deflate: bool, end: Instant) -> ThreadResult {
+fn churn_thread(addr: SocketAddr, loops: usize, how: How, end: Instant) -> ThreadResult {
     let stat = own_thread_stat();
     let cpu_before = stat.as_deref().and_then(cpu_seconds);
     let started = Instant::now();
     let mut result = actix_rt::System::new().block_on(async move {
         let tasks: Vec<_> = (0..loops)
-            .map(|_| actix_rt::spawn(cycle_until(addr, deflate, end)))
+            .map(|_| actix_rt::spawn(cycle_until(addr, how, end)))
             .collect();
         let mut total = ThreadResult::new();
         for task in tasks {
@@ -189,11 +211,11 @@ fn churn_thread(addr: SocketAddr, loops: usize, deflate: bool, end: Instant) -> 
 }
 
 /// One client's cycles until `end`.
-async fn cycle_until(addr: SocketAddr, deflate: bool, end: Instant) -> ThreadResult {
+async fn cycle_until(addr: SocketAddr, how: How, end: Instant) -> ThreadResult {
     let mut r = ThreadResult::new();
     while Instant::now() < end {
         let start = Instant::now();
-        match tokio::time::timeout(CYCLE_LIMIT, cycle(addr, deflate)).await {
+        match tokio::time::timeout(CYCLE_LIMIT, cycle(addr, how)).await {
             Ok(Ok((code, negotiated))) => {
                 r.cycles += 1;
                 r.negotiated += u64::from(negotiated);
@@ -219,8 +241,8 @@ async fn cycle_until(addr: SocketAddr, deflate: bool, end: Instant) -> ThreadRes
 
 /// One cycle: the close reply's code (0 for a close frame without one), and whether
 /// deflate was agreed.
-async fn cycle(addr: SocketAddr, deflate: bool) -> std::io::Result<(u16, bool)> {
-    let mut conn = Conn::connect(addr, deflate).await?;
+async fn cycle(addr: SocketAddr, how: How) -> std::io::Result<(u16, bool)> {
+    let mut conn = Conn::connect(addr, how.deflate).await?;
     expect_text(&mut conn, br#"{"type":"welcome""#).await?;
     let subscribe = br#"{"type":"subscribe","topic":"bench.churn","id":1}"#;
     conn.send(&masked(opcode::TEXT, subscribe)).await?;
@@ -241,7 +263,10 @@ async fn cycle(addr: SocketAddr, deflate: bool) -> std::io::Result<(u16, bool)> 
             None => return Err(protocol("the connection ended before the close reply")),
         }
     };
-    // The server ends the connection once its close frame is out.
+    if how.client_closes_first {
+        conn.shutdown_write().await?;
+    }
+    // Then the server ends the connection.
     if conn.next_frame().await?.is_some() {
         return Err(protocol("a frame after the close reply"));
     }

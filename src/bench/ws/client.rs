@@ -126,6 +126,11 @@ impl Conn {
         }
     }
 
+    /// Ends the client's side of the connection (a TCP FIN); reading goes on.
+    pub(super) async fn shutdown_write(&mut self) -> Result<()> {
+        self.stream.shutdown().await
+    }
+
     /// Writes `bytes` (a client frame, or the upgrade request) whole.
     pub(super) async fn send(&mut self, bytes: &[u8]) -> Result<()> {
         self.stream.write_all(bytes).await

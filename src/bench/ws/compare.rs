@@ -78,6 +78,7 @@ struct Run {
     plain: Option<WsReport>,
     deflate: Option<WsReport>,
     churn: Option<ChurnReport>,
+    churn_client_first: Option<ChurnReport>,
     churn_deflate: Option<ChurnReport>,
     memory: Option<WsReport>,
     memory_deflate: Option<WsReport>,
@@ -99,11 +100,12 @@ pub async fn run(o: &CompareOptions) -> std::io::Result<(String, Value)> {
     if o.capacity_rate > 0.0 {
         rates.push(o.capacity_rate);
     }
-    let churn = |deflate: bool| ChurnOptions {
+    let churn = |deflate: bool, client_closes_first: bool| ChurnOptions {
         loops: o.churn_loops,
         threads: o.readers,
         duration: o.duration,
         deflate,
+        client_closes_first,
         server: o.server.clone(),
     };
     for _ in 0..o.runs {
@@ -115,8 +117,9 @@ pub async fn run(o: &CompareOptions) -> std::io::Result<(String, Value)> {
             run.deflate = Some(websocket_fanout(&fanout(true, rates.clone(), o.duration)).await?);
         }
         if o.mode.runs(WsMode::Churn) {
-            run.churn = Some(websocket_churn(&churn(false)).await?);
-            run.churn_deflate = Some(websocket_churn(&churn(true)).await?);
+            run.churn = Some(websocket_churn(&churn(false, false)).await?);
+            run.churn_client_first = Some(websocket_churn(&churn(false, true)).await?);
+            run.churn_deflate = Some(websocket_churn(&churn(true, false)).await?);
         }
         if o.mode.runs(WsMode::Memory) {
             let gentle = |deflate| fanout(deflate, vec![MEMORY_RATE], MEMORY_PHASE);
@@ -348,6 +351,10 @@ fn churn_table(
     );
     let _ = writeln!(
         t,
+        "(plain and deflate: the client waits for the server to end the TCP connection, as RFC 6455 §7.1.1 has it; client ends first: its FIN right after the close reply)"
+    );
+    let _ = writeln!(
+        t,
         "{:<18} {:>9} {:>8} {:>14} {:>7} {:>10} {:>10} {:>8} {:>14}  limit",
         "",
         "cycles/s",
@@ -359,11 +366,16 @@ fn churn_table(
         "srv CPU",
         "generator"
     );
-    let parts: [(&str, fn(&Run) -> Option<&ChurnReport>); 2] = [
-        ("churn", |r| r.churn.as_ref()),
-        ("churn_deflate", |r| r.churn_deflate.as_ref()),
+    let parts: [(&str, &str, fn(&Run) -> Option<&ChurnReport>); 3] = [
+        ("churn", "plain", |r| r.churn.as_ref()),
+        ("churn_client_closes_first", "client ends first", |r| {
+            r.churn_client_first.as_ref()
+        }),
+        ("churn_deflate", "deflate offered", |r| {
+            r.churn_deflate.as_ref()
+        }),
     ];
-    for (name, pick) in parts {
+    for (name, label, pick) in parts {
         let all: Vec<ChurnReport> = runs.iter().filter_map(|r| pick(r).cloned()).collect();
         let Some(c) = median_by(all.clone(), |c| c.cycles_per_second) else {
             continue;
@@ -372,11 +384,7 @@ fn churn_table(
         let _ = writeln!(
             t,
             "{:<18} {:>9.0} {:>8} {:>14} {:>7} {:>10.2} {:>10.2} {:>8} {:>14}  {}",
-            if name == "churn" {
-                "plain"
-            } else {
-                "deflate offered"
-            },
+            label,
             c.cycles_per_second,
             c.cycles,
             format!("{normal}/{}", c.cycles),

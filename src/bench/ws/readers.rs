@@ -13,12 +13,14 @@
 //! The server compresses a broadcast once and sends the same bytes to every compressing
 //! session, so a thread that holds 500 of them would inflate the same bytes 500 times:
 //! the work of 500 clients on 500 machines, on one generator core. Each thread keeps the
-//! last few compressed payloads it inflated with their text, and reuses the text of a
+//! last [`MEMO`] compressed payloads it inflated with their text, and reuses the text of a
 //! payload whose bytes are exactly the same (compared in full). Every frame is still
 //! read, and every text checked; [`Tally::inflated`] counts the payloads actually
 //! inflated.
 
 use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -304,41 +306,42 @@ fn number_after(text: &[u8], key: &[u8]) -> Option<(u64, usize)> {
     Some((value, at))
 }
 
-/// How many compressed payloads a thread keeps with their text.
-const MEMO: usize = 8;
+/// How many compressed payloads a thread keeps with their text: more than the
+/// broadcasts that can be in flight at once (a second's worth at 1,000 a second).
+const MEMO: usize = 4096;
 
-/// The last [`MEMO`] compressed payloads a thread inflated, with their text (see the
-/// module docs).
+/// The last [`MEMO`] compressed payloads a thread inflated, with their text, by a hash
+/// of the payload (see the module docs); the oldest goes first.
 #[derive(Default)]
 struct Memo {
     inflater: Option<Inflater>,
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The entry the next new payload replaces, once all are used.
-    next: usize,
+    hasher: foldhash::fast::FixedState,
+    entries: HashMap<u64, (Vec<u8>, Vec<u8>)>,
+    order: VecDeque<u64>,
 }
 
 impl Memo {
     /// The text of `payload`, and whether it was inflated now (not reused).
     fn inflate(&mut self, payload: &[u8]) -> std::io::Result<(&[u8], bool)> {
-        if let Some(i) = self.entries.iter().position(|(p, _)| p == payload) {
-            return Ok((&self.entries[i].1, false));
+        let key = self.hasher.hash_one(payload);
+        let known = self.entries.get(&key).is_some_and(|(p, _)| p == payload);
+        if !known {
+            let text = self
+                .inflater
+                .get_or_insert_with(Inflater::new)
+                .inflate(payload)
+                .map_err(protocol)?
+                .to_vec();
+            if self.entries.insert(key, (payload.to_vec(), text)).is_none() {
+                self.order.push_back(key);
+            }
+            if self.order.len() > MEMO {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.entries.remove(&oldest);
+                }
+            }
         }
-        let text = self
-            .inflater
-            .get_or_insert_with(Inflater::new)
-            .inflate(payload)
-            .map_err(protocol)?
-            .to_vec();
-        let i = if self.entries.len() < MEMO {
-            self.entries.push((payload.to_vec(), text));
-            self.entries.len() - 1
-        } else {
-            let i = self.next;
-            self.next = (i + 1) % MEMO;
-            self.entries[i] = (payload.to_vec(), text);
-            i
-        };
-        Ok((&self.entries[i].1, true))
+        Ok((&self.entries[&key].1, !known))
     }
 }
 
