@@ -102,8 +102,9 @@ enum Command {
         #[arg(long, default_value_t = 300.0)]
         ws_rate: f64,
         /// WebSocket messages per second of the capacity phase, after the one at
-        /// --ws-rate on the same connections (0: none).
-        #[arg(long, default_value_t = 1_000.0, value_name = "N")]
+        /// --ws-rate on the same connections (0: none). The default offers more than
+        /// two cores deliver, so that delivered/s is the capacity.
+        #[arg(long, default_value_t = 2_000.0, value_name = "N")]
         ws_capacity_rate: f64,
         /// Threads of the WebSocket load generator that read the clients' connections
         /// (and cycle in the churn).

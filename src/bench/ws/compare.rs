@@ -72,6 +72,9 @@ pub struct CompareOptions {
     pub server: ServerMode,
 }
 
+/// A part of a run, as a table row: its JSON key and where it is in a [`Run`].
+type Part<R> = (&'static str, fn(&Run) -> Option<&R>);
+
 /// Everything one run measured.
 #[derive(Default)]
 struct Run {
@@ -220,7 +223,7 @@ fn fanout_table(
         "srv CPU",
         "generator pub/readers"
     );
-    let parts: [(&str, fn(&Run) -> Option<&WsReport>); 2] = [
+    let parts: [Part<WsReport>; 2] = [
         ("plain", |r| r.plain.as_ref()),
         ("deflate", |r| r.deflate.as_ref()),
     ];
@@ -366,16 +369,20 @@ fn churn_table(
         "srv CPU",
         "generator"
     );
-    let parts: [(&str, &str, fn(&Run) -> Option<&ChurnReport>); 3] = [
-        ("churn", "plain", |r| r.churn.as_ref()),
-        ("churn_client_closes_first", "client ends first", |r| {
-            r.churn_client_first.as_ref()
-        }),
-        ("churn_deflate", "deflate offered", |r| {
-            r.churn_deflate.as_ref()
-        }),
+    let parts: [(Part<ChurnReport>, &str); 3] = [
+        (("churn", |r| r.churn.as_ref()), "plain"),
+        (
+            ("churn_client_closes_first", |r| {
+                r.churn_client_first.as_ref()
+            }),
+            "client ends first",
+        ),
+        (
+            ("churn_deflate", |r| r.churn_deflate.as_ref()),
+            "deflate offered",
+        ),
     ];
-    for (name, label, pick) in parts {
+    for ((name, pick), label) in parts {
         let all: Vec<ChurnReport> = runs.iter().filter_map(|r| pick(r).cloned()).collect();
         let Some(c) = median_by(all.clone(), |c| c.cycles_per_second) else {
             continue;
@@ -419,7 +426,7 @@ fn memory_table(
         MEMORY_RATE,
         MEMORY_PHASE.as_secs_f64()
     );
-    let parts: [(&str, fn(&Run) -> Option<&WsReport>); 2] = [
+    let parts: [Part<WsReport>; 2] = [
         ("memory", |r| r.memory.as_ref()),
         ("memory_deflate", |r| r.memory_deflate.as_ref()),
     ];

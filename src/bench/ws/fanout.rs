@@ -261,7 +261,7 @@ fn phase(
     let mut latency = new_histogram();
     for r in readers {
         latency
-            .add(&r.tally.take_latency())
+            .add(r.tally.take_latency())
             .map_err(std::io::Error::other)?;
     }
     let delivered = after.delivered - before.delivered;
