@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::time::Duration;
 
 use tickwire::bench::suite::{self, SuiteOptions, Target};
+use tickwire::bench::ws::compare::WsMode;
 use tickwire::bench::ws::ServerMode;
 use tickwire::serve::config::FileConfig;
 use tickwire::serve::{Serve, ServeOptions, Shutdown, Signals};
@@ -100,9 +101,24 @@ enum Command {
         /// WebSocket messages published per second (each goes to every client).
         #[arg(long, default_value_t = 300.0)]
         ws_rate: f64,
-        /// Threads of the WebSocket load generator that read the clients' connections.
+        /// WebSocket messages per second of the capacity phase, after the one at
+        /// --ws-rate on the same connections (0: none). The default offers more than
+        /// two cores deliver, so that delivered/s is the capacity.
+        #[arg(long, default_value_t = 2_000.0, value_name = "N")]
+        ws_capacity_rate: f64,
+        /// Threads of the WebSocket load generator that read the clients' connections
+        /// (and cycle in the churn).
         #[arg(long, default_value_t = 2)]
         ws_readers: usize,
+        /// Which parts of the WebSocket benchmark: the fan-out without compression
+        /// (plain), with every client negotiating permessage-deflate (deflate), connect /
+        /// subscribe / close cycles (churn), memory per idle connection (memory), or all
+        /// side by side.
+        #[arg(long, value_enum, default_value = "all")]
+        ws_mode: BenchWsMode,
+        /// WebSocket clients cycling at once in the churn.
+        #[arg(long, default_value_t = 64, value_name = "N")]
+        ws_churn_loops: usize,
         /// Run the EventBus throughput scenario with `enable_metrics = false`.
         #[arg(long)]
         no_metrics: bool,
@@ -115,9 +131,24 @@ enum BenchTarget {
     Eventbus,
     /// MessageQueue: throughput (fan-out, a 4-member group), latency.
     Queue,
-    /// WebSocket fan-out over loopback to many clients.
+    /// The WebSocket transport over loopback: fan-out to many clients, plain and with
+    /// permessage-deflate, connection churn, memory per connection (see --ws-mode).
     Ws,
     /// Everything.
+    All,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BenchWsMode {
+    /// Fan-out, clients not offering permessage-deflate.
+    Plain,
+    /// Fan-out, every client negotiating permessage-deflate.
+    Deflate,
+    /// Connect / subscribe / close cycles.
+    Churn,
+    /// Server memory per idle connection.
+    Memory,
+    /// All of them, side by side.
     All,
 }
 
@@ -143,7 +174,10 @@ fn main() -> ExitCode {
             critical_rate,
             clients,
             ws_rate,
+            ws_capacity_rate,
             ws_readers,
+            ws_mode,
+            ws_churn_loops,
             no_metrics,
         } => {
             let valid = events > 0
@@ -151,6 +185,9 @@ fn main() -> ExitCode {
                 && workers > 0
                 && clients > 0
                 && ws_readers > 0
+                && ws_churn_loops > 0
+                && ws_capacity_rate.is_finite()
+                && ws_capacity_rate >= 0.0
                 && !subscribers.contains(&0)
                 && [duration, rate, critical_rate, ws_rate]
                     .iter()
@@ -170,6 +207,15 @@ fn main() -> ExitCode {
                 clients,
                 ws_rate,
                 ws_readers,
+                ws_mode: match ws_mode {
+                    BenchWsMode::Plain => WsMode::Plain,
+                    BenchWsMode::Deflate => WsMode::Deflate,
+                    BenchWsMode::Churn => WsMode::Churn,
+                    BenchWsMode::Memory => WsMode::Memory,
+                    BenchWsMode::All => WsMode::All,
+                },
+                ws_capacity_rate,
+                ws_churn_loops,
                 // A child process needs --listen-stdin, a Unix way to hand it its socket.
                 ws_server: match std::env::current_exe() {
                     Ok(exe) if cfg!(unix) => ServerMode::ChildProcess(exe),

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use tickwire::bench::latency;
-use tickwire::bench::ws::{self, ServerMode, WsOptions};
+use tickwire::bench::ws::compare::{self, CompareOptions, WsMode};
+use tickwire::bench::ws::{self, ChurnOptions, ServerMode, WsOptions};
 use tickwire::bench::{self, Consumers, Payload};
 
 const SHORT: Duration = Duration::from_millis(200);
@@ -80,23 +81,125 @@ async fn priority_under_saturation_handles_every_critical_event() {
     assert!(r.low_handled > 0);
 }
 
-#[actix_rt::test]
-async fn websocket_fanout_delivers_to_every_client() {
-    let options = WsOptions {
+fn fanout(deflate: bool) -> WsOptions {
+    WsOptions {
         clients: 5,
         readers: 2,
-        rate: 50.0,
+        rates: vec![50.0, 100.0],
         duration: SHORT,
         payload: 200,
+        deflate,
+        server: ServerMode::InProcess,
+    }
+}
+
+#[actix_rt::test]
+async fn websocket_fanout_delivers_every_message_once_in_order() {
+    let r = ws::websocket_fanout(&fanout(false)).await.unwrap();
+    assert_eq!((r.negotiated, r.compressed_sessions), (0, 0), "{r:?}");
+    assert_eq!(r.phases.len(), 2);
+    for (p, published) in r.phases.iter().zip([10, 20]) {
+        assert_eq!((p.published, p.expected), (published, published * 5));
+        assert_eq!(p.delivered, p.expected, "{p:?}");
+        assert_eq!(p.latency_us.count, p.expected, "one sample per delivery");
+        assert_eq!((p.seq_errors, p.compressed, p.inflated), (0, 0, 0), "{p:?}");
+        assert_eq!((p.connections_lost, p.slow_consumers), (0, 0), "{p:?}");
+        assert_eq!(p.reader_cpu.len(), 2, "one figure per reader thread");
+        // Nothing compressed: what the clients read is what the server counted.
+        assert_eq!(p.wire_bytes_per_message, p.server_wire_bytes_per_message);
+        assert_eq!(
+            p.server_wire_bytes_per_message,
+            p.server_uncompressed_bytes_per_message
+        );
+    }
+    assert_eq!(
+        (r.server_bytes_per_connection, r.phases[0].server_cpu),
+        (None, None),
+        "no memory or CPU figure for an in-process server"
+    );
+}
+
+#[actix_rt::test]
+async fn websocket_fanout_with_deflate_negotiates_and_inflates_everything() {
+    let r = ws::websocket_fanout(&fanout(true)).await.unwrap();
+    assert_eq!((r.negotiated, r.compressed_sessions), (5, 5), "{r:?}");
+    for p in &r.phases {
+        assert_eq!(p.delivered, p.expected, "{p:?}");
+        assert_eq!(p.seq_errors, 0, "{p:?}");
+        // Every message is over compression_min_size: all came compressed, each
+        // broadcast inflated at least once (per reader thread at most).
+        assert_eq!(p.compressed, p.delivered, "{p:?}");
+        assert!(
+            p.inflated >= p.published && p.inflated <= 2 * p.published,
+            "{p:?}"
+        );
+        assert_eq!(p.wire_bytes_per_message, p.server_wire_bytes_per_message);
+        assert!(
+            p.server_wire_bytes_per_message < p.server_uncompressed_bytes_per_message,
+            "{p:?}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn websocket_churn_cycles_all_close_with_1000() {
+    for (deflate, client_closes_first) in [(false, false), (false, true), (true, false)] {
+        let options = ChurnOptions {
+            loops: 4,
+            threads: 2,
+            duration: SHORT,
+            deflate,
+            client_closes_first,
+            server: ServerMode::InProcess,
+        };
+        let r = ws::websocket_churn(&options).await.unwrap();
+        assert_eq!((r.failed, r.first_error.as_deref()), (0, None), "{r:?}");
+        assert!(
+            r.cycles >= 4,
+            "each loop finishes the cycle it started: {r:?}"
+        );
+        assert_eq!(
+            r.close_codes.into_iter().collect::<Vec<_>>(),
+            [(1000, r.cycles)]
+        );
+        assert_eq!(r.negotiated, if deflate { r.cycles } else { 0 });
+        assert_eq!(r.cycle_us.count, r.cycles);
+        assert_eq!(r.generator_cpu.len(), 2);
+    }
+}
+
+#[actix_rt::test]
+async fn websocket_comparison_runs_every_part() {
+    let options = CompareOptions {
+        mode: WsMode::All,
+        runs: 1,
+        clients: 3,
+        readers: 1,
+        rate: 50.0,
+        capacity_rate: 100.0,
+        duration: SHORT,
+        payload: 200,
+        churn_loops: 2,
         server: ServerMode::InProcess,
     };
-    let r = ws::websocket_fanout(&options).await.unwrap();
-    assert_eq!((r.published, r.expected), (10, 50));
-    assert_eq!(r.delivered, 50, "{r:?}");
-    assert_eq!(r.latency_us.count, 50);
-    assert_eq!(r.reader_cpu.len(), 2, "one figure per reader thread");
-    assert_eq!(
-        r.server_bytes_per_connection, None,
-        "no figure for an in-process server"
-    );
+    let (table, json) = compare::run(&options).await.unwrap();
+    for (part, phase, delivered) in [
+        ("plain", "at_rate", 30),
+        ("plain", "at_capacity_rate", 60),
+        ("deflate", "at_rate", 30),
+        ("deflate", "at_capacity_rate", 60),
+    ] {
+        assert_eq!(json[part][phase]["delivered"], delivered, "{part} {phase}");
+        assert_eq!(json[part][phase]["seq_errors"], 0, "{part} {phase}");
+    }
+    assert_eq!(json["deflate"]["every_run"][0]["negotiated"], 3);
+    assert_eq!(json["churn"]["median"]["failed"], 0);
+    assert_eq!(json["churn_deflate"]["median"]["failed"], 0);
+    assert_eq!(json["churn_client_closes_first"]["median"]["failed"], 0);
+    assert_eq!(json["memory"]["negotiated"], 0);
+    assert_eq!(json["memory_deflate"]["negotiated"], 3);
+    assert!(json["deflate_to_plain"].is_number());
+    for row in ["plain @ 50/s", "deflate @ 100/s", "Churn:", "Memory:"] {
+        assert!(table.contains(row), "{row} in\n{table}");
+    }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::latency::{self, LatencyReport, PriorityReport};
-use super::ws::{self, WsOptions, WsReport};
+use super::ws;
+use super::ws::compare::{self, CompareOptions, WsMode};
 use super::{Consumers, Payload, Throughput};
 
 /// What to run.
@@ -48,8 +49,15 @@ pub struct SuiteOptions {
     pub clients: usize,
     /// WebSocket messages published per second.
     pub ws_rate: f64,
-    /// Threads of the WebSocket load generator that read the clients' connections.
+    /// Threads of the WebSocket load generator that read the clients' connections (and
+    /// cycle in the churn).
     pub ws_readers: usize,
+    /// Which parts of the WebSocket benchmark.
+    pub ws_mode: WsMode,
+    /// WebSocket messages published per second in the capacity phase (0: none).
+    pub ws_capacity_rate: f64,
+    /// WebSocket clients cycling at once in the churn.
+    pub ws_churn_loops: usize,
     /// Where the WebSocket scenario's server runs.
     pub ws_server: ws::ServerMode,
     /// `enable_metrics` of the bus in the throughput scenario.
@@ -107,7 +115,7 @@ pub async fn run(target: Target, o: &SuiteOptions) -> std::io::Result<(String, V
     if matches!(target, Target::WebSocket | Target::All) {
         let (t, v) = websocket(o).await?;
         table += &t;
-        out.insert("websocket_fanout".into(), v);
+        out.insert("websocket".into(), v);
     }
     Ok((table, Value::Object(out)))
 }
@@ -368,54 +376,17 @@ async fn queue_throughput(o: &SuiteOptions, payload: Payload) -> (String, Value)
 }
 
 async fn websocket(o: &SuiteOptions) -> std::io::Result<(String, Value)> {
-    let options = WsOptions {
+    let options = CompareOptions {
+        mode: o.ws_mode,
+        runs: o.runs,
         clients: o.clients,
         readers: o.ws_readers,
         rate: o.ws_rate,
+        capacity_rate: o.ws_capacity_rate,
         duration: o.duration,
         payload: 200,
+        churn_loops: o.ws_churn_loops,
         server: o.ws_server.clone(),
     };
-    let mut runs: Vec<WsReport> = Vec::new();
-    for _ in 0..o.runs {
-        runs.push(ws::websocket_fanout(&options).await?);
-    }
-    let r = median_by(runs, |r| r.latency_us.p99 as f64);
-    let mut t = format!(
-        "\nWebSocket fan-out over loopback: {} clients, {:.0} messages/s of ~200 bytes for {:.1} s via POST /api/publish (the run with the median p99 of {})\n",
-        r.clients,
-        o.ws_rate,
-        o.duration.as_secs_f64(),
-        o.runs
-    );
-    let l = r.latency_us;
-    let _ = writeln!(
-        t,
-        "delivered {} of {} ({:.0}/s); latency µs p50 {} p90 {} p99 {} p999 {} max {}",
-        r.delivered, r.expected, r.delivered_per_second, l.p50, l.p90, l.p99, l.p999, l.max
-    );
-    let memory = r
-        .server_bytes_per_connection
-        .map_or("n/a (in-process server)".to_owned(), |b| {
-            format!("{:.1} KiB", b / 1024.0)
-        });
-    let server_cpu = r
-        .server_cpu
-        .map_or("n/a".to_owned(), |c| format!("{c:.2} cores"));
-    let _ = writeln!(
-        t,
-        "server memory per idle connection {memory}; server CPU {server_cpu}; generator threads busy: publisher {:.0} %, readers {}{}",
-        r.publisher_cpu * 100.0,
-        r.reader_cpu
-            .iter()
-            .map(|c| format!("{:.0} %", c * 100.0))
-            .collect::<Vec<_>>()
-            .join(" / "),
-        if r.generator_bound {
-            " — the GENERATOR was the limit, not the server"
-        } else {
-            ""
-        }
-    );
-    Ok((t, serde_json::to_value(&r).unwrap_or_default()))
+    compare::run(&options).await
 }

@@ -1,7 +1,12 @@
 //! The server of the WebSocket scenario, and what it costs: `tickwire serve` in a child
 //! process (given its listening socket as standard input, so its address is known
 //! before it starts and nothing of its output is read), or on a thread of this process;
-//! its memory and CPU, and a thread's CPU, from `/proc` (Linux).
+//! its memory and CPU, and a thread's CPU, from `/proc` (Linux); its WebSocket metrics
+//! from `GET /api/metrics`.
+//!
+//! The server has the default WebSocket config (permessage-deflate enabled,
+//! `compression_min_size` 256, `max_queued_bytes` 16 MiB, `write_timeout` 5 s), with
+//! room for the bench's connections: each client chooses whether to offer deflate.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -29,7 +34,6 @@ impl Server {
     pub(super) fn start(mode: &ServerMode, clients: usize) -> std::io::Result<(Server, String)> {
         let mut config = FileConfig::default();
         config.websocket.max_connections = clients + 16;
-        config.websocket.enable_compression = false;
         config.server.bind = "127.0.0.1:0".parse().expect("valid address");
         match mode {
             #[cfg(unix)]
@@ -95,6 +99,34 @@ impl Server {
         }
     }
 
+    /// The `websocket` part of the server's `GET /api/metrics` (at `host`, `IP:PORT`).
+    pub(super) fn ws_metrics(host: &str) -> std::io::Result<WsCounters> {
+        let mut stream = TcpStream::connect(host)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "GET /api/metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        let body = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|at| &response[at + 4..])
+            .filter(|_| response.starts_with(b"HTTP/1.1 200"))
+            .ok_or_else(|| std::io::Error::other("GET /api/metrics did not answer 200"))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(std::io::Error::other)?;
+        let ws = &value["websocket"];
+        let count = |key: &str| ws[key].as_u64().unwrap_or(0);
+        Ok(WsCounters {
+            compressed_sessions: count("compressed_sessions"),
+            wire_bytes_sent: count("wire_bytes_sent"),
+            uncompressed_bytes_sent: count("uncompressed_bytes_sent"),
+            slow_consumers: count("slow_consumers"),
+        })
+    }
+
     pub(super) fn stop(self) {
         match self {
             Server::Child(mut child) => {
@@ -113,6 +145,19 @@ impl Server {
             }
         }
     }
+}
+
+/// What the bench reads of the server's WebSocket metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct WsCounters {
+    /// Sessions open now that negotiated permessage-deflate.
+    pub(super) compressed_sessions: u64,
+    /// Bytes of broadcast frames queued to clients, as on the wire.
+    pub(super) wire_bytes_sent: u64,
+    /// The same frames, had none been compressed.
+    pub(super) uncompressed_bytes_sent: u64,
+    /// Sessions closed with 4008.
+    pub(super) slow_consumers: u64,
 }
 
 /// The child's config file, removed when dropped (whatever happens to the child).
