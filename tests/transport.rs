@@ -471,3 +471,79 @@ async fn a_client_close_is_answered_with_its_code_at_once() {
     assert_eq!(codes, [Some(1000), Some(4321), None]);
     server.shutdown().await;
 }
+
+/// Long enough that a server lingering for the client to end its side (actix-web's
+/// `client_disconnect_timeout`) outlasts the raw client's 20 s read timeout: a test that
+/// sees the end within it sees the server end the connection itself.
+const LINGER: Duration = Duration::from_secs(120);
+
+/// A raw client, welcomed; its client id.
+fn welcomed(addr: SocketAddr) -> (RawClient, String) {
+    let mut client = RawClient::connect(addr, "", None);
+    let welcome = client.json();
+    assert_eq!(welcome["type"], "welcome");
+    let id = welcome["client_id"].as_str().expect("client_id").to_owned();
+    (client, id)
+}
+
+#[actix_rt::test]
+async fn after_answering_a_client_close_the_server_ends_the_tcp_connection_first() {
+    // RFC 6455 7.1.1: the server closes the TCP connection first. A client that waits for
+    // it (without ending its own side) must not wait for actix-web's linger.
+    let service = WebSocketService::start(config()).unwrap();
+    let server = Server::start_lingering(service.clone(), Some(LINGER));
+    let addr = server.addr;
+    blocking(move || {
+        for _ in 0..3 {
+            let (mut client, _) = welcomed(addr);
+            client.send(true, false, 8, &1000u16.to_be_bytes());
+            assert_eq!(client.frame().close_code(), Some(1000));
+            assert!(client.ends_in_order(), "FIN, not a reset");
+        }
+    })
+    .await;
+    eventually("every session ended", || service.active_connections() == 0).await;
+    assert_eq!(service.get_performance_metrics().await.connections_reset, 0);
+    server.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_server_close_waits_for_the_client_reply_then_ends_the_tcp_connection() {
+    let service = WebSocketService::start(config()).unwrap();
+    let server = Server::start_lingering(service.clone(), Some(LINGER));
+    let addr = server.addr;
+    let (mut client, id) = blocking(move || welcomed(addr)).await;
+    assert!(service.disconnect(&id).await);
+    blocking(move || {
+        let close = client.frame();
+        assert_eq!((close.opcode, close.close_code()), (8, Some(1000)));
+        // The reply completes the handshake: the server reads it (it is not discarded by
+        // a lingering actix-web) and ends the connection at once.
+        client.send(true, false, 8, &1000u16.to_be_bytes());
+        assert!(client.ends_in_order(), "FIN, not a reset");
+    })
+    .await;
+    eventually("the session ended", || service.active_connections() == 0).await;
+    assert_eq!(service.get_performance_metrics().await.connections_reset, 0);
+    server.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_client_that_never_answers_a_server_close_gets_the_connection_ended_in_order() {
+    // It reads (it takes the close frame) but sends no close: the server waits for the
+    // reply a while (`CLOSE_REPLY_WAIT`), then ends the connection, in order: not a reset,
+    // nor actix-web's linger.
+    let service = WebSocketService::start(config()).unwrap();
+    let server = Server::start_lingering(service.clone(), Some(LINGER));
+    let addr = server.addr;
+    let (mut client, id) = blocking(move || welcomed(addr)).await;
+    assert!(service.disconnect(&id).await);
+    blocking(move || {
+        assert_eq!(client.frame().close_code(), Some(1000));
+        assert!(client.ends_in_order(), "FIN, not a reset");
+    })
+    .await;
+    eventually("the session ended", || service.active_connections() == 0).await;
+    assert_eq!(service.get_performance_metrics().await.connections_reset, 0);
+    server.shutdown().await;
+}

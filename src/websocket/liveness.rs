@@ -14,11 +14,15 @@
 //!   `connection_timeout`, it closes with 4000 (heartbeat timeout);
 //! - when frames have been waiting and the socket took no byte for `write_timeout`, it
 //!   closes with 4008 (slow consumer), dropping what waits;
-//! - once closing (whoever decided it: the client, the hub, the session), it ends when
-//!   its close frame is handed to actix-web or the connection is gone; if neither
-//!   happened within [`CLOSE_GRACE`] (a client that reads nothing never takes the close
-//!   frame, and actix-web does not end a response whose bytes it cannot write), the
-//!   session cuts the TCP connection through the socket that
+//! - once closing (whoever decided it: the client, the hub, the session), it completes
+//!   the closing handshake (RFC 6455 7.1): it hands its close frame to actix-web and
+//!   reads on until the client's close arrives (or the client ends its side), then ends
+//!   the connection itself (the server closes TCP first, 7.1.1). A client that takes the
+//!   close frame but answers nothing gets its connection ended, in order, after
+//!   [`CLOSE_REPLY_WAIT`];
+//! - if the close frame was not even handed over within [`CLOSE_GRACE`] (a client that
+//!   reads nothing never takes it, and actix-web does not end a response whose bytes it
+//!   cannot write), the session cuts the TCP connection through the socket that
 //!   [`on_connect`](super::on_connect) recorded (counted in `connections_reset`) and
 //!   ends.
 //!
@@ -34,6 +38,10 @@ use crate::WebSocketServiceConfig;
 /// How long a session that was asked to close, and whose actor still runs, may take
 /// before its connection is cut anyway.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a session that sent its close frame waits for the client's before it ends
+/// the connection without it.
+pub const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(1);
 
 /// The shortest tick.
 const MIN_TICK: Duration = Duration::from_millis(10);
@@ -59,6 +67,9 @@ pub(crate) enum SessionCheck {
     TimedOut,
     /// Close with 4008: frames waited `write_timeout` with no byte taken.
     Stalled,
+    /// End the connection in order without the client's close: the session's close
+    /// frame went [`CLOSE_REPLY_WAIT`] ago.
+    StopWaiting,
     /// Cut the connection and end: closing for [`CLOSE_GRACE`] already.
     Cut,
 }
@@ -76,6 +87,8 @@ pub(crate) struct Observed {
     pub(crate) stalled: Duration,
     /// How long the session has been closing, if it is.
     pub(crate) closing: Option<Duration>,
+    /// How long ago its close frame was handed over, if it was.
+    pub(crate) close_sent: Option<Duration>,
 }
 
 impl Liveness {
@@ -101,6 +114,8 @@ impl Liveness {
         if let Some(closing) = seen.closing {
             return if closing >= CLOSE_GRACE {
                 SessionCheck::Cut
+            } else if seen.close_sent >= Some(CLOSE_REPLY_WAIT) {
+                SessionCheck::StopWaiting
             } else {
                 SessionCheck::Quiet
             };
@@ -170,6 +185,15 @@ impl SessionLink {
     pub(crate) fn cut(&self) -> bool {
         self.socket.as_ref().is_some_and(SessionSocket::cut)
     }
+
+    /// Ends the reading side of the TCP connection, if the socket is known: the closing
+    /// handshake is over, so actix-web ends the connection at once (after writing what
+    /// it holds) instead of lingering for the client to end its side.
+    pub(crate) fn shut_read(&self) {
+        if let Some(socket) = &self.socket {
+            socket.shut_read();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +227,7 @@ mod tests {
             since_ping: Duration::ZERO,
             stalled: Duration::ZERO,
             closing: None,
+            close_sent: None,
         }
     }
 
@@ -268,6 +293,31 @@ mod tests {
             SessionCheck::Quiet
         );
         assert_eq!(rule.session_check(closing(CLOSE_GRACE)), SessionCheck::Cut);
+    }
+
+    #[test]
+    fn a_session_whose_close_went_waits_for_the_reply_a_while_then_stops_waiting() {
+        let rule = with_timeout(ms(1000));
+        let sent = |closing, sent| Observed {
+            closing: Some(closing),
+            close_sent: sent,
+            ..quiet(60_000)
+        };
+        let wait = CLOSE_REPLY_WAIT;
+        assert_eq!(rule.session_check(sent(wait, None)), SessionCheck::Quiet);
+        assert_eq!(
+            rule.session_check(sent(wait, Some(wait - ms(1)))),
+            SessionCheck::Quiet
+        );
+        assert_eq!(
+            rule.session_check(sent(wait, Some(wait))),
+            SessionCheck::StopWaiting
+        );
+        assert_eq!(
+            rule.session_check(sent(CLOSE_GRACE, Some(wait))),
+            SessionCheck::Cut,
+            "the grace bounds the whole close"
+        );
     }
 
     #[test]

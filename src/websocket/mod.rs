@@ -79,8 +79,9 @@
 //!   inflate to at most `max_message_size` (1009 past it, inflating stopped there).
 //! - **Stop**: [`stop`](WebSocketService::stop) refuses new connections (503), closes
 //!   every session with 1001 (after the frames waiting), and returns when all are gone
-//!   (a session whose client does not take its close frame is cut after
-//!   [`CLOSE_GRACE`] plus a tick).
+//!   (a client that takes the close frame and does not answer it has its connection
+//!   ended after [`CLOSE_REPLY_WAIT`]; one that does not take it is cut after
+//!   [`CLOSE_GRACE`], each plus a tick).
 //!
 //! [`bridge`](crate::bridge) connects the EventBus and the MessageQueue to the service.
 //!
@@ -149,7 +150,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 pub use error::ClientSubscribeError;
-pub use liveness::CLOSE_GRACE;
+pub use liveness::{CLOSE_GRACE, CLOSE_REPLY_WAIT};
 pub use socket::on_connect;
 
 use crate::access::Access;

@@ -37,11 +37,15 @@
 //! ## Closing
 //!
 //! [`Outlet::close`] queues a close frame (after the frames waiting, or instead of them)
-//! and refuses every later push. The body ends once it has handed the close frame over,
-//! and actix-web then closes the connection (after lingering for the client's own close,
-//! per its `client_disconnect_timeout`). [`Outlet::is_finished`] tells when the close
-//! frame was handed over, the body dropped (the connection is gone), or the outlet
-//! aborted.
+//! and refuses every later push. Once the body has handed the close frame over, it stays
+//! open until the closing handshake is over ([`Outlet::end_after_close`]: the client's
+//! close arrived, or the session stopped waiting for it), so that actix-web goes on
+//! reading the request's payload, where the client's close comes; then the body ends,
+//! runs the hook set by [`Outlet::on_end`] (the session's: it shuts the socket's read
+//! side, so that actix-web ends the connection at once instead of lingering for the
+//! client to end its side, RFC 6455 7.1.1), and actix-web closes the connection.
+//! [`Outlet::is_finished`] tells when the body ended that way, was dropped (the
+//! connection is gone), or the outlet aborted.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -101,8 +105,14 @@ struct State {
     waiting_since: Option<Instant>,
     /// No push is accepted any more (a close frame is queued, or the outlet aborted).
     closed: bool,
-    /// The close frame was handed over, the body dropped, or the outlet aborted.
+    /// When the close frame was handed over.
+    close_sent: Option<Instant>,
+    /// The body ends once the close frame is handed over (else it waits for this).
+    end_after_close: bool,
+    /// The body ended after the close frame, was dropped, or the outlet aborted.
     finished: bool,
+    /// Run when the body ends after the close frame.
+    on_end: Option<Box<dyn FnOnce() + Send>>,
     /// The body's waker, when it found nothing to take.
     waker: Option<Waker>,
 }
@@ -252,6 +262,24 @@ impl Outlet {
         true
     }
 
+    /// The closing handshake is over (or no longer waited for): the body ends once the
+    /// close frame is handed over, at once if it was.
+    pub(crate) fn end_after_close(&self) {
+        let mut state = self.lock();
+        if std::mem::replace(&mut state.end_after_close, true) {
+            return;
+        }
+        let waker = state.waker.take();
+        drop(state);
+        wake(waker);
+    }
+
+    /// Sets what runs when the body ends after the close frame (not when the outlet is
+    /// aborted, nor when the body is dropped).
+    pub(crate) fn on_end(&self, hook: impl FnOnce() + Send + 'static) {
+        self.lock().on_end = Some(Box::new(hook));
+    }
+
     /// Ends the outlet at once: the frames waiting are dropped, the body ends without a
     /// close frame (the connection is gone, or the session is).
     pub(crate) fn abort(&self) {
@@ -259,6 +287,7 @@ impl Outlet {
         state.clear();
         state.closed = true;
         state.finished = true;
+        state.on_end = None;
         let waker = state.waker.take();
         drop(state);
         wake(waker);
@@ -269,10 +298,16 @@ impl Outlet {
         self.lock().closed
     }
 
-    /// Whether the close frame was handed over, the body dropped, or the outlet
+    /// Whether the body ended after the close frame, was dropped, or the outlet
     /// aborted.
     pub(crate) fn is_finished(&self) -> bool {
         self.lock().finished
+    }
+
+    /// How long ago the close frame was handed over, if it was.
+    pub(crate) fn close_sent_for(&self, now: Instant) -> Option<Duration> {
+        let sent = self.lock().close_sent?;
+        Some(now.saturating_duration_since(sent))
     }
 
     /// How long unconflated frames have been waiting with the socket taking nothing
@@ -292,15 +327,26 @@ impl Outlet {
     }
 
     /// The next frame for the socket; `Ready(None)` once the close frame was handed
-    /// over or the outlet finished.
+    /// over and the handshake is over, or the outlet finished.
     fn take(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut state = self.lock();
         if let Some(frame) = state.pop() {
+            if state.closed && state.frames.is_empty() {
+                // The close frame: the last one queued (no push is taken after it).
+                state.close_sent = Some(Instant::now());
+            }
             return Poll::Ready(Some(frame));
         }
-        if state.closed || state.finished {
-            // Closed, and the close frame (the last one queued) was taken already.
+        if state.finished {
+            return Poll::Ready(None);
+        }
+        if state.close_sent.is_some() && state.end_after_close {
             state.finished = true;
+            let hook = state.on_end.take();
+            drop(state);
+            if let Some(hook) = hook {
+                hook();
+            }
             return Poll::Ready(None);
         }
         state.waker = Some(cx.waker().clone());
@@ -517,20 +563,71 @@ mod tests {
     }
 
     #[test]
-    fn a_close_follows_the_waiting_frames_or_replaces_them_then_the_body_ends() {
+    fn a_close_follows_the_waiting_frames_or_replaces_them_then_the_body_waits_for_the_handshake() {
         for drop_waiting in [false, true] {
             let outlet = Outlet::new(1024);
             let mut body = outlet.body();
-            let (_, waker) = waker();
+            let (counting, waker) = waker();
+            let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counter = ended.clone();
+            outlet.on_end(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
             outlet.push(frame("a"), None);
             assert!(outlet.close(frame("CLOSE"), drop_waiting));
             assert!(!outlet.close(frame("AGAIN"), drop_waiting));
             assert_eq!(outlet.push(frame("late"), None), Pushed::Closed);
-            assert!(!outlet.is_finished());
+            let later = Instant::now() + Duration::from_secs(60);
+            assert_eq!(outlet.close_sent_for(later), None);
             let expected: &[u8] = if drop_waiting { b"CLOSE" } else { b"aCLOSE" };
-            assert_eq!(drain(&mut body, &waker), (expected.to_vec(), true));
+            assert_eq!(drain(&mut body, &waker), (expected.to_vec(), false));
+            assert!(outlet.close_sent_for(later) >= Some(Duration::from_secs(59)));
+            assert!(!outlet.is_finished(), "open until the handshake is over");
+            let wakes_before = wakes(&counting);
+            outlet.end_after_close();
+            assert_eq!(
+                wakes(&counting),
+                wakes_before + 1,
+                "the waiting body is woken"
+            );
+            assert_eq!(ended.load(std::sync::atomic::Ordering::Relaxed), 0);
+            assert_eq!(drain(&mut body, &waker), (vec![], true));
             assert!(outlet.is_finished());
+            assert_eq!(ended.load(std::sync::atomic::Ordering::Relaxed), 1, "once");
+            assert_eq!(drain(&mut body, &waker), (vec![], true));
+            assert_eq!(ended.load(std::sync::atomic::Ordering::Relaxed), 1, "once");
         }
+    }
+
+    #[test]
+    fn a_handshake_over_before_the_close_frame_goes_ends_the_body_right_after_it() {
+        let outlet = Outlet::new(1024);
+        let mut body = outlet.body();
+        let (_, waker) = waker();
+        outlet.end_after_close();
+        outlet.push(frame("a"), None);
+        assert_eq!(
+            drain(&mut body, &waker),
+            (b"a".to_vec(), false),
+            "not closed"
+        );
+        outlet.close(frame("CLOSE"), false);
+        assert_eq!(drain(&mut body, &waker), (b"CLOSE".to_vec(), true));
+    }
+
+    #[test]
+    fn an_aborted_outlet_ends_its_body_without_the_hook() {
+        let outlet = Outlet::new(1024);
+        let mut body = outlet.body();
+        let (_, waker) = waker();
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ended.clone();
+        outlet.on_end(move || flag.store(true, std::sync::atomic::Ordering::Relaxed));
+        outlet.push(frame("a"), None);
+        outlet.abort();
+        assert_eq!(drain(&mut body, &waker), (vec![], true));
+        assert!(outlet.is_finished());
+        assert!(!ended.load(std::sync::atomic::Ordering::Relaxed));
     }
 
     #[test]
@@ -642,6 +739,7 @@ mod tests {
             }
         }
         assert!(outlet.close(frame(b'c', N), false));
+        outlet.end_after_close();
         let got = taker.join().unwrap();
         let mut plain = Vec::new();
         let mut per_key: HashMap<u8, Vec<u64>> = HashMap::new();

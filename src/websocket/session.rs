@@ -17,8 +17,14 @@
 //! - pings every `heartbeat_interval`, closes with 4000 when nothing arrived for
 //!   `connection_timeout`, and with 4008 when its frames waited `write_timeout` with the
 //!   socket taking nothing (a push past `max_queued_bytes` closes it with 4008 too);
-//! - ends once its close frame is handed over (or the connection is gone), and cuts the
-//!   connection if that did not happen within [`CLOSE_GRACE`](super::CLOSE_GRACE).
+//! - completes the closing handshake whoever starts it: it answers a client's close at
+//!   once, and after a close of its own reads on for the client's answer (up to
+//!   [`CLOSE_REPLY_WAIT`](super::CLOSE_REPLY_WAIT)); then it ends the TCP connection
+//!   itself, first, as RFC 6455 7.1.1 asks (through the socket that
+//!   [`on_connect`](super::on_connect) recorded; without it, actix-web ends it after its
+//!   `client_disconnect_timeout`, or when the client ends its side);
+//! - ends with its connection, and cuts the connection if its close frame was not even
+//!   handed over within [`CLOSE_GRACE`](super::CLOSE_GRACE).
 //!
 //! ## Barriers
 //!
@@ -97,6 +103,9 @@ pub(crate) struct Session {
     last_ping: Instant,
     /// When the session started closing (its close frame queued).
     closing_since: Option<Instant>,
+    /// The closing handshake is over (the client's close arrived, or is no longer waited
+    /// for): nothing more is read.
+    close_done: bool,
     /// The request's payload ended: the client's side is closed, or the connection is
     /// gone (actix-web dropped it).
     inbound_ended: bool,
@@ -166,6 +175,11 @@ pub(crate) async fn upgrade(
         None
     };
     let outlet = Outlet::new(shared.config.max_queued_bytes);
+    let link = Arc::new(SessionLink::new(shared.now_ms(), socket));
+    {
+        let link = link.clone();
+        outlet.on_end(move || link.shut_read());
+    }
     let mut response = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
     response.upgrade("websocket").insert_header((
         header::SEC_WEBSOCKET_ACCEPT,
@@ -183,7 +197,7 @@ pub(crate) async fn upgrade(
         client_id,
         hub: service.hub.clone(),
         shared: shared.clone(),
-        link: Arc::new(SessionLink::new(shared.now_ms(), socket)),
+        link,
         outlet: outlet.clone(),
         permissions,
         deflate,
@@ -197,6 +211,7 @@ pub(crate) async fn upgrade(
         errors_in_a_row: 0,
         last_ping: Instant::now(),
         closing_since: None,
+        close_done: false,
         inbound_ended: false,
         slot: Some(slot),
         compressed,
@@ -351,7 +366,7 @@ impl Session {
         self.closing();
     }
 
-    /// The session is closing: it reads no more frames (it still drains its socket).
+    /// The session is closing: it reads on only for the client's close.
     fn closing(&mut self) {
         if self.closing_since.is_none() {
             self.closing_since = Some(Instant::now());
@@ -360,7 +375,19 @@ impl Session {
         self.reading.set_paused(false);
     }
 
+    /// The closing handshake is over: the connection ends once the close frame is
+    /// handed over (see [`Outlet::end_after_close`]).
+    fn close_done(&mut self) {
+        self.close_done = true;
+        self.inbuf.clear();
+        self.outlet.end_after_close();
+    }
+
     fn fail(&mut self, err: &FrameError) {
+        if self.closing_since.is_some() {
+            // No close can be read after this: stop waiting for it.
+            return self.close_done();
+        }
         self.close(err.close_code(), &err.to_string());
     }
 
@@ -368,7 +395,7 @@ impl Session {
     /// or none is whole.
     fn read_frames(&mut self, ctx: &mut Context<Self>) {
         loop {
-            if self.closing_since.is_some() {
+            if self.close_done {
                 self.inbuf.clear();
                 break;
             }
@@ -399,6 +426,13 @@ impl Session {
     }
 
     fn on_incoming(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
+        if self.closing_since.is_some() {
+            // Only the client's close matters now (RFC 6455 5.5.1): it ends the handshake.
+            if let Incoming::Close(_) = incoming {
+                self.close_done();
+            }
+            return;
+        }
         match incoming {
             Incoming::Data { text: false, .. } => self.binary(),
             Incoming::Data {
@@ -447,6 +481,7 @@ impl Session {
                 let code = reason.map(|(code, _)| code);
                 self.outlet.close(encode::close_frame(code, ""), true);
                 self.closing();
+                self.close_done();
             }
         }
     }
@@ -645,6 +680,7 @@ impl Session {
             closing: self
                 .closing_since
                 .map(|since| now.saturating_duration_since(since)),
+            close_sent: self.outlet.close_sent_for(now),
         });
         match check {
             SessionCheck::Quiet => {}
@@ -659,6 +695,7 @@ impl Session {
             SessionCheck::Stalled => {
                 self.close(close::SLOW_CONSUMER, close::reason(close::SLOW_CONSUMER))
             }
+            SessionCheck::StopWaiting => self.close_done(),
             SessionCheck::Cut => {
                 self.shared.counters.cut.fetch_add(1, Ordering::Relaxed);
                 if self.link.cut() {
@@ -743,7 +780,7 @@ impl StreamHandler<Result<Bytes, PayloadError>> for Session {
         match item {
             Ok(bytes) => {
                 self.link.inbound(self.now_ms());
-                if self.closing_since.is_some() {
+                if self.close_done {
                     return; // drained, not read
                 }
                 self.inbuf.extend_from_slice(&bytes);
@@ -769,6 +806,8 @@ impl Session {
         if self.closing_since.is_none() {
             self.close(close::NORMAL, "the client ended its side of the connection");
         }
+        // No close can come from it any more.
+        self.close_done();
         if self.outlet.is_finished() {
             ctx.stop();
         }

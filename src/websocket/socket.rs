@@ -130,6 +130,14 @@ impl SessionSocket {
         let _ = user_timeout;
     }
 
+    /// Shuts the socket's read side: actix-web's dispatcher reads the end of the stream,
+    /// writes out what it holds and ends the connection (a FIN). A failure (the
+    /// connection is gone already) is of no consequence.
+    pub(crate) fn shut_read(&self) {
+        #[cfg(unix)]
+        let _ = self.0.shutdown(std::net::Shutdown::Read);
+    }
+
     /// Resets the connection: no lingering on unsent data, then shut both directions,
     /// which wakes actix-web's dispatcher with an error so it drops the session. True if
     /// the shutdown was done.

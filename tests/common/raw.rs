@@ -163,6 +163,19 @@ impl RawClient {
         self.send(true, false, 1, json.to_string().as_bytes());
     }
 
+    /// Reads until the connection ends, with no frame before: true if it ended in
+    /// order (FIN), false if it was reset.
+    pub fn ends_in_order(&mut self) -> bool {
+        assert!(self.buf.is_empty(), "bytes before the end: {:?}", self.buf);
+        let mut chunk = [0u8; 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => true,
+            Ok(n) => panic!("bytes before the end: {:?}", &chunk[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => false,
+            Err(err) => panic!("the connection did not end within the safety timeout: {err}"),
+        }
+    }
+
     /// Reads until the connection ends; the frames read and the close code among them.
     pub fn close_code_at_end(&mut self) -> Option<u16> {
         let mut code = None;

@@ -30,14 +30,22 @@ pub struct Server {
 
 impl Server {
     pub fn start(ws: WebSocketService) -> Server {
+        Server::start_lingering(ws, None)
+    }
+
+    /// Like `start`, with actix-web's `client_disconnect_timeout` (how long it lingers
+    /// for the client to end its side after a response) set to `linger`.
+    pub fn start_lingering(ws: WebSocketService, linger: Option<Duration>) -> Server {
         let app_ws = ws.clone();
-        let server =
+        let mut server =
             HttpServer::new(move || App::new().configure(websocket::configure(app_ws.clone())))
                 .on_connect(websocket::on_connect)
                 .workers(1)
-                .disable_signals()
-                .bind("127.0.0.1:0")
-                .expect("bind 127.0.0.1:0");
+                .disable_signals();
+        if let Some(linger) = linger {
+            server = server.client_disconnect_timeout(linger);
+        }
+        let server = server.bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = server.addrs()[0];
         let server = server.run();
         let handle = server.handle();
