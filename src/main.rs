@@ -119,6 +119,11 @@ enum Command {
         /// WebSocket clients cycling at once in the churn.
         #[arg(long, default_value_t = 64, value_name = "N")]
         ws_churn_loops: usize,
+        /// The server of the WebSocket benchmark: an executable run as `PATH serve
+        /// --listen-stdin --config FILE` (another build of tickwire, or a wrapper that
+        /// runs it under a profiler); this executable by default.
+        #[arg(long, value_name = "PATH")]
+        ws_server: Option<std::path::PathBuf>,
         /// Run the EventBus throughput scenario with `enable_metrics = false`.
         #[arg(long)]
         no_metrics: bool,
@@ -178,6 +183,7 @@ fn main() -> ExitCode {
             ws_readers,
             ws_mode,
             ws_churn_loops,
+            ws_server,
             no_metrics,
         } => {
             let valid = events > 0
@@ -217,7 +223,7 @@ fn main() -> ExitCode {
                 ws_capacity_rate,
                 ws_churn_loops,
                 // A child process needs --listen-stdin, a Unix way to hand it its socket.
-                ws_server: match std::env::current_exe() {
+                ws_server: match ws_server.map(Ok).unwrap_or_else(std::env::current_exe) {
                     Ok(exe) if cfg!(unix) => ServerMode::ChildProcess(exe),
                     _ => ServerMode::InProcess,
                 },
