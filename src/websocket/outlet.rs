@@ -4,8 +4,9 @@
 //! The hub (broadcasts, the `welcome`, and the `ack` of a subscription change: see the
 //! session's `## Barriers`) and the session (its other replies, pings, closes) push whole
 //! WebSocket frames into the [`Outlet`]; the response's [`OutletBody`] hands them to
-//! actix-web's dispatcher as it has room in its write buffer, large frames in slices of
-//! [`SLICE`] bytes. Nothing else stands between the hub and the socket: a broadcast is
+//! actix-web's dispatcher as it has room in its write buffer: small frames waiting
+//! together in chunks of up to [`SLICE`] bytes (one hand-over for a run of them, as a
+//! client behind in a burst accumulates them), large frames in slices of that size. Nothing else stands between the hub and the socket: a broadcast is
 //! queued by the hub straight to every session, with no actor message per session.
 //!
 //! ## Flow control, in bytes
@@ -143,7 +144,7 @@ impl State {
         self.waiting_since = None;
     }
 
-    /// Takes the first waiting frame.
+    /// Takes the first waiting frame (the caller records the progress).
     fn pop(&mut self) -> Option<Bytes> {
         let waiting = self.frames.pop_front()?;
         let at = self.head;
@@ -157,8 +158,34 @@ impl State {
             }
             None => self.budgeted -= cost(&waiting.frame),
         }
-        self.progress();
         Some(waiting.frame)
+    }
+
+    /// Takes the first waiting frame, with the frames after it that fit in one
+    /// [`SLICE`] beside it, as one chunk (a large frame alone): one hand-over to actix-web
+    /// for a run of small frames, as a client that falls behind accumulates them.
+    fn pop_batch(&mut self) -> Option<Bytes> {
+        let first = self.pop()?;
+        let mut len = first.len();
+        let mut more = 0;
+        for waiting in &self.frames {
+            if len + waiting.frame.len() > SLICE {
+                break;
+            }
+            len += waiting.frame.len();
+            more += 1;
+        }
+        if more == 0 {
+            return Some(first);
+        }
+        let mut batch = bytes::BytesMut::with_capacity(len);
+        batch.extend_from_slice(&first);
+        for _ in 0..more {
+            if let Some(frame) = self.pop() {
+                batch.extend_from_slice(&frame);
+            }
+        }
+        Some(batch.freeze())
     }
 
     /// The socket took bytes.
@@ -196,7 +223,7 @@ impl Outlet {
         if state.budgeted > 0 && state.budgeted + cost(&frame) > self.max_bytes {
             return Pushed::OverBudget;
         }
-        if let Some(topic) = topic {
+        if let Some(topic) = topic.filter(|_| !state.conflated.is_empty()) {
             state.conflated.remove(topic);
         }
         let waker = state.enqueue(frame, None);
@@ -330,7 +357,8 @@ impl Outlet {
     /// over and the handshake is over, or the outlet finished.
     fn take(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut state = self.lock();
-        if let Some(frame) = state.pop() {
+        if let Some(frame) = state.pop_batch() {
+            state.progress();
             if state.closed && state.frames.is_empty() {
                 // The close frame: the last one queued (no push is taken after it).
                 state.close_sent = Some(Instant::now());
@@ -476,6 +504,43 @@ mod tests {
         assert_eq!(wakes(&counting), 1, "one wake until the body polls again");
         assert_eq!(outlet.queued_cost(), 2 * costs(1));
         assert_eq!(drain(&mut body, &waker), (b"ab".to_vec(), false));
+        assert_eq!(outlet.queued_cost(), 0);
+    }
+
+    #[test]
+    fn small_waiting_frames_go_in_one_chunk_of_at_most_a_slice_and_a_large_one_alone() {
+        let outlet = Outlet::new(1 << 20);
+        let mut body = outlet.body();
+        let (_, waker) = waker();
+        let small = |byte: u8| Bytes::from(vec![byte; SLICE / 4]);
+        for byte in b"abcde" {
+            outlet.push(small(*byte), None);
+        }
+        outlet.push(Bytes::from(vec![b'L'; SLICE + 1]), None);
+        outlet.push(small(b'z'), None);
+        let mut chunks = Vec::new();
+        while let Poll::Ready(Some(chunk)) = poll_once(&mut body, &waker) {
+            chunks.push(chunk);
+        }
+        let shape: Vec<(u8, usize)> = chunks.iter().map(|c| (c[0], c.len())).collect();
+        assert_eq!(
+            shape,
+            [
+                (b'a', SLICE),
+                (b'e', SLICE / 4),
+                (b'L', SLICE),
+                (b'L', 1),
+                (b'z', SLICE / 4)
+            ]
+        );
+        let all: Vec<u8> = chunks.concat();
+        let mut expected = Vec::new();
+        for byte in b"abcde" {
+            expected.extend_from_slice(&small(*byte));
+        }
+        expected.extend_from_slice(&[b'L'; SLICE + 1]);
+        expected.extend_from_slice(&small(b'z'));
+        assert_eq!(all, expected, "every byte once, in order");
         assert_eq!(outlet.queued_cost(), 0);
     }
 
@@ -708,7 +773,11 @@ mod tests {
                 let mut got = Vec::new();
                 loop {
                     match Pin::new(&mut body).poll_next(&mut cx) {
-                        Poll::Ready(Some(Ok(frame))) => got.push(frame),
+                        // A chunk holds whole frames (never more than a slice of them).
+                        Poll::Ready(Some(Ok(chunk))) => {
+                            assert!(chunk.len() % 9 == 0 && chunk.len() <= SLICE);
+                            got.extend(chunk.chunks(9).map(Bytes::copy_from_slice));
+                        }
                         Poll::Ready(None) => return got,
                         Poll::Pending => std::thread::park(),
                     }
