@@ -517,6 +517,13 @@ async fn a_server_close_waits_for_the_client_reply_then_ends_the_tcp_connection(
     blocking(move || {
         let close = client.frame();
         assert_eq!((close.opcode, close.close_code()), (8, Some(1000)));
+        // The server waits for the reply (for CLOSE_REPLY_WAIT, 1 s): no end yet.
+        client
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        assert!(client.nothing_pending(), "the server waits for the reply");
+        client.stream.set_read_timeout(Some(PATIENCE)).unwrap();
         // The reply completes the handshake: the server reads it (it is not discarded by
         // a lingering actix-web) and ends the connection at once.
         client.send(true, false, 8, &1000u16.to_be_bytes());

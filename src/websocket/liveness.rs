@@ -20,11 +20,17 @@
 //!   the connection itself (the server closes TCP first, 7.1.1). A client that takes the
 //!   close frame but answers nothing gets its connection ended, in order, after
 //!   [`CLOSE_REPLY_WAIT`];
-//! - if the close frame was not even handed over within [`CLOSE_GRACE`] (a client that
-//!   reads nothing never takes it, and actix-web does not end a response whose bytes it
-//!   cannot write), the session cuts the TCP connection through the socket that
+//! - if the connection has not ended [`CLOSE_GRACE`] after the session started closing
+//!   (a client that reads nothing never takes the close frame, and actix-web does not
+//!   end a response whose bytes it cannot write; or a backlog ahead of the close frame
+//!   took that long), the session cuts the TCP connection through the socket that
 //!   [`on_connect`](super::on_connect) recorded (counted in `connections_reset`) and
 //!   ends.
+//!
+//! "Handed over" is to actix-web's write buffer, not to the client: with a backlog in
+//! the kernel's send buffer, [`CLOSE_REPLY_WAIT`] may run out before the client has read
+//! the close frame. And once the connection is ended, Linux answers any later byte from
+//! the client (a pong crossing the close, a late close reply) with a reset.
 //!
 //! [`Liveness`] is that rule on plain numbers; [`SessionLink`] is what a session and the
 //! hub both see of a session (its close code, its clock, its socket).

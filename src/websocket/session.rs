@@ -426,6 +426,10 @@ impl Session {
     }
 
     fn on_incoming(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
+        if self.closing_since.is_none() && self.outlet.is_closed() {
+            // Closed by the hub since the last tick: nothing more is acted on.
+            self.closing();
+        }
         if self.closing_since.is_some() {
             // Only the client's close matters now (RFC 6455 5.5.1): it ends the handshake.
             if let Incoming::Close(_) = incoming {
@@ -799,8 +803,9 @@ impl StreamHandler<Result<Bytes, PayloadError>> for Session {
 impl Session {
     /// The client's side of the connection ended (or the connection is gone). An open
     /// session closes in order (what waits goes first: the client may have only
-    /// half-closed); then, as any closing session, it ends once its close frame is
-    /// handed over, or at once if the connection is gone.
+    /// half-closed); no close can come from it any more, so the handshake is over: the
+    /// connection ends once the close frame is handed over, and the session with it (at
+    /// once if the connection is gone).
     fn client_gone(&mut self, ctx: &mut Context<Self>) {
         self.inbound_ended = true;
         if self.closing_since.is_none() {
