@@ -172,6 +172,12 @@ pub const MIN_QUEUED_BYTES: usize = 4 << 10;
 /// Largest accepted `max_queued_bytes` (1 GiB).
 pub const MAX_QUEUED_BYTES: usize = 1 << 30;
 #[cfg(feature = "websocket")]
+/// Largest accepted `history_size` (messages per topic).
+pub const MAX_HISTORY_SIZE: usize = 100_000;
+#[cfg(feature = "websocket")]
+/// Largest accepted `history_max_bytes` (16 GiB).
+pub const MAX_HISTORY_BYTES: usize = 16 << 30;
+#[cfg(feature = "websocket")]
 /// Configuration of the [`WebSocketService`](crate::WebSocketService).
 ///
 /// ```
@@ -230,6 +236,16 @@ pub struct WebSocketServiceConfig {
     /// Messages smaller than this many bytes go uncompressed (RSV1 clear) to every
     /// session. Not in the seed; default 256.
     pub compression_min_size: usize,
+    /// Messages kept per topic for recovery after a reconnect and for snapshots on
+    /// subscribe (see [`protocol`](crate::websocket::protocol)); 0 turns both off.
+    /// 0..=100000, default 100.
+    pub history_size: usize,
+    /// How long a kept message stays recoverable. Written in seconds; default 300 s.
+    #[serde(with = "secs")]
+    pub history_ttl: Duration,
+    /// All topics' kept messages together, in bytes: past it, the oldest go first.
+    /// Not in the seed. 0..=16 GiB, default 64 MiB.
+    pub history_max_bytes: usize,
     /// Replaced by `max_queued_bytes` and `write_timeout`: a config that still sets
     /// `send_buffer` loads, with a warning that names them, and the value is not used.
     #[doc(hidden)]
@@ -272,6 +288,9 @@ impl Default for WebSocketServiceConfig {
             write_timeout: Duration::from_secs(5),
             compression_level: 1,
             compression_min_size: 256,
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            history_max_bytes: 64 << 20,
             _send_buffer: ReplacedSendBuffer,
         }
     }
@@ -313,6 +332,14 @@ impl WebSocketServiceConfig {
             self.compression_min_size,
             0,
             MAX_MESSAGE_SIZE,
+        )?;
+        check_range("history_size", self.history_size, 0, MAX_HISTORY_SIZE)?;
+        check_timeout("history_ttl", self.history_ttl)?;
+        check_range(
+            "history_max_bytes",
+            self.history_max_bytes,
+            0,
+            MAX_HISTORY_BYTES,
         )
     }
 }

@@ -88,6 +88,27 @@ async fn the_dashboard_is_one_self_contained_page() {
 }
 
 #[actix_rt::test]
+async fn the_browser_client_is_an_es_module_with_no_dependencies() {
+    let s = services(Access::open(), MessageQueueConfig::default());
+    let app = test::init_service(App::new().configure(http::configure(s.clone()))).await;
+    let request = test::TestRequest::get().uri("/tickwire.js").to_request();
+    let resp = test::call_service(&app, request).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers().get("content-type").unwrap(),
+        "text/javascript; charset=utf-8"
+    );
+    let body = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    assert_eq!(body, http::TICKWIRE_JS);
+    assert!(body.contains("export class TickwireClient"));
+    assert!(
+        !body.lines().any(|l| l.trim_start().starts_with("import ")),
+        "no dependencies"
+    );
+    stop(&s).await;
+}
+
+#[actix_rt::test]
 async fn health_metrics_and_api_metrics() {
     let s = services(Access::open(), MessageQueueConfig::default());
     let app = test::init_service(App::new().configure(http::configure(s.clone()))).await;

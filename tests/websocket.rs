@@ -74,7 +74,8 @@ async fn the_protocol_from_welcome_to_unsubscribe() {
         json!({"type": "subscribe", "topic": "market.>", "id": 1}),
     )
     .await;
-    assert_eq!(ack, json!({"type": "ack", "id": 1}));
+    let epoch = server.ws.get_performance_metrics().await.epoch;
+    assert_eq!(ack, json!({"type": "ack", "id": 1, "epoch": epoch}));
 
     assert_eq!(
         server
@@ -367,9 +368,10 @@ async fn fragments_are_reassembled_within_max_message_size() {
     conn.send(Message::Continuation(Item::Last(c.to_owned().into())))
         .await
         .unwrap();
+    let epoch = server.ws.get_performance_metrics().await.epoch;
     assert_eq!(
         next_json(&mut conn).await,
-        json!({"type": "ack", "id": "f"})
+        json!({"type": "ack", "id": "f", "epoch": epoch, "seq": 0})
     );
 
     // Fragments each under the limit, together over it.

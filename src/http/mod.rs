@@ -2,7 +2,8 @@
 //!
 //! | route | what |
 //! |-------|------|
-//! | `GET /` | the live dashboard (one self-contained page, no external resources) |
+//! | `GET /` | the live dashboard (one page, no external resources; it uses `/tickwire.js`) |
+//! | `GET /tickwire.js` | the browser client, an ES module ([`TICKWIRE_JS`]) |
 //! | `GET /ws` | the WebSocket endpoint ([`websocket`](crate::websocket::configure)) |
 //! | `GET /metrics` | Prometheus text of the three components ([`render`](crate::metrics::prometheus::render)) |
 //! | `GET /api/metrics` | JSON: `{"event_bus": …, "message_queue": …, "websocket": …}`, the seed's metric sets |
@@ -57,6 +58,13 @@ use crate::{websocket, EventBus, MessageQueue, TryPublishError, WebSocketService
 /// The dashboard page served at `GET /`.
 pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
+/// The browser client served at `GET /tickwire.js`: an ES module with no dependencies
+/// that connects, subscribes with per-topic callbacks, pings, reconnects with jittered
+/// exponential backoff and, on every reconnect, subscribes again with `recover` from the
+/// last `seq` it saw of each topic (and a `snapshot` of what cannot be recovered). Its
+/// header comment documents the API; the README has a runnable snippet.
+pub const TICKWIRE_JS: &str = include_str!("tickwire.js");
+
 /// The components the HTTP surface serves. Cheap to clone (handles).
 #[derive(Clone, Debug)]
 pub struct Services {
@@ -74,6 +82,7 @@ pub fn configure(services: Services) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(services.clone()))
             .configure(websocket::configure(services.websocket))
             .service(web::resource("/").route(web::get().to(dashboard)))
+            .service(web::resource("/tickwire.js").route(web::get().to(client_module)))
             .service(web::resource("/health").route(web::get().to(health)))
             .service(web::resource("/metrics").route(web::get().to(prometheus_text)))
             .service(web::resource("/api/metrics").route(web::get().to(api_metrics)))
@@ -86,6 +95,13 @@ async fn dashboard() -> HttpResponse {
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(DASHBOARD_HTML)
+}
+
+async fn client_module() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(TICKWIRE_JS)
 }
 
 async fn health(services: web::Data<Services>) -> HttpResponse {

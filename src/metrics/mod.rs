@@ -155,6 +155,10 @@ pub struct MessageQueueMetrics {
 /// | `connections_reset` | sessions that did not close in time and were reset (or ended) |
 /// | `compressed_sessions` | sessions open now with permessage-deflate |
 /// | `wire_bytes_sent`, `uncompressed_bytes_sent` | bytes of the frames queued to clients (broadcasts), as sent and had none been compressed |
+/// | `epoch` | the name of the server's sequence space (in `welcome` and subscribe acks) |
+/// | `history_topics`, `history_messages`, `history_bytes` | topics with kept messages, messages kept, their bytes (bounded by `history_size`, `history_ttl`, `history_max_bytes`) |
+/// | `recoveries`, `failed_recoveries` | subscribes whose `recover` was answered `recovered` true, false |
+/// | `replayed_messages`, `snapshot_messages` | messages sent by recoveries, and as snapshots |
 ///
 /// With `enable_metrics = false`, sent and received counts and the rate are `null`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -194,6 +198,22 @@ pub struct WebSocketMetrics {
     pub wire_bytes_sent: Option<u64>,
     /// The same frames' bytes, had none been compressed (`null` with metrics disabled).
     pub uncompressed_bytes_sent: Option<u64>,
+    /// The name of the server's sequence space.
+    pub epoch: String,
+    /// Topics with at least one kept message.
+    pub history_topics: u64,
+    /// Messages kept for recovery and snapshots.
+    pub history_messages: u64,
+    /// Their bytes.
+    pub history_bytes: u64,
+    /// Subscribes whose `recover` was answered `"recovered":true`.
+    pub recoveries: u64,
+    /// Subscribes whose `recover` was answered `"recovered":false`.
+    pub failed_recoveries: u64,
+    /// Messages replayed by recoveries.
+    pub replayed_messages: u64,
+    /// Messages sent as snapshots.
+    pub snapshot_messages: u64,
     /// Whether sent and received messages were counted.
     pub metrics_enabled: bool,
 }

@@ -315,6 +315,48 @@ impl Exposition {
             "Sessions open now with permessage-deflate.",
             m.compressed_sessions as f64,
         );
+        self.gauge(
+            c,
+            "history_topics",
+            "Topics with messages kept for recovery and snapshots.",
+            m.history_topics as f64,
+        );
+        self.gauge(
+            c,
+            "history_messages",
+            "Messages kept for recovery and snapshots.",
+            m.history_messages as f64,
+        );
+        self.gauge(
+            c,
+            "history_bytes",
+            "Bytes of the messages kept for recovery and snapshots.",
+            m.history_bytes as f64,
+        );
+        self.counter(
+            c,
+            "recoveries_total",
+            "Subscribes whose recover was answered recovered true.",
+            m.recoveries,
+        );
+        self.counter(
+            c,
+            "failed_recoveries_total",
+            "Subscribes whose recover was answered recovered false.",
+            m.failed_recoveries,
+        );
+        self.counter(
+            c,
+            "replayed_messages_total",
+            "Messages sent by recoveries.",
+            m.replayed_messages,
+        );
+        self.counter(
+            c,
+            "snapshot_messages_total",
+            "Messages sent as snapshots.",
+            m.snapshot_messages,
+        );
         self.opt_gauge(
             c,
             "messages_per_second",

@@ -23,14 +23,16 @@ use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use bytestring::ByteString;
 use tokio::sync::oneshot;
 
 use super::encoded::Compression;
 use super::frame::encode;
+use super::history::{History, HistoryStats, Limits, Resume};
 use super::liveness::SessionLink;
 use super::outlet::{Outlet, Pushed};
 use super::payload::Payload;
-use super::protocol::close;
+use super::protocol::{close, ServerFrame};
 use super::router::Router;
 use super::shared::HubShared;
 use super::ClientSubscribeError;
@@ -67,15 +69,22 @@ pub(crate) enum Target {
 }
 
 /// Adds a subscription (`conflate`: see [`Router::subscribe`]). From a session, `ack`
-/// is its `ack` frame: the hub pushes it into the session's outlet, as a barrier, once
-/// the subscription is in the routing.
+/// asks for its `ack` frame: the hub pushes it into the session's outlet, as a barrier,
+/// once the subscription is in the routing, followed by what `resume` asks for (see
+/// [`History::resume`]).
 #[derive(Message)]
 #[rtype(result = "Result<(), ClientSubscribeError>")]
 pub(crate) struct Subscribe {
     pub(crate) target: Target,
     pub(crate) pattern: Pattern,
     pub(crate) conflate: Option<bool>,
-    pub(crate) ack: Option<Bytes>,
+    pub(crate) ack: Option<AckRequest>,
+}
+
+/// A session's subscribe: the `id` to echo, and its `recover` and `snapshot`.
+pub(crate) struct AckRequest {
+    pub(crate) id: Option<serde_json::Value>,
+    pub(crate) resume: Resume,
 }
 
 /// Removes a subscription, by the pattern as subscribed. Answers whether it existed;
@@ -115,6 +124,7 @@ pub(crate) struct GetStats;
 pub(crate) struct HubStats {
     pub(crate) topics: u64,
     pub(crate) sent_per_second: f64,
+    pub(crate) history: HistoryStats,
 }
 
 struct Entry {
@@ -134,6 +144,8 @@ pub(crate) struct Hub {
     /// Who is subscribed to what, by session key; every session in it is in `sessions`
     /// and not closing.
     router: Router,
+    /// Each topic's `seq` and kept messages.
+    history: History,
     compression: Compression,
     stop_waiters: Vec<oneshot::Sender<()>>,
     sent: RateWindow,
@@ -145,7 +157,9 @@ impl Hub {
             shared.config.compression_level,
             shared.config.compression_min_size,
         );
+        let history = History::new(Limits::of(&shared.config), shared.epoch.clone());
         Hub {
+            history,
             shared,
             sessions: HashMap::new(),
             by_client: HashMap::new(),
@@ -185,16 +199,25 @@ impl Hub {
     fn broadcast(&mut self, payload: &Payload) -> usize {
         let topic = payload.topic();
         let route = self.router.route(topic);
-        if route.is_empty() {
+        let seq = self.history.next_seq(topic);
+        let router = &self.router;
+        let subscribed = |topic: &str| router.is_subscribed(topic);
+        if route.is_empty() && !self.history.keeps() {
+            // Numbered all the same: a client that subscribes later sees the gap.
+            self.history
+                .record(topic, seq, None, Instant::now(), subscribed);
             return 0;
         }
-        let seq = self.router.next_seq(topic);
-        // Serialized once, for every session; a payload whose `Serialize` fails or
-        // panics is not sent (and takes no `seq`).
+        // Serialized once, for every session and the history; a payload whose
+        // `Serialize` fails or panics is not sent (and takes no `seq`).
         let Some(text) = payload.frame(seq, SystemTime::now()) else {
             return 0;
         };
-        self.router.commit_seq(topic, seq);
+        self.history
+            .record(topic, seq, Some(&text), Instant::now(), subscribed);
+        if route.is_empty() {
+            return 0;
+        }
         let conflation_key: Option<Arc<str>> =
             route.iter().any(|r| r.conflate).then(|| topic.into());
         let mut encoded = self.compression.encode(text.as_bytes());
@@ -235,6 +258,44 @@ impl Hub {
             self.close(key, close::SLOW_CONSUMER);
         }
         queued
+    }
+
+    /// Pushes a subscribe's replayed and snapshot messages (`(topic, text)`), after its
+    /// ack: conflated by topic for a conflated subscription, so that they never make
+    /// the session a slow consumer either.
+    fn push_resumed(&mut self, key: u64, conflate: bool, frames: Vec<(Arc<str>, ByteString)>) {
+        let Some(entry) = self.sessions.get(&key) else {
+            return;
+        };
+        let (mut sent, mut wire, mut plain) = (0, 0, 0);
+        for (topic, text) in frames {
+            let mut encoded = self.compression.encode(text.as_bytes());
+            let frame = encoded.for_session(entry.deflate);
+            let len = frame.len();
+            let pushed = if conflate {
+                entry.outlet.push_conflated(&topic, frame)
+            } else {
+                entry.outlet.push(frame, Some(&topic))
+            };
+            match pushed {
+                Pushed::Queued | Pushed::Replaced => {
+                    sent += 1;
+                    wire += len;
+                    plain += encoded.plain_len();
+                }
+                Pushed::OverBudget => {
+                    self.close(key, close::SLOW_CONSUMER);
+                    break;
+                }
+                Pushed::Closed => break,
+            }
+        }
+        if self.shared.config.enable_metrics {
+            let counters = &self.shared.counters;
+            counters.sent.add(sent);
+            counters.wire_bytes.add(wire as u64);
+            counters.uncompressed_bytes.add(plain as u64);
+        }
     }
 
     /// Asks a session to close with `code` (unless a code was decided already: then
@@ -278,10 +339,11 @@ impl Actor for Hub {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.shared.liveness.tick(), |hub, ctx| {
+            let now = Instant::now();
             if hub.shared.config.enable_metrics {
-                hub.sent
-                    .sample(Instant::now(), hub.shared.counters.sent.sum());
+                hub.sent.sample(now, hub.shared.counters.sent.sum());
             }
+            hub.history.expire(now);
             hub.finish_stop_if_done(ctx);
         });
     }
@@ -338,7 +400,39 @@ impl Handler<Subscribe> for Hub {
             _ => return Err(ClientSubscribeError::Stopped),
         }
         self.router.subscribe(key, &msg.pattern, msg.conflate)?;
-        self.subscriptions_changed(key, msg.ack);
+        let Some(request) = msg.ack else {
+            self.subscriptions_changed(key, None);
+            return Ok(());
+        };
+        let resumed = self
+            .history
+            .resume(&msg.pattern, &request.resume, Instant::now());
+        let ack = ServerFrame::Ack {
+            id: request.id,
+            epoch: Some(self.history.epoch().to_owned()),
+            seq: resumed.seq,
+            recovered: resumed.recovered,
+            unrecovered: resumed.unrecovered,
+        }
+        .to_json();
+        self.subscriptions_changed(key, Some(encode::data_frame(true, false, ack.as_bytes())));
+        let counters = &self.shared.counters;
+        if let Some(recovered) = resumed.recovered {
+            let counter = if recovered {
+                &counters.recoveries
+            } else {
+                &counters.failed_recoveries
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        counters
+            .replayed
+            .fetch_add(resumed.replayed as u64, Ordering::Relaxed);
+        counters.snapshots.fetch_add(
+            (resumed.frames.len() - resumed.replayed) as u64,
+            Ordering::Relaxed,
+        );
+        self.push_resumed(key, msg.conflate == Some(true), resumed.frames);
         Ok(())
     }
 }
@@ -403,6 +497,7 @@ impl Handler<GetStats> for Hub {
             sent_per_second: self
                 .sent
                 .rate(Instant::now(), self.shared.counters.sent.sum()),
+            history: self.history.stats(),
         })
     }
 }

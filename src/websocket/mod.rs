@@ -119,6 +119,7 @@ mod deflate;
 mod encoded;
 mod error;
 pub(crate) mod frame;
+mod history;
 mod hub;
 mod liveness;
 mod outlet;
@@ -336,6 +337,14 @@ impl WebSocketService {
             compressed_sessions: load(&c.compressed_sessions),
             wire_bytes_sent: on.then(|| c.wire_bytes.sum()),
             uncompressed_bytes_sent: on.then(|| c.uncompressed_bytes.sum()),
+            epoch: self.shared.epoch.to_string(),
+            history_topics: stats.history.topics,
+            history_messages: stats.history.messages,
+            history_bytes: stats.history.bytes,
+            recoveries: load(&c.recoveries),
+            failed_recoveries: load(&c.failed_recoveries),
+            replayed_messages: load(&c.replayed),
+            snapshot_messages: load(&c.snapshots),
             metrics_enabled: on,
         }
     }

@@ -4,14 +4,17 @@
 //! ```text
 //! {"type":"subscribe","topic":"market.data","id":"1"}            topic may be a pattern
 //! {"type":"subscribe","topic":"market.data.*","conflate":true}    the latest per topic
+//! {"type":"subscribe","topic":"market.data","recover":{"epoch":"k3f9","seq":17}}
+//! {"type":"subscribe","topic":"market.>","recover":{"epoch":"k3f9","positions":{"market.data":17}}}
+//! {"type":"subscribe","topic":"market.data.*","snapshot":true}
 //! {"type":"unsubscribe","topic":"market.data","id":"2"}
 //! {"type":"publish","topic":"orders.new","data":{…},"priority":3,"id":"3"}
 //! {"type":"ping","id":"4"}
 //! ```
 //! Server → client ([`ServerFrame`]):
 //! ```text
-//! {"type":"welcome","client_id":"c-1","heartbeat_interval":30.0}   first frame
-//! {"type":"ack","id":"1"}
+//! {"type":"welcome","client_id":"c-1","heartbeat_interval":30.0,"epoch":"k3f9"}   first frame
+//! {"type":"ack","id":"1","epoch":"k3f9","seq":17}       subscribe: also "recovered"
 //! {"type":"error","id":"1","code":"invalid_topic","message":"…"}
 //! {"type":"message","topic":"market.data","data":{…},"seq":17,"timestamp":"2026-…Z"}
 //! {"type":"pong","id":"4"}
@@ -19,12 +22,17 @@
 //!
 //! - `id` is optional (a string or a number) and echoed in the `ack`, `pong` or `error`.
 //! - `priority` (publish only) is optional: 1..=4 or `"LOW"`..`"CRITICAL"`; default 2.
-//! - `seq` counts the broadcasts of one topic that reached at least one session: 1, 2, 3…
-//!   A session subscribed to a topic sees consecutive numbers; a gap means it missed
-//!   messages (it was not subscribed then). With a pattern subscription, each topic has its
-//!   own sequence. The hub remembers the sequences of up to 100,000 topics (and 8 MiB of
-//!   topic names); past that it forgets those of topics nobody is subscribed to, which
-//!   restart at 1, and if subscribed topics still fill half of it, it forgets them all.
+//! - `seq` numbers the broadcasts of one topic: 1, 2, 3… A session subscribed to a topic
+//!   sees consecutive numbers; a gap means messages it did not get (sent while it was
+//!   not subscribed, or replaced under `conflate`). With a pattern subscription, each
+//!   topic has its own sequence. The hub remembers the sequences of up to 100,000 topics
+//!   (and 8 MiB of topic names); past that it forgets those of topics nobody is
+//!   subscribed to, and if subscribed topics still fill half of it, all. A forgotten
+//!   topic continues above every number it could have had, never from 1 again.
+//! - `epoch` (in the `welcome` and every subscribe `ack`) names the sequence space: a
+//!   restarted server has another, so a `seq` is only meaningful with its epoch.
+//! - The `ack` of a subscribe to an exact topic carries `seq`, the topic's last number
+//!   (0 if none): the first live message after the ack is numbered `seq + 1`.
 //! - `timestamp` is the broadcast time, RFC 3339 in UTC with microseconds.
 //! - `conflate` (subscribe only) is optional, default false. With true, the session keeps
 //!   at most one message per topic of that subscription waiting for the socket: a newer
@@ -32,6 +40,25 @@
 //!   such messages never make the session a slow consumer (4008), so a screen that falls
 //!   behind gets the latest prices rather than a disconnect. A topic that also matches
 //!   one of the session's subscriptions without `conflate` is not conflated.
+//!
+//! ## Recovery and snapshots
+//!
+//! The hub keeps the last `history_size` messages of each topic (default 100), none older
+//! than `history_ttl` (default 300 s), at most `history_max_bytes` in all.
+//! - `recover` (subscribe only) asks for what was missed: `{"epoch", "seq"}` for an exact
+//!   topic, `{"epoch", "positions": {topic: seq, …}}` for a pattern (each topic one the
+//!   pattern matches), `seq` being the last the client saw (0: none). The ack says
+//!   `"recovered":true` when the epoch is the server's and the history holds every
+//!   message after each position; those messages follow the ack, in order, before any
+//!   live message: no gap, no duplicate, even while publishers go on. Otherwise it says
+//!   `"recovered":false` and, for a pattern, lists in `"unrecovered"` the topics it could
+//!   not recover (the others are replayed); the client reloads those from elsewhere.
+//! - `snapshot: true` sends, right after the ack (and any replay), the latest kept message
+//!   of each topic the subscription matches and did not recover, flagged
+//!   `"snapshot":true`, in the order of the topic names. With `recover`, it fills in what
+//!   recovery could not: one round trip after a reconnect.
+//! - With `history_size = 0` nothing is kept: `recovered` is always false and snapshots
+//!   are empty.
 //!
 //! Bad input gets an `error` with a stable [`ErrorCode`], and the session stays open;
 //! after [`MAX_CONSECUTIVE_ERRORS`] `error` replies in a row (no `ack` or `pong` in
@@ -43,8 +70,19 @@
 //! let frame = ClientFrame::parse(r#"{"type":"subscribe","topic":"market.>","id":"1"}"#).unwrap();
 //! assert_eq!(
 //!     frame,
-//!     ClientFrame::Subscribe { topic: "market.>".into(), id: Some("1".into()), conflate: false }
+//!     ClientFrame::Subscribe {
+//!         topic: "market.>".into(),
+//!         id: Some("1".into()),
+//!         conflate: false,
+//!         recover: None,
+//!         snapshot: false,
+//!     }
 //! );
+//!
+//! let resume = r#"{"type":"subscribe","topic":"px.eur","recover":{"epoch":"k3f9","seq":17}}"#;
+//! let ClientFrame::Subscribe { recover: Some(recover), .. } = ClientFrame::parse(resume).unwrap()
+//! else { panic!() };
+//! assert_eq!((recover.epoch.as_str(), recover.seq), ("k3f9", Some(17)));
 //!
 //! let refused = ClientFrame::parse(r#"{"type":"subscribe","id":7}"#).unwrap_err();
 //! assert_eq!(refused.code, ErrorCode::MissingField);
@@ -174,6 +212,13 @@ pub enum ClientFrame {
         /// the module docs). Default false.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         conflate: bool,
+        /// Replay what was missed since these positions (see the module docs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recover: Option<Recover>,
+        /// The latest kept message of every matching topic not recovered, right after
+        /// the `ack`. Default false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        snapshot: bool,
     },
     /// Drop a subscription, by the pattern it was made with.
     Unsubscribe {
@@ -202,6 +247,22 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
     },
+}
+
+/// A subscribe's `recover`: the epoch the client's positions are in, and the last `seq`
+/// it saw, of the subscribed topic (`seq`) or of each topic of a pattern (`positions`).
+/// Exactly one of the two is given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recover {
+    /// The `epoch` of the `welcome` or `ack` the positions come from.
+    pub epoch: String,
+    /// For an exact topic: the last `seq` seen (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// For a pattern: the last `seq` seen of each topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// A frame the server refuses, and why: the `error` reply to send.
@@ -298,10 +359,37 @@ impl ClientFrame {
                         ))
                     }
                 };
+                let snapshot = match obj.remove("snapshot") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(snapshot)) => snapshot,
+                    Some(_) => {
+                        return Err(refuse(
+                            ErrorCode::InvalidField,
+                            "`snapshot` must be true or false".into(),
+                        ))
+                    }
+                };
+                let recover = match obj.remove("recover") {
+                    None | Some(Value::Null) => None,
+                    Some(value) => {
+                        let recover: Recover = serde_json::from_value(value).map_err(|err| {
+                            refuse(ErrorCode::InvalidField, format!("`recover`: {err}"))
+                        })?;
+                        if recover.seq.is_some() == recover.positions.is_some() {
+                            return Err(refuse(
+                                ErrorCode::InvalidField,
+                                "`recover` needs `seq` (for a topic) or `positions` (for a pattern), not both".into(),
+                            ));
+                        }
+                        Some(recover)
+                    }
+                };
                 Ok(ClientFrame::Subscribe {
                     topic,
                     id,
                     conflate,
+                    recover,
+                    snapshot,
                 })
             }
             "unsubscribe" => Ok(ClientFrame::Unsubscribe {
@@ -366,12 +454,27 @@ pub enum ServerFrame {
         client_id: String,
         /// Seconds between the server's pings.
         heartbeat_interval: f64,
+        /// The name of the server's sequence space, for `recover`.
+        epoch: String,
     },
     /// A request succeeded.
     Ack {
         /// The request's id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
+        /// A subscribe's: the server's epoch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+        /// A subscribe to an exact topic: the topic's last `seq` (0 if none): the live
+        /// messages after the ack (and any replay) follow it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        /// A subscribe with `recover`: whether every position was recovered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// A subscribe with `recover` to a pattern: the listed topics not recovered.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unrecovered: Vec<String>,
     },
     /// A request failed; the session stays open.
     Error {
@@ -393,6 +496,9 @@ pub enum ServerFrame {
         seq: u64,
         /// Broadcast time, RFC 3339.
         timestamp: String,
+        /// Sent as a subscribe's snapshot (the topic's latest kept message).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        snapshot: bool,
     },
     /// The answer to a `ping`.
     Pong {
@@ -404,10 +510,22 @@ pub enum ServerFrame {
 
 impl ServerFrame {
     /// The welcome frame.
-    pub(crate) fn welcome(client_id: &str, heartbeat: Duration) -> ServerFrame {
+    pub(crate) fn welcome(client_id: &str, heartbeat: Duration, epoch: &str) -> ServerFrame {
         ServerFrame::Welcome {
             client_id: client_id.to_owned(),
             heartbeat_interval: heartbeat.as_secs_f64(),
+            epoch: epoch.to_owned(),
+        }
+    }
+
+    /// The `ack` of a request other than a subscribe (or of a server-side one).
+    pub(crate) fn ack(id: Option<Value>) -> ServerFrame {
+        ServerFrame::Ack {
+            id,
+            epoch: None,
+            seq: None,
+            recovered: None,
+            unrecovered: Vec::new(),
         }
     }
 
@@ -442,6 +560,14 @@ pub(crate) fn message_json<D: Serialize>(
     })
 }
 
+/// The `message` frame text `text` (from [`message_json`]) flagged `"snapshot":true`.
+pub(crate) fn snapshot_json(text: &bytestring::ByteString) -> bytestring::ByteString {
+    match text.strip_suffix('}') {
+        Some(open) => format!(r#"{open},"snapshot":true}}"#).into(),
+        None => text.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,6 +594,22 @@ mod tests {
             code(r#"{"type":"subscribe","topic":"a","conflate":"yes"}"#),
             ErrorCode::InvalidField
         );
+        for recover in [
+            r#""k3f9""#,
+            r#"{"seq":1}"#,
+            r#"{"epoch":"k3f9"}"#,
+            r#"{"epoch":"k3f9","seq":1,"positions":{"a":1}}"#,
+            r#"{"epoch":"k3f9","seq":-1}"#,
+            r#"{"epoch":"k3f9","positions":{"a":"x"}}"#,
+            r#"{"epoch":"k3f9","seq":1,"extra":0}"#,
+        ] {
+            let text = format!(r#"{{"type":"subscribe","topic":"a","recover":{recover}}}"#);
+            assert_eq!(code(&text), ErrorCode::InvalidField, "{text}");
+        }
+        assert_eq!(
+            code(r#"{"type":"subscribe","topic":"a","snapshot":1}"#),
+            ErrorCode::InvalidField
+        );
         assert_eq!(code(r#"{"type":"unsubscribe"}"#), ErrorCode::MissingField);
         assert_eq!(
             code(r#"{"type":"publish","topic":"a"}"#),
@@ -492,11 +634,30 @@ mod tests {
                 topic: "a.*".into(),
                 id: None,
                 conflate: false,
+                recover: None,
+                snapshot: false,
             },
             ClientFrame::Subscribe {
                 topic: "px.>".into(),
                 id: Some(json!("c")),
                 conflate: true,
+                recover: Some(Recover {
+                    epoch: "k3f9".into(),
+                    seq: None,
+                    positions: Some([("px.eur".to_owned(), 17)].into()),
+                }),
+                snapshot: true,
+            },
+            ClientFrame::Subscribe {
+                topic: "px.eur".into(),
+                id: Some(json!(2)),
+                conflate: false,
+                recover: Some(Recover {
+                    epoch: "k3f9".into(),
+                    seq: Some(0),
+                    positions: None,
+                }),
+                snapshot: false,
             },
             ClientFrame::Unsubscribe {
                 topic: "a.*".into(),
@@ -570,11 +731,21 @@ mod tests {
                 data: json!({"p": 1.5}),
                 seq: 17,
                 timestamp: "1970-01-01T00:00:00.000000Z".into(),
+                snapshot: false,
             }
         );
+        let flagged: ServerFrame = serde_json::from_str(&snapshot_json(&text.into())).unwrap();
+        assert!(matches!(
+            flagged,
+            ServerFrame::Message {
+                snapshot: true,
+                seq: 17,
+                ..
+            }
+        ));
         assert_eq!(
-            ServerFrame::welcome("c-1", Duration::from_secs(30)).to_json(),
-            r#"{"type":"welcome","client_id":"c-1","heartbeat_interval":30.0}"#
+            ServerFrame::welcome("c-1", Duration::from_secs(30), "k3f9").to_json(),
+            r#"{"type":"welcome","client_id":"c-1","heartbeat_interval":30.0,"epoch":"k3f9"}"#
         );
     }
 }

@@ -1,5 +1,6 @@
-//! The hub's router: which sessions are subscribed to which patterns, which sessions a
-//! topic goes to, and each topic's `seq`. A plain struct, with no actor in it: the hub
+//! The hub's router: which sessions are subscribed to which patterns, and which sessions
+//! a topic goes to (each topic's `seq` is in [`History`](super::history::History)). A
+//! plain struct, with no actor in it: the hub
 //! owns one and asks it; sessions are named by the hub's `u64` keys.
 //!
 //! ## Routing
@@ -14,15 +15,6 @@
 //! topics that go to nobody, in a map of their own so that a flood of names nobody
 //! listens to never evicts the routes in use. Both caches are bounded ([`Bounds`]): one
 //! that fills up is cleared.
-//!
-//! ## Seq
-//!
-//! Each topic numbers its messages 1, 2, 3…: the hub asks [`next_seq`](Router::next_seq)
-//! for the number of a message and, once the message is on its way,
-//! [`commit_seq`](Router::commit_seq)s it (a message that could not be serialized takes
-//! no number). The table of numbers is bounded: when a new topic would pass the bound,
-//! the topics no pattern matches now are forgotten (their numbers restart at 1), and if
-//! the topics left still fill half the table, every number restarts.
 //!
 //! ## Bounds
 //!
@@ -49,9 +41,6 @@ pub(crate) struct Bounds {
     pub(crate) routes: (usize, usize),
     /// Likewise for topics that go to no session.
     pub(crate) unrouted: (usize, usize),
-    /// Topics whose `seq` is kept, and bytes of their names, before those without
-    /// subscribers are forgotten.
-    pub(crate) seqs: (usize, usize),
 }
 
 impl Default for Bounds {
@@ -60,7 +49,6 @@ impl Default for Bounds {
             subscriptions: MAX_SUBSCRIPTIONS,
             routes: (10_000, 1 << 20),
             unrouted: (4096, 256 << 10),
-            seqs: (100_000, 8 << 20),
         }
     }
 }
@@ -90,8 +78,6 @@ pub(crate) struct Router {
     unrouted: TopicMap<()>,
     /// The empty route.
     no_route: Rc<[Routed]>,
-    /// Topic → last `seq` given.
-    seqs: TopicMap<u64>,
 }
 
 impl Router {
@@ -109,7 +95,6 @@ impl Router {
             routes: TopicMap::new(bounds.routes.0, bounds.routes.1),
             unrouted: TopicMap::new(bounds.unrouted.0, bounds.unrouted.1),
             no_route: Rc::from(Vec::new()),
-            seqs: TopicMap::new(bounds.seqs.0, bounds.seqs.1),
         }
     }
 
@@ -244,46 +229,11 @@ impl Router {
         route
     }
 
-    /// The `seq` the next message of `topic` gets (1 for a topic without one). Does not
-    /// take it: see [`commit_seq`](Self::commit_seq).
-    pub(crate) fn next_seq(&self, topic: &str) -> u64 {
-        self.seqs.get(topic).map_or(1, |seq| seq + 1)
-    }
-
-    /// Records `seq` (from [`next_seq`](Self::next_seq)) as `topic`'s last, making room
-    /// in the table if the topic is new to it (see `## Seq`).
-    pub(crate) fn commit_seq(&mut self, topic: &str, seq: u64) {
-        match self.seqs.get_mut(topic) {
-            Some(current) => *current = seq,
-            None => {
-                if self.seqs.is_full(topic) {
-                    self.forget_idle_seqs();
-                }
-                self.seqs.insert(topic, seq);
-            }
-        }
-    }
-
-    /// Forgets the `seq` of topics no session is subscribed to now (their sequence
-    /// restarts at 1), so that broadcasting to ever new topics holds bounded memory.
-    fn forget_idle_seqs(&mut self) {
-        let patterns = &self.patterns;
-        let before = self.seqs.len();
-        self.seqs
-            .retain(|topic, _| patterns.values().any(|(p, _)| p.matches(topic)));
-        tracing::debug!(
-            forgotten = before - self.seqs.len(),
-            "forgot the seq of idle topics"
-        );
-        let (max_topics, max_bytes) = self.bounds.seqs;
-        if self.seqs.len() * 2 >= max_topics || self.seqs.bytes() * 2 >= max_bytes {
-            tracing::warn!(
-                topics = self.seqs.len(),
-                bytes = self.seqs.bytes(),
-                "subscribed topics fill half the seq table ({max_topics} topics, {max_bytes} bytes of names): every seq restarts at 1"
-            );
-            self.seqs.clear();
-        }
+    /// Whether any subscription matches `topic`.
+    pub(crate) fn is_subscribed(&self, topic: &str) -> bool {
+        self.patterns
+            .values()
+            .any(|(pattern, _)| pattern.matches(topic))
     }
 
     /// The subscriptions changed: every cached route may be wrong.
@@ -531,79 +481,6 @@ mod tests {
         assert_eq!(route(&mut router, "yyyy"), [] as [u64; 0]);
         assert_eq!((router.unrouted.len(), router.unrouted.bytes()), (1, 4));
         assert_eq!(router.routes.len(), 2, "the routes in use stay");
-    }
-
-    #[test]
-    fn each_topic_numbers_its_messages_from_one() {
-        let mut router = Router::new();
-        assert_eq!(router.next_seq("a"), 1);
-        assert_eq!(router.next_seq("a"), 1, "asking takes nothing");
-        router.commit_seq("a", 1);
-        assert_eq!(router.next_seq("a"), 2);
-        router.commit_seq("a", 2);
-        assert_eq!((router.next_seq("a"), router.next_seq("b")), (3, 1));
-    }
-
-    #[test]
-    fn a_full_seq_table_forgets_the_topics_nobody_is_subscribed_to() {
-        let mut router = Router::with_bounds(Bounds {
-            seqs: (3, 1000),
-            ..Bounds::default()
-        });
-        router.subscribe(1, &pattern("a.>"), None).unwrap();
-        router.subscribe(2, &pattern("keep"), None).unwrap();
-        router.commit_seq("a.1", 4);
-        router.commit_seq("a.2", 7);
-        router.commit_seq("keep", 5);
-        assert!(router.unsubscribe(1, "a.>"));
-        router.commit_seq("b", 1); // a fourth topic: a.1 and a.2 are idle
-        assert_eq!(router.seqs.len(), 2);
-        assert_eq!(
-            ["keep", "b", "a.1", "a.2"].map(|t| router.next_seq(t)),
-            [6, 2, 1, 1]
-        );
-        router.commit_seq("keep", 6); // known topics never make room
-        assert_eq!(router.next_seq("keep"), 7);
-    }
-
-    #[test]
-    fn a_seq_table_half_full_of_subscribed_topics_restarts_every_seq() {
-        let mut router = Router::with_bounds(Bounds {
-            seqs: (4, 1000),
-            ..Bounds::default()
-        });
-        router.subscribe(1, &pattern(">"), None).unwrap();
-        for topic in ["t1", "t2", "t3", "t4"] {
-            router.commit_seq(topic, 3);
-        }
-        router.commit_seq("t5", 9);
-        assert_eq!(router.seqs.len(), 1, "all four forgotten, t5 kept");
-        assert_eq!(["t1", "t4", "t5"].map(|t| router.next_seq(t)), [1, 1, 10]);
-        // Exactly half: two subscribed topics of four, once the idle two are forgotten.
-        let mut router = Router::with_bounds(Bounds {
-            seqs: (4, 1000),
-            ..Bounds::default()
-        });
-        router.subscribe(1, &pattern("s.>"), None).unwrap();
-        router.subscribe(2, &pattern("idle.>"), None).unwrap();
-        for topic in ["s.1", "s.2", "idle.1", "idle.2"] {
-            router.commit_seq(topic, 3);
-        }
-        router.remove_session(2);
-        router.commit_seq("s.3", 1);
-        assert_eq!(router.seqs.len(), 1, "s.1 and s.2 forgotten too");
-        assert_eq!(["s.1", "s.3"].map(|t| router.next_seq(t)), [1, 2]);
-        // Likewise by the bytes of the names: 4 + 4 of 8, subscribed, is half or more.
-        let mut router = Router::with_bounds(Bounds {
-            seqs: (100, 8),
-            ..Bounds::default()
-        });
-        router.subscribe(1, &pattern(">"), None).unwrap();
-        router.commit_seq("aaaa", 2);
-        router.commit_seq("bbbb", 2);
-        router.commit_seq("cc", 2);
-        assert_eq!((router.seqs.len(), router.seqs.bytes()), (1, 2));
-        assert_eq!(router.next_seq("aaaa"), 1);
     }
 
     #[test]

@@ -62,11 +62,12 @@ use futures_util::Stream;
 
 use super::deflate::{self, Agreed, InflateError, Inflater};
 use super::frame::{check_text, encode, Assembler, Decoder, FrameError, Incoming, OpCode};
-use super::hub::{Connect, Disconnect, Hub, Subscribe, Target, Unsubscribe};
+use super::history::{positions, Resume};
+use super::hub::{AckRequest, Connect, Disconnect, Hub, Subscribe, Target, Unsubscribe};
 use super::liveness::{Observed, SessionCheck, SessionLink};
 use super::outlet::{Outlet, Pushed};
 use super::protocol::{
-    close, ClientFrame, ErrorCode, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS,
+    close, ClientFrame, ErrorCode, Recover, Refusal, ServerFrame, MAX_CONSECUTIVE_ERRORS,
 };
 use super::shared::{ConnectionSlot, HubShared};
 use super::socket::SessionSocket;
@@ -501,7 +502,9 @@ impl Session {
                 topic,
                 id,
                 conflate,
-            }) => self.subscribe(ctx, topic, id, conflate),
+                recover,
+                snapshot,
+            }) => self.subscribe(ctx, topic, id, conflate, recover, snapshot),
             Ok(ClientFrame::Unsubscribe { topic, id }) => self.unsubscribe(ctx, topic, id),
             Ok(ClientFrame::Publish {
                 topic,
@@ -514,7 +517,7 @@ impl Session {
 
     /// The encoded `ack` of a request, for the hub to push.
     fn ack(id: Option<serde_json::Value>) -> Bytes {
-        let json = ServerFrame::Ack { id }.to_json();
+        let json = ServerFrame::ack(id).to_json();
         encode::data_frame(true, false, json.as_bytes())
     }
 
@@ -524,6 +527,8 @@ impl Session {
         topic: String,
         id: Option<serde_json::Value>,
         conflate: bool,
+        recover: Option<Recover>,
+        snapshot: bool,
     ) {
         let pattern = match check_topic(&topic, Pattern::parse) {
             Ok(p) => p,
@@ -533,11 +538,18 @@ impl Session {
             let message = format!("this token may not subscribe to {topic:?}");
             return self.refuse(Refusal::new(id, ErrorCode::Forbidden, message));
         }
+        let recover = match recover.map(|r| positions(&pattern, r)).transpose() {
+            Ok(recover) => recover,
+            Err(message) => return self.refuse(Refusal::new(id, ErrorCode::InvalidField, message)),
+        };
         let request = Subscribe {
             target: Target::Key(self.key),
             pattern,
             conflate: Some(conflate),
-            ack: Some(Self::ack(id.clone())),
+            ack: Some(AckRequest {
+                id: id.clone(),
+                resume: Resume { recover, snapshot },
+            }),
         };
         self.ask_hub(ctx, request, move |session, answer| match answer {
             Ok(Ok(())) => session.acknowledged(),
@@ -631,7 +643,7 @@ impl Session {
             return self.refuse(Refusal::new(id, ErrorCode::Forbidden, message));
         }
         let message = match queue.try_publish(topic, data, priority) {
-            Ok(_) => return self.reply(ServerFrame::Ack { id }),
+            Ok(_) => return self.reply(ServerFrame::ack(id)),
             Err(TryPublishError::QueueFull(message)) => message,
             Err(err) => return self.refuse(publish_refusal(id, err.into())),
         };
@@ -642,7 +654,7 @@ impl Session {
                 .into_actor(self)
                 .map(move |outcome, session, ctx| {
                     match outcome {
-                        Ok(_) => session.reply(ServerFrame::Ack { id }),
+                        Ok(_) => session.reply(ServerFrame::ack(id)),
                         Err(err) => session.refuse(publish_refusal(id, err)),
                     }
                     session.resume(ctx);
@@ -749,7 +761,11 @@ impl Actor for Session {
                 gate: self.reading.clone(),
             });
         }
-        let welcome = ServerFrame::welcome(&self.client_id, self.shared.config.heartbeat_interval);
+        let welcome = ServerFrame::welcome(
+            &self.client_id,
+            self.shared.config.heartbeat_interval,
+            &self.shared.epoch,
+        );
         let connect = Connect {
             key: self.key,
             client_id: self.client_id.clone(),

@@ -22,6 +22,9 @@ pub(crate) struct HubShared {
     /// Sessions holding a connection slot.
     pub(crate) active: AtomicUsize,
     pub(crate) started: Instant,
+    /// The name of the hub's sequence space (see [`history`](super::history)), in every
+    /// `welcome` and subscribe `ack`.
+    pub(crate) epoch: Arc<str>,
     /// The sweep and session timer rule (and period: its `tick()`).
     pub(crate) liveness: Liveness,
     next_client: AtomicU64,
@@ -51,6 +54,14 @@ pub(crate) struct Counters {
     pub(crate) uncompressed_bytes: StripedCounter,
     /// Sessions open now that negotiated permessage-deflate.
     pub(crate) compressed_sessions: AtomicU64,
+    /// Subscribes whose `recover` was answered `"recovered":true`.
+    pub(crate) recoveries: AtomicU64,
+    /// Subscribes whose `recover` was answered `"recovered":false`.
+    pub(crate) failed_recoveries: AtomicU64,
+    /// Messages replayed by recoveries.
+    pub(crate) replayed: AtomicU64,
+    /// Messages sent as snapshots.
+    pub(crate) snapshots: AtomicU64,
 }
 
 impl Counters {
@@ -85,6 +96,7 @@ impl HubShared {
             stopping: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             started: Instant::now(),
+            epoch: super::history::new_epoch().into(),
             liveness,
             next_client: AtomicU64::new(1),
             counters: Counters::default(),

@@ -53,6 +53,11 @@ impl<V> TopicMap<V> {
         }
     }
 
+    /// Every topic and its value, in no order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.map.iter().map(|(topic, value)| (&**topic, value))
+    }
+
     /// Keeps the topics for which `keep` is true.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str, &mut V) -> bool) {
         let bytes = &mut self.bytes;

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Browser check of the dashboard: runs `tickwire serve --demo` on a free loopback port,
-# loads the page in headless Chromium and asserts from the rendered DOM that ticks and
-# metrics arrived; saves a screenshot to target/dashboard.png. Run by .ci/run.
+# Browser checks, run by .ci/run:
+# - the dashboard: runs `tickwire serve --demo` on a free loopback port, loads the page in
+#   headless Chromium and asserts from the rendered DOM that ticks and metrics arrived;
+#   saves a screenshot to target/dashboard.png;
+# - recovery with tickwire.js: runs `examples/recovery.rs` on a free loopback port, loads
+#   its page, which has the server drop its connection 3 times, and asserts from the DOM
+#   that it recovered each time with every seq once, in order; target/recovery.png.
 #
-# Usage: tests/browser/run.sh [path/to/tickwire]   (default: target/debug/tickwire)
+# Usage: tests/browser/run.sh [path/to/tickwire] [path/to/recovery-example]
+#        (defaults: target/debug/tickwire, target/debug/examples/recovery)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN="${1:-target/debug/tickwire}"
+RECOVERY="${2:-target/debug/examples/recovery}"
 
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
     echo "installing Debian's chromium and chromium-driver"
@@ -28,24 +34,34 @@ fi
 if [ ! -x "$BIN" ]; then
     cargo build --bin tickwire
 fi
+if [ ! -x "$RECOVERY" ]; then
+    cargo build --example recovery
+fi
+
+# Starts "$@" in the background with its stdout in $OUT and stderr in $LOG, and waits
+# for its "listening on URL" line: sets PID and URL.
+start_server() {
+    OUT="$(mktemp)"
+    "$@" >"$OUT" 2>"$LOG" &
+    PID=$!
+    URL=""
+    for _ in $(seq 1 200); do
+        URL="$(sed -n 's/^listening on \(http:\/\/[^ ]*\)$/\1/p' "$OUT" | head -n 1)"
+        [ -n "$URL" ] && return 0
+        if ! kill -0 "$PID" 2>/dev/null; then
+            echo "$1 exited early:"; cat "$LOG"; exit 1
+        fi
+        sleep 0.1
+    done
+    echo "$1 did not report its address"; cat "$LOG"; exit 1
+}
 
 LOG="target/browser-serve.log"
-OUT="$(mktemp)"
-RUST_LOG=info "$BIN" serve --bind 127.0.0.1:0 --demo >"$OUT" 2>"$LOG" &
-PID=$!
-cleanup() { kill "$PID" 2>/dev/null || true; rm -f "$OUT"; }
+PID=""
+OUT=""
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; [ -n "$OUT" ] && rm -f "$OUT"; }
 trap cleanup EXIT
-
-URL=""
-for _ in $(seq 1 200); do
-    URL="$(sed -n 's/^listening on \(http:\/\/[^ ]*\)$/\1/p' "$OUT" | head -n 1)"
-    [ -n "$URL" ] && break
-    if ! kill -0 "$PID" 2>/dev/null; then
-        echo "tickwire serve exited early:"; cat "$LOG"; exit 1
-    fi
-    sleep 0.1
-done
-if [ -z "$URL" ]; then echo "tickwire serve did not report its address"; cat "$LOG"; exit 1; fi
+RUST_LOG=info start_server "$BIN" serve --bind 127.0.0.1:0 --demo
 echo "dashboard at $URL"
 
 if ! python3 tests/browser/check_dashboard.py "$URL" target/dashboard.png; then
@@ -62,3 +78,17 @@ done
 if kill -0 "$PID" 2>/dev/null; then echo "tickwire serve did not stop on SIGTERM"; exit 1; fi
 wait "$PID"
 echo "tickwire serve stopped cleanly (exit 0); screenshot: target/dashboard.png"
+rm -f "$OUT"
+
+LOG="target/browser-recovery.log"
+RUST_LOG=info start_server "$RECOVERY" 127.0.0.1:0
+echo "recovery page at $URL"
+if ! python3 tests/browser/check_recovery.py "$URL" 3 target/recovery.png; then
+    echo "recovery check failed; the server's log:"
+    cat "$LOG"
+    exit 1
+fi
+kill "$PID"
+wait "$PID" 2>/dev/null || true
+PID=""
+echo "recovery with tickwire.js: ok; screenshot: target/recovery.png"

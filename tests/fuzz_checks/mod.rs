@@ -111,7 +111,7 @@ fn frame_problems(object: &Map<String, Value>) -> Vec<ErrorCode> {
                 Some(Value::String(_)) => {}
                 Some(_) => problems.push(ErrorCode::InvalidField),
             }
-            if kind == "subscribe" && expected_conflate(object.get("conflate")).is_err() {
+            if kind == "subscribe" && expected_flag(object.get("conflate")).is_err() {
                 problems.push(ErrorCode::InvalidField);
             }
             if kind == "publish" {
@@ -129,7 +129,8 @@ fn frame_problems(object: &Map<String, Value>) -> Vec<ErrorCode> {
 }
 
 /// The documented `conflate`: absent or null is false, else a boolean.
-fn expected_conflate(value: Option<&Value>) -> Result<bool, ()> {
+/// The documented `conflate` and `snapshot`: absent or null is false, else a boolean.
+fn expected_flag(value: Option<&Value>) -> Result<bool, ()> {
     match value {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(conflate)) => Ok(*conflate),
@@ -168,11 +169,22 @@ fn check_accepted(object: &Map<String, Value>, id: Option<Value>, frame: &Client
             topic,
             id: got,
             conflate,
+            recover,
+            snapshot,
         } => {
             assert_eq!(kind, Some("subscribe"));
             assert_eq!(Some(topic.as_str()), topic_in());
             assert_eq!(*got, id);
-            assert_eq!(Ok(*conflate), expected_conflate(object.get("conflate")));
+            assert_eq!(Ok(*conflate), expected_flag(object.get("conflate")));
+            assert_eq!(Ok(*snapshot), expected_flag(object.get("snapshot")));
+            match (recover, object.get("recover")) {
+                (None, None | Some(Value::Null)) => {}
+                (Some(recover), Some(Value::Object(given))) => {
+                    assert_eq!(Some(recover.epoch.as_str()), given["epoch"].as_str());
+                    assert!(recover.seq.is_some() != recover.positions.is_some());
+                }
+                other => panic!("recover parsed as {other:?}"),
+            }
         }
         ClientFrame::Unsubscribe { topic, id: got } => {
             assert_eq!(kind, Some("unsubscribe"));

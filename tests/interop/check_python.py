@@ -33,7 +33,15 @@ compression=None. Each pass asserts, on its own connections and topics:
   window (a server compressing with a larger one would make zlib fail);
 - a text frame that is not UTF-8 (the library sends bytes as text unchecked) gets 1007;
 - close 1000 from the client is echoed 1000; max_message_size + 1 bytes of text, and
-  100 KB, get 1009 (with deflate: small compressed frames that inflate past the limit).
+  100 KB, get 1009 (with deflate: small compressed frames that inflate past the limit);
+- recovery and snapshots (the server's default history of 100 per topic): the welcome
+  and every subscribe ack carry the epoch; a subscriber that saw seq 1..10 and left
+  comes back with recover {epoch, seq: 10} and gets exactly 11..30, then the live 31; a
+  wrong epoch and a seq the history no longer holds answer recovered false and replay
+  nothing; a pattern with positions replays each listed topic and names the one it
+  could not recover in "unrecovered"; a snapshot gives the latest of each matching topic
+  flagged "snapshot"; a client that reconnects 6 times with recover while a publisher
+  keeps publishing sees every seq once, in order.
 
 Exit 0 when every check passed, 1 otherwise (the first failed assertion is printed).
 """
@@ -299,6 +307,7 @@ class Pass:
         expect(ack.get("type") == "ack" and ack.get("id") == "u-2", "unsubscribe: not its ack", ack)
 
         await self.conflated(pub)
+        await self.recovery(pub)
         await self.frames_and_limits(pub)
         if self.deflate:
             await self.small_window(pub)
@@ -319,6 +328,123 @@ class Pass:
                   "oversize_messages to count the 1009")
         log("%s: passed in %.1f s (oversize_messages +%d)"
             % (self.name, time.monotonic() - t0, m2["websocket"]["oversize_messages"] - ws0["oversize_messages"]))
+
+    async def watched(self, pub, watcher, topic, count, start):
+        """Publishes `count` messages on `topic` and reads them at `watcher` (subscribed to
+        it): once it has them, the server's history has them. Returns their seqs."""
+        seqs = []
+
+        async def read():
+            while len(seqs) < count:
+                msg = await self.recv_json(watcher, "watched message")
+                expect(msg.get("type") == "message" and msg.get("topic") == topic, "watcher: not a message of " + topic, msg)
+                seqs.append(msg["seq"])
+
+        await asyncio.gather(self.publish_all(pub, topic, [{"n": start + i} for i in range(count)], "r"), read())
+        expect(seqs == list(range(seqs[0], seqs[0] + count)), "watcher: seqs not consecutive", seqs)
+        return seqs
+
+    async def expect_messages(self, ws, topic, seqs, what, snapshot=False):
+        for seq in seqs:
+            msg = await self.recv_json(ws, what)
+            expect(msg.get("type") == "message" and msg.get("topic") == topic and msg.get("seq") == seq,
+                   "%s: expected %s seq %d" % (what, topic, seq), msg)
+            expect(bool(msg.get("snapshot")) == snapshot, what + ": snapshot flag", msg)
+
+    async def subscribe(self, ws, frame, what):
+        await ws.send(json.dumps(dict(frame, type="subscribe")))
+        ack = await self.recv_json(ws, what + " ack")
+        expect(ack.get("type") == "ack", what + ": not an ack", ack)
+        return ack
+
+    async def recovery(self, pub):
+        topic = self.topic + ".recover"
+        self.step("recovery after a reconnect: missed messages exactly, then live")
+        watcher, _, welcome = await self.open("watcher")
+        epoch = welcome.get("epoch")
+        expect(isinstance(epoch, str) and epoch, "welcome without an epoch", welcome)
+        ack = await self.subscribe(watcher, {"topic": topic, "id": "w"}, "watcher subscribe")
+        expect(ack == {"type": "ack", "id": "w", "epoch": epoch, "seq": 0}, "exact subscribe ack: epoch and seq 0", ack)
+        first, _, _ = await self.open("leaving subscriber")
+        await self.subscribe(first, {"topic": topic}, "leaving subscriber")
+        await self.watched(pub, watcher, topic, 10, 1)
+        await self.expect_messages(first, topic, range(1, 11), "leaving subscriber")
+        await first.close(1000)
+        await self.watched(pub, watcher, topic, 20, 11)
+        back, _, welcome = await self.open("returning subscriber")
+        expect(welcome.get("epoch") == epoch, "the epoch changed without a restart", welcome)
+        ack = await self.subscribe(back, {"topic": topic, "id": "b", "recover": {"epoch": epoch, "seq": 10}}, "recover")
+        expect(ack == {"type": "ack", "id": "b", "epoch": epoch, "seq": 30, "recovered": True}, "recover ack", ack)
+        await self.expect_messages(back, topic, range(11, 31), "replay")
+        await self.watched(pub, watcher, topic, 1, 31)
+        await self.expect_messages(back, topic, [31], "live after the replay")
+
+        self.step("recovery refused: another epoch, a seq past the history (100 kept)")
+        other, _, _ = await self.open("wrong epoch")
+        ack = await self.subscribe(other, {"topic": topic, "recover": {"epoch": epoch + "x", "seq": 30}}, "wrong epoch")
+        expect(ack.get("recovered") is False and ack.get("seq") == 31, "wrong epoch: recovered", ack)
+        await self.watched(pub, watcher, topic, 1, 32)
+        await self.expect_messages(other, topic, [32], "wrong epoch: live, nothing replayed")
+        await other.close(1000)
+        await self.watched(pub, watcher, topic, 100, 33)  # up to 132: 33..132 kept
+        far, _, _ = await self.open("too far back")
+        ack = await self.subscribe(far, {"topic": topic, "recover": {"epoch": epoch, "seq": 31}}, "too far back")
+        expect(ack.get("recovered") is False, "recovery from 31 with 33..132 kept", ack)
+        ack = await self.subscribe(far, {"topic": topic, "id": "again", "recover": {"epoch": epoch, "seq": 32}}, "just in")
+        expect(ack.get("recovered") is True and ack.get("seq") == 132, "recovery from 32 with 33..132 kept", ack)
+        await self.expect_messages(far, topic, range(33, 133), "replay of the whole history")
+        await far.close(1000)
+
+        self.step("a pattern with positions, and a snapshot")
+        a, b = self.topic + ".p.a", self.topic + ".p.b"
+        await self.subscribe(watcher, {"topic": self.topic + ".p.*"}, "watcher pattern")
+        await self.watched(pub, watcher, a, 3, 1)
+        await self.watched(pub, watcher, b, 2, 1)
+        pat, _, _ = await self.open("pattern")
+        ack = await self.subscribe(pat, {"topic": self.topic + ".p.*", "id": "p",
+                                         "recover": {"epoch": epoch, "positions": {a: 1, b: 5}}}, "pattern recover")
+        expect(ack == {"type": "ack", "id": "p", "epoch": epoch, "recovered": False, "unrecovered": [b]},
+               "pattern recover ack (b at 5 is ahead of the server's 2)", ack)
+        await self.expect_messages(pat, a, [2, 3], "pattern replay of a")
+        await pat.close(1000)
+        snap, _, _ = await self.open("snapshot")
+        ack = await self.subscribe(snap, {"topic": self.topic + ".p.*", "snapshot": True}, "snapshot")
+        await self.expect_messages(snap, a, [3], "snapshot of a", snapshot=True)
+        await self.expect_messages(snap, b, [2], "snapshot of b", snapshot=True)
+        await snap.close(1000)
+
+        self.step("reconnects with recover while a publisher keeps publishing")
+        live_topic = self.topic + ".live"
+        total = 600
+        ack = await self.subscribe(watcher, {"topic": live_topic}, "watcher live")
+        progress = {"last": 0}
+
+        async def publisher():
+            # Never more than 60 ahead of the reader: the history keeps 100 per topic.
+            for start in range(0, total, 20):
+                while start - progress["last"] > 40:
+                    await asyncio.sleep(0.002)
+                await self.publish_all(pub, live_topic, [{"n": i} for i in range(start, start + 20)], "l%d" % start)
+
+        publishing = asyncio.ensure_future(publisher())
+        last, reconnects = 0, 0
+        while last < total:
+            ws, _, _ = await self.open("reconnecting")
+            ack = await self.subscribe(ws, {"topic": live_topic, "recover": {"epoch": epoch, "seq": last}}, "reconnect")
+            expect(ack.get("recovered") is True, "reconnect %d: recovered" % reconnects, ack)
+            until = min(last + 100, total)
+            while last < until:
+                msg = await self.recv_json(ws, "reconnect %d" % reconnects)
+                expect(msg.get("seq") == last + 1, "reconnect %d: after %d" % (reconnects, last), msg)
+                last = progress["last"] = msg["seq"]
+            await ws.close(1000)
+            reconnects += 1
+        await publishing
+        expect(reconnects >= 6, "reconnects", reconnects)
+        for i in range(total):
+            msg = await self.recv_json(watcher, "watcher live")
+            expect(msg.get("seq") == i + 1, "watcher live seq", msg)
+        await watcher.close(1000)
 
     async def conflated(self, pub):
         self.step("a conflated subscription (\"conflate\": true), the subscriber not reading while %d arrive" % CONFLATED)
