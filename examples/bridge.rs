@@ -3,7 +3,8 @@
 //! A feed thread publishes `market.tick` events; `bridge::event_bus_to_queue` turns them
 //! into `events.market.tick` messages; `bridge::queue_to_websocket` broadcasts those to
 //! every WebSocket client subscribed to the topic. The example serves `/ws` and, to show
-//! the whole path, connects one WebSocket client of its own and prints what it receives.
+//! the whole path, connects one WebSocket client of its own (`tickwire::client`) and
+//! prints what it receives.
 //!
 //! Run: `cargo run --release --example bridge -- [seconds] [bind]` (defaults: 5 s on
 //! 127.0.0.1:8080). While it runs, any WebSocket client can connect, for example
@@ -14,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use futures_util::StreamExt;
+use tickwire::client::{Client, ClientConfig, SubscribeOptions};
 use tickwire::{
     bridge, websocket, Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority,
     WebSocketService, WebSocketServiceConfig,
@@ -80,41 +81,28 @@ async fn main() -> std::io::Result<()> {
         })
     };
 
-    // A client of our own, to show the path end to end.
-    let (_, mut client) = awc::Client::new()
-        .ws(format!("ws://{addr}/ws"))
-        .connect()
+    // A client of our own (tickwire::client), to show the path end to end.
+    let client = Client::connect(ClientConfig::new(format!("ws://{addr}/ws")));
+    let mut ticks = client
+        .subscribe("events.market.tick", SubscribeOptions::default())
         .await
-        .expect("connect to our own server");
-    let subscribe = json!({"type": "subscribe", "topic": "events.market.tick", "id": 1});
-    client
-        .send(awc::ws::Message::Text(subscribe.to_string().into()))
-        .await
-        .expect("send");
+        .expect("subscribe on our own server");
     let deadline = actix_rt::time::sleep(Duration::from_secs_f64(seconds));
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             _ = &mut deadline => break,
             _ = actix_rt::signal::ctrl_c() => break,
-            frame = client.next() => match frame {
-                Some(Ok(awc::ws::Frame::Text(text))) => {
-                    let frame: Value = serde_json::from_slice(&text).unwrap_or_default();
-                    match frame["type"].as_str() {
-                        Some("message") => println!(
-                            "client got seq {} on {}: {} @ {}",
-                            frame["seq"], frame["topic"], frame["data"]["data"]["symbol"], frame["data"]["data"]["price"]
-                        ),
-                        _ => println!("client got {frame}"),
-                    }
-                }
-                Some(Ok(awc::ws::Frame::Ping(p))) => { let _ = client.send(awc::ws::Message::Pong(p)).await; }
-                Some(Ok(_)) => {}
-                Some(Err(err)) => { eprintln!("client error: {err}"); break; }
+            tick = ticks.next() => match tick {
+                Some(tick) => println!(
+                    "client got seq {} on {}: {} @ {}",
+                    tick.seq, tick.topic, tick.data["data"]["symbol"], tick.data["data"]["price"]
+                ),
                 None => break,
             },
         }
     }
+    client.close().await;
 
     running.store(false, Ordering::Relaxed);
     let _ = feed.join();

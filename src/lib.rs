@@ -27,7 +27,7 @@
 //! embeds the library turns them off and picks: none gives the EventBus, the
 //! MessageQueue, the bridges between them, supervision and metrics, without actix-web;
 //! `websocket` adds the [`WebSocketService`] and its bridges, `http` the
-//! HTTP surface; `demo`, `serve`, `bench` and `cli` are what the binary runs. The
+//! HTTP surface, `client` a Rust client of a tickwire server (`tickwire::client`); `demo`, `serve`, `bench` and `cli` are what the binary runs. The
 //! README's "Features" table lists them.
 //!
 //! ## Layers
@@ -39,7 +39,8 @@
 //!  └─ priority, pattern, config, error, item (Event, Message, delivery records), typed
 //!      └─ core (mailboxes, wake protocol, index, handler actors, supervision, metrics actor)
 //!          └─ metrics, event_bus, message_queue
-//!              └─ access, reply, websocket, http, bridge     [features websocket, http]
+//!              └─ access, reply, websocket, http, bridge,    [features websocket, http,
+//!                 client                                      client]
 //!                  └─ demo, serve, bench                      [what the binary runs]
 //! ```
 //!
@@ -125,6 +126,8 @@ pub mod websocket;
 // What the `tickwire` binary runs (features `demo`, `serve`, `bench`).
 #[cfg(feature = "bench")]
 pub mod bench;
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "demo")]
 pub mod demo;
 #[cfg(feature = "serve")]

@@ -112,8 +112,8 @@ enum Command {
         ws_readers: usize,
         /// Which parts of the WebSocket benchmark: the fan-out without compression
         /// (plain), with every client negotiating permessage-deflate (deflate), connect /
-        /// subscribe / close cycles (churn), memory per idle connection (memory), or all
-        /// side by side.
+        /// subscribe / close cycles (churn), memory per idle connection (memory), a
+        /// reconnect storm with recovery (storm), or all side by side.
         #[arg(long, value_enum, default_value = "all")]
         ws_mode: BenchWsMode,
         /// WebSocket clients cycling at once in the churn.
@@ -153,6 +153,8 @@ enum BenchWsMode {
     Churn,
     /// Server memory per idle connection.
     Memory,
+    /// A reconnect storm: every client comes back at once, each recovering 100 messages.
+    Storm,
     /// All of them, side by side.
     All,
 }
@@ -218,6 +220,7 @@ fn main() -> ExitCode {
                     BenchWsMode::Deflate => WsMode::Deflate,
                     BenchWsMode::Churn => WsMode::Churn,
                     BenchWsMode::Memory => WsMode::Memory,
+                    BenchWsMode::Storm => WsMode::Storm,
                     BenchWsMode::All => WsMode::All,
                 },
                 ws_capacity_rate,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tickwire::bench::latency;
 use tickwire::bench::ws::compare::{self, CompareOptions, WsMode};
-use tickwire::bench::ws::{self, ChurnOptions, ServerMode, WsOptions};
+use tickwire::bench::ws::{self, ChurnOptions, ServerMode, StormOptions, WsOptions};
 use tickwire::bench::{self, Consumers, Payload};
 
 const SHORT: Duration = Duration::from_millis(200);
@@ -169,6 +169,22 @@ async fn websocket_churn_cycles_all_close_with_1000() {
 }
 
 #[actix_rt::test]
+async fn websocket_storm_clients_all_recover_what_they_missed() {
+    let options = StormOptions {
+        clients: 20,
+        missed: 100,
+        threads: 2,
+        payload: 50,
+        server: ServerMode::InProcess,
+    };
+    let r = ws::websocket_storm(&options).await.unwrap();
+    assert_eq!((r.failed, r.first_error.as_deref()), (0, None), "{r:?}");
+    assert_eq!((r.live, r.live_us.count), (20, 20), "{r:?}");
+    assert!(r.all_live_ms > 0.0 && r.replayed_per_second > 0.0, "{r:?}");
+    assert_eq!(r.generator_cpu.len(), 2);
+}
+
+#[actix_rt::test]
 async fn websocket_comparison_runs_every_part() {
     let options = CompareOptions {
         mode: WsMode::All,
@@ -199,7 +215,15 @@ async fn websocket_comparison_runs_every_part() {
     assert_eq!(json["memory"]["negotiated"], 0);
     assert_eq!(json["memory_deflate"]["negotiated"], 3);
     assert!(json["deflate_to_plain"].is_number());
-    for row in ["plain @ 50/s", "deflate @ 100/s", "Churn:", "Memory:"] {
+    assert_eq!(json["storm"]["median"]["live"], 3);
+    assert_eq!(json["storm"]["median"]["failed"], 0);
+    for row in [
+        "plain @ 50/s",
+        "deflate @ 100/s",
+        "Churn:",
+        "Memory:",
+        "Reconnect storm:",
+    ] {
         assert!(table.contains(row), "{row} in\n{table}");
     }
 }

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["metrics", "event_bus", "message_queue"],
     &["access", "reply"],
     &["websocket"],
-    &["http", "bridge"],
+    &["http", "bridge", "client"],
     &["demo", "serve", "bench"],
 ];
 

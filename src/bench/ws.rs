@@ -16,6 +16,7 @@
 //! | plain, deflate | [`websocket_fanout`] | N clients (offering deflate or not) subscribed to one topic; one phase per offered rate, open loop via `POST /api/publish`: delivered/s, due time → receipt percentiles, `seq` checked, wire bytes per message (clients' count and the server's metrics) |
 //! | churn | [`websocket_churn`] | concurrent loops of connect, upgrade, welcome, subscribe, ack, close, close reply, end: cycles/s and how each closed |
 //! | memory | [`websocket_fanout`] with a short gentle phase | the server's RSS growth per idle connection, before and after traffic |
+//! | storm | [`websocket_storm`] | N clients come back at once with `recover`, each having missed the last 100 messages: time until all are live again |
 //!
 //! Every part reports the CPU used by the server and by each generator thread. A
 //! generator thread busy more than 90 % of the time is the limit, not the server: the
@@ -51,11 +52,13 @@ mod fanout;
 mod publisher;
 mod readers;
 mod server;
+mod storm;
 mod wire;
 
 pub use churn::{websocket_churn, ChurnOptions, ChurnReport};
 pub use fanout::{websocket_fanout, PhaseReport, WsOptions, WsReport};
 pub use server::ServerMode;
+pub use storm::{websocket_storm, StormOptions, StormReport};
 
 fn unix_nanos(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64

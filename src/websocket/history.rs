@@ -40,11 +40,9 @@
 //! subscription: a live message comes after them, and it is the one after the last seq
 //! replayed. So a recovery is exact even while publishers keep publishing.
 
-use std::collections::hash_map::RandomState;
-use std::collections::{BinaryHeap, VecDeque};
-use std::hash::BuildHasher;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
@@ -244,9 +242,10 @@ impl History {
         self.bytes += text.len() + ENTRY_BYTES;
         let over = log.kept.len().saturating_sub(limits.size);
         drop_front(log, over, &mut self.messages, &mut self.bytes);
-        expire_log(log, now, limits.ttl, &mut self.messages, &mut self.bytes);
-        let has = !log.kept.is_empty();
-        self.topics_kept = self.topics_kept + usize::from(has) - usize::from(had);
+        // Expiry by age is the hub's tick's (`expire`), and a resume's: not per message.
+        if !had {
+            self.topics_kept += 1;
+        }
         if self.bytes > limits.max_bytes {
             self.shrink();
         }
@@ -287,18 +286,18 @@ impl History {
         if !resume.snapshot && resume.recover.is_none() {
             return resumed;
         }
-        self.expire(now);
-        let mut recovered_topics: Vec<&str> = Vec::new();
+        let mut recovered_topics: HashSet<&str> = HashSet::new();
         if let Some((epoch, positions)) = &resume.recover {
             let same_epoch = **epoch == *self.epoch && self.limits.size > 0;
             for (topic, seq) in positions {
+                self.expire_topic(topic, now);
                 match self.replay(topic, *seq).filter(|_| same_epoch) {
                     Some(missed) => {
                         let name: Arc<str> = topic.as_str().into();
                         resumed
                             .frames
                             .extend(missed.into_iter().map(|text| (name.clone(), text)));
-                        recovered_topics.push(topic);
+                        recovered_topics.insert(topic);
                     }
                     None => resumed.unrecovered.push(topic.clone()),
                 }
@@ -311,14 +310,26 @@ impl History {
         }
         resumed.replayed = resumed.frames.len();
         if resume.snapshot && self.limits.size > 0 {
+            let ttl = self.limits.ttl;
+            // The latest of a topic, unless it expired (and all before it with it).
+            fn fresh(log: &Log, now: Instant, ttl: Duration) -> Option<&Kept> {
+                log.kept
+                    .back()
+                    .filter(|kept| now.saturating_duration_since(kept.at) < ttl)
+            }
             let mut latest: Vec<(&str, &ByteString)> = Vec::new();
             if exact {
-                if let Some(kept) = self.table.get(pattern.as_str()).and_then(|l| l.kept.back()) {
+                if let Some(kept) = self
+                    .table
+                    .get(pattern.as_str())
+                    .and_then(|log| fresh(log, now, ttl))
+                {
                     latest.push((pattern.as_str(), &kept.text));
                 }
             } else {
+                // Every topic is looked at: a snapshot of a pattern costs O(topics kept).
                 latest.extend(self.table.iter().filter_map(|(topic, log)| {
-                    let kept = log.kept.back()?;
+                    let kept = fresh(log, now, ttl)?;
                     pattern.matches(topic).then_some((topic, &kept.text))
                 }));
                 latest.sort_unstable_by_key(|(topic, _)| *topic);
@@ -331,6 +342,18 @@ impl History {
             );
         }
         resumed
+    }
+
+    /// Drops the messages of `topic` older than `history_ttl`.
+    fn expire_topic(&mut self, topic: &str, now: Instant) {
+        let ttl = self.limits.ttl;
+        if let Some(log) = self.table.get_mut(topic) {
+            let had = !log.kept.is_empty();
+            expire_log(log, now, ttl, &mut self.messages, &mut self.bytes);
+            if had && log.kept.is_empty() {
+                self.topics_kept -= 1;
+            }
+        }
     }
 
     /// The messages of `topic` after `seq`, if all of them are kept (none: `seq` is its
@@ -443,14 +466,10 @@ fn expire_log(log: &mut Log, now: Instant, ttl: Duration, messages: &mut usize, 
     drop_front(log, old, messages, bytes);
 }
 
-/// A random epoch: 12 characters of base 32, from the OS's randomness (through the
-/// standard library's hash keys) and the clock.
+/// A random epoch: 12 characters of base 32 (60 random bits).
 pub(crate) fn new_epoch() -> String {
     const DIGITS: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut bits = RandomState::new().hash_one((nanos, std::process::id()));
+    let mut bits = crate::util::random::u64();
     (0..12)
         .map(|_| {
             let digit = DIGITS[(bits & 31) as usize];

@@ -12,7 +12,9 @@ use std::hash::Hash;
 /// [`is_full`]: TopicMap::is_full
 #[derive(Debug)]
 pub(crate) struct TopicMap<V> {
-    map: HashMap<Box<str>, V>,
+    /// foldhash, as the core's index: several times cheaper than SipHash on topic names,
+    /// and seeded at random per process. A broadcast looks its topic up here a few times.
+    map: HashMap<Box<str>, V, foldhash::fast::RandomState>,
     /// Bytes of the keys.
     bytes: usize,
     max_entries: usize,
@@ -22,7 +24,7 @@ pub(crate) struct TopicMap<V> {
 impl<V> TopicMap<V> {
     pub(crate) fn new(max_entries: usize, max_bytes: usize) -> Self {
         TopicMap {
-            map: HashMap::new(),
+            map: HashMap::default(),
             bytes: 0,
             max_entries,
             max_bytes,

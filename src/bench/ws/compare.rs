@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{
-    websocket_churn, websocket_fanout, ChurnOptions, ChurnReport, PhaseReport, ServerMode,
-    WsOptions, WsReport,
+    websocket_churn, websocket_fanout, websocket_storm, ChurnOptions, ChurnReport, PhaseReport,
+    ServerMode, StormOptions, StormReport, WsOptions, WsReport,
 };
 
 /// Which parts to run.
@@ -32,6 +32,8 @@ pub enum WsMode {
     Churn,
     /// Server memory per idle connection.
     Memory,
+    /// A reconnect storm: every client comes back at once and recovers.
+    Storm,
     /// All of them, side by side.
     All,
 }
@@ -41,6 +43,9 @@ impl WsMode {
         self == WsMode::All || self == part
     }
 }
+
+/// Messages each storm client missed (the server's default `history_size` keeps 100).
+const STORM_MISSED: u64 = 100;
 
 /// The messages per second of the memory part's one phase (for the "after traffic"
 /// figure), for [`MEMORY_PHASE`].
@@ -85,6 +90,7 @@ struct Run {
     churn_deflate: Option<ChurnReport>,
     memory: Option<WsReport>,
     memory_deflate: Option<WsReport>,
+    storm: Option<StormReport>,
 }
 
 /// Runs the parts `o.mode` names, `o.runs` times; (the table, the JSON object).
@@ -128,6 +134,16 @@ pub async fn run(o: &CompareOptions) -> std::io::Result<(String, Value)> {
             let gentle = |deflate| fanout(deflate, vec![MEMORY_RATE], MEMORY_PHASE);
             run.memory = Some(websocket_fanout(&gentle(false)).await?);
             run.memory_deflate = Some(websocket_fanout(&gentle(true)).await?);
+        }
+        if o.mode.runs(WsMode::Storm) {
+            let storm = StormOptions {
+                clients: o.clients,
+                missed: STORM_MISSED,
+                threads: o.readers,
+                payload: o.payload,
+                server: o.server.clone(),
+            };
+            run.storm = Some(websocket_storm(&storm).await?);
         }
         runs.push(run);
     }
@@ -189,6 +205,9 @@ fn render(o: &CompareOptions, runs: &[Run]) -> (String, Value) {
     }
     if o.mode.runs(WsMode::Memory) {
         memory_table(o, runs, &mut t, &mut out);
+    }
+    if o.mode.runs(WsMode::Storm) {
+        storm_table(o, runs, &mut t, &mut out);
     }
     (t, Value::Object(out))
 }
@@ -465,4 +484,42 @@ fn memory_table(
             }),
         );
     }
+}
+
+fn storm_table(
+    o: &CompareOptions,
+    runs: &[Run],
+    t: &mut String,
+    out: &mut serde_json::Map<String, Value>,
+) {
+    let all: Vec<StormReport> = runs.iter().filter_map(|r| r.storm.clone()).collect();
+    let Some(s) = median_by(all.clone(), |s| s.all_live_ms) else {
+        return;
+    };
+    let _ = writeln!(
+        t,
+        "\nReconnect storm: {} clients come back at once on {} threads, each having missed {} messages, and subscribe with recover",
+        o.clients, o.readers, s.missed
+    );
+    let _ = writeln!(
+        t,
+        "all live again after {:.1} ms ({} live, {} failed); per client p50 {:.1} ms, p99 {:.1} ms; {:.0} replayed messages/s; server CPU {}, generator {}{}",
+        s.all_live_ms,
+        s.live,
+        s.failed,
+        s.live_us.p50 as f64 / 1000.0,
+        s.live_us.p99 as f64 / 1000.0,
+        s.replayed_per_second,
+        s.server_cpu.map_or("n/a".into(), |c| format!("{c:.2} cores")),
+        s.generator_cpu
+            .iter()
+            .map(|&g| percent(g))
+            .collect::<Vec<_>>()
+            .join(" "),
+        if s.generator_bound { " (GENERATOR bound)" } else { "" }
+    );
+    if let Some(err) = &s.first_error {
+        let _ = writeln!(t, "  (first failure: {err})");
+    }
+    out.insert("storm".into(), json!({ "median": s, "every_run": all }));
 }
