@@ -62,6 +62,19 @@ async fn opened(events: &mut mpsc::Receiver<ClientEvent>) -> String {
     .await
 }
 
+/// The next recovery report: (recovered, unrecovered).
+async fn recovery(events: &mut mpsc::Receiver<ClientEvent>) -> (bool, Vec<String>) {
+    event(events, |e| match e {
+        ClientEvent::Recovery {
+            recovered,
+            unrecovered,
+            ..
+        } => Some((recovered, unrecovered)),
+        _ => None,
+    })
+    .await
+}
+
 #[actix_rt::test]
 async fn subscriptions_get_their_topics_in_order_and_requests_their_answers() {
     let server = Server::start(WebSocketService::start(config()).unwrap());
@@ -153,16 +166,7 @@ async fn a_dropped_connection_is_made_again_and_recovers_what_was_missed() {
         let again = opened(&mut events).await;
         assert_ne!(again, id, "a new session");
         id = again;
-        let recovered = event(&mut events, |e| match e {
-            ClientEvent::Recovery {
-                recovered,
-                unrecovered,
-                ..
-            } => Some((recovered, unrecovered)),
-            _ => None,
-        })
-        .await;
-        assert_eq!(recovered, (true, vec![]), "round {round}");
+        assert_eq!(recovery(&mut events).await, (true, vec![]), "round {round}");
         while last < (round + 1) * 20 {
             last += 1;
             let delivery = next(&mut sub).await;
@@ -201,16 +205,10 @@ async fn what_cannot_be_recovered_is_reported_and_comes_as_a_snapshot() {
     for n in 2..=6 {
         server.ws.broadcast("px.a", json!(n)).await; // 5 and 6 kept
     }
-    let (recovered, unrecovered) = event(&mut events, |e| match e {
-        ClientEvent::Recovery {
-            recovered,
-            unrecovered,
-            ..
-        } => Some((recovered, unrecovered)),
-        _ => None,
-    })
-    .await;
-    assert_eq!((recovered, unrecovered), (false, vec!["px.a".to_owned()]));
+    assert_eq!(
+        recovery(&mut events).await,
+        (false, vec!["px.a".to_owned()])
+    );
     let snapshot = next(&mut sub).await;
     assert_eq!(
         (snapshot.seq, snapshot.snapshot, snapshot.data),

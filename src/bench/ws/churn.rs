@@ -14,14 +14,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
 use super::client::{protocol, Conn};
 use super::readers::expect_text;
-use super::server::{cpu_seconds, cpu_share, own_thread_stat, Server};
+use super::server::{cpu_seconds, cpu_share, on_threads, own_thread_stat, Server};
 use super::wire::{close_code, close_frame, masked, opcode};
 use super::{new_histogram, ServerMode};
 use crate::metrics::LatencySummary;
@@ -134,23 +133,12 @@ fn run(options: &ChurnOptions, server: &Server, url: &str) -> std::io::Result<Ch
     let server_before = server_stat.as_deref().and_then(cpu_seconds);
     let start = Instant::now();
     let end = start + options.duration;
-    let (tx, rx) = mpsc::channel();
-    for t in 0..threads {
-        let loops = options.loops / threads + usize::from(t < options.loops % threads);
-        let (tx, how) = (tx.clone(), How::of(options));
-        std::thread::Builder::new()
-            .name("bench-ws-churn".into())
-            .spawn(move || {
-                let _ = tx.send(churn_thread(addr, loops, how, end));
-            })?;
-    }
-    drop(tx);
-    let results: Vec<ThreadResult> = rx.iter().collect();
+    let how = How::of(options);
+    let results = on_threads("bench-ws-churn", threads, options.loops, move |loops| {
+        churn_thread(addr, loops, how, end)
+    })?;
     let wall = start.elapsed().as_secs_f64();
     let server_cpu = cpu_share(server_stat.as_deref(), server_before, wall);
-    if results.len() != threads {
-        return Err(std::io::Error::other("a churn thread panicked"));
-    }
     let generator_cpu: Vec<f64> = results.iter().map(|r| r.cpu).collect();
     let mut total = ThreadResult::new();
     for r in results {

@@ -207,6 +207,32 @@ fn wait_until_serving(addr: std::net::SocketAddr, limit: Duration) -> std::io::R
 }
 
 /// Resident memory of a process, bytes (Linux).
+/// Runs `work(n)` on `threads` generator threads named `name`, `clients` spread evenly
+/// over them (`n` is a thread's share); their results, or an error if one panicked.
+pub(super) fn on_threads<R: Send + 'static>(
+    name: &str,
+    threads: usize,
+    clients: usize,
+    work: impl Fn(usize) -> R + Send + Clone + 'static,
+) -> std::io::Result<Vec<R>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for t in 0..threads {
+        let share = clients / threads + usize::from(t < clients % threads);
+        let (tx, work) = (tx.clone(), work.clone());
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let _ = tx.send(work(share));
+            })?;
+    }
+    drop(tx);
+    let results: Vec<R> = rx.iter().collect();
+    if results.len() != threads {
+        return Err(std::io::Error::other(format!("a {name} thread panicked")));
+    }
+    Ok(results)
+}
+
 pub(super) fn rss_bytes(pid: u32) -> Option<f64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;

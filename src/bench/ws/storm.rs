@@ -10,7 +10,6 @@
 //! `recover`, which is what a reconnect is: it cannot tell the two apart.
 
 use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
@@ -18,7 +17,7 @@ use serde_json::Value;
 
 use super::client::{protocol, Conn};
 use super::publisher::{pad, publish_open_loop, Schedule, TOPIC};
-use super::server::{cpu_seconds, cpu_share, own_thread_stat, Server};
+use super::server::{cpu_seconds, cpu_share, on_threads, own_thread_stat, Server};
 use super::wire::{masked, opcode};
 use super::{new_histogram, ServerMode};
 use crate::metrics::LatencySummary;
@@ -92,23 +91,11 @@ fn run(options: &StormOptions, server: &Server, url: &str) -> std::io::Result<St
     let server_stat = server.pid().map(|pid| format!("/proc/{pid}/stat"));
     let server_before = server_stat.as_deref().and_then(cpu_seconds);
     let start = Instant::now() + Duration::from_millis(50);
-    let (tx, rx) = mpsc::channel();
-    for t in 0..threads {
-        let clients = options.clients / threads + usize::from(t < options.clients % threads);
-        let (tx, epoch) = (tx.clone(), epoch.clone());
-        std::thread::Builder::new()
-            .name("bench-ws-storm".into())
-            .spawn(move || {
-                let _ = tx.send(storm_thread(addr, clients, &epoch, from, last, start));
-            })?;
-    }
-    drop(tx);
-    let results: Vec<ThreadResult> = rx.iter().collect();
+    let results = on_threads("bench-ws-storm", threads, options.clients, move |clients| {
+        storm_thread(addr, clients, &epoch, from, last, start)
+    })?;
     let wall = start.elapsed().as_secs_f64();
     let server_cpu = cpu_share(server_stat.as_deref(), server_before, wall);
-    if results.len() != threads {
-        return Err(std::io::Error::other("a storm thread panicked"));
-    }
     let generator_cpu: Vec<f64> = results.iter().map(|r| r.cpu).collect();
     let mut live_us = new_histogram();
     let (mut live, mut failed, mut first_error, mut slowest) = (0, 0, None, 0u64);
