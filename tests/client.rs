@@ -270,3 +270,25 @@ async fn a_refused_subscription_is_an_error_and_a_closed_client_leaves_no_sessio
     server.shutdown().await;
     mq.stop().await;
 }
+
+#[actix_rt::test]
+async fn dropping_one_of_two_subscriptions_to_a_pattern_keeps_the_other() {
+    let server = Server::start(WebSocketService::start(config()).unwrap());
+    let client = client_of(&server);
+    let first = client
+        .subscribe("px.*", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let mut second = client
+        .subscribe("px.*", SubscribeOptions::default())
+        .await
+        .unwrap();
+    drop(first);
+    // A round trip after the drop: the unsubscribe, had it been sent, came before it.
+    client.ping().await.unwrap();
+    server.ws.broadcast("px.a", json!(1)).await;
+    assert_eq!(next(&mut second).await.seq, 1, "still subscribed");
+    assert_eq!(server.ws.get_performance_metrics().await.topics_count, 1);
+    client.close().await;
+    server.shutdown().await;
+}

@@ -496,12 +496,28 @@ fn welcomed(addr: SocketAddr) -> (RawClient, String) {
     (client, id)
 }
 
+/// A server whose actix-web lingers for `LINGER` after a response (so that a test sees
+/// whether the session ends a connection itself), and its service.
+fn lingering() -> (Server, WebSocketService) {
+    let service = WebSocketService::start(config()).unwrap();
+    (
+        Server::start_lingering(service.clone(), Some(LINGER)),
+        service,
+    )
+}
+
+/// Every session gone, none reset, then the server stopped.
+async fn all_ended_in_order(server: Server, service: WebSocketService) {
+    eventually("every session ended", || service.active_connections() == 0).await;
+    assert_eq!(service.get_performance_metrics().await.connections_reset, 0);
+    server.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn after_answering_a_client_close_the_server_ends_the_tcp_connection_first() {
     // RFC 6455 7.1.1: the server closes the TCP connection first. A client that waits for
     // it (without ending its own side) must not wait for actix-web's linger.
-    let service = WebSocketService::start(config()).unwrap();
-    let server = Server::start_lingering(service.clone(), Some(LINGER));
+    let (server, service) = lingering();
     let addr = server.addr;
     blocking(move || {
         for _ in 0..3 {
@@ -512,15 +528,12 @@ async fn after_answering_a_client_close_the_server_ends_the_tcp_connection_first
         }
     })
     .await;
-    eventually("every session ended", || service.active_connections() == 0).await;
-    assert_eq!(service.get_performance_metrics().await.connections_reset, 0);
-    server.shutdown().await;
+    all_ended_in_order(server, service).await;
 }
 
 #[actix_rt::test]
 async fn a_server_close_waits_for_the_client_reply_then_ends_the_tcp_connection() {
-    let service = WebSocketService::start(config()).unwrap();
-    let server = Server::start_lingering(service.clone(), Some(LINGER));
+    let (server, service) = lingering();
     let addr = server.addr;
     let (mut client, id) = blocking(move || welcomed(addr)).await;
     assert!(service.disconnect(&id).await);
@@ -540,9 +553,7 @@ async fn a_server_close_waits_for_the_client_reply_then_ends_the_tcp_connection(
         assert!(client.ends_in_order(), "FIN, not a reset");
     })
     .await;
-    eventually("the session ended", || service.active_connections() == 0).await;
-    assert_eq!(service.get_performance_metrics().await.connections_reset, 0);
-    server.shutdown().await;
+    all_ended_in_order(server, service).await;
 }
 
 #[actix_rt::test]
@@ -550,8 +561,7 @@ async fn a_client_that_never_answers_a_server_close_gets_the_connection_ended_in
     // It reads (it takes the close frame) but sends no close: the server waits for the
     // reply a while (`CLOSE_REPLY_WAIT`), then ends the connection, in order: not a reset,
     // nor actix-web's linger.
-    let service = WebSocketService::start(config()).unwrap();
-    let server = Server::start_lingering(service.clone(), Some(LINGER));
+    let (server, service) = lingering();
     let addr = server.addr;
     let (mut client, id) = blocking(move || welcomed(addr)).await;
     assert!(service.disconnect(&id).await);
@@ -560,7 +570,5 @@ async fn a_client_that_never_answers_a_server_close_gets_the_connection_ended_in
         assert!(client.ends_in_order(), "FIN, not a reset");
     })
     .await;
-    eventually("the session ended", || service.active_connections() == 0).await;
-    assert_eq!(service.get_performance_metrics().await.connections_reset, 0);
-    server.shutdown().await;
+    all_ended_in_order(server, service).await;
 }

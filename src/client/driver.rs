@@ -52,11 +52,7 @@ struct Sub {
 
 /// A request sent and not answered yet, by its id.
 enum Pending {
-    Subscribe {
-        key: u64,
-        recover: Option<Recover>,
-        snapshot: bool,
-    },
+    Subscribe { key: u64, recover: Option<Recover> },
     Unsubscribe,
     Publish(Answer<()>),
     Ping(Instant, Option<Answer<Duration>>),
@@ -122,9 +118,15 @@ impl Driver {
             self.emit(ClientEvent::Connecting { attempt });
             let reason = match self.open().await {
                 Ok(conn) => {
-                    // A healthy handshake resets the backoff.
-                    attempt = 0;
-                    match self.session(conn).await {
+                    let opened = Instant::now();
+                    let end = self.session(conn).await;
+                    // A connection that lived was healthy: the backoff starts over. (Not
+                    // at the welcome: a server that closes every connection right after
+                    // it would be reconnected to in a tight loop.)
+                    if opened.elapsed() >= self.config.healthy_after {
+                        attempt = 0;
+                    }
+                    match end {
                         End::Closed => return,
                         End::Lost(reason) => reason,
                     }
@@ -188,13 +190,15 @@ impl Driver {
         if heartbeat_interval > 0.0 && heartbeat_interval.is_finite() {
             self.heartbeat = Duration::from_secs_f64(heartbeat_interval.min(3600.0));
         }
-        self.emit(ClientEvent::Open { client_id, epoch });
         let keys: Vec<u64> = self.subs.keys().copied().collect();
         for key in keys {
             self.send_subscribe(&mut conn, key, true)
                 .await
                 .map_err(|err| err.to_string())?;
         }
+        // After the re-subscribes: they recover from the positions as they were.
+        self.positions.welcomed(&epoch);
+        self.emit(ClientEvent::Open { client_id, epoch });
         Ok(conn)
     }
 
@@ -222,11 +226,7 @@ impl Driver {
         if let Some(recover) = &recover {
             frame["recover"] = serde_json::to_value(recover).unwrap_or_default();
         }
-        let pending = Pending::Subscribe {
-            key,
-            recover,
-            snapshot,
-        };
+        let pending = Pending::Subscribe { key, recover };
         self.request(conn, frame, pending).await
     }
 
@@ -303,7 +303,12 @@ impl Driver {
                 self.send_subscribe(conn, key, false).await?;
             }
             Command::Unsubscribe(key) => {
-                if let Some(sub) = self.remove(key) {
+                // The server knows one subscription per pattern: another handle may
+                // still hold it.
+                let removed = self
+                    .remove(key)
+                    .filter(|sub| !self.subs.values().any(|other| other.pattern == sub.pattern));
+                if let Some(sub) = removed {
                     let frame = json!({"type": "unsubscribe", "topic": sub.pattern.as_str()});
                     self.request(conn, frame, Pending::Unsubscribe).await?;
                 }
@@ -481,11 +486,7 @@ impl Driver {
             return;
         };
         match pending {
-            Pending::Subscribe {
-                key,
-                recover,
-                snapshot,
-            } => {
+            Pending::Subscribe { key, recover } => {
                 let Some(sub) = self.subs.get_mut(&key) else {
                     return;
                 };
@@ -504,9 +505,7 @@ impl Driver {
                 if let Some((acked, rx)) = sub.waiting.take() {
                     let _ = acked.send(Ok((key, rx)));
                 }
-                let lost = self
-                    .positions
-                    .acked(&pattern, recover.as_ref(), snapshot, ack);
+                let lost = self.positions.acked(&pattern, recover.as_ref(), ack);
                 if let Some(unrecovered) = lost {
                     self.emit(ClientEvent::Recovery {
                         pattern: pattern.as_str().to_owned(),
@@ -541,9 +540,14 @@ impl Driver {
             .filter(|(_, sub)| sub.pattern.matches(&topic))
             .map(|(key, _)| *key)
             .collect();
-        let conflated =
-            !matching.is_empty() && matching.iter().all(|key| self.subs[key].options.conflate);
-        match self.positions.seen(&topic, seq, !snapshot && !conflated) {
+        if matching.is_empty() {
+            return; // in flight after an unsubscribe
+        }
+        let conflated = matching.iter().all(|key| self.subs[key].options.conflate);
+        match self
+            .positions
+            .seen(&topic, seq, !snapshot && !conflated, snapshot)
+        {
             Seen::Duplicate => return,
             Seen::Gap { from, to } => self.emit(ClientEvent::Gap {
                 topic: topic.clone(),

@@ -13,7 +13,11 @@
 //! the client saw of each topic, and `snapshot` for what cannot be recovered: after a
 //! reconnect a subscription gets the messages it missed, in order, then the live ones.
 //! What the client could not recover, and any gap in a topic's `seq` (a message it did
-//! not get), is reported in its [`events`](Client::events) ([`ClientEvent`]).
+//! not get), is reported in its [`events`](Client::events) ([`ClientEvent`]). A topic of
+//! a pattern first published while the client was away has no position to recover
+//! from: it comes as a snapshot of its latest message. A server that restarted has
+//! another epoch: nothing is recovered, every subscription gets snapshots, and the
+//! positions start again.
 //!
 //! Backpressure: deliveries wait in a bounded channel per subscription
 //! ([`ClientConfig::buffer`]); when one is full, the connection task waits for room and
@@ -71,6 +75,9 @@ pub struct ClientConfig {
     pub backoff_min: Duration,
     /// Default 10 s.
     pub backoff_max: Duration,
+    /// A connection that lived this long was healthy: after it, the backoff starts over
+    /// from `backoff_min`. Default 10 s.
+    pub healthy_after: Duration,
     /// A ping unanswered this long drops the connection (and a new one is made).
     /// Default 10 s.
     pub pong_timeout: Duration,
@@ -88,6 +95,7 @@ impl ClientConfig {
             token: None,
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
+            healthy_after: Duration::from_secs(10),
             pong_timeout: Duration::from_secs(10),
             buffer: 1024,
             max_frame_size: 16 << 20,

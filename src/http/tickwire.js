@@ -4,7 +4,9 @@
 // callbacks, pings, reconnects with jittered exponential backoff, and on every reconnect
 // subscribes again with `recover` from the last `seq` it saw of each topic, asking for a
 // `snapshot` of whatever cannot be recovered: after a reconnect the app sees every
-// message once, in order, or is told which topics have a hole.
+// message once, in order, or is told which topics have a hole. (A topic of a pattern that
+// was first published while the client was away has no position to recover from: it
+// comes as a snapshot of its latest message.)
 //
 //   import { TickwireClient } from '/tickwire.js';
 //   const client = new TickwireClient('ws://127.0.0.1:8080/ws');
@@ -25,9 +27,13 @@
 // The protocol is documented in the rustdoc of `tickwire::websocket::protocol`.
 
 const DEFAULTS = {
-  // Reconnect delays: the n-th attempt waits a random time in [d/2, d], d = min(max, min * 2^n).
+  // Reconnect delays: the n-th attempt waits a random time in [d/2, d], d = min(max, min * 2^(n-1)).
   backoffMin: 250,
   backoffMax: 10000,
+  // A connection that lived this long (ms) was healthy: the next failure starts the
+  // backoff over. (Not at the welcome: a server that closes each connection right after
+  // it would be reconnected to in a tight loop.)
+  healthyAfter: 10000,
   // Milliseconds without a pong after which the connection is dropped and made again; the
   // pings go every half heartbeat_interval of the server (at most every 15 s).
   pongTimeout: 10000,
@@ -78,6 +84,8 @@ export class TickwireClient {
    */
   constructor(url, options = {}) {
     this.options = { ...DEFAULTS, ...options };
+    this.options.WebSocket = options.WebSocket || DEFAULTS.WebSocket;
+    if (!this.options.WebSocket) throw new Error('tickwire.js: no WebSocket here: pass options.WebSocket');
     this.url = url || defaultUrl();
     if (this.options.token) {
       this.url += (this.url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(this.options.token);
@@ -92,6 +100,8 @@ export class TickwireClient {
     this.pending = new Map(); // request id -> {resolve, reject, subscription}
     this.nextId = 1;
     this.attempt = 0;
+    this.welcomes = 0;
+    this.openedAt = null;
     this.counts = { messages: 0, gaps: 0, missed: 0, duplicates: 0, recoveries: 0, failedRecoveries: 0, reconnects: 0 };
     this.heartbeat = 30;
     this.rtt = null;
@@ -152,7 +162,7 @@ export class TickwireClient {
 
   _emit(event, value) {
     for (const fn of this.listeners.get(event) || []) {
-      try { fn(value); } catch (e) { setTimeout(() => { throw e; }); }
+      try { fn(value); } catch (e) { report(e); }
     }
   }
 
@@ -180,10 +190,12 @@ export class TickwireClient {
   _lost(code, reason) {
     this.ws = null;
     this._stopPing();
+    if (this.openedAt !== null && now() - this.openedAt >= this.options.healthyAfter) this.attempt = 1;
+    this.openedAt = null;
     for (const [, request] of this.pending) request.reject?.(new Error('connection lost'));
     this.pending.clear();
     if (this.closedByApp) return;
-    const ceiling = Math.min(this.options.backoffMax, this.options.backoffMin * 2 ** Math.min(this.attempt - 1, 16));
+    const ceiling = Math.min(this.options.backoffMax, this.options.backoffMin * 2 ** Math.min(Math.max(this.attempt - 1, 0), 16));
     const delay = Math.round(ceiling / 2 + Math.random() * ceiling / 2);
     this._setState('reconnecting', { code, reason, delay });
     this.retryTimer = setTimeout(() => this._connect(), delay);
@@ -207,12 +219,21 @@ export class TickwireClient {
     this.clientId = frame.client_id;
     this.epoch = frame.epoch;
     if (frame.heartbeat_interval > 0) this.heartbeat = frame.heartbeat_interval;
-    const reconnect = this.attempt > 1;
-    if (reconnect) this.counts.reconnects++;
-    this.attempt = 0; // a healthy handshake resets the backoff
+    if (this.welcomes++ > 0) this.counts.reconnects++;
+    this.openedAt = now();
+    // The subscriptions made before now; one the app makes in a listener below is sent
+    // by subscribe() itself.
+    const subs = [...this.subscriptions];
     this._setState('open', {});
     this._emit('welcome', frame);
-    for (const sub of this.subscriptions) this._sendSubscribe(sub, true);
+    for (const sub of subs) this._sendSubscribe(sub, true);
+    if (this.positionsEpoch !== null && frame.epoch !== this.positionsEpoch) {
+      // Another sequence space (the server restarted): the re-subscribes just sent ask
+      // with the old epoch and are answered "not recovered", with snapshots; every
+      // position starts again from what comes now.
+      this.positions.clear();
+      this.positionsEpoch = frame.epoch;
+    }
     this._startPing();
   }
 
@@ -248,7 +269,9 @@ export class TickwireClient {
 
   _unsubscribe(sub) {
     this.subscriptions.delete(sub);
-    if (this.state === 'open') {
+    // The server knows one subscription per pattern: another object may still hold it.
+    const shared = [...this.subscriptions].some((s) => s.pattern === sub.pattern);
+    if (this.state === 'open' && !shared) {
       this._request({ type: 'unsubscribe', topic: sub.pattern }).catch(() => {});
     }
     // Forget the positions no other subscription covers.
@@ -294,18 +317,17 @@ export class TickwireClient {
       else this.counts.failedRecoveries++;
       const unrecovered = ack.recovered ? [] :
         (isExact(frame.topic) ? [frame.topic] : (ack.unrecovered || []));
-      // What was not recovered starts again from what comes now (a snapshot or live).
-      for (const topic of unrecovered) this.positions.delete(topic);
-      if (ack.epoch !== frame.recover.epoch) {
-        for (const topic of [...this.positions.keys()]) if (matches(frame.topic, topic)) this.positions.delete(topic);
+      // What was not recovered starts again from what comes now (a snapshot or live);
+      // after an epoch change, every position was dropped at the welcome already.
+      if (frame.recover.epoch === this.positionsEpoch) {
+        for (const topic of unrecovered) this.positions.delete(topic);
       }
       this._emit('recovery', { pattern: frame.topic, recovered: !!ack.recovered, unrecovered, epoch: ack.epoch });
     }
-    // From now on, positions are in the server's sequence space (a recovery from another
-    // epoch failed above and dropped the positions it covered).
-    if (ack.epoch) this.positionsEpoch = ack.epoch;
-    if (isExact(frame.topic) && typeof ack.seq === 'number' && !this.positions.has(frame.topic) && !frame.snapshot) {
-      // Live messages follow this seq. (With a snapshot, its message sets the position.)
+    if (this.positionsEpoch === null && ack.epoch) this.positionsEpoch = ack.epoch;
+    if (isExact(frame.topic) && typeof ack.seq === 'number' && !this.positions.has(frame.topic)) {
+      // Live messages follow this seq (a replay, if any, comes first and moves it on; a
+      // snapshot is this seq's message, delivered all the same).
       this.positions.set(frame.topic, ack.seq);
     }
   }
@@ -315,8 +337,9 @@ export class TickwireClient {
     const seq = frame.seq;
     const last = this.positions.get(topic);
     const subs = [...this.subscriptions].filter((s) => matches(s.pattern, topic));
+    if (subs.length === 0) return; // in flight after an unsubscribe
     if (typeof seq === 'number') {
-      if (last !== undefined && seq <= last) {
+      if (last !== undefined && seq <= last && !frame.snapshot) {
         this.counts.duplicates++;
         return; // seen already
       }
@@ -326,12 +349,12 @@ export class TickwireClient {
         this.counts.missed += seq - last - 1;
         this._emit('gap', { topic, from: last + 1, to: seq - 1 });
       }
-      this.positions.set(topic, seq);
+      if (last === undefined || seq > last) this.positions.set(topic, seq);
     }
     this.counts.messages++;
     const message = { topic, data: frame.data, seq, timestamp: frame.timestamp, snapshot: !!frame.snapshot };
     for (const sub of subs) {
-      try { sub.callback(message); } catch (e) { setTimeout(() => { throw e; }); }
+      try { sub.callback(message); } catch (e) { report(e); }
     }
   }
 
@@ -343,11 +366,15 @@ export class TickwireClient {
       if (!ws || ws.readyState !== 1) return;
       let answered = false;
       this.ping().then(() => { answered = true; }, () => {});
-      setTimeout(() => {
+      clearTimeout(this.pongTimer);
+      this.pongTimer = setTimeout(() => {
         if (!answered && this.ws === ws) {
           // Gone quiet: drop it and connect again (no close handshake to wait for).
           ws.onclose = ws.onmessage = null;
-          try { ws.close(4001, 'pong timeout'); } catch (e) { /* ignore */ }
+          try {
+            if (typeof ws.terminate === 'function') ws.terminate(); // Node's `ws`
+            else ws.close(4001, 'pong timeout');
+          } catch (e) { /* ignore */ }
           this._lost(1006, 'no pong');
         }
       }, this.options.pongTimeout);
@@ -359,6 +386,7 @@ export class TickwireClient {
 
   _stopPing() {
     clearTimeout(this.firstPing);
+    clearTimeout(this.pongTimer);
     clearInterval(this.pingTimer);
     this.pingTimer = undefined;
   }
@@ -368,8 +396,15 @@ function now() {
   return typeof performance !== 'undefined' ? performance.now() : Date.now();
 }
 
+/** An exception of an app's callback: reported, without stopping the client. */
+function report(e) {
+  if (typeof globalThis.reportError === 'function') globalThis.reportError(e);
+  else console.error(e);
+}
+
 function defaultUrl() {
   const loc = globalThis.location;
+  if (!loc) throw new Error('tickwire.js: give the server URL (no page location here)');
   const proto = loc.protocol === 'https:' ? 'wss:' : 'ws:';
   // Relative to the page, so it works where the HTTP surface is mounted under a prefix.
   return proto + '//' + loc.host + loc.pathname.replace(/[^/]*$/, '') + 'ws';

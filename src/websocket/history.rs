@@ -34,7 +34,14 @@
 //! - `recovered` is true when every listed position was;
 //! - with `snapshot`, every topic the pattern matches that was not recovered (not
 //!   listed, or listed and lost) gets its latest kept message, flagged `"snapshot":true`,
-//!   in the order of the topic names.
+//!   in the order of the topic names (a pattern's snapshot looks at every kept topic);
+//! - what a resume sends is bounded by half the session's `max_queued_bytes`: a position
+//!   whose replay would pass it is not recovered (and gets a snapshot instead), snapshot
+//!   messages past it are left out. So a replay never makes its session a slow consumer,
+//!   which would have the client reconnect and ask for the same replay again.
+//!
+//! A topic not in the table answers `seq` = the floor: its next message is numbered
+//! above it, and a client at the floor has missed nothing of it.
 //!
 //! The hub pushes the ack and then these frames in the same turn in which it adds the
 //! subscription: a live message comes after them, and it is the one after the last seq
@@ -49,6 +56,9 @@ use bytestring::ByteString;
 use super::protocol::{self, Recover};
 use super::topics::TopicMap;
 use crate::Pattern;
+
+/// Topics one `recover.positions` may list.
+pub(crate) const MAX_POSITIONS: usize = 10_000;
 
 /// Memory a kept message costs besides its text (the entry in the topic's ring).
 const ENTRY_BYTES: usize = std::mem::size_of::<Kept>();
@@ -127,6 +137,12 @@ pub(crate) fn positions(
                 pattern.as_str()
             ))
         }
+        (None, Some(positions)) if positions.len() > MAX_POSITIONS => {
+            return Err(format!(
+                "`recover.positions` lists {} topics; at most {MAX_POSITIONS}",
+                positions.len()
+            ))
+        }
         (None, Some(positions)) => positions.into_iter().collect(),
         (None, None) => Vec::new(),
     };
@@ -183,7 +199,7 @@ impl History {
 
     /// Whether messages are kept (`history_size` > 0).
     pub(crate) fn keeps(&self) -> bool {
-        self.limits.size > 0
+        self.limits.size > 0 && self.limits.max_bytes > 0
     }
 
     /// The name of this sequence space.
@@ -197,9 +213,10 @@ impl History {
         self.table.get(topic).map_or(self.floor, |log| log.last) + 1
     }
 
-    /// The last `seq` of `topic`, 0 if it has none.
+    /// The last `seq` of `topic`: the next one is this + 1. For a topic without one, the
+    /// floor (0 until a topic was forgotten).
     pub(crate) fn last_seq(&self, topic: &str) -> u64 {
-        self.table.get(topic).map_or(0, |log| log.last)
+        self.table.get(topic).map_or(self.floor, |log| log.last)
     }
 
     /// Takes `seq` (from [`next_seq`](Self::next_seq)) as `topic`'s last, and keeps
@@ -225,7 +242,12 @@ impl History {
             return;
         };
         log.last = seq;
-        let Some(text) = text.filter(|_| limits.size > 0) else {
+        let Some(text) = text.filter(|_| limits.size > 0 && limits.max_bytes > 0) else {
+            if !log.kept.is_empty() {
+                // A message not kept: those before it can no longer be replayed up to now.
+                drop_front(log, log.kept.len(), &mut self.messages, &mut self.bytes);
+                self.topics_kept -= 1;
+            }
             return;
         };
         let had = !log.kept.is_empty();
@@ -277,7 +299,16 @@ impl History {
     }
 
     /// Answers a subscribe to `pattern` with `resume` (see the module docs), at `now`.
-    pub(crate) fn resume(&mut self, pattern: &Pattern, resume: &Resume, now: Instant) -> Resumed {
+    /// `budget` bounds the bytes of texts replayed: a position whose replay would pass it
+    /// is not recovered (it gets a snapshot, if asked), so that a replay never makes the
+    /// session a slow consumer; likewise for the snapshot messages.
+    pub(crate) fn resume(
+        &mut self,
+        pattern: &Pattern,
+        resume: &Resume,
+        now: Instant,
+        budget: usize,
+    ) -> Resumed {
         let exact = pattern.is_exact();
         let mut resumed = Resumed {
             seq: exact.then(|| self.last_seq(pattern.as_str())),
@@ -288,10 +319,19 @@ impl History {
         }
         let mut recovered_topics: HashSet<&str> = HashSet::new();
         if let Some((epoch, positions)) = &resume.recover {
-            let same_epoch = **epoch == *self.epoch && self.limits.size > 0;
+            let same_epoch = **epoch == *self.epoch && self.keeps();
+            let mut left = budget;
             for (topic, seq) in positions {
                 self.expire_topic(topic, now);
-                match self.replay(topic, *seq).filter(|_| same_epoch) {
+                let missed = self.replay(topic, *seq).filter(|missed| {
+                    let bytes: usize = missed.iter().map(|text| text.len()).sum();
+                    let fits = same_epoch && bytes <= left;
+                    if fits {
+                        left -= bytes;
+                    }
+                    fits
+                });
+                match missed {
                     Some(missed) => {
                         let name: Arc<str> = topic.as_str().into();
                         resumed
@@ -302,7 +342,9 @@ impl History {
                     None => resumed.unrecovered.push(topic.clone()),
                 }
             }
-            resumed.recovered = Some(resumed.unrecovered.is_empty());
+            // Another epoch is never recovered, even with no position listed: the client
+            // learns that the server restarted.
+            resumed.recovered = Some(same_epoch && resumed.unrecovered.is_empty());
             if exact {
                 // The ack's `recovered` says it all.
                 resumed.unrecovered.clear();
@@ -334,10 +376,17 @@ impl History {
                 }));
                 latest.sort_unstable_by_key(|(topic, _)| *topic);
             }
+            let mut left =
+                budget.saturating_sub(resumed.frames.iter().map(|(_, text)| text.len()).sum());
             resumed.frames.extend(
                 latest
                     .into_iter()
                     .filter(|(topic, _)| !recovered_topics.contains(topic))
+                    .take_while(|(_, text)| {
+                        let fits = text.len() <= left;
+                        left = left.saturating_sub(text.len());
+                        fits
+                    })
                     .map(|(topic, text)| (topic.into(), protocol::snapshot_json(text))),
             );
         }
@@ -360,9 +409,9 @@ impl History {
     /// last).
     fn replay(&self, topic: &str, seq: u64) -> Option<Vec<ByteString>> {
         let Some(log) = self.table.get(topic) else {
-            // Never numbered, or forgotten: only "nothing seen of a topic that never
-            // had a message" is recoverable.
-            return (seq == 0 && self.floor == 0).then(Vec::new);
+            // Never numbered, or forgotten: a client at the floor missed nothing (every
+            // forgotten topic ended at or below it, and the next message is above it).
+            return (seq == self.floor).then(Vec::new);
         };
         if seq > log.last {
             return None;

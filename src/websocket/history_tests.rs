@@ -5,6 +5,8 @@ use bytestring::ByteString;
 use super::*;
 
 const EPOCH: &str = "e1";
+/// Bytes a resume may send (half of `max_queued_bytes`).
+const BUDGET: usize = 8 << 20;
 
 fn limits(size: usize) -> Limits {
     Limits {
@@ -81,7 +83,12 @@ fn an_exact_recovery_replays_what_was_missed_in_order() {
         publish(&mut h, "px.eur", now);
     }
     publish(&mut h, "px.usd", now);
-    let resumed = h.resume(&pattern("px.eur"), &recover(EPOCH, &[("px.eur", 7)]), now);
+    let resumed = h.resume(
+        &pattern("px.eur"),
+        &recover(EPOCH, &[("px.eur", 7)]),
+        now,
+        BUDGET,
+    );
     assert_eq!(resumed.recovered, Some(true));
     assert_eq!(resumed.seq, Some(10));
     assert_eq!(frames(&resumed), replayed("px.eur", 8..=10));
@@ -94,7 +101,12 @@ fn an_exact_recovery_replays_what_was_missed_in_order() {
 }
 
 fn h_resume(h: &mut History, topic: &str, seq: u64, now: Instant) -> (Option<bool>, usize) {
-    let resumed = h.resume(&pattern(topic), &recover(EPOCH, &[(topic, seq)]), now);
+    let resumed = h.resume(
+        &pattern(topic),
+        &recover(EPOCH, &[(topic, seq)]),
+        now,
+        BUDGET,
+    );
     (resumed.recovered, resumed.frames.len())
 }
 
@@ -106,7 +118,7 @@ fn another_epoch_or_a_position_the_history_no_longer_holds_is_not_recovered() {
         publish(&mut h, "a", now);
     }
     assert_eq!(h.stats().messages, 5, "6..=10 kept");
-    let other = h.resume(&pattern("a"), &recover("e0", &[("a", 9)]), now);
+    let other = h.resume(&pattern("a"), &recover("e0", &[("a", 9)]), now, BUDGET);
     assert_eq!((other.recovered, other.frames.len()), (Some(false), 0));
     assert_eq!(h_resume(&mut h, "a", 5, now), (Some(true), 5), "6 is kept");
     assert_eq!(h_resume(&mut h, "a", 4, now), (Some(false), 0), "5 is gone");
@@ -126,6 +138,7 @@ fn a_pattern_recovers_each_listed_topic_and_names_the_ones_it_could_not() {
         &pattern("m.*"),
         &recover(EPOCH, &[("m.a", 1), ("m.b", 1)]),
         now,
+        BUDGET,
     );
     assert_eq!(resumed.seq, None, "a pattern has no single seq");
     assert_eq!(resumed.recovered, Some(false));
@@ -135,6 +148,7 @@ fn a_pattern_recovers_each_listed_topic_and_names_the_ones_it_could_not() {
         &pattern("m.*"),
         &recover(EPOCH, &[("m.a", 0), ("m.b", 2)]),
         now,
+        BUDGET,
     );
     assert_eq!(all.recovered, Some(true));
     let mut expected = replayed("m.a", 1..=2);
@@ -160,14 +174,14 @@ fn a_snapshot_is_the_latest_of_each_matching_topic_not_recovered() {
             text[..text.len() - 1].to_owned() + r#","snapshot":true}"#,
         )
     };
-    let resumed = h.resume(&pattern("m.*"), &snapshot, now);
+    let resumed = h.resume(&pattern("m.*"), &snapshot, now, BUDGET);
     assert_eq!(
         frames(&resumed),
         [flagged("m.a", 1), flagged("m.b", 2), flagged("m.c", 2)],
         "ordered by topic"
     );
     assert_eq!((resumed.replayed, resumed.recovered), (0, None));
-    let exact = h.resume(&pattern("x.a"), &snapshot, now);
+    let exact = h.resume(&pattern("x.a"), &snapshot, now, BUDGET);
     assert_eq!(
         (frames(&exact), exact.seq),
         (vec![flagged("x.a", 1)], Some(1))
@@ -177,7 +191,7 @@ fn a_snapshot_is_the_latest_of_each_matching_topic_not_recovered() {
         snapshot: true,
         ..recover(EPOCH, &[("m.b", 1)])
     };
-    let resumed = h.resume(&pattern("m.*"), &both, now);
+    let resumed = h.resume(&pattern("m.*"), &both, now, BUDGET);
     assert_eq!(resumed.recovered, Some(true));
     let mut expected = replayed("m.b", 2..=2);
     expected.extend([flagged("m.a", 1), flagged("m.c", 2)]);
@@ -219,13 +233,16 @@ fn history_size_zero_recovers_nothing() {
     let mut h = history(limits(0));
     let now = Instant::now();
     h.record("a", 1, Some(&text("a", 1)), now, |_| false);
-    let resumed = h.resume(&pattern("a"), &recover(EPOCH, &[("a", 1)]), now);
+    let resumed = h.resume(&pattern("a"), &recover(EPOCH, &[("a", 1)]), now, BUDGET);
     assert_eq!((resumed.recovered, resumed.seq), (Some(false), Some(1)));
     let snapshot = Resume {
         recover: None,
         snapshot: true,
     };
-    assert!(h.resume(&pattern("a"), &snapshot, now).frames.is_empty());
+    assert!(h
+        .resume(&pattern("a"), &snapshot, now, BUDGET)
+        .frames
+        .is_empty());
 }
 
 #[test]
@@ -276,10 +293,62 @@ fn a_full_table_forgets_unsubscribed_topics_which_continue_above_the_floor() {
         [6, 2, 8, 8, 8],
         "new topics start above 7, the highest forgotten seq"
     );
-    // A client that saw a.2 up to 7 cannot be given messages of the new a.2 as if
-    // they followed.
-    assert_eq!(h_resume(&mut h, "a.2", 7, now), (Some(false), 0));
+    // A forgotten topic answers the floor as its seq: a client there missed nothing
+    // (the next message is 8); one below it may have, and is not recovered.
+    assert_eq!(h.last_seq("a.2"), 7);
+    assert_eq!(h_resume(&mut h, "a.2", 7, now), (Some(true), 0));
+    assert_eq!(
+        h_resume(&mut h, "a.1", 4, now),
+        (Some(false), 0),
+        "5..7 may be lost"
+    );
     assert_eq!(h_resume(&mut h, "a.2", 0, now), (Some(false), 0));
+    // The new a.2 continues above the floor, and a client at the floor gets all of it.
+    let seq = h.next_seq("a.2");
+    h.record("a.2", seq, Some(&text("a.2", seq)), now, subscribed);
+    assert_eq!(h_resume(&mut h, "a.2", 7, now), (Some(true), 1));
+}
+
+#[test]
+fn a_resume_sends_at_most_its_budget_and_never_recovers_across_epochs() {
+    let mut h = history(limits(100));
+    let now = Instant::now();
+    for _ in 0..10 {
+        publish(&mut h, "big.a", now);
+        publish(&mut h, "big.b", now);
+    }
+    let one = text("big.a", 1).len();
+    // Room for big.a's 5 missed (6..=10: 5 texts, one a digit longer), not big.b's too.
+    let resume = recover(EPOCH, &[("big.a", 5), ("big.b", 5)]);
+    let both = Resume {
+        snapshot: true,
+        ..resume.clone()
+    };
+    let resumed = h.resume(&pattern("big.*"), &both, now, one * 7);
+    assert_eq!(
+        (resumed.recovered, resumed.unrecovered.clone()),
+        (Some(false), vec!["big.b".to_owned()])
+    );
+    assert_eq!(resumed.replayed, 5, "big.a replayed");
+    assert_eq!(
+        resumed.frames.len(),
+        6,
+        "and big.b's latest as a snapshot, which fits"
+    );
+    let tight = h.resume(&pattern("big.*"), &both, now, one * 5 + 1);
+    assert_eq!(
+        (tight.replayed, tight.frames.len()),
+        (5, 5),
+        "no room for the snapshot"
+    );
+    // Another epoch: not recovered, even with nothing listed.
+    let nothing = h.resume(&pattern("big.*"), &recover("e0", &[]), now, BUDGET);
+    assert_eq!(nothing.recovered, Some(false));
+    assert_eq!(
+        h.resume(&pattern("big.*"), &recover(EPOCH, &[]), now, BUDGET)
+            .recovered,
+        Some(true)
+    );
 }
 
 #[test]
@@ -301,11 +370,15 @@ fn a_table_half_full_of_subscribed_topics_forgets_them_all() {
         topics: (100, 8),
         ..limits(10)
     });
-    for topic in ["aaaa", "bbbb", "cc"] {
-        h.record(topic, 2, None, now, |_| true);
+    for (topic, seq) in [("aaaa", 2), ("bbbb", 5), ("cc", 1)] {
+        h.record(topic, seq, None, now, |_| true);
     }
-    assert_eq!(h.next_seq("aaaa"), 3, "forgotten, above the floor of 2");
-    assert_eq!(h.next_seq("cc"), 3);
+    assert_eq!(h.next_seq("cc"), 2, "cc is kept");
+    assert_eq!(
+        h.next_seq("aaaa"),
+        6,
+        "forgotten with bbbb: above the floor of 5"
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //!
 //! Every broadcast is one message to the hub, which asks its [`Router`] for the sessions
 //! whose patterns match the topic (cached per topic until the subscriptions change) and
-//! for the topic's next `seq`, serializes the frame once ([`Payload::frame`]), encodes
+//! its [`History`] for the topic's next `seq` (and keeps the message there), serializes the frame once ([`Payload::frame`]), encodes
 //! it once per kind of session ([`Encoded`]: plain, or compressed once per deflate
 //! window), and pushes it into each session's [`Outlet`]: no actor message per session.
 //! The hub never waits on a session: a push past the session's `max_queued_bytes` makes
@@ -14,7 +14,8 @@
 //!
 //! The hub also pushes the `ack` of a session's `subscribe` and `unsubscribe` itself,
 //! when it changes the routing: that is what makes the `ack` a barrier (see the
-//! session's `## Barriers`).
+//! session's `## Barriers`). A subscribe's replayed and snapshot messages follow its ack
+//! in the same turn, so the first live message after them is the next in `seq`.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -260,15 +261,23 @@ impl Hub {
         queued
     }
 
-    /// Pushes a subscribe's replayed and snapshot messages (`(topic, text)`), after its
-    /// ack: conflated by topic for a conflated subscription, so that they never make
-    /// the session a slow consumer either.
-    fn push_resumed(&mut self, key: u64, conflate: bool, frames: Vec<(Arc<str>, ByteString)>) {
+    /// Pushes a subscribe's replayed and snapshot messages (`(topic, text)`, the first
+    /// `replayed` of them replayed), after its ack: conflated by topic where the session
+    /// gets that topic conflated (as a broadcast would be), so that they never make the
+    /// session a slow consumer either.
+    fn push_resumed(&mut self, key: u64, frames: Vec<(Arc<str>, ByteString)>, replayed: usize) {
         let Some(entry) = self.sessions.get(&key) else {
             return;
         };
+        // Frames newly queued (a replacement is not one), their bytes; how many of the
+        // replayed and snapshot messages went in.
         let (mut sent, mut wire, mut plain) = (0, 0, 0);
-        for (topic, text) in frames {
+        let (mut replays, mut snapshots) = (0, 0);
+        for (i, (topic, text)) in frames.into_iter().enumerate() {
+            let route = self.router.route(&topic);
+            let conflate = route
+                .binary_search_by_key(&key, |routed| routed.key)
+                .is_ok_and(|at| route[at].conflate);
             let mut encoded = self.compression.encode(text.as_bytes());
             let frame = encoded.for_session(entry.deflate);
             let len = frame.len();
@@ -278,20 +287,28 @@ impl Hub {
                 entry.outlet.push(frame, Some(&topic))
             };
             match pushed {
-                Pushed::Queued | Pushed::Replaced => {
+                Pushed::Queued => {
                     sent += 1;
                     wire += len;
                     plain += encoded.plain_len();
                 }
+                Pushed::Replaced => {}
                 Pushed::OverBudget => {
                     self.close(key, close::SLOW_CONSUMER);
                     break;
                 }
                 Pushed::Closed => break,
             }
+            if i < replayed {
+                replays += 1;
+            } else {
+                snapshots += 1;
+            }
         }
+        let counters = &self.shared.counters;
+        counters.replayed.fetch_add(replays, Ordering::Relaxed);
+        counters.snapshots.fetch_add(snapshots, Ordering::Relaxed);
         if self.shared.config.enable_metrics {
-            let counters = &self.shared.counters;
             counters.sent.add(sent);
             counters.wire_bytes.add(wire as u64);
             counters.uncompressed_bytes.add(plain as u64);
@@ -404,9 +421,12 @@ impl Handler<Subscribe> for Hub {
             self.subscriptions_changed(key, None);
             return Ok(());
         };
-        let resumed = self
-            .history
-            .resume(&msg.pattern, &request.resume, Instant::now());
+        let resumed = self.history.resume(
+            &msg.pattern,
+            &request.resume,
+            Instant::now(),
+            self.shared.config.max_queued_bytes / 2,
+        );
         let ack = ServerFrame::Ack {
             id: request.id,
             epoch: Some(self.history.epoch().to_owned()),
@@ -416,8 +436,8 @@ impl Handler<Subscribe> for Hub {
         }
         .to_json();
         self.subscriptions_changed(key, Some(encode::data_frame(true, false, ack.as_bytes())));
-        let counters = &self.shared.counters;
         if let Some(recovered) = resumed.recovered {
+            let counters = &self.shared.counters;
             let counter = if recovered {
                 &counters.recoveries
             } else {
@@ -425,14 +445,7 @@ impl Handler<Subscribe> for Hub {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        counters
-            .replayed
-            .fetch_add(resumed.replayed as u64, Ordering::Relaxed);
-        counters.snapshots.fetch_add(
-            (resumed.frames.len() - resumed.replayed) as u64,
-            Ordering::Relaxed,
-        );
-        self.push_resumed(key, msg.conflate == Some(true), resumed.frames);
+        self.push_resumed(key, resumed.frames, resumed.replayed);
         Ok(())
     }
 }

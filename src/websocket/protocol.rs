@@ -28,11 +28,14 @@
 //!   topic has its own sequence. The hub remembers the sequences of up to 100,000 topics
 //!   (and 8 MiB of topic names); past that it forgets those of topics nobody is
 //!   subscribed to, and if subscribed topics still fill half of it, all. A forgotten
-//!   topic continues above every number it could have had, never from 1 again.
+//!   topic continues above every number it could have had (the *floor*), never from 1
+//!   again; a subscriber of a topic forgotten that way sees its numbers jump (a gap of
+//!   messages that never existed: the warning in the log says when).
 //! - `epoch` (in the `welcome` and every subscribe `ack`) names the sequence space: a
 //!   restarted server has another, so a `seq` is only meaningful with its epoch.
 //! - The `ack` of a subscribe to an exact topic carries `seq`, the topic's last number
-//!   (0 if none): the first live message after the ack is numbered `seq + 1`.
+//!   (0 if none, or the floor once topics were forgotten): the first live message after
+//!   the ack is numbered `seq + 1`.
 //! - `timestamp` is the broadcast time, RFC 3339 in UTC with microseconds.
 //! - `conflate` (subscribe only) is optional, default false. With true, the session keeps
 //!   at most one message per topic of that subscription waiting for the socket: a newer
@@ -52,7 +55,12 @@
 //!   message after each position; those messages follow the ack, in order, before any
 //!   live message: no gap, no duplicate, even while publishers go on. Otherwise it says
 //!   `"recovered":false` and, for a pattern, lists in `"unrecovered"` the topics it could
-//!   not recover (the others are replayed); the client reloads those from elsewhere.
+//!   not recover (the others are replayed); the client reloads those from elsewhere. A
+//!   replay is bounded by half the session's `max_queued_bytes`: a position whose replay
+//!   would pass it is not recovered, so a replay never makes the session a slow
+//!   consumer. Another epoch is never recovered, even with no position listed.
+//! - A pattern recovers only the topics listed: one the client never saw (first
+//!   published while it was away) is not listed, so only `snapshot` brings its latest.
 //! - `snapshot: true` sends, right after the ack (and any replay), the latest kept message
 //!   of each topic the subscription matches and did not recover, flagged
 //!   `"snapshot":true`, in the order of the topic names. With `recover`, it fills in what

@@ -1,6 +1,6 @@
 //! A map keyed by topic, bounded by entries and by the bytes of its keys: the per-topic
-//! state of the hub's [`Router`](super::router::Router) (its route caches, its `seq`
-//! counters), so that topic names that publishers or clients invent cost bounded memory.
+//! state of the hub (the [`Router`](super::router::Router)'s route caches, the
+//! [`History`](super::history::History)'s seqs and kept messages), so that topic names that publishers or clients invent cost bounded memory.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
