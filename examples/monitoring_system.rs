@@ -6,8 +6,8 @@
 //! crosses a threshold. As in the seed, one handler broadcasts every `system.*` event on
 //! the WebSocket topic `system.events` (`{type, data, timestamp, priority}`) and another
 //! broadcasts alerts on `system.alerts` (`{alert, severity, timestamp}`). The example
-//! serves `/ws`, connects a client of its own subscribed to `system.>` and prints what it
-//! receives.
+//! serves `/ws`, connects a client of its own (`tickwire::client`) subscribed to
+//! `system.>` and prints what it receives.
 //!
 //! Run: `cargo run --release --example monitoring_system -- [seconds] [bind]` (defaults:
 //! 3 s on 127.0.0.1:0, a free port).
@@ -15,8 +15,9 @@
 use std::time::Duration;
 
 use actix_web::{App, HttpServer};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use futures_util::StreamExt;
+use serde_json::json;
+use tickwire::client::{Client, ClientConfig, SubscribeOptions};
 use tickwire::{
     create_event, create_handler_config, websocket, EventBus, EventBusConfig, Priority,
     WebSocketService, WebSocketServiceConfig,
@@ -136,33 +137,23 @@ async fn main() -> std::io::Result<()> {
         })
     };
 
-    let (_, mut client) = awc::Client::new()
-        .ws(format!("ws://{addr}/ws"))
-        .connect()
+    let client = Client::connect(ClientConfig::new(format!("ws://{addr}/ws")));
+    let mut events = client
+        .subscribe("system.>", SubscribeOptions::default())
         .await
-        .expect("connect to our own server");
-    let subscribe = json!({"type": "subscribe", "topic": "system.>"});
-    client
-        .send(awc::ws::Message::Text(subscribe.to_string().into()))
-        .await
-        .expect("send");
+        .expect("subscribe on our own server");
     let deadline = actix_rt::time::sleep(Duration::from_secs_f64(seconds));
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             _ = &mut deadline => break,
-            frame = client.next() => match frame {
-                Some(Ok(awc::ws::Frame::Text(text))) => {
-                    let frame: Value = serde_json::from_slice(&text).unwrap_or_default();
-                    if frame["type"] == "message" {
-                        println!("{:>14} #{:<3} {}", frame["topic"].as_str().unwrap_or(""), frame["seq"], frame["data"]);
-                    }
-                }
-                Some(Ok(_)) => {}
-                _ => break,
+            event = events.next() => match event {
+                Some(e) => println!("{:>14} #{:<3} {}", e.topic, e.seq, e.data),
+                None => break,
             },
         }
     }
+    client.close().await;
     sampler.abort();
     bus.stop().await;
     ws.stop().await;
