@@ -25,13 +25,7 @@ fn start(config: WebSocketServiceConfig) -> Server {
 
 /// A connected client and the epoch of its welcome.
 async fn connect(server: &Server) -> (impl Client, String) {
-    let (_, mut conn) = awc::Client::new()
-        .ws(server.url())
-        .connect()
-        .await
-        .expect("websocket connect");
-    let welcome = next_json(&mut conn).await;
-    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let (conn, welcome) = server.welcomed().await;
     let epoch = welcome["epoch"].as_str().expect("an epoch").to_owned();
     (conn, epoch)
 }

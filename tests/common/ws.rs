@@ -59,6 +59,13 @@ impl Server {
 
     /// A connected client and its id (the welcome frame is read).
     pub async fn connect(&self) -> (impl Client, String) {
+        let (conn, welcome) = self.welcomed().await;
+        let id = welcome["client_id"].as_str().expect("client_id").to_owned();
+        (conn, id)
+    }
+
+    /// A connected client and its welcome frame.
+    pub async fn welcomed(&self) -> (impl Client, Value) {
         let (_, mut conn) = awc::Client::new()
             .ws(self.url())
             .connect()
@@ -66,8 +73,7 @@ impl Server {
             .expect("websocket connect");
         let welcome = next_json(&mut conn).await;
         assert_eq!(welcome["type"], "welcome", "{welcome}");
-        let id = welcome["client_id"].as_str().expect("client_id").to_owned();
-        (conn, id)
+        (conn, welcome)
     }
 
     pub async fn shutdown(self) {
