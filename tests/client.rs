@@ -292,3 +292,56 @@ async fn dropping_one_of_two_subscriptions_to_a_pattern_keeps_the_other() {
     client.close().await;
     server.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn after_a_server_restart_nothing_is_recovered_and_the_new_sequence_is_delivered() {
+    let server = Server::start(WebSocketService::start(config()).unwrap());
+    let addr = server.addr;
+    let client = client_of(&server);
+    let mut events = client.events().unwrap();
+    let mut sub = client
+        .subscribe("t.*", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let old_epoch = event(&mut events, |e| match e {
+        ClientEvent::Open { epoch, .. } => Some(epoch),
+        _ => None,
+    })
+    .await;
+    for n in 1..=5 {
+        server.ws.broadcast("t.a", json!(n)).await;
+    }
+    for seq in 1..=5 {
+        assert_eq!(next(&mut sub).await.seq, seq);
+    }
+    // A restart on the same port: another epoch, and t.a numbered from 1 again.
+    server.shutdown().await;
+    let server = Server::start_at(WebSocketService::start(config()).unwrap(), addr);
+    for n in 1..=3 {
+        server.ws.broadcast("t.a", json!(n)).await;
+    }
+    let (id, new_epoch) = event(&mut events, |e| match e {
+        ClientEvent::Open { client_id, epoch } => Some((client_id, epoch)),
+        _ => None,
+    })
+    .await;
+    assert_ne!(new_epoch, old_epoch);
+    assert_eq!(recovery(&mut events).await, (false, vec!["t.a".to_owned()]));
+    let snapshot = next(&mut sub).await;
+    assert_eq!((snapshot.seq, snapshot.snapshot), (3, true));
+    // Positions of the old epoch are gone: 4 and 5 of the new one are not "seen already".
+    for n in 4..=6 {
+        server.ws.broadcast("t.a", json!(n)).await;
+    }
+    for seq in 4..=6 {
+        let live = next(&mut sub).await;
+        assert_eq!((live.seq, live.snapshot), (seq, false));
+    }
+    // And the positions are the new epoch's: the next reconnect recovers.
+    assert!(server.ws.disconnect(&id).await);
+    server.ws.broadcast("t.a", json!(7)).await;
+    assert_eq!(recovery(&mut events).await, (true, vec![]));
+    assert_eq!(next(&mut sub).await.seq, 7);
+    client.close().await;
+    server.shutdown().await;
+}

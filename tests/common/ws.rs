@@ -33,9 +33,18 @@ impl Server {
         Server::start_lingering(ws, None)
     }
 
+    /// Like `start`, on `addr` (a port a stopped server had: a restart).
+    pub fn start_at(ws: WebSocketService, addr: SocketAddr) -> Server {
+        Server::start_on(ws, None, addr)
+    }
+
     /// Like `start`, with actix-web's `client_disconnect_timeout` (how long it lingers
     /// for the client to end its side after a response) set to `linger`.
     pub fn start_lingering(ws: WebSocketService, linger: Option<Duration>) -> Server {
+        Server::start_on(ws, linger, "127.0.0.1:0".parse().expect("an address"))
+    }
+
+    fn start_on(ws: WebSocketService, linger: Option<Duration>, addr: SocketAddr) -> Server {
         let app_ws = ws.clone();
         let mut server =
             HttpServer::new(move || App::new().configure(websocket::configure(app_ws.clone())))
@@ -45,7 +54,7 @@ impl Server {
         if let Some(linger) = linger {
             server = server.client_disconnect_timeout(linger);
         }
-        let server = server.bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let server = server.bind(addr).expect("bind the test server");
         let addr = server.addrs()[0];
         let server = server.run();
         let handle = server.handle();
