@@ -179,8 +179,6 @@ pub(crate) struct History {
     floor: u64,
     messages: usize,
     bytes: usize,
-    /// Topics with at least one kept message.
-    topics_kept: usize,
 }
 
 impl History {
@@ -193,7 +191,6 @@ impl History {
             floor: 0,
             messages: 0,
             bytes: 0,
-            topics_kept: 0,
         }
     }
 
@@ -246,11 +243,9 @@ impl History {
             if !log.kept.is_empty() {
                 // A message not kept: those before it can no longer be replayed up to now.
                 drop_front(log, log.kept.len(), &mut self.messages, &mut self.bytes);
-                self.topics_kept -= 1;
             }
             return;
         };
-        let had = !log.kept.is_empty();
         if log.kept.back().is_some_and(|kept| kept.seq + 1 != seq) {
             // Not consecutive (cannot happen through the hub): start again.
             drop_front(log, log.kept.len(), &mut self.messages, &mut self.bytes);
@@ -265,9 +260,6 @@ impl History {
         let over = log.kept.len().saturating_sub(limits.size);
         drop_front(log, over, &mut self.messages, &mut self.bytes);
         // Expiry by age is the hub's tick's (`expire`), and a resume's: not per message.
-        if !had {
-            self.topics_kept += 1;
-        }
         if self.bytes > limits.max_bytes {
             self.shrink();
         }
@@ -279,20 +271,20 @@ impl History {
             return;
         }
         let ttl = self.limits.ttl;
-        let (messages, bytes) = (&mut self.messages, &mut self.bytes);
-        let mut kept = 0;
-        self.table.retain(|_, log| {
-            expire_log(log, now, ttl, messages, bytes);
-            kept += usize::from(!log.kept.is_empty());
-            true
-        });
-        self.topics_kept = kept;
+        for log in self.table.values_mut() {
+            expire_log(log, now, ttl, &mut self.messages, &mut self.bytes);
+        }
     }
 
-    /// How much is kept now.
+    /// How much is kept now (the topics counted over the table: a metrics call's cost).
     pub(crate) fn stats(&self) -> HistoryStats {
+        let topics = self
+            .table
+            .iter()
+            .filter(|(_, log)| !log.kept.is_empty())
+            .count();
         HistoryStats {
-            topics: self.topics_kept as u64,
+            topics: topics as u64,
             messages: self.messages as u64,
             bytes: self.bytes as u64,
         }
@@ -397,11 +389,7 @@ impl History {
     fn expire_topic(&mut self, topic: &str, now: Instant) {
         let ttl = self.limits.ttl;
         if let Some(log) = self.table.get_mut(topic) {
-            let had = !log.kept.is_empty();
             expire_log(log, now, ttl, &mut self.messages, &mut self.bytes);
-            if had && log.kept.is_empty() {
-                self.topics_kept -= 1;
-            }
         }
     }
 
@@ -446,18 +434,12 @@ impl History {
 
     /// Forgets the topics for which `forget` is true, raising the floor past their seqs.
     fn forget(&mut self, forget: impl Fn(&str) -> bool) {
-        let (floor, messages, bytes, kept) = (
-            &mut self.floor,
-            &mut self.messages,
-            &mut self.bytes,
-            &mut self.topics_kept,
-        );
+        let (floor, messages, bytes) = (&mut self.floor, &mut self.messages, &mut self.bytes);
         self.table.retain(|topic, log| {
             if !forget(topic) {
                 return true;
             }
             *floor = (*floor).max(log.last);
-            *kept -= usize::from(!log.kept.is_empty());
             drop_front(log, log.kept.len(), messages, bytes);
             false
         });
@@ -484,11 +466,8 @@ impl History {
                 continue;
             };
             drop_front(log, 1, &mut self.messages, &mut self.bytes);
-            match log.kept.front() {
-                Some(front) => {
-                    fronts.push((std::cmp::Reverse((front.at, front.seq)), topic));
-                }
-                None => self.topics_kept -= 1,
+            if let Some(front) = log.kept.front() {
+                fronts.push((std::cmp::Reverse((front.at, front.seq)), topic));
             }
         }
     }

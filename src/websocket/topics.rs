@@ -55,6 +55,11 @@ impl<V> TopicMap<V> {
         }
     }
 
+    /// Every value, to change, in no order.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.map.values_mut()
+    }
+
     /// Every topic and its value, in no order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
         self.map.iter().map(|(topic, value)| (&**topic, value))
