@@ -2,9 +2,10 @@
 //!
 //! Every broadcast is one message to the hub, which asks its [`Router`] for the sessions
 //! whose patterns match the topic (cached per topic until the subscriptions change) and
-//! its [`History`] for the topic's next `seq` (and keeps the message there), serializes the frame once ([`Payload::frame`]), encodes
-//! it once per kind of session ([`Encoded`]: plain, or compressed once per deflate
-//! window), and pushes it into each session's [`Outlet`]: no actor message per session.
+//! its [`History`] for the topic's next `seq` (and keeps the message there), serializes
+//! the frame once ([`Payload::frame`]), encodes it once per kind of session ([`Encoded`]:
+//! plain, or compressed once per deflate window), and pushes it into each session's
+//! [`Outlet`]: no actor message per session.
 //! The hub never waits on a session: a push past the session's `max_queued_bytes` makes
 //! it a slow consumer, closed with 4008 and taken out of the routing at once. A session
 //! subscribed with `conflate` gets that topic through
