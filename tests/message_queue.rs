@@ -200,13 +200,10 @@ async fn a_backlog_is_handed_to_an_idle_member_while_the_first_is_busy() {
 }
 
 /// A member on a worker that another member's synchronous handler blocks cannot run: a
-/// burst is given to a member on another worker instead.
-///
-/// Ignored for now: it fails intermittently, a real defect of the group wake in
-/// `src/core` (6 failures in 33 isolated runs of 2026-12-02, C never gets the burst
-/// within the 60 s safety net); run it with `--ignored` until the defect is fixed.
+/// burst is given to a member on another worker instead, even when the other member of
+/// the blocked worker was woken just before the burst (within its grace: it must not
+/// count as on its way while a member of its worker is busy).
 #[actix_rt::test]
-#[ignore = "intermittent: a group-wake defect in src/core (6 of 33 runs fail); see the doc comment"]
 async fn a_member_held_up_by_its_worker_does_not_hold_back_the_group() {
     let q = mq(small()); // two workers
     let (blocked, release) = (

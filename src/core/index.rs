@@ -393,6 +393,35 @@ mod tests {
         group.wake_for_push();
         assert_eq!(activities(&shared), [Busy, Idle, Woken], "worker 1 is free");
 
+        // A member woken just now on a worker where another member is busy is not on its
+        // way: that worker may be held by the busy member's synchronous handler, and a
+        // burst within the grace would wait for it. A push wakes one on a free worker.
+        let held: Vec<Waker> = [0, 0, 1]
+            .into_iter()
+            .map(|worker| waker(&recipient, worker))
+            .collect();
+        assert!(held[0].flag.raise() && held[0].flag.shift(Woken, Busy));
+        assert!(held[1].flag.raise());
+        held[1].flag.date_wake(-60_000);
+        group.replace(held.clone());
+        group.wake_for_push();
+        assert_eq!(
+            activities(&held),
+            [Busy, Woken, Woken],
+            "1 shares busy 0's worker: 2 is woken"
+        );
+        // On a worker of its own, a member woken just now is on its way.
+        let apart: Vec<Waker> = [0, 1, 2]
+            .into_iter()
+            .map(|worker| waker(&recipient, worker))
+            .collect();
+        assert!(apart[0].flag.raise() && apart[0].flag.shift(Woken, Busy));
+        assert!(apart[1].flag.raise());
+        apart[1].flag.date_wake(-60_000);
+        group.replace(apart.clone());
+        group.wake_for_push();
+        assert_eq!(activities(&apart), [Busy, Woken, Idle], "1 is on its way");
+
         // A member that takes the last item wakes nobody; one that leaves a backlog wakes
         // the first idle member.
         let mailbox = PriorityMailbox::<u64>::new(4, false);

@@ -56,8 +56,8 @@
 //! list ([`Scan`](steps::Scan)):
 //!
 //! - one is `Searching`: nothing to do, it will see the item;
-//! - one is `Woken` less than [`WAKE_GRACE`] ago (see `## Grace`): nothing, it is on its
-//!   way;
+//! - one is `Woken` less than [`WAKE_GRACE`] ago (see `## Grace`) on a worker where no
+//!   member is `Busy`: nothing, it is on its way;
 //! - one is `Left`: the list is stale; reload it and start over (the leaver replaced the
 //!   list before the mark, so this repeats at most once per concurrent departure);
 //! - otherwise, if one is `Idle`, it raises one idle member and sends it a `Wake`: the
@@ -75,7 +75,14 @@
 //! A member raised by a push or a hand-on, or that yielded, is stamped; for
 //! [`WAKE_GRACE`] (500 µs) after the stamp it holds back further wakes. After that it is
 //! taken to be held up (its worker busy with another actor's long synchronous handler)
-//! and counts as occupied, so a push wakes another idle member. A member raised on
+//! and counts as occupied, so a push wakes another idle member. Within the grace, too, a
+//! member does not hold back a push when another member of the group is `Busy` on its
+//! worker: that member's handler may be synchronous and hold the worker for as long as
+//! it runs, and a burst that ends within the grace would then wait for it with idle
+//! members on free workers (a handler that awaits leaves the worker free, and costs at
+//! most one wake too many). What the grace cannot see is a worker held by another
+//! actor's synchronous handler during a burst that ends within it: that burst waits for
+//! the worker, or for the next push after the grace. A member raised on
 //! joining is not stamped and holds back no push. The stamp is a `Relaxed` hint: a
 //! `Woken` member always looks at the lanes (its `Wake` is on its way, or it resumes
 //! after its yield), so the grace decides only between "nothing to do" and "wake one

@@ -116,6 +116,10 @@ pub(crate) struct Scan {
     swap: bool,
     /// Workers where a member was seen busy or woken (bits of [`worker_bit`]).
     occupied: u64,
+    /// Workers where a member was seen busy.
+    busy: u64,
+    /// Workers where a member was seen woken within its grace.
+    on_its_way: u64,
     /// A member was seen idle.
     any_idle: bool,
 }
@@ -128,6 +132,8 @@ impl Scan {
         free_only: true,
         swap: false,
         occupied: 0,
+        busy: 0,
+        on_its_way: 0,
         any_idle: false,
     };
 
@@ -153,18 +159,27 @@ impl Scan {
             let Some(member) = members.get(self.i) else {
                 return Break(Choice::Settled);
             };
+            let worker = worker_bit(member.worker());
             match member.flag().activity() {
                 Activity::Searching => return Break(Choice::Settled),
-                Activity::Woken if member.flag().recently_woken(clock) => {
-                    return Break(Choice::Settled)
-                }
                 Activity::Left => return Break(Choice::Stale),
                 Activity::Idle => self.any_idle = true,
-                Activity::Woken | Activity::Busy => self.occupied |= worker_bit(member.worker()),
+                Activity::Woken => {
+                    self.occupied |= worker;
+                    if member.flag().recently_woken(clock) {
+                        self.on_its_way |= worker;
+                    }
+                }
+                Activity::Busy => {
+                    self.occupied |= worker;
+                    self.busy |= worker;
+                }
             }
             self.i += 1;
             if self.i == members.len() {
-                if !self.any_idle {
+                // Woken within its grace on a worker where no member is busy: on its way.
+                // Where one is, that member's handler may hold the worker.
+                if !self.any_idle || self.on_its_way & !self.busy != 0 {
                     return Break(Choice::Settled);
                 }
                 self.looking = false;
