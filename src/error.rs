@@ -49,6 +49,10 @@ pub enum PublishError<T = crate::Event> {
     /// accepted** and stays queued, but not every matching handler finished with it within
     /// `default_timeout`. Do not publish it again: it would be delivered twice.
     HandlerTimeout(T),
+    /// The name spans processes (a cluster, `tickwire::cluster`, claims it) and the
+    /// cluster's buffer of items waiting for NATS is full: NATS has been unreachable for a
+    /// while. No subscriber got the item, on this node or any other.
+    ClusterUnavailable(T),
 }
 
 /// Why a `try_publish` failed: it never waits, so there is no room at once, the component
@@ -74,6 +78,9 @@ pub enum TryPublishError<T = crate::Event> {
     Stopped(T),
     /// The name or topic is not valid.
     InvalidName(T, PatternError),
+    /// The name spans processes and the cluster's buffer is full (see
+    /// [`PublishError::ClusterUnavailable`]). No subscriber got the item.
+    ClusterUnavailable(T),
 }
 
 impl<T> From<TryPublishError<T>> for PublishError<T> {
@@ -82,6 +89,7 @@ impl<T> From<TryPublishError<T>> for PublishError<T> {
             TryPublishError::QueueFull(item) => PublishError::QueueFull(item),
             TryPublishError::Stopped(item) => PublishError::Stopped(item),
             TryPublishError::InvalidName(item, err) => PublishError::InvalidName(item, err),
+            TryPublishError::ClusterUnavailable(item) => PublishError::ClusterUnavailable(item),
         }
     }
 }
@@ -93,6 +101,7 @@ enum Refusal<'a> {
     Stopped,
     InvalidName(&'a PatternError),
     HandlerTimeout,
+    ClusterUnavailable,
 }
 
 impl Refusal<'_> {
@@ -102,6 +111,7 @@ impl Refusal<'_> {
             Refusal::Stopped => "Stopped",
             Refusal::InvalidName(_) => "InvalidName",
             Refusal::HandlerTimeout => "HandlerTimeout",
+            Refusal::ClusterUnavailable => "ClusterUnavailable",
         }
     }
 
@@ -114,6 +124,10 @@ impl Refusal<'_> {
                 f,
                 "handlers did not finish {route:?} within the timeout (it was accepted and stays queued)"
             ),
+            Refusal::ClusterUnavailable => write!(
+                f,
+                "cluster unavailable: {route:?} spans processes and the buffer for NATS is full"
+            ),
         }
     }
 }
@@ -125,7 +139,8 @@ impl<T: Deliverable> PublishError<T> {
             PublishError::QueueFull(item)
             | PublishError::Stopped(item)
             | PublishError::InvalidName(item, _)
-            | PublishError::HandlerTimeout(item) => item,
+            | PublishError::HandlerTimeout(item)
+            | PublishError::ClusterUnavailable(item) => item,
         }
     }
 
@@ -135,7 +150,8 @@ impl<T: Deliverable> PublishError<T> {
             PublishError::QueueFull(item)
             | PublishError::Stopped(item)
             | PublishError::InvalidName(item, _)
-            | PublishError::HandlerTimeout(item) => item,
+            | PublishError::HandlerTimeout(item)
+            | PublishError::ClusterUnavailable(item) => item,
         }
     }
 
@@ -145,6 +161,7 @@ impl<T: Deliverable> PublishError<T> {
             PublishError::Stopped(_) => Refusal::Stopped,
             PublishError::InvalidName(_, err) => Refusal::InvalidName(err),
             PublishError::HandlerTimeout(_) => Refusal::HandlerTimeout,
+            PublishError::ClusterUnavailable(_) => Refusal::ClusterUnavailable,
         }
     }
 }
@@ -155,7 +172,8 @@ impl<T: Deliverable> TryPublishError<T> {
         match self {
             TryPublishError::QueueFull(item)
             | TryPublishError::Stopped(item)
-            | TryPublishError::InvalidName(item, _) => item,
+            | TryPublishError::InvalidName(item, _)
+            | TryPublishError::ClusterUnavailable(item) => item,
         }
     }
 
@@ -164,7 +182,8 @@ impl<T: Deliverable> TryPublishError<T> {
         match self {
             TryPublishError::QueueFull(item)
             | TryPublishError::Stopped(item)
-            | TryPublishError::InvalidName(item, _) => item,
+            | TryPublishError::InvalidName(item, _)
+            | TryPublishError::ClusterUnavailable(item) => item,
         }
     }
 
@@ -173,6 +192,7 @@ impl<T: Deliverable> TryPublishError<T> {
             TryPublishError::QueueFull(_) => Refusal::QueueFull,
             TryPublishError::Stopped(_) => Refusal::Stopped,
             TryPublishError::InvalidName(_, err) => Refusal::InvalidName(err),
+            TryPublishError::ClusterUnavailable(_) => Refusal::ClusterUnavailable,
         }
     }
 }

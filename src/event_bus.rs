@@ -188,6 +188,12 @@ pub struct EventBus {
 }
 
 impl EventBus {
+    /// The delivery core (a cluster attaches to it).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn core(&self) -> &Arc<Core<Event>> {
+        &self.core
+    }
+
     /// Validates the config and starts the bus: its registry actor on the current
     /// arbiter and `max_workers` worker arbiters. Must be called inside a running actix
     /// `System`.

@@ -99,6 +99,8 @@ struct ReadmeDoctests;
 
 // The library: no actix-web, nothing of the binary.
 pub mod bridge;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod error;

@@ -160,6 +160,12 @@ pub struct MessageQueue {
 }
 
 impl MessageQueue {
+    /// The delivery core (a cluster attaches to it).
+    #[cfg(any(test, feature = "cluster"))]
+    pub(crate) fn core(&self) -> &Arc<Core<Message>> {
+        &self.core
+    }
+
     /// Validates the config and starts the queue inside the running actix `System`.
     pub fn start(config: MessageQueueConfig) -> Result<MessageQueue, ConfigError> {
         config.validate()?;

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["metrics", "event_bus", "message_queue"],
     &["access", "reply"],
     &["websocket"],
-    &["http", "bridge", "client"],
+    &["http", "bridge", "client", "cluster"],
     &["demo", "serve", "bench"],
 ];
 

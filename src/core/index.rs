@@ -23,6 +23,7 @@ use arc_swap::ArcSwap;
 use super::handler_actor::Wake;
 use super::mailbox::PriorityMailbox;
 use super::supervision::{OverflowPolicy, SubStats};
+use super::tap::GroupKey;
 use super::wake::{self, Consumer, Roster, WakeFlag};
 use super::worker::RunQueue;
 use crate::item::{Deliverable, SubscriptionId};
@@ -143,6 +144,8 @@ pub(crate) struct Route<T> {
     pub(crate) wakeup: Wakeup,
     pub(crate) overflow: OverflowPolicy,
     pub(crate) stats: Arc<SubStats>,
+    /// The consumer group's pattern and name (`None`: a plain subscription).
+    pub(crate) group: Option<Arc<GroupKey>>,
 }
 
 type Routes<T> = Arc<[Arc<Route<T>>]>;
@@ -480,6 +483,7 @@ mod tests {
         .into_iter()
         .map(|(id, p, prio)| {
             let route = Arc::new(Route {
+                group: None,
                 id: SubscriptionId(id),
                 handler_priority: prio,
                 mailbox: Arc::new(PriorityMailbox::new(4, false)),
@@ -506,6 +510,7 @@ mod tests {
     async fn the_cache_is_bounded_in_bytes_as_well_as_names() {
         let recipient = Nop.start().recipient();
         let route = Arc::new(Route {
+            group: None,
             id: SubscriptionId(1),
             handler_priority: Priority::Normal,
             mailbox: Arc::new(PriorityMailbox::new(4, false)),

@@ -72,6 +72,7 @@ pub(crate) mod recorder;
 pub(crate) mod registry;
 pub(crate) mod room;
 pub mod supervision;
+pub(crate) mod tap;
 pub(crate) mod turns;
 pub(crate) mod wake;
 pub(crate) mod worker;
@@ -80,7 +81,7 @@ pub(crate) mod worker;
 pub use bench_mailbox::BenchMailbox;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -102,6 +103,7 @@ use recorder::Recorder;
 use registry::{Registry, Shutdown, Subscribe, Unsubscribe};
 use room::SharedBound;
 use supervision::{DeliveryStats, HandlerFailure, OverflowPolicy, SubStats};
+use tap::{Scope, Tap};
 
 use crate::util::counter::StripedCounter;
 use crate::{Pattern, Priority, PublishError, SubscribeError, TryPublishError};
@@ -149,6 +151,8 @@ pub(crate) struct Shared<T> {
     pub(crate) dropped: Arc<StripedCounter>,
     /// Deliveries in flight per route, when tracked.
     pub(crate) depths: Option<TopicDepths>,
+    /// The link to other processes, once a cluster attached one (see `tap`).
+    pub(crate) tap: OnceLock<Arc<dyn Tap<T>>>,
 }
 
 /// Metrics-only counters summed over a component's subscriptions.
@@ -256,12 +260,50 @@ impl<T: Deliverable> Shared<T> {
 
     /// Queues the item for every matching subscription without waiting.
     pub(crate) fn try_publish(&self, item: T) -> Result<(), TryPublishError<T>> {
-        match self.try_dispatch(item, false) {
+        let tap = self.tap_for(&item);
+        if tap.is_some_and(|tap| !tap.reserve()) {
+            return Err(TryPublishError::ClusterUnavailable(item));
+        }
+        let scope = if tap.is_some() {
+            Scope::Plain
+        } else {
+            Scope::All
+        };
+        let sent = tap.map(|_| item.clone());
+        let result = self.try_deliver(item, scope);
+        Self::settle(tap, sent, result.is_ok());
+        result
+    }
+
+    /// Queues the item for the matching subscriptions in `scope` without waiting; no tap
+    /// sees it.
+    pub(crate) fn try_deliver(&self, item: T, scope: Scope<'_>) -> Result<(), TryPublishError<T>> {
+        match self.try_dispatch(item, false, scope) {
             Ok(_) => Ok(()),
             Err(Attempt::Full(item, _)) | Err(Attempt::BoundFull(item, _)) => {
                 Err(TryPublishError::QueueFull(item))
             }
             Err(Attempt::Stopped(item)) => Err(TryPublishError::Stopped(item)),
+        }
+    }
+
+    /// The attached tap, if it claims the item's route.
+    #[inline]
+    fn tap_for(&self, item: &T) -> Option<&dyn Tap<T>> {
+        let tap = self.tap.get()?;
+        tap.claims(item.route()).then_some(&**tap)
+    }
+
+    /// After the local part of a claimed publish: the item goes to the tap if that part
+    /// was accepted, else the tap's room is given back.
+    #[inline]
+    fn settle(tap: Option<&dyn Tap<T>>, sent: Option<T>, accepted: bool) {
+        if let (Some(tap), Some(item)) = (tap, sent) {
+            if accepted {
+                tap.send(item);
+            } else {
+                tap.cancel();
+            }
         }
     }
 
@@ -327,6 +369,7 @@ impl<T: Deliverable> Shared<T> {
         &self,
         item: T,
         completion: bool,
+        scope: Scope<'_>,
     ) -> Result<Option<Arc<Completion>>, Attempt<T>> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(Attempt::Stopped(item));
@@ -337,7 +380,8 @@ impl<T: Deliverable> Shared<T> {
             let mut taken = Taken::new(routes.len());
             // Block subscriptions first: all of them or none.
             for (i, route) in routes.iter().enumerate() {
-                if route.overflow != OverflowPolicy::Block {
+                if route.overflow != OverflowPolicy::Block || !scope.admits(route.group.as_deref())
+                {
                     continue;
                 }
                 match route.mailbox.reserve(priority) {
@@ -365,7 +409,10 @@ impl<T: Deliverable> Shared<T> {
             // publisher wait, neither for their mailbox nor for the component's bound.
             for (i, route) in routes.iter().enumerate() {
                 let policy = route.overflow;
-                if policy != OverflowPolicy::Block && self.offer_dropping(route, policy, priority) {
+                if policy != OverflowPolicy::Block
+                    && scope.admits(route.group.as_deref())
+                    && self.offer_dropping(route, policy, priority)
+                {
                     taken.set(i);
                 }
             }
@@ -440,6 +487,7 @@ impl<T: Deliverable> Core<T> {
             accepted: StripedCounter::default(),
             dropped: Arc::default(),
             depths: settings.track_depths.then(TopicDepths::default),
+            tap: OnceLock::new(),
             settings,
         });
         let registry = Registry::new(shared.clone()).start();
@@ -612,17 +660,56 @@ impl<T: Deliverable> Core<T> {
         self.shared.try_publish(item)
     }
 
+    /// Attaches a link to other processes (see `tap`): false if one is attached already,
+    /// or the registry is gone (the component stopped).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) async fn attach(&self, tap: Arc<dyn Tap<T>>) -> bool {
+        self.registry
+            .send(registry::Attach(tap))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Delivers an item that came from another process to the matching subscriptions in
+    /// `scope`, waiting up to `default_timeout` for room, like [`publish`](Self::publish);
+    /// no tap sees it.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) async fn deliver(&self, item: T, scope: Scope<'_>) -> Result<(), PublishError<T>> {
+        self.publish_in(item, scope).await
+    }
+
     /// Queues the item, waiting up to `default_timeout` for room; with
     /// `wait_for_handlers`, then waits until every matching handler finished it, up to
     /// `default_timeout` more.
-    pub(crate) async fn publish(&self, mut item: T) -> Result<(), PublishError<T>> {
+    pub(crate) async fn publish(&self, item: T) -> Result<(), PublishError<T>> {
+        let tap = self.shared.tap_for(&item);
+        if tap.is_some_and(|tap| !tap.reserve()) {
+            return Err(PublishError::ClusterUnavailable(item));
+        }
+        let scope = if tap.is_some() {
+            Scope::Plain
+        } else {
+            Scope::All
+        };
+        let sent = tap.map(|_| item.clone());
+        let result = self.publish_in(item, scope).await;
+        // A handler timeout comes after the item was accepted.
+        let accepted = matches!(result, Ok(()) | Err(PublishError::HandlerTimeout(_)));
+        Shared::settle(tap, sent, accepted);
+        result
+    }
+
+    async fn publish_in(&self, mut item: T, scope: Scope<'_>) -> Result<(), PublishError<T>> {
         let settings = &self.shared.settings;
         let deadline = tokio::time::Instant::from_std(Instant::now() + settings.default_timeout);
         loop {
             // Keep a handle on the item only when it may have to be handed back after
             // being accepted (synchronous dispatch).
             let copy = settings.wait_for_handlers.then(|| item.clone());
-            match self.shared.try_dispatch(item, settings.wait_for_handlers) {
+            match self
+                .shared
+                .try_dispatch(item, settings.wait_for_handlers, scope)
+            {
                 Ok(Some(completion)) => {
                     let timeout = settings.default_timeout;
                     return match tokio::time::timeout(timeout, completion.wait()).await {

@@ -31,6 +31,7 @@ use super::handler_actor::{Finish, Wake};
 use super::index::{Members, Route, Snapshot, Waker, Wakeup};
 use super::mailbox::PriorityMailbox;
 use super::supervision::{OverflowPolicy, SubStats, STOP_GRACE};
+use super::tap::{GroupKey, Tap};
 use super::wake::{self, WakeFlag};
 use super::worker::RunQueue;
 use super::{Deliverable, Shared};
@@ -92,6 +93,12 @@ pub(crate) struct Retired(SubscriptionId);
 #[rtype(result = "()")]
 pub(crate) struct Shutdown;
 
+/// Attaches a [`Tap`] (once per component): false if one is attached already. The tap
+/// hears of every group that exists now, then of every change.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct Attach<T>(pub(crate) Arc<dyn Tap<T>>);
+
 struct Worker {
     arbiter: Arbiter,
     subscriptions: usize,
@@ -126,8 +133,6 @@ impl Worker {
     }
 }
 
-type GroupKey = (Box<str>, Box<str>);
-
 /// A subscription's route (shared by the members of a group).
 struct Target<T> {
     id: SubscriptionId,
@@ -140,6 +145,8 @@ struct Target<T> {
     members: BTreeMap<SubscriptionId, Waker>,
     /// A group's members as they see one another (`None` for a plain subscription).
     group: Option<Arc<Members>>,
+    /// A group's pattern and name (`None` for a plain subscription).
+    key: Option<Arc<GroupKey>>,
 }
 
 impl<T> Target<T> {
@@ -163,6 +170,7 @@ impl<T> Target<T> {
             wakeup,
             overflow: self.overflow,
             stats: self.stats.clone(),
+            group: self.key.clone(),
         }))
     }
 }
@@ -251,9 +259,13 @@ impl<T: Deliverable> Registry<T> {
                 stats: Arc::default(),
                 members: BTreeMap::new(),
                 group: key.is_some().then(Arc::default),
+                key: key.clone().map(Arc::new),
             },
         );
         if let Some(key) = key {
+            if let Some(tap) = self.shared.tap.get() {
+                tap.group_opened(&key.0, &key.1);
+            }
             self.groups.insert(key, id);
         }
         id
@@ -370,6 +382,9 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
             let target = self.targets.remove(&entry.target).expect("present");
             if let Some(key) = &entry.group {
                 self.groups.remove(key);
+                if let Some(tap) = self.shared.tap.get() {
+                    tap.group_closed(&key.0, &key.1);
+                }
             }
             let discarded = target.mailbox.cancel();
             self.shared.dropped.add(discarded as u64);
@@ -398,6 +413,21 @@ impl<T: Deliverable> Handler<Unsubscribe> for Registry<T> {
     }
 }
 
+impl<T: Deliverable> Handler<Attach<T>> for Registry<T> {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Attach<T>, _: &mut Context<Self>) -> bool {
+        let tap = msg.0;
+        if self.shared.tap.set(tap.clone()).is_err() {
+            return false;
+        }
+        for (pattern, name) in self.groups.keys() {
+            tap.group_opened(pattern, name);
+        }
+        true
+    }
+}
+
 impl<T: Deliverable> Handler<Retired> for Registry<T> {
     type Result = ();
 
@@ -417,6 +447,12 @@ impl<T: Deliverable> Handler<Shutdown> for Registry<T> {
     /// what is left: see `## Accounting` in `supervision`), then stops.
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.shared.stopping.store(true, Ordering::SeqCst);
+        // A stopped component's groups take no more of a cluster's share.
+        if let Some(tap) = self.shared.tap.get() {
+            for (pattern, name) in self.groups.keys() {
+                tap.group_closed(pattern, name);
+            }
+        }
         for target in self.targets.values() {
             target.mailbox.close();
         }

@@ -165,6 +165,28 @@ impl<K: Kind> Item<K> {
         Item::make(route, priority, Json(data))
     }
 
+    /// An item that another process published: its id, priority and time, a JSON
+    /// payload (a cluster's inbound side).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn received(
+        route: Name,
+        data: Value,
+        priority: Priority,
+        id: u64,
+        timestamp: SystemTime,
+    ) -> Self {
+        Item {
+            inner: Arc::new(Inner {
+                id,
+                route,
+                priority,
+                timestamp,
+                body: Json(data),
+            }),
+            kind: PhantomData,
+        }
+    }
+
     /// An item with a typed payload, a fresh id and the current time; no JSON is built.
     pub(crate) fn typed_value<T>(route: Name, value: T, priority: Priority) -> Self
     where

@@ -49,6 +49,14 @@ pub struct FileConfig {
     pub websocket: WebSocketServiceConfig,
     /// `[server]`.
     pub server: ServerConfig,
+    /// `[cluster]`: present, the EventBus and the MessageQueue join a cluster (see
+    /// [`cluster`](crate::cluster)); only in a build with the `cluster` feature.
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// `[cluster]` in a build without the `cluster` feature: refused, by name.
+    #[cfg(not(feature = "cluster"))]
+    #[serde(skip_serializing)]
+    pub cluster: Option<toml::Table>,
 }
 
 /// `[server]`: the HTTP server and its tokens.
@@ -171,6 +179,17 @@ impl FileConfig {
         component("event_bus", self.event_bus.validate())?;
         component("message_queue", self.message_queue.validate())?;
         component("websocket", self.websocket.validate())?;
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            component("cluster", cluster.validate())?;
+        }
+        #[cfg(not(feature = "cluster"))]
+        if self.cluster.is_some() {
+            let message = "this tickwire was built without the `cluster` feature \
+                           (cargo build --release --features cluster)"
+                .to_owned();
+            return Err(("cluster", Field::Key("cluster"), message));
+        }
         if !(1..=64).contains(&self.server.workers) {
             let message = format!("`workers` must be in 1..=64, got {}", self.server.workers);
             return Err(("server", Field::Key("workers"), message));
@@ -307,6 +326,27 @@ mod tests {
         );
         let err = parse("[websocket]\nwrite_timeout = 0\n").unwrap_err();
         assert!(err.contains("`write_timeout`"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_section_needs_the_cluster_feature() {
+        let text = "[cluster]\nnats_url = \"nats://10.0.0.5:4222\"\nevent_bus = [\"market.>\"]\n";
+        #[cfg(feature = "cluster")]
+        {
+            let cluster = parse(text).unwrap().cluster.unwrap();
+            assert_eq!(cluster.nats_url, "nats://10.0.0.5:4222");
+            assert_eq!(cluster.event_bus, ["market.>"]);
+            let err = parse("[cluster]\ndurable = [\"orders.>\"]\n").unwrap_err();
+            assert!(
+                err.contains("[cluster]") && err.contains("not supported yet"),
+                "{err}"
+            );
+        }
+        #[cfg(not(feature = "cluster"))]
+        {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains("without the `cluster` feature"), "{err}");
+        }
     }
 
     #[test]

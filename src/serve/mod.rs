@@ -12,13 +12,15 @@
 //! stage logged:
 //! 1. stop accepting connections, and stop the demo feed (`/health` answers 503 from
 //!    the next stage on);
-//! 2. stop the EventBus: it refuses new events and handles what it accepted (bounded by
+//! 2. with a `[cluster]`, leave it: what waits for NATS is sent (bounded by its
+//!    `connect_timeout`), and the components are local from then on;
+//! 3. stop the EventBus: it refuses new events and handles what it accepted (bounded by
 //!    its `default_timeout`);
-//! 3. stop the MessageQueue likewise (its handlers forward to WebSocket clients, which
+//! 4. stop the MessageQueue likewise (its handlers forward to WebSocket clients, which
 //!    are still connected);
-//! 4. stop the WebSocketService: every session gets what was queued for it, then a close
+//! 5. stop the WebSocketService: every session gets what was queued for it, then a close
 //!    with 1001 (bounded by `[server] shutdown_timeout`);
-//! 5. stop the HTTP server (in-flight requests finish, bounded likewise).
+//! 6. stop the HTTP server (in-flight requests finish, bounded likewise).
 //!
 //! A second signal during the shutdown ends [`Serve::run_until`] at once with
 //! [`Shutdown::Interrupted`] (the `tickwire` binary then exits with code 130). The library
@@ -101,6 +103,10 @@ pub enum ServeError {
     /// Wiring the bridges or the demo failed.
     #[error("cannot wire the components: {0}")]
     Wiring(#[from] crate::SubscribeError),
+    /// The cluster could not be joined.
+    #[cfg(feature = "cluster")]
+    #[error("[cluster] {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The address cannot be listened on.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -116,6 +122,8 @@ pub struct Serve {
     addrs: Vec<SocketAddr>,
     services: Services,
     demo: Option<Demo>,
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::Cluster>,
     server: actix_web::dev::ServerHandle,
     stage_timeout: Duration,
     /// The EventBus's and the MessageQueue's `default_timeout`, and a second of margin.
@@ -135,6 +143,17 @@ impl Serve {
             .publish_to(message_queue.clone())
             .start()?;
         bridge::queue_to_websocket(&message_queue, &websocket, ">").await?;
+        #[cfg(feature = "cluster")]
+        let cluster = match &config.cluster {
+            Some(cluster) => {
+                let cluster = crate::cluster::Cluster::connect(cluster.clone()).await?;
+                cluster.attach_event_bus(&event_bus).await?;
+                cluster.attach_message_queue(&message_queue).await?;
+                tracing::info!(node = cluster.node(), "joined the cluster");
+                Some(cluster)
+            }
+            None => None,
+        };
         let services = Services {
             event_bus,
             message_queue,
@@ -185,6 +204,8 @@ impl Serve {
             addrs,
             services,
             demo,
+            #[cfg(feature = "cluster")]
+            cluster,
             server: handle,
             stage_timeout: config.server.shutdown_timeout,
             drain_limits: (
@@ -230,6 +251,12 @@ impl Serve {
                 dropped = feed.dropped,
                 "demo feed stopped"
             );
+        }
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.cluster.take() {
+            let limit = cluster.config().connect_timeout + Duration::from_secs(1);
+            stage("left the cluster", limit, cluster.close()).await;
+            tracing::info!(metrics = ?cluster.metrics(), "cluster");
         }
         let s = &self.services;
         // Each bounded by its own default_timeout (the contract of stop()).

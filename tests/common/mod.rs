@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "cluster")]
+pub mod nats;
 #[cfg(feature = "websocket")]
 pub mod raw;
 #[cfg(feature = "websocket")]

@@ -1,0 +1,133 @@
+//! A component's side of the cluster: the [`Tap`] that claims the clustered names, counts
+//! what waits for NATS, and hands items and group changes to the cluster's tasks.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::core::tap::Tap;
+use crate::item::{Item, Kind};
+use crate::Pattern;
+
+/// The cluster's counters (see [`ClusterMetrics`](super::ClusterMetrics)).
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    /// Items accepted for NATS and not yet handed to the client.
+    pub(crate) buffered: AtomicUsize,
+    pub(crate) published: AtomicU64,
+    pub(crate) publish_failed: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) inbound_dropped: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+    pub(crate) disconnects: AtomicU64,
+    /// Notified when `buffered` comes down to zero.
+    pub(crate) drained: tokio::sync::Notify,
+}
+
+impl Counts {
+    /// One item less waits for NATS.
+    pub(crate) fn unbuffer(&self) {
+        if self.buffered.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drained.notify_waiters();
+        }
+    }
+}
+
+/// A change the registry reports, for the cluster's control task.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// A consumer group exists now: subscribe its NATS queue group.
+    GroupOpened { pattern: Box<str>, name: Box<str> },
+    /// A consumer group is gone: unsubscribe.
+    GroupClosed { pattern: Box<str>, name: Box<str> },
+    /// Answer once every change before it is registered with the NATS server (or why
+    /// the server could not be reached).
+    Sync(tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+/// The tap a cluster attaches to one component.
+pub(crate) struct Link<K: Kind> {
+    patterns: Vec<Pattern>,
+    /// Cleared when the cluster closes: the component is local again.
+    open: Arc<AtomicBool>,
+    counts: Arc<Counts>,
+    max_buffered: usize,
+    outbound: UnboundedSender<Item<K>>,
+    control: Option<UnboundedSender<Control>>,
+}
+
+impl<K: Kind> Link<K> {
+    pub(crate) fn new(
+        patterns: Vec<Pattern>,
+        open: Arc<AtomicBool>,
+        counts: Arc<Counts>,
+        max_buffered: usize,
+        outbound: UnboundedSender<Item<K>>,
+        control: Option<UnboundedSender<Control>>,
+    ) -> Self {
+        Link {
+            patterns,
+            open,
+            counts,
+            max_buffered,
+            outbound,
+            control,
+        }
+    }
+
+    fn control(&self, change: Control) {
+        if let Some(control) = &self.control {
+            // Gone only once the cluster closed: nothing to subscribe then.
+            let _ = control.send(change);
+        }
+    }
+}
+
+impl<K: Kind> Tap<Item<K>> for Link<K> {
+    #[inline]
+    fn claims(&self, route: &str) -> bool {
+        self.open.load(Ordering::Acquire) && self.patterns.iter().any(|p| p.matches(route))
+    }
+
+    fn reserve(&self) -> bool {
+        let taken = self
+            .counts
+            .buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_buffered).then_some(n + 1)
+            })
+            .is_ok();
+        if !taken {
+            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    fn cancel(&self) {
+        self.counts.unbuffer();
+    }
+
+    fn send(&self, item: Item<K>) {
+        if self.outbound.send(item).is_err() {
+            // The cluster closed between the claim and now: nothing will send it.
+            self.counts.unbuffer();
+            self.counts.publish_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn group_opened(&self, pattern: &str, name: &str) {
+        self.control(Control::GroupOpened {
+            pattern: pattern.into(),
+            name: name.into(),
+        });
+    }
+
+    fn group_closed(&self, pattern: &str, name: &str) {
+        self.control(Control::GroupClosed {
+            pattern: pattern.into(),
+            name: name.into(),
+        });
+    }
+}

@@ -1,0 +1,495 @@
+//! Topics that span processes: an [`EventBus`] and a [`MessageQueue`] attached to a
+//! cluster of tickwire nodes through NATS (`async-nats`), behind the `cluster` feature.
+//!
+//! tickwire builds no distributed system of its own: a [`Cluster`] is one NATS
+//! connection, and what spans processes is configured by name ([`ClusterConfig`]):
+//!
+//! - **EventBus**: an event whose name matches `event_bus` reaches the matching
+//!   subscriptions of every attached node, the publishing one included, each exactly
+//!   once. The publishing node delivers it to its own subscriptions at once, as any
+//!   event, and sends it on `<prefix>.ev.<name>`; the other nodes deliver what they
+//!   receive, and a node skips what it published itself (the origin header).
+//! - **MessageQueue**: a topic matching `message_queue` likewise (`<prefix>.mq.<topic>`)
+//!   for plain subscriptions. A **consumer group** spans nodes: each node's members of
+//!   the group (named by its pattern and name) form one member of a NATS queue group, so
+//!   each message goes to one node, the publishing one included, and there to one
+//!   member. So a clustered message reaches a group through NATS even when the
+//!   publisher's own node holds the group, and waits while NATS is unreachable.
+//! - Names outside the patterns stay local, exactly as without a cluster; an attached
+//!   component keeps its priorities, retries, dead letters and metrics per node.
+//! - On the wire (see `wire`): the payload as JSON (a typed value serialized once, on
+//!   the cluster's own thread, not the publisher's), and headers for the id, priority,
+//!   timestamp and origin node. A received item keeps them: handlers on every node see
+//!   the same id (unique per origin node), priority and time.
+//! - **NATS unreachable**: local delivery goes on; clustered publishes wait in a buffer
+//!   (`max_buffered`), then are refused at once and whole (no local subscriber gets
+//!   them either) with [`PublishError::ClusterUnavailable`](crate::PublishError); the
+//!   client reconnects by itself, re-subscribes, and sends what waited. The link state and
+//!   the counts are in [`Cluster::metrics`].
+//!
+//! Delivery across nodes is at most once: what a node's NATS connection has not sent
+//! when the process dies, and what arrives for a group while its last member on a node
+//! is leaving, is lost (durable JetStream topics, at-least-once, are not built yet). A
+//! node that subscribes or joins a group gets what is published after the NATS server
+//! registered it: [`Cluster::sync`] waits for that.
+//!
+//! ```no_run
+//! use serde_json::json;
+//! use tickwire::cluster::{Cluster, ClusterConfig};
+//! use tickwire::{EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority};
+//!
+//! # actix_rt::System::new().block_on(async {
+//! let cluster = Cluster::connect(ClusterConfig {
+//!     nats_url: "nats://127.0.0.1:4222".into(),
+//!     node: Some("strategy-1".into()),
+//!     event_bus: vec!["market.>".into()],
+//!     message_queue: vec!["orders.>".into()],
+//!     ..ClusterConfig::default()
+//! })
+//! .await?;
+//! let bus = EventBus::start(EventBusConfig::default())?;
+//! let mq = MessageQueue::start(MessageQueueConfig::default())?;
+//! cluster.attach_event_bus(&bus).await?;
+//! cluster.attach_message_queue(&mq).await?;
+//!
+//! // One member of "routers" across every node gets each order.
+//! mq.subscribe_group("orders.new", "routers", |order| async move {
+//!     println!("routing {}", order.data());
+//!     Ok(())
+//! })
+//! .await?;
+//! cluster.sync().await?;
+//! mq.publish("orders.new", json!({"qty": 2}), Priority::High).await?;
+//! bus.publish(tickwire::create_event("market.tick", json!({"px": 1}), Priority::High)).await?;
+//!
+//! println!("{:?}", cluster.metrics());
+//! cluster.close().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # });
+//! ```
+
+mod config;
+mod link;
+mod tasks;
+mod wire;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_rt::{Arbiter, ArbiterHandle};
+use async_nats::connection::State;
+use serde::Serialize;
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::{ClusterConfig, MAX_BUFFERED};
+
+use crate::core::Core;
+use crate::item::{Item, Kind};
+use crate::{ConfigError, EventBus, MessageQueue, Pattern};
+use link::{Control, Counts, Link};
+use tasks::Context;
+use wire::Space;
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The config is not valid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The NATS server did not answer within `connect_timeout`, or refused.
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect {
+        /// The configured `nats_url`.
+        url: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// The component is attached to a cluster already (this one or another), or it was
+    /// stopped.
+    #[error("the {component} is attached to a cluster already, or stopped")]
+    AlreadyAttached {
+        /// `EventBus` or `MessageQueue`.
+        component: &'static str,
+    },
+    /// A subscription to NATS failed.
+    #[error("cannot subscribe to {subject}: {reason}")]
+    Subscribe {
+        /// The NATS subject.
+        subject: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// The server did not confirm what was sent (a flush failed: NATS unreachable).
+    #[error("NATS did not confirm: {reason}")]
+    Unconfirmed {
+        /// What the client said.
+        reason: String,
+    },
+    /// The cluster was closed.
+    #[error("the cluster is closed")]
+    Closed,
+}
+
+/// The state of a cluster's NATS link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Connected to the NATS server.
+    Connected,
+    /// Not connected: the client is reconnecting, clustered publishes are buffered.
+    Disconnected,
+    /// Connecting for the first time.
+    Pending,
+    /// [`Cluster::close`] was called.
+    Closed,
+}
+
+/// A cluster's figures (see [`Cluster::metrics`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ClusterMetrics {
+    /// This node's name.
+    pub node: String,
+    /// The NATS link.
+    pub link: LinkState,
+    /// Items sent to NATS.
+    pub published: u64,
+    /// Items that could not be sent (a payload that does not serialize, or one over the
+    /// server's `max_payload`).
+    pub publish_failed: u64,
+    /// Items waiting for NATS now.
+    pub buffered: u64,
+    /// Publishes refused because `max_buffered` items were waiting.
+    pub refused: u64,
+    /// Items received from NATS and delivered here.
+    pub received: u64,
+    /// Items received from NATS that could not be delivered (the component full for
+    /// `default_timeout`, or stopped).
+    pub inbound_dropped: u64,
+    /// NATS messages on our subjects that are not tickwire items (missing or bad
+    /// headers, or a payload that is not JSON).
+    pub malformed: u64,
+    /// Times the link went down.
+    pub disconnects: u64,
+}
+
+/// A connection to a NATS server that EventBuses and MessageQueues attach to (see the
+/// module docs). Clones share the connection.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClusterConfig,
+    ctx: Arc<Context>,
+    /// Cleared by `close`: the attached components are local again.
+    open: Arc<AtomicBool>,
+    arbiter: Mutex<Option<Arbiter>>,
+    handle: ArbiterHandle,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    controls: Mutex<Vec<UnboundedSender<Control>>>,
+}
+
+/// Runs `fut` on the cluster's arbiter and waits for its result.
+async fn on<T: Send + 'static>(
+    arbiter: &ArbiterHandle,
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    if !arbiter.spawn(async move {
+        let _ = tx.send(fut.await);
+    }) {
+        return None;
+    }
+    rx.await.ok()
+}
+
+impl Cluster {
+    /// Validates the config and connects to NATS, waiting up to `connect_timeout`. The
+    /// cluster's tasks run on an arbiter (a thread) of their own; once connected, the
+    /// client reconnects by itself for as long as the cluster is open.
+    pub async fn connect(config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        config.validate()?;
+        let node: Arc<str> = config.node_name().into();
+        let counts = Arc::new(Counts::default());
+        let arbiter = Arbiter::new();
+        let handle = arbiter.handle();
+        let options = {
+            let counts = counts.clone();
+            async_nats::ConnectOptions::new()
+                .name(format!("tickwire {node}"))
+                .connection_timeout(config.connect_timeout)
+                .max_reconnects(None)
+                .reconnect_delay_callback(|attempts| {
+                    Duration::from_millis((attempts as u64 * 50).min(1_000))
+                })
+                .event_callback(move |event| {
+                    let counts = counts.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::Disconnected => {
+                                counts.disconnects.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!("cluster: NATS link down, reconnecting");
+                            }
+                            async_nats::Event::Connected => tracing::info!("cluster: NATS link up"),
+                            other => tracing::debug!(event = %other, "cluster: NATS event"),
+                        }
+                    }
+                })
+        };
+        let url = config.nats_url.clone();
+        let timeout = config.connect_timeout;
+        let connected = on(&handle, async move {
+            match tokio::time::timeout(timeout, options.connect(url.as_str())).await {
+                Ok(result) => result.map_err(|err| err.to_string()),
+                Err(_) => Err(format!("no answer within {} s", timeout.as_secs_f64())),
+            }
+        })
+        .await
+        .unwrap_or_else(|| Err("the cluster's arbiter stopped".into()));
+        let client = match connected {
+            Ok(client) => client,
+            Err(reason) => {
+                arbiter.stop();
+                return Err(ClusterError::Connect {
+                    url: config.nats_url.clone(),
+                    reason,
+                });
+            }
+        };
+        tracing::info!(%node, url = %config.nats_url, "cluster: connected to NATS");
+        let ctx = Arc::new(Context {
+            client,
+            prefix: config.prefix.as_str().into(),
+            node,
+            counts,
+        });
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                config,
+                ctx,
+                open: Arc::new(AtomicBool::new(true)),
+                arbiter: Mutex::new(Some(arbiter)),
+                handle,
+                tasks: Mutex::default(),
+                controls: Mutex::default(),
+            }),
+        })
+    }
+
+    /// This node's name (the origin of what it publishes).
+    pub fn node(&self) -> &str {
+        &self.inner.ctx.node
+    }
+
+    /// The config the cluster runs with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    /// Attaches an EventBus: events whose name matches `event_bus` span the attached
+    /// nodes from now on. Once per bus. With no `event_bus` patterns, nothing spans and
+    /// the bus is left alone.
+    pub async fn attach_event_bus(&self, bus: &EventBus) -> Result<(), ClusterError> {
+        let patterns = self.inner.config.event_bus_patterns()?;
+        self.attach(bus.core(), Space::Events, "EventBus", patterns, false)
+            .await
+    }
+
+    /// Attaches a MessageQueue: topics that match `message_queue` span the attached nodes
+    /// from now on, and so do its consumer groups. Once per queue. With no
+    /// `message_queue` patterns, nothing spans and the queue is left alone.
+    pub async fn attach_message_queue(&self, mq: &MessageQueue) -> Result<(), ClusterError> {
+        let patterns = self.inner.config.message_queue_patterns()?;
+        self.attach(mq.core(), Space::Messages, "MessageQueue", patterns, true)
+            .await
+    }
+
+    async fn attach<K: Kind>(
+        &self,
+        core: &Arc<Core<Item<K>>>,
+        space: Space,
+        component: &'static str,
+        patterns: Vec<Pattern>,
+        groups: bool,
+    ) -> Result<(), ClusterError> {
+        if !self.inner.open.load(Ordering::Acquire) {
+            return Err(ClusterError::Closed);
+        }
+        if patterns.is_empty() {
+            return Ok(());
+        }
+        let ctx = &self.inner.ctx;
+        let patterns: Arc<[Pattern]> = patterns.into();
+        // The fan-in first: from the moment the link claims a name, other nodes' items on
+        // it are received here.
+        let mut subscribers = Vec::with_capacity(patterns.len());
+        for pattern in patterns.iter() {
+            let subject = wire::subject(&ctx.prefix, space, pattern.as_str());
+            let client = ctx.client.clone();
+            let subscribed = on(&self.inner.handle, {
+                let subject = subject.clone();
+                async move { client.subscribe(subject).await.map_err(|e| e.to_string()) }
+            })
+            .await
+            .ok_or(ClusterError::Closed)?;
+            subscribers
+                .push(subscribed.map_err(|reason| ClusterError::Subscribe { subject, reason })?);
+        }
+        let (outbound, items) = mpsc::unbounded_channel();
+        let (control, changes) = mpsc::unbounded_channel();
+        let link = Link::new(
+            patterns.to_vec(),
+            self.inner.open.clone(),
+            ctx.counts.clone(),
+            self.inner.config.max_buffered,
+            outbound,
+            groups.then(|| control.clone()),
+        );
+        let mut tasks = Vec::new();
+        for (index, subscriber) in subscribers.into_iter().enumerate() {
+            let task = tasks::fan_in(
+                ctx.clone(),
+                core.clone(),
+                space,
+                patterns.clone(),
+                index,
+                subscriber,
+            );
+            tasks.push(self.spawn(task).await?);
+        }
+        tasks.push(self.spawn(tasks::pump(ctx.clone(), space, items)).await?);
+        if groups {
+            tasks.push(
+                self.spawn(tasks::control(ctx.clone(), core.clone(), space, changes))
+                    .await?,
+            );
+        }
+        if !core.attach(Arc::new(link)).await {
+            for task in tasks {
+                task.abort();
+            }
+            return Err(ClusterError::AlreadyAttached { component });
+        }
+        self.inner.tasks.lock().expect("not poisoned").extend(tasks);
+        if groups {
+            self.inner
+                .controls
+                .lock()
+                .expect("not poisoned")
+                .push(control);
+        }
+        tracing::info!(component, patterns = ?patterns.iter().map(Pattern::as_str).collect::<Vec<_>>(), "cluster: attached");
+        self.sync().await
+    }
+
+    /// Spawns `task` on the cluster's arbiter.
+    async fn spawn(
+        &self,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<JoinHandle<()>, ClusterError> {
+        // The handle comes back wrapped: it is the task's, not this future's to await.
+        struct Spawned(JoinHandle<()>);
+        on(
+            &self.inner.handle,
+            async move { Spawned(actix_rt::spawn(task)) },
+        )
+        .await
+        .map(|spawned| spawned.0)
+        .ok_or(ClusterError::Closed)
+    }
+
+    /// Waits until the NATS server has registered every subscription and consumer group
+    /// made so far, and received everything published before: what any node publishes
+    /// after it reaches them.
+    pub async fn sync(&self) -> Result<(), ClusterError> {
+        let controls: Vec<_> = self.inner.controls.lock().expect("not poisoned").clone();
+        for control in controls {
+            let (tx, rx) = oneshot::channel();
+            if control.send(Control::Sync(tx)).is_err() {
+                return Err(ClusterError::Closed);
+            }
+            rx.await
+                .map_err(|_| ClusterError::Closed)?
+                .map_err(|reason| ClusterError::Unconfirmed { reason })?;
+        }
+        let client = self.inner.ctx.client.clone();
+        on(&self.inner.handle, async move {
+            client.flush().await.map_err(|e| e.to_string())
+        })
+        .await
+        .ok_or(ClusterError::Closed)?
+        .map_err(|reason| ClusterError::Unconfirmed { reason })
+    }
+
+    /// The link state and the counts.
+    pub fn metrics(&self) -> ClusterMetrics {
+        let counts = &self.inner.ctx.counts;
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let link = if !self.inner.open.load(Ordering::Acquire) {
+            LinkState::Closed
+        } else {
+            match self.inner.ctx.client.connection_state() {
+                State::Connected => LinkState::Connected,
+                State::Disconnected => LinkState::Disconnected,
+                State::Pending => LinkState::Pending,
+            }
+        };
+        ClusterMetrics {
+            node: self.node().to_owned(),
+            link,
+            published: get(&counts.published),
+            publish_failed: get(&counts.publish_failed),
+            buffered: counts.buffered.load(Ordering::Acquire) as u64,
+            refused: get(&counts.refused),
+            received: get(&counts.received),
+            inbound_dropped: get(&counts.inbound_dropped),
+            malformed: get(&counts.malformed),
+            disconnects: get(&counts.disconnects),
+        }
+    }
+
+    /// Closes the cluster: the attached components are local again at once (nothing
+    /// more is claimed), what waits for NATS is sent (for up to `connect_timeout`, while
+    /// the link is up), then the subscriptions end and the connection is closed.
+    pub async fn close(&self) {
+        if !self.inner.open.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let counts = &self.inner.ctx.counts;
+        let deadline = tokio::time::Instant::now() + self.inner.config.connect_timeout;
+        loop {
+            let drained = counts.drained.notified();
+            if counts.buffered.load(Ordering::Acquire) == 0
+                || tokio::time::timeout_at(deadline, drained).await.is_err()
+            {
+                break;
+            }
+        }
+        let _ = self.sync().await;
+        self.inner.controls.lock().expect("not poisoned").clear();
+        for task in self.inner.tasks.lock().expect("not poisoned").drain(..) {
+            task.abort();
+        }
+        let client = self.inner.ctx.client.clone();
+        let _ = on(&self.inner.handle, async move { client.drain().await }).await;
+        if let Some(arbiter) = self.inner.arbiter.lock().expect("not poisoned").take() {
+            arbiter.stop();
+        }
+        tracing::info!(node = %self.node(), "cluster: closed");
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.node())
+            .field("nats_url", &self.inner.config.nats_url)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,182 @@
+//! The cluster's tasks, on its own arbiter: the outbound pump of each component, the
+//! fan-in of each clustered pattern, and the control task that keeps one NATS queue
+//! subscription per consumer group.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_nats::{Client, Subscriber};
+use futures_util::StreamExt;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
+
+use super::link::{Control, Counts};
+use super::wire::{self, Space};
+use crate::core::tap::Scope;
+use crate::core::Core;
+use crate::item::{Item, Kind, Name};
+use crate::Pattern;
+
+/// What every task of a cluster shares.
+pub(crate) struct Context {
+    pub(crate) client: Client,
+    pub(crate) prefix: Arc<str>,
+    pub(crate) node: Arc<str>,
+    pub(crate) counts: Arc<Counts>,
+}
+
+/// Sends what a component's link accepted to NATS, in order, until the link is dropped.
+pub(crate) async fn pump<K: Kind>(
+    ctx: Arc<Context>,
+    space: Space,
+    mut items: UnboundedReceiver<Item<K>>,
+) {
+    while let Some(item) = items.recv().await {
+        let subject = wire::subject(&ctx.prefix, space, item.route());
+        let headers = wire::headers(&item, &ctx.node);
+        let sent = match wire::payload(&item) {
+            Ok(payload) => ctx
+                .client
+                .publish_with_headers(subject, headers, payload)
+                .await
+                .map_err(|err| err.to_string()),
+            Err(err) => Err(format!("payload does not serialize: {err}")),
+        };
+        match sent {
+            Ok(()) => ctx.counts.published.fetch_add(1, Ordering::Relaxed),
+            Err(err) => {
+                tracing::warn!(route = item.route(), error = %err, "cluster: publish to NATS failed");
+                ctx.counts.publish_failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        ctx.counts.unbuffer();
+    }
+}
+
+/// The item a NATS message carries, if it is one of `space`'s.
+fn received<K: Kind>(
+    ctx: &Context,
+    core: &Core<Item<K>>,
+    space: Space,
+    message: &async_nats::Message,
+) -> Option<Item<K>> {
+    let Some(name) = wire::name_of(&ctx.prefix, space, message.subject.as_str()) else {
+        ctx.counts.malformed.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    let name = match core.interned(name) {
+        Some(shared) => Name::from(shared),
+        None => Name::from(name.to_owned()),
+    };
+    match wire::decode(name, message.headers.as_ref(), &message.payload) {
+        Ok(item) => Some(item),
+        Err(err) => {
+            tracing::warn!(subject = %message.subject, error = %err, "cluster: not a tickwire item");
+            ctx.counts.malformed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// Delivers one received item in `scope`, counting the outcome.
+async fn deliver<K: Kind>(ctx: &Context, core: &Core<Item<K>>, item: Item<K>, scope: Scope<'_>) {
+    match core.deliver(item, scope).await {
+        Ok(()) => ctx.counts.received.fetch_add(1, Ordering::Relaxed),
+        Err(err) => {
+            if matches!(err, crate::PublishError::Stopped(_)) {
+                tracing::debug!(error = %err, "cluster: a received item for a stopped component");
+            } else {
+                tracing::warn!(error = %err, "cluster: a received item was not delivered");
+            }
+            ctx.counts.inbound_dropped.fetch_add(1, Ordering::Relaxed)
+        }
+    };
+}
+
+/// The plain subscriptions' share of pattern `index` of `patterns`: what other nodes
+/// published on it. A name that several patterns match is delivered by the first one's
+/// task only, so once.
+pub(crate) async fn fan_in<K: Kind>(
+    ctx: Arc<Context>,
+    core: Arc<Core<Item<K>>>,
+    space: Space,
+    patterns: Arc<[Pattern]>,
+    index: usize,
+    mut subscriber: Subscriber,
+) {
+    while let Some(message) = subscriber.next().await {
+        // What this node published was delivered here already.
+        if wire::origin(message.headers.as_ref()) == Some(&*ctx.node) {
+            continue;
+        }
+        let Some(item) = received(&ctx, &core, space, &message) else {
+            continue;
+        };
+        if patterns.iter().position(|p| p.matches(item.route())) != Some(index) {
+            continue;
+        }
+        deliver(&ctx, &core, item, Scope::Plain).await;
+    }
+}
+
+/// One consumer group's share: what the NATS queue group gives this node, from any node
+/// (this one included), to this node's members of the group.
+async fn group_in<K: Kind>(
+    ctx: Arc<Context>,
+    core: Arc<Core<Item<K>>>,
+    space: Space,
+    key: (Box<str>, Box<str>),
+    mut subscriber: Subscriber,
+) {
+    while let Some(message) = subscriber.next().await {
+        if let Some(item) = received(&ctx, &core, space, &message) {
+            deliver(&ctx, &core, item, Scope::Group(&key.0, &key.1)).await;
+        }
+    }
+}
+
+/// Keeps one NATS queue subscription per consumer group of `core`, as the registry
+/// reports them, and answers syncs once the server has every change before them.
+pub(crate) async fn control<K: Kind>(
+    ctx: Arc<Context>,
+    core: Arc<Core<Item<K>>>,
+    space: Space,
+    mut changes: UnboundedReceiver<Control>,
+) {
+    let mut groups: HashMap<(Box<str>, Box<str>), JoinHandle<()>> = HashMap::new();
+    while let Some(change) = changes.recv().await {
+        match change {
+            Control::GroupOpened { pattern, name } => {
+                let subject = wire::subject(&ctx.prefix, space, &pattern);
+                let queue = wire::queue_name(&ctx.prefix, &name);
+                match ctx.client.queue_subscribe(subject.clone(), queue).await {
+                    Ok(subscriber) => {
+                        let key = (pattern, name);
+                        let task =
+                            group_in(ctx.clone(), core.clone(), space, key.clone(), subscriber);
+                        if let Some(old) = groups.insert(key, actix_rt::spawn(task)) {
+                            old.abort();
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(%subject, error = %err, "cluster: a consumer group's queue subscription failed");
+                    }
+                }
+            }
+            Control::GroupClosed { pattern, name } => {
+                // Dropping its subscriber unsubscribes.
+                if let Some(task) = groups.remove(&(pattern, name)) {
+                    task.abort();
+                }
+            }
+            Control::Sync(done) => {
+                let flushed = ctx.client.flush().await.map_err(|err| err.to_string());
+                let _ = done.send(flushed);
+            }
+        }
+    }
+    for task in groups.into_values() {
+        task.abort();
+    }
+}

@@ -1,0 +1,238 @@
+//! What a clustered event or message looks like on NATS: its subject, its headers and
+//! its payload.
+//!
+//! - Subject: `<prefix>.ev.<name>` for an EventBus event, `<prefix>.mq.<topic>` for a
+//!   MessageQueue message. tickwire's names and patterns are NATS subjects already
+//!   (dot-separated tokens, `*` for one token, `>` for the rest), so a subscription's
+//!   pattern is its NATS subject under the same prefix.
+//! - Headers: `Tickwire-Id` (the publishing process's id of the item), `Tickwire-Priority`
+//!   (1..=4), `Tickwire-Timestamp` (nanoseconds since the Unix epoch) and
+//!   `Tickwire-Origin` (the publishing node).
+//! - Payload: the item's data as JSON, a typed value serialized once, here.
+//!
+//! ```text
+//! PUB tickwire.mq.orders.new
+//! Tickwire-Id: 42
+//! Tickwire-Priority: 3
+//! Tickwire-Timestamp: 1764680000123456789
+//! Tickwire-Origin: gateway-1
+//!
+//! {"symbol":"BTCUSD","qty":2}
+//! ```
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+
+use crate::item::{Item, Kind, Name};
+use crate::Priority;
+
+/// The id header.
+pub(crate) const ID: &str = "Tickwire-Id";
+/// The priority header.
+pub(crate) const PRIORITY: &str = "Tickwire-Priority";
+/// The timestamp header.
+pub(crate) const TIMESTAMP: &str = "Tickwire-Timestamp";
+/// The origin header.
+pub(crate) const ORIGIN: &str = "Tickwire-Origin";
+
+/// Which component's subjects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Space {
+    /// EventBus events: `<prefix>.ev.…`.
+    Events,
+    /// MessageQueue messages: `<prefix>.mq.…`.
+    Messages,
+}
+
+impl Space {
+    fn token(self) -> &'static str {
+        match self {
+            Space::Events => "ev",
+            Space::Messages => "mq",
+        }
+    }
+}
+
+/// The NATS subject of a name or pattern.
+pub(crate) fn subject(prefix: &str, space: Space, name: &str) -> String {
+    format!("{prefix}.{}.{name}", space.token())
+}
+
+/// The name a subject carries, if it is one of `space` under `prefix`.
+pub(crate) fn name_of<'a>(prefix: &str, space: Space, subject: &'a str) -> Option<&'a str> {
+    subject
+        .strip_prefix(prefix)?
+        .strip_prefix('.')?
+        .strip_prefix(space.token())?
+        .strip_prefix('.')
+}
+
+/// A NATS queue group name for a consumer group: the prefix, then the group's name with
+/// anything NATS does not take in a queue name (whitespace and control characters)
+/// percent-encoded, `%` included.
+pub(crate) fn queue_name(prefix: &str, group: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1 + group.len());
+    out.push_str(prefix);
+    out.push('.');
+    for c in group.chars() {
+        if c.is_whitespace() || c.is_control() || c == '%' {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// An item's headers.
+pub(crate) fn headers<K: Kind>(item: &Item<K>, origin: &str) -> HeaderMap {
+    let nanos = item
+        .timestamp()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut headers = HeaderMap::new();
+    headers.insert(ID, item.id().to_string());
+    headers.insert(PRIORITY, (item.priority() as u8).to_string());
+    headers.insert(TIMESTAMP, nanos.to_string());
+    headers.insert(ORIGIN, origin);
+    headers
+}
+
+/// An item's payload: its data as JSON.
+pub(crate) fn payload<K: Kind>(item: &Item<K>) -> Result<Bytes, serde_json::Error> {
+    serde_json::to_vec(&item.payload_serialize()).map(Bytes::from)
+}
+
+/// Why a NATS message is not a tickwire item.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Malformed {
+    /// No headers, or one missing.
+    #[error("no {0} header")]
+    Missing(&'static str),
+    /// A header that does not parse.
+    #[error("{0} header {1:?} is not valid")]
+    Invalid(&'static str, String),
+    /// A payload that is not JSON.
+    #[error("payload is not JSON: {0}")]
+    Payload(String),
+}
+
+/// The origin of a NATS message, if it has one.
+pub(crate) fn origin(headers: Option<&HeaderMap>) -> Option<&str> {
+    Some(headers?.get(ORIGIN)?.as_str())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Malformed> {
+    headers
+        .get(name)
+        .map(|v| v.as_str())
+        .ok_or(Malformed::Missing(name))
+}
+
+fn number<T: std::str::FromStr>(headers: &HeaderMap, name: &'static str) -> Result<T, Malformed> {
+    let text = header(headers, name)?;
+    text.parse()
+        .map_err(|_| Malformed::Invalid(name, text.to_owned()))
+}
+
+/// The item a NATS message carries, named `name`.
+pub(crate) fn decode<K: Kind>(
+    name: Name,
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+) -> Result<Item<K>, Malformed> {
+    let headers = headers.ok_or(Malformed::Missing(ID))?;
+    let id: u64 = number(headers, ID)?;
+    let level: u64 = number(headers, PRIORITY)?;
+    let priority =
+        Priority::try_from(level).map_err(|_| Malformed::Invalid(PRIORITY, level.to_string()))?;
+    let nanos: u64 = number(headers, TIMESTAMP)?;
+    let timestamp = UNIX_EPOCH + Duration::from_nanos(nanos);
+    let data = serde_json::from_slice(payload).map_err(|e| Malformed::Payload(e.to_string()))?;
+    Ok(Item::received(name, data, priority, id, timestamp))
+}
+
+/// Nanoseconds since the Unix epoch of `time` (the timestamp header's unit).
+#[cfg(test)]
+fn nanos(time: std::time::SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, Message};
+    use serde_json::json;
+
+    #[test]
+    fn subjects_and_names() {
+        assert_eq!(
+            subject("tickwire", Space::Events, "market.tick"),
+            "tickwire.ev.market.tick"
+        );
+        assert_eq!(subject("tw", Space::Messages, "orders.>"), "tw.mq.orders.>");
+        assert_eq!(
+            name_of("tw", Space::Messages, "tw.mq.orders.new"),
+            Some("orders.new")
+        );
+        assert_eq!(name_of("tw", Space::Events, "tw.mq.orders.new"), None);
+        assert_eq!(name_of("tw", Space::Events, "twx.ev.a"), None);
+        assert_eq!(name_of("tw", Space::Events, "tw.ev."), Some(""));
+    }
+
+    #[test]
+    fn queue_names_keep_what_nats_takes() {
+        assert_eq!(queue_name("tw", "routers"), "tw.routers");
+        assert_eq!(queue_name("tw", "risk desk\t%"), "tw.risk%20desk%09%25");
+        assert_eq!(queue_name("tw", "café"), "tw.café");
+    }
+
+    #[test]
+    fn an_item_round_trips_with_its_id_priority_and_time() {
+        let message = Message::typed("orders.new", json!({"qty": 2}), Priority::High);
+        let headers = headers(&message, "node-a");
+        assert_eq!(origin(Some(&headers)), Some("node-a"));
+        let body = payload(&message).unwrap();
+        let back: Message = decode(Name::from("orders.new"), Some(&headers), &body).unwrap();
+        assert_eq!(back.id(), message.id());
+        assert_eq!(back.topic(), "orders.new");
+        assert_eq!(back.priority(), Priority::High);
+        assert_eq!(nanos(back.timestamp()), nanos(message.timestamp()));
+        assert_eq!(back.data(), &json!({"qty": 2}));
+    }
+
+    #[test]
+    fn malformed_messages_are_named() {
+        let event = Event::new("a", json!(1));
+        let good = headers(&event, "n");
+        let name = || Name::from("a");
+        assert_eq!(
+            decode::<crate::item::EventKind>(name(), None, b"1").unwrap_err(),
+            Malformed::Missing(ID)
+        );
+        let mut bad = good.clone();
+        bad.insert(PRIORITY, "9");
+        assert_eq!(
+            decode::<crate::item::EventKind>(name(), Some(&bad), b"1").unwrap_err(),
+            Malformed::Invalid(PRIORITY, "9".into())
+        );
+        let mut bad = good.clone();
+        bad.insert(TIMESTAMP, "soon");
+        assert!(matches!(
+            decode::<crate::item::EventKind>(name(), Some(&bad), b"1"),
+            Err(Malformed::Invalid(TIMESTAMP, _))
+        ));
+        assert!(matches!(
+            decode::<crate::item::EventKind>(name(), Some(&good), b"{not json"),
+            Err(Malformed::Payload(_))
+        ));
+    }
+}

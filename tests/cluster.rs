@@ -1,0 +1,746 @@
+//! The cluster against a real nats-server (started on a free port by `common::nats`):
+//! nodes are Clusters with components of their own, in one test process.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::eventually;
+use common::nats::Nats;
+use futures_util::StreamExt;
+use serde_json::json;
+use tickwire::cluster::{Cluster, ClusterConfig, ClusterError, LinkState};
+use tickwire::{
+    EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority, PublishError,
+    TryPublishError,
+};
+
+const SAFETY: Duration = Duration::from_secs(60);
+/// The outage test's `max_buffered`.
+const MAX_BUFFERED: usize = 64;
+
+fn config(nats: &Nats, node: &str) -> ClusterConfig {
+    ClusterConfig {
+        nats_url: nats.url.clone(),
+        node: Some(node.into()),
+        prefix: "t".into(),
+        event_bus: vec!["market.>".into(), "market.tick".into()],
+        message_queue: vec!["orders.>".into()],
+        connect_timeout: Duration::from_secs(10),
+        ..ClusterConfig::default()
+    }
+}
+
+/// One node: a cluster with an EventBus and a MessageQueue attached.
+struct Node {
+    cluster: Cluster,
+    bus: EventBus,
+    mq: MessageQueue,
+}
+
+async fn node(config: ClusterConfig) -> Node {
+    let cluster = Cluster::connect(config).await.expect("connects");
+    let bus = EventBus::start(EventBusConfig::default()).unwrap();
+    let mq = MessageQueue::start(MessageQueueConfig::default()).unwrap();
+    cluster.attach_event_bus(&bus).await.unwrap();
+    cluster.attach_message_queue(&mq).await.unwrap();
+    Node { cluster, bus, mq }
+}
+
+impl Node {
+    async fn stop(self) {
+        self.cluster.close().await;
+        self.bus.stop().await;
+        self.mq.stop().await;
+    }
+}
+
+/// What a handler saw: (name, data["n"], data["from"], priority, id).
+type Seen = Arc<Mutex<Vec<(String, u64, String, Priority, u64)>>>;
+
+fn recorder() -> Seen {
+    Arc::default()
+}
+
+fn record(seen: &Seen, name: &str, data: &serde_json::Value, priority: Priority, id: u64) {
+    seen.lock().unwrap().push((
+        name.to_owned(),
+        data["n"].as_u64().unwrap(),
+        data["from"].as_str().unwrap().to_owned(),
+        priority,
+        id,
+    ));
+}
+
+fn len(seen: &Seen) -> usize {
+    seen.lock().unwrap().len()
+}
+
+#[actix_rt::test]
+async fn events_reach_every_node_once_the_publishing_one_included_and_local_names_stay_local() {
+    let nats = Nats::start();
+    let a = node(config(&nats, "a")).await;
+    let b = node(config(&nats, "b")).await;
+    // On each node, one subscription to the whole space and one exact: `market.tick` is
+    // matched by both configured patterns, and must still arrive once per subscription.
+    let mut seen = BTreeMap::new();
+    for (name, n) in [("a", &a), ("b", &b)] {
+        for pattern in ["market.>", "market.tick", "system.>"] {
+            let s = recorder();
+            let r = s.clone();
+            n.bus
+                .subscribe(pattern, move |e| {
+                    record(&r, e.name(), e.data(), e.priority(), e.id());
+                    std::future::ready(Ok(()))
+                })
+                .await
+                .unwrap();
+            seen.insert((name, pattern), s);
+        }
+    }
+    a.cluster.sync().await.unwrap();
+    b.cluster.sync().await.unwrap();
+    const N: u64 = 300;
+    let mut ids = BTreeMap::new();
+    for n in 0..N {
+        for (from, node) in [("a", &a), ("b", &b)] {
+            let priority = [
+                Priority::Low,
+                Priority::Normal,
+                Priority::High,
+                Priority::Critical,
+            ][(n % 4) as usize];
+            let event =
+                tickwire::create_event("market.tick", json!({"n": n, "from": from}), priority);
+            ids.insert((from.to_owned(), n), (event.id(), priority));
+            node.bus.publish(event).await.unwrap();
+            // Not clustered: stays on its node.
+            let local =
+                tickwire::create_event("system.note", json!({"n": n, "from": from}), priority);
+            node.bus.publish(local).await.unwrap();
+        }
+    }
+    for node in ["a", "b"] {
+        for pattern in ["market.>", "market.tick"] {
+            let s = &seen[&(node, pattern)];
+            eventually(
+                &format!("{node} {pattern}: {} events", 2 * N),
+                SAFETY,
+                || len(s) >= 2 * N as usize,
+            )
+            .await;
+        }
+        eventually("system events", SAFETY, || {
+            len(&seen[&(node, "system.>")]) >= N as usize
+        })
+        .await;
+    }
+    a.cluster.sync().await.unwrap();
+    b.cluster.sync().await.unwrap();
+    for node in ["a", "b"] {
+        for pattern in ["market.>", "market.tick"] {
+            let got = seen[&(node, pattern)].lock().unwrap().clone();
+            assert_eq!(
+                got.len(),
+                2 * N as usize,
+                "{node} {pattern}: each event once"
+            );
+            let mut from_each = BTreeMap::<String, Vec<u64>>::new();
+            for (name, n, from, priority, id) in got {
+                assert_eq!(name, "market.tick");
+                let (want_id, want_priority) = ids[&(from.clone(), n)];
+                assert_eq!(
+                    (id, priority),
+                    (want_id, want_priority),
+                    "id and priority carried"
+                );
+                from_each.entry(from).or_default().push(n);
+            }
+            for (from, mut ns) in from_each {
+                ns.sort_unstable();
+                assert_eq!(
+                    ns,
+                    (0..N).collect::<Vec<_>>(),
+                    "{node} {pattern}: all of {from}'s, once"
+                );
+            }
+        }
+        let local = seen[&(node, "system.>")].lock().unwrap().clone();
+        assert_eq!(
+            local.len(),
+            N as usize,
+            "{node}: only its own system events"
+        );
+        assert!(local.iter().all(|(_, _, from, _, _)| from == node));
+    }
+    let (ma, mb) = (a.cluster.metrics(), b.cluster.metrics());
+    assert_eq!(
+        (ma.link, mb.link),
+        (LinkState::Connected, LinkState::Connected)
+    );
+    // Each node sent its own, and delivered the other's to its two subscriptions (one
+    // delivery per received item: the overlap of the patterns costs nothing twice).
+    assert_eq!((ma.published, mb.published), (N, N));
+    assert_eq!((ma.received, mb.received), (N, N));
+    assert_eq!((ma.malformed, ma.refused, ma.buffered), (0, 0, 0));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_consumer_group_spans_nodes_each_message_once_and_plain_subscribers_get_all() {
+    let nats = Nats::start();
+    let a = node(config(&nats, "a")).await;
+    let b = node(config(&nats, "b")).await;
+    let group: Arc<Mutex<Vec<(String, String, u64)>>> = Arc::default();
+    for (name, n) in [("a", &a), ("b", &b)] {
+        for _ in 0..2 {
+            let g = group.clone();
+            n.mq.subscribe_group("orders.>", "routers", move |m| {
+                let from = m.data()["from"].as_str().unwrap().to_owned();
+                g.lock()
+                    .unwrap()
+                    .push((name.to_owned(), from, m.data()["n"].as_u64().unwrap()));
+                std::future::ready(Ok(()))
+            })
+            .await
+            .unwrap();
+        }
+    }
+    let plain: BTreeMap<&str, Seen> = [("a", recorder()), ("b", recorder())].into_iter().collect();
+    for (name, n) in [("a", &a), ("b", &b)] {
+        let r = plain[name].clone();
+        n.mq.subscribe("orders.new", move |m| {
+            record(&r, m.topic(), m.data(), m.priority(), m.id());
+            std::future::ready(Ok(()))
+        })
+        .await
+        .unwrap();
+    }
+    a.cluster.sync().await.unwrap();
+    b.cluster.sync().await.unwrap();
+    const N: u64 = 1_000;
+    // Two publishers at once, one on each node.
+    let publish = |n: &Node, from: &'static str| {
+        let mq = n.mq.clone();
+        async move {
+            for i in 0..N {
+                mq.publish(
+                    "orders.new",
+                    json!({"n": i, "from": from}),
+                    Priority::Normal,
+                )
+                .await
+                .unwrap();
+            }
+        }
+    };
+    futures_util::join!(publish(&a, "a"), publish(&b, "b"));
+    eventually("the group handled every order", SAFETY, || {
+        group.lock().unwrap().len() >= 2 * N as usize
+    })
+    .await;
+    for name in ["a", "b"] {
+        eventually("plain subscribers got every order", SAFETY, || {
+            len(&plain[name]) >= 2 * N as usize
+        })
+        .await;
+    }
+    a.cluster.sync().await.unwrap();
+    b.cluster.sync().await.unwrap();
+    let handled = group.lock().unwrap().clone();
+    assert_eq!(
+        handled.len(),
+        2 * N as usize,
+        "each order once across the nodes"
+    );
+    let mut by_origin = BTreeMap::<String, Vec<u64>>::new();
+    let mut by_node = BTreeMap::<String, usize>::new();
+    for (node, from, n) in handled {
+        by_origin.entry(from).or_default().push(n);
+        *by_node.entry(node).or_default() += 1;
+    }
+    for (from, mut ns) in by_origin {
+        ns.sort_unstable();
+        assert_eq!(
+            ns,
+            (0..N).collect::<Vec<_>>(),
+            "all of {from}'s orders, once"
+        );
+    }
+    // The NATS queue group shares the work: 2,000 orders all on one node would be a
+    // group that does not span.
+    assert_eq!(
+        by_node.len(),
+        2,
+        "both nodes' members took orders: {by_node:?}"
+    );
+    for name in ["a", "b"] {
+        let got = plain[name].lock().unwrap().clone();
+        assert_eq!(got.len(), 2 * N as usize, "{name}: every order once");
+    }
+
+    // The group's members on b leave: from then on a's take everything.
+    b.mq.stop().await;
+    b.cluster.sync().await.unwrap();
+    let before = group.lock().unwrap().len();
+    for i in 0..100 {
+        a.mq.publish(
+            "orders.new",
+            json!({"n": i, "from": "late"}),
+            Priority::Normal,
+        )
+        .await
+        .unwrap();
+    }
+    eventually("a's members took the late orders", SAFETY, || {
+        group.lock().unwrap().len() >= before + 100
+    })
+    .await;
+    let late: Vec<_> = group.lock().unwrap()[before..].to_vec();
+    assert!(
+        late.iter().all(|(node, _, _)| node == "a"),
+        "a stopped node gets nothing"
+    );
+    a.stop().await;
+    b.cluster.close().await;
+    b.bus.stop().await;
+}
+
+#[actix_rt::test]
+async fn what_a_node_received_is_not_sent_again_and_foreign_messages_are_counted() {
+    let nats = Nats::start();
+    let a = node(config(&nats, "a")).await;
+    let b = node(config(&nats, "b")).await;
+    let got = recorder();
+    let r = got.clone();
+    b.bus
+        .subscribe("market.>", move |e| {
+            record(&r, e.name(), e.data(), e.priority(), e.id());
+            std::future::ready(Ok(()))
+        })
+        .await
+        .unwrap();
+    // A plain NATS client counts what crosses the wire.
+    let raw = async_nats::connect(nats.url.as_str()).await.unwrap();
+    let mut wire = raw.subscribe("t.ev.>").await.unwrap();
+    raw.flush().await.unwrap();
+    b.cluster.sync().await.unwrap();
+    for n in 0..50 {
+        a.bus
+            .publish(tickwire::create_event(
+                "market.tick",
+                json!({"n": n, "from": "a"}),
+                Priority::High,
+            ))
+            .await
+            .unwrap();
+    }
+    eventually("b got a's events", SAFETY, || len(&got) >= 50).await;
+    // Something nobody here sent, on our subjects: no headers, then not JSON.
+    raw.publish("t.ev.market.foreign", "{}".into())
+        .await
+        .unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    for (k, v) in [
+        ("Tickwire-Id", "1"),
+        ("Tickwire-Priority", "2"),
+        ("Tickwire-Timestamp", "0"),
+        ("Tickwire-Origin", "x"),
+    ] {
+        headers.insert(k, v);
+    }
+    raw.publish_with_headers("t.ev.market.foreign", headers, "{not json".into())
+        .await
+        .unwrap();
+    raw.flush().await.unwrap();
+    eventually("b counted both foreign messages", SAFETY, || {
+        b.cluster.metrics().malformed >= 2
+    })
+    .await;
+    // Everything b could have sent back went out before its flush; the marker, sent
+    // after both flushes, comes after all of it.
+    b.cluster.sync().await.unwrap();
+    a.cluster.sync().await.unwrap();
+    raw.publish("t.ev.end", "".into()).await.unwrap();
+    raw.flush().await.unwrap();
+    let mut crossed = Vec::new();
+    loop {
+        let message = tokio::time::timeout(SAFETY, wire.next())
+            .await
+            .expect("the marker")
+            .expect("the subscription lives");
+        if message.subject.as_str() == "t.ev.end" {
+            break;
+        }
+        let origin = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Tickwire-Origin"))
+            .map(|v| v.as_str().to_owned());
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Tickwire-Id"))
+            .map(|v| v.as_str().to_owned());
+        crossed.push((message.subject.to_string(), origin, id));
+    }
+    // a's 50 and the two foreign ones: b sent nothing back.
+    assert_eq!(crossed.len(), 52, "{crossed:?}");
+    assert_eq!(b.cluster.metrics().published, 0);
+    assert_eq!(len(&got), 50, "the foreign messages were not delivered");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[actix_rt::test]
+async fn nats_down_local_delivery_goes_on_clustered_publishes_are_buffered_then_refused_and_a_restart_needs_no_step(
+) {
+    let mut nats = Nats::start();
+    let mut cfg = config(&nats, "a");
+    cfg.max_buffered = MAX_BUFFERED;
+    let a = node(cfg).await;
+    let b = node(config(&nats, "b")).await;
+    let at_b = recorder();
+    let r = at_b.clone();
+    b.mq.subscribe("orders.new", move |m| {
+        record(&r, m.topic(), m.data(), m.priority(), m.id());
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    let local = recorder();
+    let r = local.clone();
+    a.mq.subscribe("jobs.local", move |m| {
+        record(&r, m.topic(), m.data(), m.priority(), m.id());
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    b.cluster.sync().await.unwrap();
+
+    nats.kill();
+    eventually("a sees the link down", SAFETY, || {
+        a.cluster.metrics().link == LinkState::Disconnected
+    })
+    .await;
+    // Clustered publishes wait (in a's buffer, and in the client's own), then are refused
+    // whole, at once.
+    let mut accepted = 0u64;
+    let refused = loop {
+        match a.mq.try_publish(
+            "orders.new",
+            json!({"n": accepted, "from": "a"}),
+            Priority::Normal,
+        ) {
+            Ok(_) => accepted += 1,
+            Err(TryPublishError::ClusterUnavailable(message)) => break message,
+            Err(other) => panic!("{other}"),
+        }
+        assert!(accepted < 1_000_000, "never refused");
+        // The pump hands items to the client while it has room: let it run.
+        actix_rt::task::yield_now().await;
+    };
+    assert_eq!(refused.topic(), "orders.new", "the message is handed back");
+    // `publish` is refused at once too (it does not wait for NATS).
+    let err = loop {
+        match a
+            .mq
+            .publish(
+                "orders.new",
+                json!({"n": accepted, "from": "a"}),
+                Priority::Normal,
+            )
+            .await
+        {
+            Ok(_) => accepted += 1,
+            Err(err) => break err,
+        }
+    };
+    assert!(matches!(err, PublishError::ClusterUnavailable(_)), "{err}");
+    assert!(err.to_string().contains("cluster unavailable"), "{err}");
+    let m = a.cluster.metrics();
+    assert_eq!(m.link, LinkState::Disconnected);
+    assert!(m.buffered <= MAX_BUFFERED as u64, "{m:?}");
+    assert_eq!(m.refused, 2);
+    assert!(m.disconnects >= 1);
+    // Names outside the cluster are delivered as ever.
+    for n in 0..20 {
+        a.mq.publish("jobs.local", json!({"n": n, "from": "a"}), Priority::Normal)
+            .await
+            .unwrap();
+    }
+    eventually("local delivery while NATS is down", SAFETY, || {
+        len(&local) >= 20
+    })
+    .await;
+
+    nats.restart();
+    eventually("both links up again", SAFETY, || {
+        a.cluster.metrics().link == LinkState::Connected
+            && b.cluster.metrics().link == LinkState::Connected
+    })
+    .await;
+    eventually("what waited was sent", SAFETY, || {
+        a.cluster.metrics().buffered == 0
+    })
+    .await;
+    a.cluster.sync().await.unwrap();
+    b.cluster.sync().await.unwrap();
+    assert_eq!(
+        a.cluster.metrics().published,
+        accepted,
+        "every accepted publish was sent"
+    );
+    // What waited may have reached the server before b re-subscribed (at most once);
+    // what is published now reaches b, after whatever of the rest it got.
+    for n in 0..10 {
+        a.mq.publish(
+            "orders.new",
+            json!({"n": 1_000_000 + n, "from": "a"}),
+            Priority::Normal,
+        )
+        .await
+        .unwrap();
+    }
+    eventually("b gets what a publishes after the restart", SAFETY, || {
+        at_b.lock()
+            .unwrap()
+            .last()
+            .is_some_and(|s| s.1 == 1_000_009)
+    })
+    .await;
+    let ns: Vec<u64> = at_b.lock().unwrap().iter().map(|s| s.1).collect();
+    let (waited, after) = ns.split_at(ns.len() - 10);
+    assert_eq!(
+        after,
+        (1_000_000..1_000_010).collect::<Vec<_>>(),
+        "in order, once"
+    );
+    assert!(
+        waited.windows(2).all(|w| w[0] < w[1]) && waited.iter().all(|&n| n < accepted),
+        "what waited arrived in order, once, if at all: {waited:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[actix_rt::test]
+async fn connect_attach_and_close_errors_are_clear() {
+    let nats = Nats::start();
+    // Nothing listens there (a port the kernel just gave us and we closed).
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = Cluster::connect(ClusterConfig {
+        nats_url: format!("nats://127.0.0.1:{dead}"),
+        connect_timeout: Duration::from_secs(2),
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClusterError::Connect { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot connect to NATS at nats://127.0.0.1:"),
+        "{err}"
+    );
+    let err = Cluster::connect(ClusterConfig {
+        durable: vec!["orders.>".into()],
+        ..config(&nats, "a")
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClusterError::Config(_)), "{err}");
+
+    let a = node(config(&nats, "a")).await;
+    let other = Cluster::connect(config(&nats, "a2")).await.unwrap();
+    let err = other.attach_event_bus(&a.bus).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClusterError::AlreadyAttached {
+                component: "EventBus"
+            }
+        ),
+        "{err}"
+    );
+    let err = a.cluster.attach_message_queue(&a.mq).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClusterError::AlreadyAttached {
+                component: "MessageQueue"
+            }
+        ),
+        "{err}"
+    );
+    other.close().await;
+
+    // Closed: the components are local again, consumer groups included.
+    a.cluster.close().await;
+    assert_eq!(a.cluster.metrics().link, LinkState::Closed);
+    let got = Arc::new(Mutex::new(0u32));
+    let g = got.clone();
+    a.mq.subscribe_group("orders.>", "routers", move |_| {
+        *g.lock().unwrap() += 1;
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    for n in 0..5 {
+        a.mq.publish("orders.new", json!({"n": n}), Priority::Normal)
+            .await
+            .unwrap();
+    }
+    eventually("the local group got them", SAFETY, || {
+        *got.lock().unwrap() >= 5
+    })
+    .await;
+    let fresh = MessageQueue::start(MessageQueueConfig::default()).unwrap();
+    assert!(matches!(
+        a.cluster.attach_message_queue(&fresh).await,
+        Err(ClusterError::Closed)
+    ));
+    fresh.stop().await;
+    a.bus.stop().await;
+    a.mq.stop().await;
+}
+
+/// A `tickwire serve` child (this build, so with the cluster feature), killed on drop.
+struct Serve {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Serve {
+    fn start(nats: &Nats, node: &str, dir: &std::path::Path) -> Serve {
+        use std::io::BufRead;
+        let config = dir.join(format!("{node}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[websocket]\nallow_client_publish = true\n\n[cluster]\nnats_url = \"{}\"\n\
+                 node = \"{node}\"\nprefix = \"t\"\nmessage_queue = [\"orders.>\"]\n",
+                nats.url
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.join(format!("{node}.log"))).unwrap())
+            .spawn()
+            .expect("spawn tickwire serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        // Printed once the node has joined the cluster.
+        let line = rx.recv_timeout(SAFETY).expect("the listening line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim_end_matches('/')
+            .to_owned();
+        Serve {
+            child,
+            url: format!("ws://{url}/ws"),
+        }
+    }
+
+    /// SIGTERM, and the exit code.
+    fn stop(mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child, not yet waited for.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + SAFETY;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "serve did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn websocket_clients_of_one_serve_process_get_what_clients_of_another_published() {
+    use tickwire::client::{Client, ClientConfig, SubscribeOptions};
+    let nats = Nats::start();
+    let dir = std::env::temp_dir().join(format!("tickwire-cluster-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = Serve::start(&nats, "a", &dir);
+    let b = Serve::start(&nats, "b", &dir);
+    const N: u64 = 100;
+    let mut subscriptions = Vec::new();
+    let mut clients = Vec::new();
+    for server in [&a, &b] {
+        let client = Client::connect(ClientConfig::new(server.url.clone()));
+        subscriptions.push(
+            client
+                .subscribe("orders.>", SubscribeOptions::default())
+                .await
+                .unwrap(),
+        );
+        clients.push(client);
+    }
+    // Each node's bridge subscribed at start, and the subscriptions above are acked:
+    // what is published from now on reaches both.
+    for (client, topic) in [(&clients[0], "orders.a"), (&clients[1], "orders.b")] {
+        for n in 0..N {
+            client
+                .publish(topic, json!({"n": n}), Priority::Normal)
+                .await
+                .unwrap();
+        }
+    }
+    for (node, sub) in ["a", "b"].into_iter().zip(&mut subscriptions) {
+        let mut seen = BTreeMap::<String, Vec<(u64, u64)>>::new();
+        for _ in 0..2 * N {
+            let d = tokio::time::timeout(SAFETY, sub.recv())
+                .await
+                .expect("a delivery in time")
+                .expect("the subscription is open");
+            seen.entry(d.topic)
+                .or_default()
+                .push((d.seq, d.data["n"].as_u64().unwrap()));
+        }
+        for topic in ["orders.a", "orders.b"] {
+            let want: Vec<(u64, u64)> = (0..N).map(|n| (n + 1, n)).collect();
+            assert_eq!(
+                seen[topic], want,
+                "{node}: {topic} in order, consecutive seq, once"
+            );
+        }
+    }
+    for client in &clients {
+        client.close().await;
+    }
+    assert_eq!(a.stop(), Some(0));
+    assert_eq!(b.stop(), Some(0));
+    let log = std::fs::read_to_string(dir.join("a.log")).unwrap();
+    assert!(
+        log.contains("joined the cluster") && log.contains("left the cluster"),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
