@@ -53,6 +53,8 @@
 //! ```
 
 pub mod baselines;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod fanout;
 pub mod latency;
 pub mod suite;

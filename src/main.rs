@@ -139,8 +139,12 @@ enum BenchTarget {
     /// The WebSocket transport over loopback: fan-out to many clients, plain and with
     /// permessage-deflate, connection churn, memory per connection (see --ws-mode).
     Ws,
-    /// Everything.
+    /// Everything but the cluster.
     All,
+    /// Two cluster nodes on a nats-server the bench starts, beside raw async-nats on the
+    /// same server: cross-node EventBus throughput and latency at --rate (a build with
+    /// `--features cluster`; nats-server in PATH, /usr/sbin or NATS_SERVER).
+    Cluster,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -232,7 +236,11 @@ fn main() -> ExitCode {
                 },
                 metrics: !no_metrics,
             };
+            if let BenchTarget::Cluster = target {
+                return bench_cluster(&options, json);
+            }
             let target = match target {
+                BenchTarget::Cluster => unreachable!("handled above"),
                 BenchTarget::Eventbus => Target::EventBus,
                 BenchTarget::Queue => Target::Queue,
                 BenchTarget::Ws => Target::WebSocket,
@@ -254,6 +262,33 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `tickwire bench cluster`.
+#[cfg(feature = "cluster")]
+fn bench_cluster(o: &SuiteOptions, json: bool) -> ExitCode {
+    let run = tickwire::bench::cluster::run(o.events, o.runs, o.rate, o.duration, o.workers);
+    match actix_rt::System::new().block_on(run) {
+        Ok((table, value)) => {
+            if json {
+                println!("{value}");
+            } else {
+                print!("{table}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tickwire bench cluster` in a build without the cluster.
+#[cfg(not(feature = "cluster"))]
+fn bench_cluster(_: &SuiteOptions, _: bool) -> ExitCode {
+    eprintln!("error: this tickwire was built without the `cluster` feature (cargo build --release --features cluster)");
+    ExitCode::from(2)
 }
 
 /// `tickwire serve`: exit 0 after a graceful shutdown, 130 when a second signal cut it

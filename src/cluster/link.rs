@@ -22,6 +22,7 @@ pub(crate) struct Counts {
     pub(crate) inbound_dropped: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) disconnects: AtomicU64,
+    pub(crate) slow_consumer: AtomicU64,
     /// Notified when `buffered` comes down to zero.
     pub(crate) drained: tokio::sync::Notify,
 }

@@ -175,6 +175,9 @@ pub struct ClusterMetrics {
     pub malformed: u64,
     /// Times the link went down.
     pub disconnects: u64,
+    /// Times the client reported a subscription too far behind (its buffer full: the
+    /// messages NATS sent meanwhile were dropped; delivery across nodes is at most once).
+    pub slow_consumer: u64,
 }
 
 /// A connection to a NATS server that EventBuses and MessageQueues attach to (see the
@@ -237,6 +240,10 @@ impl Cluster {
                                 tracing::warn!("cluster: NATS link down, reconnecting");
                             }
                             async_nats::Event::Connected => tracing::info!("cluster: NATS link up"),
+                            async_nats::Event::SlowConsumer(sid) => {
+                                counts.slow_consumer.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(sid, "cluster: a subscription fell behind and NATS messages were dropped");
+                            }
                             other => tracing::debug!(event = %other, "cluster: NATS event"),
                         }
                     }
@@ -451,6 +458,7 @@ impl Cluster {
             inbound_dropped: get(&counts.inbound_dropped),
             malformed: get(&counts.malformed),
             disconnects: get(&counts.disconnects),
+            slow_consumer: get(&counts.slow_consumer),
         }
     }
 

@@ -1,0 +1,339 @@
+//! `tickwire bench cluster`: two nodes (two [`Cluster`]s with an EventBus each, in this
+//! process) on a `nats-server` this bench starts on a free loopback port, beside raw
+//! `async-nats` publish/subscribe on the same server in the same run:
+//!
+//! - **throughput**: `events` events published as fast as they are taken on node A, all
+//!   handled by one subscription on node B; the baseline publishes as many messages of
+//!   the same payload on one connection to a subscriber on another. Both keep at most
+//!   8,192 in flight (core NATS drops what an overrun subscriber cannot take: without a
+//!   window both would measure their drops). Figures: messages per
+//!   second from the first publish to the last delivery, median of `runs`.
+//! - **latency**: an open loop at `rate` events per second for `duration` from A to B;
+//!   the time from the event's creation to its handler on B, p50/p99.
+//!
+//! The nats-server is `NATS_SERVER`, `nats-server` in PATH, or Debian's
+//! `/usr/sbin/nats-server`. It runs on the same two cores as both nodes: the figures are
+//! of the whole path on one machine, not of a network.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::cluster::{Cluster, ClusterConfig};
+use crate::util::LatencySummary;
+use crate::{Event, EventBus, EventBusConfig, TryPublishError};
+
+/// Events in flight at most (published and not yet handled on B, or not yet received by
+/// the raw subscriber): core NATS has no backpressure from a subscriber to a publisher, so
+/// an open tap would measure the drops of an overloaded subscriber, not a throughput.
+const WINDOW: u64 = 8_192;
+
+/// Waits while more than [`WINDOW`] of the `sent` items are not yet `got`.
+async fn window(sent: u64, got: &AtomicU64) {
+    while sent.saturating_sub(got.load(Ordering::Relaxed)) > WINDOW {
+        tokio::time::sleep(Duration::from_micros(50)).await;
+    }
+}
+
+/// The payload of every event and baseline message (a tick: about 60 bytes of JSON).
+fn tick(n: u64) -> Value {
+    json!({"symbol": "BTCUSD", "price": 50_000.5, "qty": 2, "n": n})
+}
+
+/// A nats-server on a free port, stopped on drop.
+struct NatsServer {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+fn nats_binary() -> std::io::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NATS_SERVER") {
+        return Ok(path.into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no nats-server (NATS_SERVER, PATH, /usr/sbin): install Debian's nats-server",
+            )
+        })
+}
+
+impl NatsServer {
+    fn start() -> std::io::Result<NatsServer> {
+        let dir = std::env::temp_dir().join(format!("tickwire-bench-nats-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let child = Command::new(nats_binary()?)
+            .args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let file = dir.join(format!("nats-server_{}.ports", child.id()));
+        let mut server = NatsServer {
+            child,
+            dir,
+            url: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let url = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                .and_then(|v| v["nats"][0].as_str().map(str::to_owned));
+            if let Some(url) = url {
+                server.url = url;
+                return Ok(server);
+            }
+            if Instant::now() > deadline || server.child.try_wait()?.is_some() {
+                return Err(std::io::Error::other("nats-server did not start"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn other(err: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(err.to_string())
+}
+
+/// Two nodes: A publishes, B handles.
+struct Nodes {
+    a: (Cluster, EventBus),
+    b: (Cluster, EventBus),
+}
+
+async fn nodes(url: &str, workers: usize) -> std::io::Result<Nodes> {
+    let mut pair = Vec::new();
+    for node in ["a", "b"] {
+        let cluster = Cluster::connect(ClusterConfig {
+            nats_url: url.to_owned(),
+            node: Some(node.into()),
+            prefix: "bench".into(),
+            event_bus: vec!["market.>".into()],
+            ..ClusterConfig::default()
+        })
+        .await
+        .map_err(other)?;
+        let bus = EventBus::start(EventBusConfig {
+            max_workers: workers,
+            ..EventBusConfig::default()
+        })
+        .map_err(other)?;
+        cluster.attach_event_bus(&bus).await.map_err(other)?;
+        pair.push((cluster, bus));
+    }
+    let b = pair.pop().expect("two");
+    let a = pair.pop().expect("two");
+    Ok(Nodes { a, b })
+}
+
+impl Nodes {
+    async fn stop(self) {
+        for (cluster, bus) in [self.a, self.b] {
+            cluster.close().await;
+            bus.stop().await;
+        }
+    }
+}
+
+/// Publishes on A without waiting, retrying (after a yield) while A's buffer for NATS is
+/// full.
+async fn publish(bus: &EventBus, mut event: Event) {
+    loop {
+        match bus.try_publish(event) {
+            Ok(()) => return,
+            Err(TryPublishError::QueueFull(back))
+            | Err(TryPublishError::ClusterUnavailable(back)) => {
+                event = back;
+                actix_rt::task::yield_now().await;
+            }
+            Err(err) => panic!("bench publish: {err}"),
+        }
+    }
+}
+
+/// One throughput run across the two nodes: events per second.
+async fn tickwire_throughput(url: &str, events: u64, workers: usize) -> std::io::Result<f64> {
+    let nodes = nodes(url, workers).await?;
+    let got = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let (g, d) = (got.clone(), done.clone());
+    nodes
+        .b
+        .1
+        .subscribe("market.tick", move |_| {
+            if g.fetch_add(1, Ordering::Relaxed) + 1 == events {
+                d.notify_one();
+            }
+            std::future::ready(Ok(()))
+        })
+        .await
+        .map_err(other)?;
+    nodes.b.0.sync().await.map_err(other)?;
+    let start = Instant::now();
+    let finished = done.notified();
+    tokio::pin!(finished);
+    finished.as_mut().enable();
+    for n in 0..events {
+        window(n, &got).await;
+        publish(&nodes.a.1, Event::new("market.tick", tick(n))).await;
+    }
+    tokio::time::timeout(Duration::from_secs(120), finished)
+        .await
+        .map_err(|_| other(format!("B got {} of {events}", got.load(Ordering::Relaxed))))?;
+    let rate = events as f64 / start.elapsed().as_secs_f64();
+    nodes.stop().await;
+    Ok(rate)
+}
+
+/// One throughput run of raw async-nats: messages per second.
+async fn raw_throughput(url: &str, events: u64) -> std::io::Result<f64> {
+    let publisher = async_nats::connect(url).await.map_err(other)?;
+    let subscriber = async_nats::connect(url).await.map_err(other)?;
+    let mut sub = subscriber.subscribe("raw.tick").await.map_err(other)?;
+    subscriber.flush().await.map_err(other)?;
+    let got = Arc::new(AtomicU64::new(0));
+    let counter = got.clone();
+    let reader = actix_rt::spawn(async move {
+        let mut n = 0;
+        while n < events {
+            if sub.next().await.is_none() {
+                break;
+            }
+            n += 1;
+            counter.store(n, Ordering::Relaxed);
+        }
+        n
+    });
+    let start = Instant::now();
+    for n in 0..events {
+        window(n, &got).await;
+        let payload = serde_json::to_vec(&tick(n)).map_err(other)?;
+        publisher
+            .publish("raw.tick", payload.into())
+            .await
+            .map_err(other)?;
+    }
+    publisher.flush().await.map_err(other)?;
+    let got = tokio::time::timeout(Duration::from_secs(120), reader)
+        .await
+        .map_err(|_| other("the raw subscriber did not get every message"))?
+        .map_err(other)?;
+    if got < events {
+        return Err(other(format!("raw: {got} of {events}")));
+    }
+    Ok(events as f64 / start.elapsed().as_secs_f64())
+}
+
+/// One open-loop latency run, A to B.
+async fn latency(
+    url: &str,
+    rate: f64,
+    duration: Duration,
+    workers: usize,
+) -> std::io::Result<LatencySummary> {
+    let nodes = nodes(url, workers).await?;
+    let histogram = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(other)?,
+    ));
+    let h = histogram.clone();
+    nodes
+        .b
+        .1
+        .subscribe("market.tick", move |event| {
+            let us = SystemTime::now()
+                .duration_since(event.timestamp())
+                .unwrap_or_default()
+                .as_micros() as u64;
+            let _ = h.lock().expect("not poisoned").record(us.max(1));
+            std::future::ready(Ok(()))
+        })
+        .await
+        .map_err(other)?;
+    nodes.b.0.sync().await.map_err(other)?;
+    let total = (rate * duration.as_secs_f64()).ceil() as u64;
+    let start = tokio::time::Instant::now();
+    for n in 0..total {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(n as f64 / rate)).await;
+        publish(&nodes.a.1, Event::new("market.tick", tick(n))).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while histogram.lock().expect("not poisoned").len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let summary = LatencySummary::of(&histogram.lock().expect("not poisoned"));
+    nodes.stop().await;
+    Ok(summary)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs the cluster benchmark; returns (the table, the JSON object).
+pub async fn run(
+    events: u64,
+    runs: usize,
+    rate: f64,
+    duration: Duration,
+    workers: usize,
+) -> std::io::Result<(String, Value)> {
+    let server = NatsServer::start()?;
+    let mut raw = Vec::new();
+    let mut ours = Vec::new();
+    for _ in 0..runs.max(1) {
+        raw.push(raw_throughput(&server.url, events).await?);
+        ours.push(tickwire_throughput(&server.url, events, workers).await?);
+    }
+    let (raw, ours) = (median(raw), median(ours));
+    let mut latencies = Vec::new();
+    for _ in 0..runs.max(1) {
+        latencies.push(latency(&server.url, rate, duration, workers).await?);
+    }
+    latencies.sort_by_key(|l| l.p99);
+    let lat = latencies[latencies.len() / 2];
+    let table = format!(
+        "Cluster on one nats-server ({events} events per throughput run, at most {WINDOW} in flight, median of {runs}):\n\
+         \x20 raw async-nats pub/sub       {raw:>12.0} msg/s\n\
+         \x20 EventBus A -> B (cluster)    {ours:>12.0} events/s   ({:.2}x raw)\n\
+         \x20 latency A -> B at {rate:.0}/s: p50 {} us, p99 {} us, p99.9 {} us, max {} us ({} samples)\n",
+        ours / raw,
+        lat.p50,
+        lat.p99,
+        lat.p999,
+        lat.max,
+        lat.count,
+    );
+    let value = json!({
+        "events": events,
+        "raw_async_nats_per_second": raw,
+        "eventbus_cross_node_per_second": ours,
+        "ratio": ours / raw,
+        "latency_rate": rate,
+        "latency_us": lat,
+    });
+    Ok((table, value))
+}
