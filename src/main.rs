@@ -246,20 +246,10 @@ fn main() -> ExitCode {
                 BenchTarget::Ws => Target::WebSocket,
                 BenchTarget::All => Target::All,
             };
-            match actix_rt::System::new().block_on(suite::run(target, &options)) {
-                Ok((table, value)) => {
-                    if json {
-                        println!("{value}");
-                    } else {
-                        print!("{table}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    ExitCode::FAILURE
-                }
-            }
+            report(
+                actix_rt::System::new().block_on(suite::run(target, &options)),
+                json,
+            )
         }
     }
 }
@@ -268,7 +258,12 @@ fn main() -> ExitCode {
 #[cfg(feature = "cluster")]
 fn bench_cluster(o: &SuiteOptions, json: bool) -> ExitCode {
     let run = tickwire::bench::cluster::run(o.events, o.runs, o.rate, o.duration, o.workers);
-    match actix_rt::System::new().block_on(run) {
+    report(actix_rt::System::new().block_on(run), json)
+}
+
+/// Prints a bench's table (or its JSON with `--json`), or its error.
+fn report(result: std::io::Result<(String, serde_json::Value)>, json: bool) -> ExitCode {
+    match result {
         Ok((table, value)) => {
             if json {
                 println!("{value}");
