@@ -27,9 +27,11 @@
 //!   client reconnects by itself, re-subscribes, and sends what waited. The link state and
 //!   the counts are in [`Cluster::metrics`].
 //!
-//! Delivery across nodes is at most once: what a node's NATS connection has not sent
-//! when the process dies, and what arrives for a group while its last member on a node
-//! is leaving, is lost (durable JetStream topics, at-least-once, are not built yet). A
+//! "Exactly once" holds while the link is up and every node keeps up. Across nodes,
+//! delivery is at most once: what a node's NATS connection has not sent when the
+//! process dies or the link drops, what a node that falls behind cannot take (core NATS
+//! drops it: `slow_consumer` in the metrics), and what arrives for a group while its
+//! last member on a node is leaving, is lost (durable JetStream topics, at-least-once, are not built yet). A
 //! node that subscribes or joins a group gets what is published after the NATS server
 //! registered it: [`Cluster::sync`] waits for that.
 //!
@@ -427,7 +429,7 @@ impl Cluster {
         }
         let client = self.inner.ctx.client.clone();
         on(&self.inner.handle, async move {
-            client.flush().await.map_err(|e| e.to_string())
+            tasks::round_trip(&client).await
         })
         .await
         .ok_or(ClusterError::Closed)?

@@ -136,6 +136,35 @@ async fn group_in<K: Kind>(
     }
 }
 
+/// How long a [`round_trip`] waits for its probe.
+const ROUND_TRIP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A probe to a private inbox of this connection, and back: the server handles one
+/// connection's operations in order, so once it is back, the server has every
+/// subscription and publish sent before it. (A flush only waits for the socket.)
+pub(crate) async fn round_trip(client: &Client) -> Result<(), String> {
+    let inbox = client.new_inbox();
+    let probe = async {
+        let mut replies = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .publish(inbox.clone(), bytes::Bytes::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        client.flush().await.map_err(|e| e.to_string())?;
+        replies
+            .next()
+            .await
+            .map(|_| ())
+            .ok_or_else(|| "the probe's subscription ended".to_owned())
+    };
+    tokio::time::timeout(ROUND_TRIP, probe)
+        .await
+        .map_err(|_| format!("no answer within {} s", ROUND_TRIP.as_secs()))?
+}
+
 /// Keeps one NATS queue subscription per consumer group of `core`, as the registry
 /// reports them, and answers syncs once the server has every change before them.
 pub(crate) async fn control<K: Kind>(
@@ -149,7 +178,7 @@ pub(crate) async fn control<K: Kind>(
         match change {
             Control::GroupOpened { pattern, name } => {
                 let subject = wire::subject(&ctx.prefix, space, &pattern);
-                let queue = wire::queue_name(&ctx.prefix, &name);
+                let queue = wire::queue_name(&ctx.prefix, &pattern, &name);
                 match ctx.client.queue_subscribe(subject.clone(), queue).await {
                     Ok(subscriber) => {
                         let key = (pattern, name);
@@ -171,8 +200,7 @@ pub(crate) async fn control<K: Kind>(
                 }
             }
             Control::Sync(done) => {
-                let flushed = ctx.client.flush().await.map_err(|err| err.to_string());
-                let _ = done.send(flushed);
+                let _ = done.send(round_trip(&ctx.client).await);
             }
         }
     }

@@ -69,21 +69,24 @@ pub(crate) fn name_of<'a>(prefix: &str, space: Space, subject: &'a str) -> Optio
         .strip_prefix('.')
 }
 
-/// A NATS queue group name for a consumer group: the prefix, then the group's name with
-/// anything NATS does not take in a queue name (whitespace and control characters)
-/// percent-encoded, `%` included.
-pub(crate) fn queue_name(prefix: &str, group: &str) -> String {
-    let mut out = String::with_capacity(prefix.len() + 1 + group.len());
+/// A NATS queue group name for a consumer group, which tickwire names by its pattern and
+/// its name (NATS by the queue name alone, across subjects): `<prefix>|<pattern>|<name>`,
+/// with what NATS does not take in a queue name (whitespace, control characters) and
+/// what would make two groups one (`%`, `|`) percent-encoded, and the wildcards too.
+pub(crate) fn queue_name(prefix: &str, pattern: &str, group: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + pattern.len() + group.len() + 2);
     out.push_str(prefix);
-    out.push('.');
-    for c in group.chars() {
-        if c.is_whitespace() || c.is_control() || c == '%' {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("%{b:02X}"));
+    for part in [pattern, group] {
+        out.push('|');
+        for c in part.chars() {
+            if c.is_whitespace() || c.is_control() || matches!(c, '%' | '|' | '*' | '>') {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            } else {
+                out.push(c);
             }
-        } else {
-            out.push(c);
         }
     }
     out
@@ -190,9 +193,21 @@ mod tests {
 
     #[test]
     fn queue_names_keep_what_nats_takes() {
-        assert_eq!(queue_name("tw", "routers"), "tw.routers");
-        assert_eq!(queue_name("tw", "risk desk\t%"), "tw.risk%20desk%09%25");
-        assert_eq!(queue_name("tw", "café"), "tw.café");
+        assert_eq!(
+            queue_name("tw", "orders.new", "routers"),
+            "tw|orders.new|routers"
+        );
+        assert_eq!(
+            queue_name("tw", "orders.>", "risk desk\t%"),
+            "tw|orders.%3E|risk%20desk%09%25"
+        );
+        assert_eq!(queue_name("tw", "a.*", "café|x"), "tw|a.%2A|café%7Cx");
+        // Two groups of one name on two patterns stay two NATS queue groups.
+        assert_ne!(
+            queue_name("tw", "orders.>", "audit"),
+            queue_name("tw", "orders.new", "audit")
+        );
+        assert_ne!(queue_name("tw", "a", "b|c"), queue_name("tw", "a|b", "c"));
     }
 
     #[test]

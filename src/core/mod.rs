@@ -260,18 +260,15 @@ impl<T: Deliverable> Shared<T> {
 
     /// Queues the item for every matching subscription without waiting.
     pub(crate) fn try_publish(&self, item: T) -> Result<(), TryPublishError<T>> {
-        let tap = self.tap_for(&item);
-        if tap.is_some_and(|tap| !tap.reserve()) {
-            return Err(TryPublishError::ClusterUnavailable(item));
-        }
-        let scope = if tap.is_some() {
-            Scope::Plain
-        } else {
-            Scope::All
+        let reservation = match self.reserve(&item) {
+            Ok(reservation) => reservation,
+            Err(()) => return Err(TryPublishError::ClusterUnavailable(item)),
         };
-        let sent = tap.map(|_| item.clone());
+        let scope = Reservation::scope(&reservation);
         let result = self.try_deliver(item, scope);
-        Self::settle(tap, sent, result.is_ok());
+        if let (Some(reservation), true) = (reservation, result.is_ok()) {
+            reservation.send();
+        }
         result
     }
 
@@ -294,16 +291,16 @@ impl<T: Deliverable> Shared<T> {
         tap.claims(item.route()).then_some(&**tap)
     }
 
-    /// After the local part of a claimed publish: the item goes to the tap if that part
-    /// was accepted, else the tap's room is given back.
+    /// Room in the tap for a claimed item (`Ok(None)`: not claimed; `Err`: no room).
     #[inline]
-    fn settle(tap: Option<&dyn Tap<T>>, sent: Option<T>, accepted: bool) {
-        if let (Some(tap), Some(item)) = (tap, sent) {
-            if accepted {
-                tap.send(item);
-            } else {
-                tap.cancel();
-            }
+    fn reserve(&self, item: &T) -> Result<Option<Reservation<'_, T>>, ()> {
+        match self.tap_for(item) {
+            None => Ok(None),
+            Some(tap) if tap.reserve() => Ok(Some(Reservation {
+                tap,
+                item: Some(item.clone()),
+            })),
+            Some(_) => Err(()),
         }
     }
 
@@ -461,6 +458,38 @@ impl<T: Deliverable> Shared<T> {
             }
             Ok(completion)
         })
+    }
+}
+
+/// Room a tap gave a claimed item: [`send`](Self::send) uses it; dropped unused (the
+/// publish refused, or its future dropped while it waited), it is given back.
+struct Reservation<'a, T: 'static> {
+    tap: &'a dyn Tap<T>,
+    item: Option<T>,
+}
+
+impl<T: 'static> Reservation<'_, T> {
+    /// The local deliveries of a publish with this reservation (or without one).
+    fn scope(reservation: &Option<Self>) -> Scope<'static> {
+        match reservation {
+            Some(_) => Scope::Plain,
+            None => Scope::All,
+        }
+    }
+
+    /// The local part was accepted: the item goes to the tap.
+    fn send(mut self) {
+        if let Some(item) = self.item.take() {
+            self.tap.send(item);
+        }
+    }
+}
+
+impl<T: 'static> Drop for Reservation<'_, T> {
+    fn drop(&mut self) {
+        if self.item.is_some() {
+            self.tap.cancel();
+        }
     }
 }
 
@@ -675,31 +704,31 @@ impl<T: Deliverable> Core<T> {
     /// no tap sees it.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) async fn deliver(&self, item: T, scope: Scope<'_>) -> Result<(), PublishError<T>> {
-        self.publish_in(item, scope).await
+        self.publish_in(item, scope, None).await
     }
 
     /// Queues the item, waiting up to `default_timeout` for room; with
     /// `wait_for_handlers`, then waits until every matching handler finished it, up to
     /// `default_timeout` more.
     pub(crate) async fn publish(&self, item: T) -> Result<(), PublishError<T>> {
-        let tap = self.shared.tap_for(&item);
-        if tap.is_some_and(|tap| !tap.reserve()) {
-            return Err(PublishError::ClusterUnavailable(item));
+        match self.shared.reserve(&item) {
+            Ok(reservation) => {
+                let scope = Reservation::scope(&reservation);
+                self.publish_in(item, scope, reservation).await
+            }
+            Err(()) => Err(PublishError::ClusterUnavailable(item)),
         }
-        let scope = if tap.is_some() {
-            Scope::Plain
-        } else {
-            Scope::All
-        };
-        let sent = tap.map(|_| item.clone());
-        let result = self.publish_in(item, scope).await;
-        // A handler timeout comes after the item was accepted.
-        let accepted = matches!(result, Ok(()) | Err(PublishError::HandlerTimeout(_)));
-        Shared::settle(tap, sent, accepted);
-        result
     }
 
-    async fn publish_in(&self, mut item: T, scope: Scope<'_>) -> Result<(), PublishError<T>> {
+    /// `reservation`: the tap's room for a claimed item, used (the item sent) as soon as
+    /// the local part is accepted, before any wait for handlers; given back if the
+    /// publish fails or this future is dropped first.
+    async fn publish_in(
+        &self,
+        mut item: T,
+        scope: Scope<'_>,
+        mut reservation: Option<Reservation<'_, T>>,
+    ) -> Result<(), PublishError<T>> {
         let settings = &self.shared.settings;
         let deadline = tokio::time::Instant::from_std(Instant::now() + settings.default_timeout);
         loop {
@@ -711,6 +740,9 @@ impl<T: Deliverable> Core<T> {
                 .try_dispatch(item, settings.wait_for_handlers, scope)
             {
                 Ok(Some(completion)) => {
+                    if let Some(reservation) = reservation.take() {
+                        reservation.send();
+                    }
                     let timeout = settings.default_timeout;
                     return match tokio::time::timeout(timeout, completion.wait()).await {
                         Ok(()) => Ok(()),
@@ -719,7 +751,12 @@ impl<T: Deliverable> Core<T> {
                         )),
                     };
                 }
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    if let Some(reservation) = reservation.take() {
+                        reservation.send();
+                    }
+                    return Ok(());
+                }
                 Err(Attempt::Stopped(back)) => return Err(PublishError::Stopped(back)),
                 Err(Attempt::Full(back, mailbox)) => {
                     item = back;

@@ -418,7 +418,8 @@ impl<T: Deliverable> Handler<Attach<T>> for Registry<T> {
 
     fn handle(&mut self, msg: Attach<T>, _: &mut Context<Self>) -> bool {
         let tap = msg.0;
-        if self.shared.tap.set(tap.clone()).is_err() {
+        if self.shared.stopping.load(Ordering::Acquire) || self.shared.tap.set(tap.clone()).is_err()
+        {
             return false;
         }
         for (pattern, name) in self.groups.keys() {
@@ -448,8 +449,8 @@ impl<T: Deliverable> Handler<Shutdown> for Registry<T> {
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.shared.stopping.store(true, Ordering::SeqCst);
         // A stopped component's groups take no more of a cluster's share.
-        if let Some(tap) = self.shared.tap.get() {
-            for (pattern, name) in self.groups.keys() {
+        for (pattern, name) in std::mem::take(&mut self.groups).keys() {
+            if let Some(tap) = self.shared.tap.get() {
                 tap.group_closed(pattern, name);
             }
         }

@@ -133,6 +133,46 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn a_publish_dropped_while_it_waits_for_room_gives_the_tap_its_room_back() {
+        let mq = MessageQueue::start(MessageQueueConfig {
+            max_size: 1,
+            ..MessageQueueConfig::default()
+        })
+        .unwrap();
+        let tap = Arc::new(Recording {
+            room: AtomicUsize::new(2),
+            ..Default::default()
+        });
+        assert!(mq.core().attach(tap.clone()).await);
+        // A handler that never finishes: the first message holds the queue's one slot.
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        mq.subscribe("x.>", move |_| {
+            let _ = entered_tx.send(());
+            std::future::pending::<crate::HandlerResult>()
+        })
+        .await
+        .unwrap();
+        mq.publish("x.a", json!(1), Priority::Normal).await.unwrap();
+        entered.recv().await.unwrap();
+        mq.publish("x.b", json!(2), Priority::Normal).await.unwrap(); // waits in the mailbox
+        assert_eq!(
+            tap.room.load(Ordering::Acquire),
+            2,
+            "both sent, their room back"
+        );
+        // The third waits for room, holding the tap's; dropped, it gives it back.
+        let waiting = mq.publish("x.c", json!(3), Priority::Normal);
+        let dropped = tokio::time::timeout(std::time::Duration::from_millis(20), waiting).await;
+        assert!(dropped.is_err(), "no room: the publish was still waiting");
+        assert_eq!(
+            tap.room.load(Ordering::Acquire),
+            2,
+            "the dropped publish's room came back"
+        );
+        assert_eq!(*tap.sent.lock().unwrap(), ["x.a", "x.b"]);
+    }
+
+    #[actix_rt::test]
     async fn a_claimed_publish_goes_to_plain_subscriptions_and_the_tap_and_groups_get_theirs_through_it(
     ) {
         let mq = MessageQueue::start(MessageQueueConfig::default()).unwrap();
