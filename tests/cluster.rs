@@ -352,12 +352,17 @@ async fn what_a_node_received_is_not_sent_again_and_foreign_messages_are_counted
     ] {
         headers.insert(k, v);
     }
+    // A name over MAX_NAME_BYTES, well-formed otherwise: refused like a local publish.
+    let long = format!("t.ev.market.{}", "x".repeat(tickwire::MAX_NAME_BYTES));
+    raw.publish_with_headers(long, headers.clone(), "{}".into())
+        .await
+        .unwrap();
     raw.publish_with_headers("t.ev.market.foreign", headers, "{not json".into())
         .await
         .unwrap();
     raw.flush().await.unwrap();
-    eventually("b counted both foreign messages", SAFETY, || {
-        b.cluster.metrics().malformed >= 2
+    eventually("b counted the three foreign messages", SAFETY, || {
+        b.cluster.metrics().malformed >= 3
     })
     .await;
     // Everything b could have sent back went out before its flush; the marker, sent
@@ -387,10 +392,11 @@ async fn what_a_node_received_is_not_sent_again_and_foreign_messages_are_counted
             .map(|v| v.as_str().to_owned());
         crossed.push((message.subject.to_string(), origin, id));
     }
-    // a's 50 and the two foreign ones: b sent nothing back.
-    assert_eq!(crossed.len(), 52, "{crossed:?}");
+    // a's 50 and the three foreign ones: b sent nothing back.
+    assert_eq!(crossed.len(), 53, "{crossed:?}");
     assert_eq!(b.cluster.metrics().published, 0);
     assert_eq!(len(&got), 50, "the foreign messages were not delivered");
+    assert_eq!(b.cluster.metrics().malformed, 3);
     a.stop().await;
     b.stop().await;
 }

@@ -61,7 +61,11 @@ fn received<K: Kind>(
     space: Space,
     message: &async_nats::Message,
 ) -> Option<Item<K>> {
-    let Some(name) = wire::name_of(&ctx.prefix, space, message.subject.as_str()) else {
+    // A name any NATS client could send: checked as a local publish's would be (length,
+    // tokens, no wildcards).
+    let name = wire::name_of(&ctx.prefix, space, message.subject.as_str())
+        .filter(|name| crate::validate_name(name).is_ok());
+    let Some(name) = name else {
         ctx.counts.malformed.fetch_add(1, Ordering::Relaxed);
         return None;
     };
