@@ -12,9 +12,10 @@
 //!   Members are woken as the work needs them: a burst wakes them one by one, and a group
 //!   that keeps up costs about one wake per burst, not one per member per message. (A
 //!   handler that blocks its worker thread, CPU-bound work in an async handler, also
-//!   holds up the members on that worker: an idle member elsewhere is preferred, but one
-//!   already woken there holds back further wakes for up to 500 µs, or until the next
-//!   message. Run such work in a blocking handler.) A member that leaves gets no more;
+//!   holds up the members on that worker: an idle member elsewhere is preferred; a member of the group already
+//!   woken there does not hold back a wake of another while a member on its worker is
+//!   busy, but one held by another actor's handler does, for up to 500 µs or until the
+//!   next message. Run such work in a blocking handler.) A member that leaves gets no more;
 //!   what is still queued stays for the other members.
 //!   A leaving member finishes the message in hand; a message it holds for a retry or
 //!   across a restart is discarded with it (counted as dropped). A group is named by its
