@@ -55,17 +55,22 @@ pub(crate) async fn pump<K: Kind>(
 }
 
 /// The item a NATS message carries, if it is one of `space`'s.
+/// `wanted`: whether this task delivers the name (nothing is decoded or counted for one
+/// it does not).
 fn received<K: Kind>(
     ctx: &Context,
     core: &Core<Item<K>>,
     space: Space,
     message: &async_nats::Message,
+    wanted: impl Fn(&str) -> bool,
 ) -> Option<Item<K>> {
+    let name = wire::name_of(&ctx.prefix, space, message.subject.as_str());
+    if name.is_some_and(|name| !wanted(name)) {
+        return None;
+    }
     // A name any NATS client could send: checked as a local publish's would be (length,
     // tokens, no wildcards).
-    let name = wire::name_of(&ctx.prefix, space, message.subject.as_str())
-        .filter(|name| crate::validate_name(name).is_ok());
-    let Some(name) = name else {
+    let Some(name) = name.filter(|name| crate::validate_name(name).is_ok()) else {
         ctx.counts.malformed.fetch_add(1, Ordering::Relaxed);
         return None;
     };
@@ -114,13 +119,10 @@ pub(crate) async fn fan_in<K: Kind>(
         if wire::origin(message.headers.as_ref()) == Some(&*ctx.node) {
             continue;
         }
-        let Some(item) = received(&ctx, &core, space, &message) else {
-            continue;
-        };
-        if patterns.iter().position(|p| p.matches(item.route())) != Some(index) {
-            continue;
+        let first = |name: &str| patterns.iter().position(|p| p.matches(name)) == Some(index);
+        if let Some(item) = received(&ctx, &core, space, &message, first) {
+            deliver(&ctx, &core, item, Scope::Plain).await;
         }
-        deliver(&ctx, &core, item, Scope::Plain).await;
     }
 }
 
@@ -134,7 +136,7 @@ async fn group_in<K: Kind>(
     mut subscriber: Subscriber,
 ) {
     while let Some(message) = subscriber.next().await {
-        if let Some(item) = received(&ctx, &core, space, &message) {
+        if let Some(item) = received(&ctx, &core, space, &message, |_| true) {
             deliver(&ctx, &core, item, Scope::Group(&key.0, &key.1)).await;
         }
     }
