@@ -283,6 +283,42 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// The pattern of the names that both match, if any does: token by token, `*` and
+    /// `>` yield to the other side. (A durable topic's JetStream consumer for a consumer
+    /// group filters on the group's pattern within the durable one.)
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn intersect(&self, other: &Pattern) -> Option<Pattern> {
+        let text = |t: &Token| match t {
+            Token::Literal(lit) => lit.to_string(),
+            Token::One => "*".into(),
+            Token::Tail => ">".into(),
+        };
+        let mut i = 0;
+        let mut joined: Vec<String> = Vec::new();
+        loop {
+            match (self.tokens.get(i), other.tokens.get(i)) {
+                (None, None) => break,
+                (Some(Token::Tail), Some(_)) => {
+                    joined.extend(other.tokens[i..].iter().map(text));
+                    break;
+                }
+                (Some(_), Some(Token::Tail)) => {
+                    joined.extend(self.tokens[i..].iter().map(text));
+                    break;
+                }
+                (Some(Token::One), Some(t)) | (Some(t), Some(Token::One)) => joined.push(text(t)),
+                (Some(Token::Literal(a)), Some(Token::Literal(b))) if a == b => {
+                    joined.push(a.to_string())
+                }
+                _ => return None,
+            }
+            i += 1;
+        }
+        Pattern::parse(&joined.join(".")).ok()
+    }
+}
+
 impl fmt::Debug for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Pattern({:?})", self.text)
@@ -306,6 +342,30 @@ impl std::str::FromStr for Pattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intersections() {
+        let table: &[(&str, &str, Option<&str>)] = &[
+            ("orders.>", "orders.new", Some("orders.new")),
+            ("orders.>", ">", Some("orders.>")),
+            ("orders.>", "*.new", Some("orders.new")),
+            ("orders.>", "*.*.eu", Some("orders.*.eu")),
+            ("orders.*", "orders.>", Some("orders.*")),
+            ("a.*.c", "a.b.*", Some("a.b.c")),
+            ("orders.>", "fills.>", None),
+            ("orders.*", "orders.new.eu", None),
+            ("orders.>", "orders", None),
+            ("*", "a.b", None),
+            (">", ">", Some(">")),
+        ];
+        for &(a, b, expected) in table {
+            let (pa, pb) = (Pattern::parse(a).unwrap(), Pattern::parse(b).unwrap());
+            for (x, y) in [(&pa, &pb), (&pb, &pa)] {
+                let got = x.intersect(y);
+                assert_eq!(got.as_ref().map(Pattern::as_str), expected, "{x} and {y}");
+            }
+        }
+    }
 
     #[test]
     fn matching_table() {

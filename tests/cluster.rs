@@ -555,12 +555,21 @@ async fn connect_attach_and_close_errors_are_clear() {
         "{err}"
     );
     let err = Cluster::connect(ClusterConfig {
-        durable: vec!["orders.>".into()],
+        durable: vec!["trades.>".into()],
         ..config(&nats, "a")
     })
     .await
     .unwrap_err();
     assert!(matches!(err, ClusterError::Config(_)), "{err}");
+    // Durable topics on a server without JetStream: refused when the queue attaches.
+    let plain = Nats::start_without_jetstream();
+    let no_js = Cluster::connect(durable_config(&plain, "a")).await.unwrap();
+    let mq = MessageQueue::start(MessageQueueConfig::default()).unwrap();
+    let err = no_js.attach_message_queue(&mq).await.unwrap_err();
+    assert!(matches!(err, ClusterError::JetStream { .. }), "{err}");
+    assert!(err.to_string().contains("t-durable"), "{err}");
+    no_js.close().await;
+    mq.stop().await;
 
     let a = node(config(&nats, "a")).await;
     let other = Cluster::connect(config(&nats, "a2")).await.unwrap();
@@ -749,4 +758,344 @@ async fn websocket_clients_of_one_serve_process_get_what_clients_of_another_publ
         "{log}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `config` with the `jobs.>` topics durable, redelivered after `ack_wait`.
+fn durable_config(nats: &Nats, node: &str) -> ClusterConfig {
+    ClusterConfig {
+        message_queue: vec!["orders.>".into(), "jobs.>".into()],
+        durable: vec!["jobs.>".into()],
+        ack_wait: Duration::from_secs(3),
+        ..config(nats, node)
+    }
+}
+
+/// What a durable group's members handled: (node, data["from"], data["n"]).
+type Handled = Arc<Mutex<Vec<(String, String, u64)>>>;
+
+async fn worker(
+    n: &Node,
+    node: &'static str,
+    group: &str,
+    handled: &Handled,
+) -> tickwire::SubscriptionId {
+    let h = handled.clone();
+    n.mq.subscribe_group("jobs.>", group, move |m| {
+        let from = m.data()["from"].as_str().unwrap_or_default().to_owned();
+        h.lock()
+            .unwrap()
+            .push((node.to_owned(), from, m.data()["n"].as_u64().unwrap()));
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap()
+}
+
+/// Each of `expected` handled at least once: the duplicates, if any, as a count.
+fn every_one_handled(handled: &Handled, expected: &[(String, u64)]) -> usize {
+    let mut counts = BTreeMap::<(String, u64), usize>::new();
+    for (_, from, n) in handled.lock().unwrap().iter() {
+        *counts.entry((from.clone(), *n)).or_default() += 1;
+    }
+    for key in expected {
+        assert!(counts.contains_key(key), "{key:?} was never handled");
+    }
+    assert_eq!(
+        counts.len(),
+        expected.len(),
+        "nothing else handled: {counts:?}"
+    );
+    counts.values().map(|c| c - 1).sum()
+}
+
+#[actix_rt::test]
+async fn a_durable_group_spans_nodes_acks_after_its_handler_and_keeps_what_waits_for_absent_members(
+) {
+    let nats = Nats::start();
+    let a = node(durable_config(&nats, "a")).await;
+    let b = node(durable_config(&nats, "b")).await;
+    let handled: Handled = Arc::default();
+    let mut members = Vec::new();
+    for (name, n) in [("a", &a), ("b", &b)] {
+        for _ in 0..2 {
+            members.push((name, worker(n, name, "workers", &handled).await));
+        }
+    }
+    // A plain subscription of a durable topic gets every message, as for any topic.
+    let plain = recorder();
+    let r = plain.clone();
+    b.mq.subscribe("jobs.run", move |m| {
+        record(&r, m.topic(), m.data(), m.priority(), m.id());
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    // A group whose handler always fails: a dead letter where it was handled, and
+    // acknowledged there (not redelivered to another node).
+    let once = tickwire::HandlerConfig::new("failing").max_retries(0);
+    for n in [&a, &b] {
+        n.mq.subscribe_group_with("jobs.fail", "failing", once.clone(), |_| async {
+            Err("always".into())
+        })
+        .await
+        .unwrap();
+    }
+    a.cluster.sync().await.unwrap();
+    b.cluster.sync().await.unwrap();
+
+    const N: u64 = 500;
+    let publish = |n: &Node, from: &'static str| {
+        let mq = n.mq.clone();
+        async move {
+            for i in 0..N {
+                mq.publish("jobs.run", json!({"n": i, "from": from}), Priority::Normal)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    futures_util::join!(publish(&a, "a"), publish(&b, "b"));
+    // (`workers` take it too: `jobs.>` matches it.)
+    a.mq.publish(
+        "jobs.fail",
+        json!({"n": 0, "from": "fail"}),
+        Priority::Normal,
+    )
+    .await
+    .unwrap();
+    eventually("the group handled every job", SAFETY, || {
+        handled.lock().unwrap().len() > 2 * N as usize
+    })
+    .await;
+    eventually("the plain subscriber got every job", SAFETY, || {
+        len(&plain) >= 2 * N as usize
+    })
+    .await;
+    let dead = || async { a.mq.dead_letters().await.len() + b.mq.dead_letters().await.len() };
+    let deadline = std::time::Instant::now() + SAFETY;
+    while dead().await == 0 {
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let metrics = || (a.cluster.metrics(), b.cluster.metrics());
+    eventually("every job and the dead letter acknowledged", SAFETY, || {
+        let (ma, mb) = metrics();
+        ma.acked + mb.acked >= 2 * N + 2
+    })
+    .await;
+    let mut expected: Vec<_> = ["a", "b"]
+        .iter()
+        .flat_map(|from| (0..N).map(move |n| (from.to_string(), n)))
+        .collect();
+    expected.push(("fail".into(), 0));
+    let duplicates = every_one_handled(&handled, &expected);
+    let (ma, mb) = metrics();
+    assert!(
+        duplicates as u64 <= ma.redelivered + mb.redelivered,
+        "a job handled twice was redelivered: {duplicates} duplicates, {ma:?} {mb:?}"
+    );
+    assert_eq!(ma.stored + mb.stored, 2 * N + 1, "each publish stored once");
+    assert_eq!(ma.nacked + mb.nacked, 0, "nothing refused back");
+    assert_eq!(dead().await, 1, "the failing job is one dead letter");
+    let mut by_node = BTreeMap::<String, usize>::new();
+    for (node, _, _) in handled.lock().unwrap().iter() {
+        *by_node.entry(node.clone()).or_default() += 1;
+    }
+    assert_eq!(by_node.len(), 2, "both nodes took jobs: {by_node:?}");
+    assert_eq!(
+        len(&plain),
+        2 * N as usize,
+        "the plain subscriber got each once"
+    );
+
+    // Every member leaves: what is published meanwhile waits in JetStream for the group.
+    for (name, id) in members {
+        let n = if name == "a" { &a } else { &b };
+        assert!(n.mq.unsubscribe(id).await);
+    }
+    a.cluster.sync().await.unwrap();
+    b.cluster.sync().await.unwrap();
+    handled.lock().unwrap().clear();
+    for i in 0..50 {
+        a.mq.publish(
+            "jobs.run",
+            json!({"n": i, "from": "away"}),
+            Priority::Normal,
+        )
+        .await
+        .unwrap();
+    }
+    a.cluster.sync().await.unwrap();
+    assert!(
+        handled.lock().unwrap().is_empty(),
+        "no member: nothing handled"
+    );
+    worker(&b, "b", "workers", &handled).await;
+    eventually("the returning member got what waited", SAFETY, || {
+        handled.lock().unwrap().len() >= 50
+    })
+    .await;
+    let away: Vec<_> = (0..50).map(|n| ("away".to_owned(), n)).collect();
+    every_one_handled(&handled, &away);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_durable_publish_sent_again_while_nats_is_down_is_stored_and_handled_once() {
+    let mut nats = Nats::start();
+    let a = node(durable_config(&nats, "a")).await;
+    let handled: Handled = Arc::default();
+    // One member: JetStream delivers in stream order and the member handles in order,
+    // so once the last job is handled, every one stored before it was.
+    worker(&a, "a", "workers", &handled).await;
+    a.cluster.sync().await.unwrap();
+    nats.kill();
+    eventually("the link is down", SAFETY, || {
+        a.cluster.metrics().link == LinkState::Disconnected
+    })
+    .await;
+    for i in 0..10 {
+        a.mq.publish("jobs.run", json!({"n": i, "from": "a"}), Priority::Normal)
+            .await
+            .unwrap();
+    }
+    // JetStream's confirmation of the first times out (the others wait behind it, in
+    // order): it is sent again, with the same id.
+    eventually("the unconfirmed publish was sent again", SAFETY, || {
+        a.cluster.metrics().resent >= 1
+    })
+    .await;
+    nats.restart();
+    a.mq.publish("jobs.run", json!({"n": 10, "from": "a"}), Priority::Normal)
+        .await
+        .unwrap();
+    eventually("every job handled after the restart", SAFETY, || {
+        handled.lock().unwrap().iter().any(|(_, _, n)| *n == 10)
+    })
+    .await;
+    eventually("every job confirmed", SAFETY, || {
+        a.cluster.metrics().buffered == 0
+    })
+    .await;
+    let expected: Vec<_> = (0..=10).map(|n| ("a".to_owned(), n)).collect();
+    assert_eq!(
+        every_one_handled(&handled, &expected),
+        0,
+        "each stored once though sent at least twice: {:?}",
+        a.cluster.metrics()
+    );
+    a.stop().await;
+}
+
+/// The node of [`a_node_killed_mid_handling_loses_nothing_of_a_durable_topic`], run in
+/// a child process of that test (this test binary again, with `CHILD_NATS` set): a
+/// member of `workers` whose handler never finishes. Run without it, it returns at once.
+#[actix_rt::test]
+#[ignore = "a child process of another test"]
+async fn durable_child_node() {
+    let Ok(url) = std::env::var("CHILD_NATS") else {
+        return;
+    };
+    let config = ClusterConfig {
+        nats_url: url,
+        node: Some("child".into()),
+        prefix: "t".into(),
+        message_queue: vec!["jobs.>".into()],
+        durable: vec!["jobs.>".into()],
+        ack_wait: Duration::from_secs(3),
+        ..ClusterConfig::default()
+    };
+    let child = node(config).await;
+    child
+        .mq
+        .subscribe_group("jobs.>", "workers", |m| {
+            println!("took {}", m.data()["n"]);
+            std::future::pending::<tickwire::HandlerResult>()
+        })
+        .await
+        .unwrap();
+    child.cluster.sync().await.unwrap();
+    println!("ready");
+    // Until the parent kills it.
+    std::future::pending::<()>().await;
+}
+
+/// The next line of the child's that starts with `want`.
+async fn next(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>, want: &str) -> String {
+    let wait = async {
+        loop {
+            let line = lines.recv().await.expect("the child runs");
+            // (The harness's "test … ... " precedes the first line.)
+            if line.contains(want) {
+                return line;
+            }
+        }
+    };
+    tokio::time::timeout(SAFETY, wait)
+        .await
+        .unwrap_or_else(|_| panic!("the child never said {want:?}"))
+}
+
+#[actix_rt::test]
+async fn a_node_killed_mid_handling_loses_nothing_of_a_durable_topic() {
+    use std::io::BufRead;
+    let nats = Nats::start();
+    let a = node(durable_config(&nats, "a")).await;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "durable_child_node",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CHILD_NATS", &nats.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the child node starts");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    next(&mut lines, "ready").await;
+    // Only the child is a member: it takes the jobs, and holds them.
+    const N: u64 = 100;
+    for i in 0..N {
+        a.mq.publish("jobs.run", json!({"n": i, "from": "a"}), Priority::Normal)
+            .await
+            .unwrap();
+    }
+    next(&mut lines, "took").await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A member on a: what the child held comes to it after `ack_wait`.
+    let handled: Handled = Arc::default();
+    worker(&a, "a", "workers", &handled).await;
+    for i in N..2 * N {
+        a.mq.publish("jobs.run", json!({"n": i, "from": "a"}), Priority::Normal)
+            .await
+            .unwrap();
+    }
+    eventually("a handled every job, the child's too", SAFETY, || {
+        let got: std::collections::BTreeSet<u64> =
+            handled.lock().unwrap().iter().map(|(_, _, n)| *n).collect();
+        got.len() as u64 >= 2 * N
+    })
+    .await;
+    let expected: Vec<_> = (0..2 * N).map(|n| ("a".to_owned(), n)).collect();
+    every_one_handled(&handled, &expected);
+    assert!(
+        a.cluster.metrics().redelivered >= 1,
+        "the job the child held was redelivered: {:?}",
+        a.cluster.metrics()
+    );
+    a.stop().await;
 }

@@ -42,9 +42,16 @@ pub struct ClusterConfig {
     pub event_bus: Vec<String>,
     /// MessageQueue topics that span processes (patterns). Default none.
     pub message_queue: Vec<String>,
-    /// Of those, the topics kept in JetStream (at-least-once). Not supported yet: a
-    /// config that names any is refused.
+    /// Of those, the topics kept in JetStream (at-least-once, see the
+    /// [module docs](super#durable-topics)): each pattern within one of `message_queue`,
+    /// no two overlapping. Default none.
     pub durable: Vec<String>,
+    /// How long JetStream waits for a durable message's acknowledgement before it
+    /// redelivers it: how soon a message whose node died mid-handling goes to another
+    /// member. A node handling one for longer tells JetStream it is still at work
+    /// (every half of it). Default 30 s.
+    #[serde(with = "secs")]
+    pub ack_wait: Duration,
     /// How many clustered publishes may wait for NATS (while it is unreachable) before
     /// further ones are refused with `ClusterUnavailable`. 1..=16777216, default 65536.
     pub max_buffered: usize,
@@ -63,6 +70,7 @@ impl Default for ClusterConfig {
             event_bus: Vec::new(),
             message_queue: Vec::new(),
             durable: Vec::new(),
+            ack_wait: Duration::from_secs(30),
             max_buffered: 65_536,
             connect_timeout: Duration::from_secs(5),
         }
@@ -89,12 +97,8 @@ impl ClusterConfig {
             .map_err(|err| invalid("prefix", format!("is an {err}")))?;
         self.event_bus_patterns()?;
         self.message_queue_patterns()?;
-        if let Some(topic) = self.durable.first() {
-            return Err(invalid(
-                "durable",
-                format!("names {topic:?}: durable (JetStream) topics are not supported yet"),
-            ));
-        }
+        self.durable_patterns()?;
+        check_timeout("ack_wait", self.ack_wait)?;
         check_range("max_buffered", self.max_buffered, 1, MAX_BUFFERED)?;
         check_timeout("connect_timeout", self.connect_timeout)
     }
@@ -107,6 +111,35 @@ impl ClusterConfig {
     /// `message_queue`, parsed.
     pub(crate) fn message_queue_patterns(&self) -> Result<Vec<Pattern>, ConfigError> {
         parse("message_queue", &self.message_queue)
+    }
+
+    /// `durable`, parsed and checked: each within a `message_queue` pattern, none
+    /// overlapping another (one JetStream stream holds them all).
+    pub(crate) fn durable_patterns(&self) -> Result<Vec<Pattern>, ConfigError> {
+        let queue = self.message_queue_patterns()?;
+        let durable = parse("durable", &self.durable)?;
+        for (i, d) in durable.iter().enumerate() {
+            if !queue.iter().any(|q| q.covers(d)) {
+                return Err(invalid(
+                    "durable",
+                    format!(
+                        "has {:?}, which is not within any `message_queue` pattern",
+                        d.as_str()
+                    ),
+                ));
+            }
+            if let Some(other) = durable[..i].iter().find(|o| o.intersect(d).is_some()) {
+                return Err(invalid(
+                    "durable",
+                    format!(
+                        "has {:?} and {:?}, which overlap",
+                        other.as_str(),
+                        d.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(durable)
     }
 
     /// `node`, or the host name and the process id.
@@ -175,12 +208,38 @@ mod tests {
             }),
             "event_bus"
         );
+        let queue = ClusterConfig {
+            message_queue: vec!["orders.>".into(), "fills.*".into()],
+            ..ok.clone()
+        };
+        let durable = |d: &[&str]| ClusterConfig {
+            durable: d.iter().map(|&d| d.into()).collect(),
+            ..queue.clone()
+        };
+        durable(&["orders.new", "orders.*.eu", "fills.x"])
+            .validate()
+            .unwrap();
+        for bad in [
+            &["trades.>"][..],
+            &["fills.>"],
+            &["orders.>", "orders.new"],
+            &["a..b"],
+        ] {
+            assert_eq!(field(durable(bad)), "durable", "{bad:?}");
+        }
+        assert_eq!(
+            durable(&["orders.*", "orders.new"])
+                .validate()
+                .unwrap_err()
+                .to_string(),
+            "invalid config: `durable` has \"orders.*\" and \"orders.new\", which overlap"
+        );
         assert_eq!(
             field(ClusterConfig {
-                durable: vec!["orders.>".into()],
+                ack_wait: Duration::ZERO,
                 ..ok.clone()
             }),
-            "durable"
+            "ack_wait"
         );
         assert_eq!(
             field(ClusterConfig {

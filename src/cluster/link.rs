@@ -23,6 +23,11 @@ pub(crate) struct Counts {
     pub(crate) malformed: AtomicU64,
     pub(crate) disconnects: AtomicU64,
     pub(crate) slow_consumer: AtomicU64,
+    pub(crate) stored: AtomicU64,
+    pub(crate) resent: AtomicU64,
+    pub(crate) redelivered: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) refused_back: AtomicU64,
     /// Notified when `buffered` comes down to zero.
     pub(crate) drained: tokio::sync::Notify,
 }

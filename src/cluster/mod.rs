@@ -31,9 +31,40 @@
 //! delivery is at most once: what a node's NATS connection has not sent when the
 //! process dies or the link drops, what a node that falls behind cannot take (core NATS
 //! drops it: `slow_consumer` in the metrics), and what arrives for a group while its
-//! last member on a node is leaving, is lost (durable JetStream topics, at-least-once, are not built yet). A
+//! last member on a node is leaving, is lost, except on durable topics. A
 //! node that subscribes or joins a group gets what is published after the NATS server
 //! registered it: [`Cluster::sync`] waits for that.
+//!
+//! ## Durable topics
+//!
+//! The MessageQueue topics of `durable` (within `message_queue`) live in JetStream, for
+//! queue work that must survive a crash. The server must run with JetStream (`-js`):
+//! [`Cluster::attach_message_queue`] makes the stream `<prefix>-durable` if absent (file
+//! storage, interest retention: a message is kept until every consumer group has
+//! acknowledged it) or adds this node's subjects to it.
+//!
+//! - A durable publish goes to JetStream with a `Nats-Msg-Id` (origin node, process,
+//!   id) and counts as buffered until JetStream confirmed it stored. One not confirmed
+//!   (a timeout, the link down) is sent again with the same id while the cluster is open:
+//!   JetStream stores it once (within its two-minute duplicate window). Plain
+//!   subscriptions on other nodes get durable topics through core NATS as any clustered
+//!   topic, and so may see such a resent publish twice.
+//! - Each consumer group has a durable JetStream consumer (one per durable pattern its
+//!   pattern meets), made if absent, delivering what is published from then on, and
+//!   never deleted by tickwire: what is published while every member is down waits for
+//!   them. A message goes to one node, there to one member, and is **acknowledged after
+//!   the handler succeeded**, or after it became a dead letter (the dead-letter rules
+//!   apply on the node that handled it: stored, `error_handler`, `dead_letter.<topic>`
+//!   published there). A message discarded unhandled (its member left, the queue stopped
+//!   or stayed full) is refused back, and JetStream gives it to a member again.
+//! - A handler that runs longer than half of `ack_wait` has JetStream told the node is
+//!   still at work; a **node that dies mid-handling** has its messages redelivered to the
+//!   group's other members after `ack_wait`.
+//!
+//! So delivery on durable topics is **at least once**: a handler may see a message again
+//! (same id) after a node died between the handler's success and the acknowledgement.
+//! The counts are in [`ClusterMetrics`] (`stored`, `resent`, `acked`, `nacked`,
+//! `redelivered`).
 //!
 //! ```no_run
 //! use serde_json::json;
@@ -71,6 +102,7 @@
 //! ```
 
 mod config;
+mod durable;
 mod link;
 mod tasks;
 mod wire;
@@ -131,6 +163,13 @@ pub enum ClusterError {
         /// What the client said.
         reason: String,
     },
+    /// JetStream refused or did not answer (the server runs without `-js`, or the
+    /// stream of the durable topics cannot be made as configured).
+    #[error("JetStream: {reason}")]
+    JetStream {
+        /// What the client or the server said.
+        reason: String,
+    },
     /// The cluster was closed.
     #[error("the cluster is closed")]
     Closed,
@@ -180,6 +219,20 @@ pub struct ClusterMetrics {
     /// Times the client reported a subscription too far behind (its buffer full: the
     /// messages NATS sent meanwhile were dropped; delivery across nodes is at most once).
     pub slow_consumer: u64,
+    /// Durable publishes JetStream confirmed it stored (also counted in `published`).
+    pub stored: u64,
+    /// Durable publishes sent again, with the same message id, for want of a
+    /// confirmation.
+    pub resent: u64,
+    /// Durable messages acknowledged here: handled, or dead letters (also counted in
+    /// `received`).
+    pub acked: u64,
+    /// Durable messages refused back to JetStream (discarded unhandled here: it
+    /// redelivers them).
+    pub nacked: u64,
+    /// Durable messages received here that JetStream had delivered before (to this node
+    /// or another).
+    pub redelivered: u64,
 }
 
 /// A connection to a NATS server that EventBuses and MessageQueues attach to (see the
@@ -198,6 +251,17 @@ struct Inner {
     handle: ArbiterHandle,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     controls: Mutex<Vec<UnboundedSender<Control>>>,
+}
+
+/// A number this process's durable message ids carry, so that a node restarted under its
+/// name does not reuse its ids within JetStream's duplicate window: the start time in
+/// nanoseconds, mixed with the process id.
+fn incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    nanos ^ (u64::from(std::process::id()) << 40)
 }
 
 /// Runs `fut` on the cluster's arbiter and waits for its result.
@@ -272,17 +336,28 @@ impl Cluster {
             }
         };
         tracing::info!(%node, url = %config.nats_url, "cluster: connected to NATS");
+        let patterns = config.durable_patterns()?;
+        let durable = (!patterns.is_empty()).then(|| durable::Durable {
+            js: async_nats::jetstream::new(client.clone()),
+            patterns,
+            stream: wire::stream_name(&config.prefix),
+            ack_wait: config.ack_wait,
+            incarnation: incarnation(),
+        });
+        let open = Arc::new(AtomicBool::new(true));
         let ctx = Arc::new(Context {
             client,
             prefix: config.prefix.as_str().into(),
             node,
             counts,
+            durable,
+            open: open.clone(),
         });
         Ok(Cluster {
             inner: Arc::new(Inner {
                 config,
                 ctx,
-                open: Arc::new(AtomicBool::new(true)),
+                open,
                 arbiter: Mutex::new(Some(arbiter)),
                 handle,
                 tasks: Mutex::default(),
@@ -313,8 +388,21 @@ impl Cluster {
     /// Attaches a MessageQueue: topics that match `message_queue` span the attached nodes
     /// from now on, and so do its consumer groups. Once per queue. With no
     /// `message_queue` patterns, nothing spans and the queue is left alone.
+    ///
+    /// With `durable` patterns, the JetStream stream of the durable topics is made first
+    /// (or this node's subjects added to it): [`ClusterError::JetStream`] if it cannot be.
     pub async fn attach_message_queue(&self, mq: &MessageQueue) -> Result<(), ClusterError> {
         let patterns = self.inner.config.message_queue_patterns()?;
+        if self.inner.ctx.durable.is_some() {
+            let ctx = self.inner.ctx.clone();
+            on(&self.inner.handle, async move {
+                let durable = ctx.durable.as_ref().expect("checked");
+                durable.ensure_stream(&ctx.prefix).await
+            })
+            .await
+            .ok_or(ClusterError::Closed)?
+            .map_err(|reason| ClusterError::JetStream { reason })?;
+        }
         self.attach(mq.core(), Space::Messages, "MessageQueue", patterns, true)
             .await
     }
@@ -461,6 +549,11 @@ impl Cluster {
             malformed: get(&counts.malformed),
             disconnects: get(&counts.disconnects),
             slow_consumer: get(&counts.slow_consumer),
+            stored: get(&counts.stored),
+            resent: get(&counts.resent),
+            acked: get(&counts.acked),
+            nacked: get(&counts.refused_back),
+            redelivered: get(&counts.redelivered),
         }
     }
 

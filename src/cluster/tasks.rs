@@ -3,7 +3,7 @@
 //! subscription per consumer group.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_nats::{Client, Subscriber};
@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
+use super::durable::{self, Durable, GroupKey};
 use super::link::{Control, Counts};
 use super::wire::{self, Space};
 use crate::core::tap::Scope;
@@ -24,16 +25,46 @@ pub(crate) struct Context {
     pub(crate) prefix: Arc<str>,
     pub(crate) node: Arc<str>,
     pub(crate) counts: Arc<Counts>,
+    /// The durable topics, if any are configured.
+    pub(crate) durable: Option<Durable>,
+    /// Cleared when the cluster closes.
+    pub(crate) open: Arc<AtomicBool>,
 }
 
-/// Sends what a component's link accepted to NATS, in order, until the link is dropped.
+impl Context {
+    /// Whether the cluster is still open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// The durable side, when `space`'s `name` is durable.
+    fn durable_for(&self, space: Space, name: &str) -> Option<&Durable> {
+        self.durable
+            .as_ref()
+            .filter(|d| space == Space::Messages && d.covers(name))
+    }
+}
+
+/// Sends what a component's link accepted to NATS, in order, until the link is dropped:
+/// a durable item to JetStream (its confirmation awaited behind, see `durable`), any
+/// other as a core NATS publish.
 pub(crate) async fn pump<K: Kind>(
     ctx: Arc<Context>,
     space: Space,
     mut items: UnboundedReceiver<Item<K>>,
 ) {
+    let (pending, confirm) = durable::confirmations(ctx.clone());
+    let confirming = ctx.durable.is_some().then(|| actix_rt::spawn(confirm));
     while let Some(item) = items.recv().await {
         let subject = wire::subject(&ctx.prefix, space, item.route());
+        if let Some(durable) = ctx.durable_for(space, item.route()) {
+            if let Err(err) = durable::publish(&ctx, durable, &item, subject, &pending).await {
+                tracing::warn!(route = item.route(), error = %err, "cluster: durable publish to JetStream failed");
+                ctx.counts.publish_failed.fetch_add(1, Ordering::Relaxed);
+                ctx.counts.unbuffer();
+            }
+            continue;
+        }
         let headers = wire::headers(&item, &ctx.node);
         let sent = match wire::payload(&item) {
             Ok(payload) => ctx
@@ -52,12 +83,17 @@ pub(crate) async fn pump<K: Kind>(
         };
         ctx.counts.unbuffer();
     }
+    // The link is gone: what waits for confirmation is still confirmed (or given up).
+    drop(pending);
+    if let Some(confirming) = confirming {
+        let _ = confirming.await;
+    }
 }
 
 /// The item a NATS message carries, if it is one of `space`'s.
 /// `wanted`: whether this task delivers the name (nothing is decoded or counted for one
 /// it does not).
-fn received<K: Kind>(
+pub(crate) fn received<K: Kind>(
     ctx: &Context,
     core: &Core<Item<K>>,
     space: Space,
@@ -127,16 +163,18 @@ pub(crate) async fn fan_in<K: Kind>(
 }
 
 /// One consumer group's share: what the NATS queue group gives this node, from any node
-/// (this one included), to this node's members of the group.
+/// (this one included), to this node's members of the group; not the durable topics'
+/// messages, which the group takes from JetStream.
 async fn group_in<K: Kind>(
     ctx: Arc<Context>,
     core: Arc<Core<Item<K>>>,
     space: Space,
-    key: (Box<str>, Box<str>),
+    key: Arc<GroupKey>,
     mut subscriber: Subscriber,
 ) {
+    let not_durable = |name: &str| ctx.durable_for(space, name).is_none();
     while let Some(message) = subscriber.next().await {
-        if let Some(item) = received(&ctx, &core, space, &message, |_| true) {
+        if let Some(item) = received(&ctx, &core, space, &message, not_durable) {
             deliver(&ctx, &core, item, Scope::Group(&key.0, &key.1)).await;
         }
     }
@@ -172,36 +210,27 @@ pub(crate) async fn round_trip(client: &Client) -> Result<(), String> {
 }
 
 /// Keeps one NATS queue subscription per consumer group of `core`, as the registry
-/// reports them, and answers syncs once the server has every change before them.
+/// reports them, and one JetStream consumer per durable pattern the group's pattern
+/// meets; answers syncs once the server has every change before them.
 pub(crate) async fn control<K: Kind>(
     ctx: Arc<Context>,
     core: Arc<Core<Item<K>>>,
     space: Space,
     mut changes: UnboundedReceiver<Control>,
 ) {
-    let mut groups: HashMap<(Box<str>, Box<str>), JoinHandle<()>> = HashMap::new();
+    let mut groups: HashMap<GroupKey, Vec<JoinHandle<()>>> = HashMap::new();
     while let Some(change) = changes.recv().await {
         match change {
             Control::GroupOpened { pattern, name } => {
-                let subject = wire::subject(&ctx.prefix, space, &pattern);
-                let queue = wire::queue_name(&ctx.prefix, &pattern, &name);
-                match ctx.client.queue_subscribe(subject.clone(), queue).await {
-                    Ok(subscriber) => {
-                        let key = (pattern, name);
-                        let task =
-                            group_in(ctx.clone(), core.clone(), space, key.clone(), subscriber);
-                        if let Some(old) = groups.insert(key, actix_rt::spawn(task)) {
-                            old.abort();
-                        }
-                    }
-                    Err(err) => {
-                        tracing::error!(%subject, error = %err, "cluster: a consumer group's queue subscription failed");
-                    }
+                let key = Arc::new((pattern, name));
+                let tasks = open_group(&ctx, &core, space, &key).await;
+                for old in groups.insert((*key).clone(), tasks).into_iter().flatten() {
+                    old.abort();
                 }
             }
             Control::GroupClosed { pattern, name } => {
-                // Dropping its subscriber unsubscribes.
-                if let Some(task) = groups.remove(&(pattern, name)) {
+                // Dropping its subscriber unsubscribes; its durable consumers stay.
+                for task in groups.remove(&(pattern, name)).into_iter().flatten() {
                     task.abort();
                 }
             }
@@ -210,7 +239,50 @@ pub(crate) async fn control<K: Kind>(
             }
         }
     }
-    for task in groups.into_values() {
+    for task in groups.into_values().flatten() {
         task.abort();
     }
+}
+
+/// A group's tasks: the core NATS queue subscription (unless a durable pattern takes
+/// all its topics) and a puller per durable consumer, each consumer made before this
+/// returns when JetStream answers (or by its task, retrying, when not).
+async fn open_group<K: Kind>(
+    ctx: &Arc<Context>,
+    core: &Arc<Core<Item<K>>>,
+    space: Space,
+    key: &Arc<GroupKey>,
+) -> Vec<JoinHandle<()>> {
+    let (filters, all_durable) = match (&ctx.durable, space) {
+        (Some(durable), Space::Messages) => durable.filters(&key.0),
+        _ => (Vec::new(), false),
+    };
+    let mut tasks = Vec::new();
+    if !all_durable {
+        let subject = wire::subject(&ctx.prefix, space, &key.0);
+        let queue = wire::queue_name(&ctx.prefix, &key.0, &key.1);
+        match ctx.client.queue_subscribe(subject.clone(), queue).await {
+            Ok(subscriber) => {
+                let task = group_in(ctx.clone(), core.clone(), space, key.clone(), subscriber);
+                tasks.push(actix_rt::spawn(task));
+            }
+            Err(err) => {
+                tracing::error!(%subject, error = %err, "cluster: a consumer group's queue subscription failed");
+            }
+        }
+    }
+    if let Some(durable) = &ctx.durable {
+        for filter in filters {
+            let made = match durable.consumer(&ctx.prefix, key, &filter).await {
+                Ok(made) => Some(made),
+                Err(err) => {
+                    tracing::warn!(group = %key.1, %filter, error = %err, "cluster: a durable consumer could not be made yet");
+                    None
+                }
+            };
+            let task = durable::group_in(ctx.clone(), core.clone(), key.clone(), filter, made);
+            tasks.push(actix_rt::spawn(task));
+        }
+    }
+    tasks
 }

@@ -9,6 +9,12 @@
 //!   (1..=4), `Tickwire-Timestamp` (nanoseconds since the Unix epoch) and
 //!   `Tickwire-Origin` (the publishing node).
 //! - Payload: the item's data as JSON, a typed value serialized once, here.
+//! - A durable topic's message also carries `Nats-Msg-Id`: origin node, process
+//!   incarnation and id, the same for every retry of one publish, so JetStream stores it
+//!   once. The durable topics live in one stream per prefix, `<prefix>-durable` (with
+//!   what a stream name does not take as `_`), and a consumer group has one durable
+//!   consumer per durable pattern its own pattern meets, named by the group and that
+//!   filter ([`consumer_name`]).
 //!
 //! ```text
 //! PUB tickwire.mq.orders.new
@@ -90,6 +96,62 @@ pub(crate) fn queue_name(prefix: &str, pattern: &str, group: &str) -> String {
         }
     }
     out
+}
+
+/// The JetStream stream of a prefix's durable topics.
+pub(crate) fn stream_name(prefix: &str) -> String {
+    let safe: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}-durable")
+}
+
+/// Longest readable part of a consumer name.
+const MAX_CONSUMER_NAME: usize = 120;
+
+/// The durable consumer of a consumer group (`pattern`, `group`) for the durable topics
+/// matching `filter`: a readable part (each of prefix, pattern, group and filter with
+/// what is not an ASCII letter, digit or `-` as `_`, joined by `_`, cut at 120 bytes),
+/// then a hash of the exact four, which keeps distinct groups distinct. Only such
+/// characters: nats-server 2.9 formats a consumer's name into its acknowledgement
+/// subjects with `Sprintf`, so a `%` in it corrupts them. Stable across processes and
+/// versions.
+pub(crate) fn consumer_name(prefix: &str, pattern: &str, group: &str, filter: &str) -> String {
+    let mut name: String = [prefix, pattern, group, filter]
+        .join("_")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_CONSUMER_NAME)
+        .collect();
+    let exact = [prefix, pattern, group, filter].map(|part| part.len().to_string() + ":" + part);
+    name.push_str(&format!("_{:016x}", fnv1a(exact.concat().as_bytes())));
+    name
+}
+
+/// FNV-1a, 64 bits: a hash that every build computes alike.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The `Nats-Msg-Id` of a durable item: the same for every retry of its publish, and
+/// unique across nodes and restarts of one (`incarnation` is per process).
+pub(crate) fn message_id(origin: &str, incarnation: u64, id: u64) -> String {
+    format!("{origin}.{incarnation:x}.{id}")
 }
 
 /// An item's headers.
@@ -208,6 +270,43 @@ mod tests {
             queue_name("tw", "orders.new", "audit")
         );
         assert_ne!(queue_name("tw", "a", "b|c"), queue_name("tw", "a|b", "c"));
+    }
+
+    #[test]
+    fn durable_names_take_only_what_jetstream_allows() {
+        assert_eq!(stream_name("tickwire"), "tickwire-durable");
+        assert_eq!(stream_name("a.b c>"), "a_b_c_-durable");
+        let name = consumer_name("tw", "orders.>", "routers", "orders.new");
+        assert!(
+            name.starts_with("tw_orders___routers_orders_new_"),
+            "{name}"
+        );
+        assert_eq!(
+            name,
+            consumer_name("tw", "orders.>", "routers", "orders.new")
+        );
+        let long = "x".repeat(300);
+        let names = [
+            consumer_name("tw", "o.>", &long, "o.a"),
+            consumer_name("tw", "o.>", &long, "o.b"),
+            consumer_name("tw", "o.*", "g", "o.a"),
+            consumer_name("tw", "o.>", "g", "o.a"),
+            consumer_name("tw", "o", ">_g", "o.a"),
+            consumer_name("tw", "o>", "_g", "o.a"),
+        ];
+        assert_eq!(names[0].len(), MAX_CONSUMER_NAME + 17);
+        for (i, name) in names.iter().enumerate() {
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)),
+                "{name}"
+            );
+            assert!(
+                !names[..i].contains(name),
+                "distinct groups, distinct names: {name}"
+            );
+        }
+        assert_eq!(message_id("gw-1", 0xbeef, 42), "gw-1.beef.42");
     }
 
     #[test]

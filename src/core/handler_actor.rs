@@ -600,6 +600,7 @@ async fn deliver<T: Deliverable, H: Invoke<T>>(
                     // its item counted.
                     sub.flush();
                 }
+                job.envelope.completion.settle();
                 held.job = None; // settled
                 return None;
             }
@@ -722,7 +723,9 @@ impl Drop for Active<'_> {
 }
 
 /// The item's last attempt failed: report, store, count and publish it.
-fn dead_letter<T: Deliverable, H, I>(sub: &Subscription<T, H>, job: InFlight<T, I>) {
+fn dead_letter<T: Deliverable, H, I>(sub: &Subscription<T, H>, mut job: InFlight<T, I>) {
+    // The dead-letter rules settle it: a waiting cluster acknowledges it (no redelivery).
+    job.envelope.completion.settle();
     SubStats::add(&sub.stats.dead_letters, 1);
     let item = job.envelope.item.clone();
     let failure = HandlerFailure {

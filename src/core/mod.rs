@@ -707,6 +707,27 @@ impl<T: Deliverable> Core<T> {
         self.publish_in(item, scope, None).await
     }
 
+    /// Delivers an item that came from another process like [`deliver`](Self::deliver),
+    /// then waits, without a bound, until every subscription that took it is done with it
+    /// (whatever `enable_async_processing` says): what a durable topic acknowledges by.
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn deliver_settled(
+        &self,
+        item: T,
+        scope: Scope<'_>,
+    ) -> Result<Settled, PublishError<T>> {
+        match self.accept(item, scope, None, true).await? {
+            None => Ok(Settled::Nobody),
+            Some(completion) => {
+                completion.wait().await;
+                Ok(match completion.discarded() {
+                    0 => Settled::Done,
+                    _ => Settled::Discarded,
+                })
+            }
+        }
+    }
+
     /// Queues the item, waiting up to `default_timeout` for room; with
     /// `wait_for_handlers`, then waits until every matching handler finished it, up to
     /// `default_timeout` more.
@@ -720,42 +741,51 @@ impl<T: Deliverable> Core<T> {
         }
     }
 
-    /// `reservation`: the tap's room for a claimed item, used (the item sent) as soon as
-    /// the local part is accepted, before any wait for handlers; given back if the
-    /// publish fails or this future is dropped first.
+    /// [`accept`](Self::accept), then with `wait_for_handlers` the wait for the handlers.
     async fn publish_in(
+        &self,
+        item: T,
+        scope: Scope<'_>,
+        reservation: Option<Reservation<'_, T>>,
+    ) -> Result<(), PublishError<T>> {
+        let settings = &self.shared.settings;
+        // A handle on the item, in case it must be handed back after being accepted.
+        let copy = settings.wait_for_handlers.then(|| item.clone());
+        let accepted = self
+            .accept(item, scope, reservation, settings.wait_for_handlers)
+            .await?;
+        let Some(completion) = accepted else {
+            return Ok(());
+        };
+        match tokio::time::timeout(settings.default_timeout, completion.wait()).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(PublishError::HandlerTimeout(
+                copy.expect("kept for synchronous dispatch"),
+            )),
+        }
+    }
+
+    /// Queues the item in `scope`, waiting up to `default_timeout` for room; with
+    /// `completion`, returns what counts the deliveries down (none if no subscription
+    /// took it). `reservation`: the tap's room for a claimed item, used (the item sent)
+    /// as soon as the local part is accepted, before any wait for handlers; given back if
+    /// the publish fails or this future is dropped first.
+    async fn accept(
         &self,
         mut item: T,
         scope: Scope<'_>,
         mut reservation: Option<Reservation<'_, T>>,
-    ) -> Result<(), PublishError<T>> {
+        completion: bool,
+    ) -> Result<Option<Arc<Completion>>, PublishError<T>> {
         let settings = &self.shared.settings;
         let deadline = tokio::time::Instant::from_std(Instant::now() + settings.default_timeout);
         loop {
-            // Keep a handle on the item only when it may have to be handed back after
-            // being accepted (synchronous dispatch).
-            let copy = settings.wait_for_handlers.then(|| item.clone());
-            match self
-                .shared
-                .try_dispatch(item, settings.wait_for_handlers, scope)
-            {
-                Ok(Some(completion)) => {
+            match self.shared.try_dispatch(item, completion, scope) {
+                Ok(accepted) => {
                     if let Some(reservation) = reservation.take() {
                         reservation.send();
                     }
-                    let timeout = settings.default_timeout;
-                    return match tokio::time::timeout(timeout, completion.wait()).await {
-                        Ok(()) => Ok(()),
-                        Err(_) => Err(PublishError::HandlerTimeout(
-                            copy.expect("kept for synchronous dispatch"),
-                        )),
-                    };
-                }
-                Ok(None) => {
-                    if let Some(reservation) = reservation.take() {
-                        reservation.send();
-                    }
-                    return Ok(());
+                    return Ok(accepted);
                 }
                 Err(Attempt::Stopped(back)) => return Err(PublishError::Stopped(back)),
                 Err(Attempt::Full(back, mailbox)) => {
@@ -781,6 +811,19 @@ impl<T: Deliverable> Core<T> {
             }
         }
     }
+}
+
+/// How a delivery of [`Core::deliver_settled`] ended.
+#[cfg(feature = "cluster")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Every subscription that took it handled it, or made it a dead letter.
+    Done,
+    /// At least one discarded it unhandled (it unsubscribed, a drop policy evicted it,
+    /// or a stop gave up on it).
+    Discarded,
+    /// No subscription in the scope took it.
+    Nobody,
 }
 
 #[cfg(test)]

@@ -251,6 +251,60 @@ mod tests {
         assert_eq!(groups[4..], ["-x.>/early", "-y.>/local"]);
     }
 
+    #[cfg(feature = "cluster")]
+    #[actix_rt::test]
+    async fn a_settled_delivery_says_whether_the_group_handled_it_dead_lettered_it_or_dropped_it() {
+        use crate::core::Settled;
+        use crate::MessageQueueConfig;
+        let mq = MessageQueue::start(MessageQueueConfig::default()).unwrap();
+        let back = |topic: &str| Message::new(topic, json!(0), Priority::Normal);
+        let core = mq.core();
+        let ok = Scope::Group("ok.>", "g");
+        assert_eq!(
+            core.deliver_settled(back("ok.a"), ok).await.unwrap(),
+            Settled::Nobody
+        );
+        let (got, _) = recorded(&mq, "ok.>", Some("g")).await;
+        assert_eq!(
+            core.deliver_settled(back("ok.a"), ok).await.unwrap(),
+            Settled::Done
+        );
+        assert_eq!(*got.lock().unwrap(), ["ok.a"], "handled before it returned");
+
+        // Failing on every attempt: a dead letter, which settles it too.
+        let once = crate::HandlerConfig::new("bad").max_retries(0);
+        mq.subscribe_group_with("bad.>", "g", once, |_| async { Err("no".into()) })
+            .await
+            .unwrap();
+        let bad = Scope::Group("bad.>", "g");
+        assert_eq!(
+            core.deliver_settled(back("bad.a"), bad).await.unwrap(),
+            Settled::Done
+        );
+        assert_eq!(mq.dead_letters().await.len(), 1);
+
+        // Its only member leaves while the handler holds it: discarded.
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let id = mq
+            .subscribe_group("slow.>", "g", move |_| {
+                let _ = entered_tx.send(());
+                std::future::pending::<crate::HandlerResult>()
+            })
+            .await
+            .unwrap();
+        let core2 = core.clone();
+        let waiting = actix_rt::spawn(async move {
+            core2
+                .deliver_settled(back("slow.a"), Scope::Group("slow.>", "g"))
+                .await
+                .unwrap()
+        });
+        entered.recv().await.unwrap();
+        assert!(mq.unsubscribe(id).await);
+        assert_eq!(waiting.await.unwrap(), Settled::Discarded);
+        mq.stop().await;
+    }
+
     #[test]
     fn scopes() {
         let g: GroupKey = ("orders.>".into(), "routers".into());

@@ -336,9 +336,13 @@ mod tests {
             let cluster = parse(text).unwrap().cluster.unwrap();
             assert_eq!(cluster.nats_url, "nats://10.0.0.5:4222");
             assert_eq!(cluster.event_bus, ["market.>"]);
+            let durable = "[cluster]\nmessage_queue = [\"orders.>\"]\ndurable = [\"orders.new\"]\nack_wait = 2.5\n";
+            let cluster = parse(durable).unwrap().cluster.unwrap();
+            assert_eq!(cluster.durable, ["orders.new"]);
+            assert_eq!(cluster.ack_wait, std::time::Duration::from_millis(2_500));
             let err = parse("[cluster]\ndurable = [\"orders.>\"]\n").unwrap_err();
             assert!(
-                err.contains("[cluster]") && err.contains("not supported yet"),
+                err.contains("[cluster]") && err.contains("not within any `message_queue`"),
                 "{err}"
             );
         }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 /// A running nats-server.
 pub struct Nats {
     child: Option<Child>,
+    jetstream: bool,
     dir: PathBuf,
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
@@ -42,6 +43,16 @@ fn binary() -> PathBuf {
 impl Nats {
     /// Starts a server on a free port.
     pub fn start() -> Nats {
+        Nats::launch(true)
+    }
+
+    /// Starts a server on a free port, without JetStream.
+    #[allow(dead_code)] // (not every test binary uses it)
+    pub fn start_without_jetstream() -> Nats {
+        Nats::launch(false)
+    }
+
+    fn launch(jetstream: bool) -> Nats {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("tickwire-nats-{}-{n}", std::process::id()));
@@ -49,6 +60,7 @@ impl Nats {
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let mut nats = Nats {
             child: None,
+            jetstream,
             dir,
             url: String::new(),
             port: 0,
@@ -64,8 +76,13 @@ impl Nats {
         let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
         let log = std::fs::File::create(self.dir.join("nats.log")).expect("a log file");
         let child = Command::new(binary())
-            .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
-            .arg(self.dir.join("store"))
+            .args(["-a", "127.0.0.1", "-p", &port_arg])
+            .args(if self.jetstream {
+                &["-js", "-sd"][..]
+            } else {
+                &[]
+            })
+            .args(self.jetstream.then(|| self.dir.join("store")))
             .arg("--ports_file_dir")
             .arg(&ports)
             .stdin(Stdio::null())

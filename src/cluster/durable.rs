@@ -1,0 +1,361 @@
+//! Durable topics: the stream, the durable publish with its confirmation, and each
+//! consumer group's durable consumers (the semantics are in the module docs of
+//! [`cluster`](super), "Durable topics").
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::tasks::{received, Context};
+use super::wire::{self, Space};
+use crate::core::tap::Scope;
+use crate::core::{Core, Settled};
+use crate::item::{Item, Kind};
+use crate::{Pattern, PublishError};
+
+/// How many durable publishes may wait for JetStream's confirmation at once (the rest
+/// wait, buffered, behind them).
+const IN_FLIGHT: usize = 4_096;
+
+/// How many unacknowledged messages JetStream gives one group's consumer at once.
+const MAX_ACK_PENDING: i64 = 4_096;
+
+/// The longest wait between two attempts at something JetStream refused or did not
+/// answer.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A cluster's durable side: the JetStream context and what is durable.
+pub(crate) struct Durable {
+    pub(crate) js: jetstream::Context,
+    pub(crate) patterns: Vec<Pattern>,
+    pub(crate) stream: String,
+    pub(crate) ack_wait: Duration,
+    /// This process's, for message ids: a node restarted under its name does not reuse
+    /// its ids.
+    pub(crate) incarnation: u64,
+}
+
+impl Durable {
+    /// Whether a topic is durable.
+    pub(crate) fn covers(&self, topic: &str) -> bool {
+        self.patterns.iter().any(|p| p.matches(topic))
+    }
+
+    /// The durable patterns that a group's pattern meets, as the filters of its
+    /// consumers; and whether one of them takes the whole pattern (the group then needs
+    /// no core NATS queue subscription).
+    pub(crate) fn filters(&self, pattern: &str) -> (Vec<Pattern>, bool) {
+        let Ok(pattern) = Pattern::parse(pattern) else {
+            return (Vec::new(), false);
+        };
+        let whole = self.patterns.iter().any(|d| d.covers(&pattern));
+        let filters = self
+            .patterns
+            .iter()
+            .filter_map(|d| d.intersect(&pattern))
+            .collect();
+        (filters, whole)
+    }
+
+    /// Creates the stream, or adds this node's subjects to it.
+    pub(crate) async fn ensure_stream(&self, prefix: &str) -> Result<(), String> {
+        let ours: Vec<String> = self
+            .patterns
+            .iter()
+            .map(|p| wire::subject(prefix, Space::Messages, p.as_str()))
+            .collect();
+        let config = stream::Config {
+            name: self.stream.clone(),
+            subjects: ours.clone(),
+            retention: stream::RetentionPolicy::Interest,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        };
+        // Two nodes may create it at once: the second finds it on its next attempt.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match self.js.get_or_create_stream(config.clone()).await {
+                Ok(found) => {
+                    let mut existing = found.cached_info().config.clone();
+                    let missing: Vec<_> = ours
+                        .iter()
+                        .filter(|s| !existing.subjects.contains(s))
+                        .cloned()
+                        .collect();
+                    if missing.is_empty() {
+                        return Ok(());
+                    }
+                    existing.subjects.extend(missing);
+                    return self
+                        .js
+                        .update_stream(existing)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            format!("cannot add subjects to stream {}: {e}", self.stream)
+                        });
+                }
+                Err(err) => last = err.to_string(),
+            }
+        }
+        Err(format!("cannot create stream {}: {last}", self.stream))
+    }
+
+    /// The consumer config of one group's filter.
+    fn consumer_config(
+        &self,
+        prefix: &str,
+        key: &GroupKey,
+        filter: &Pattern,
+    ) -> consumer::pull::Config {
+        let name = wire::consumer_name(prefix, &key.0, &key.1, filter.as_str());
+        consumer::pull::Config {
+            durable_name: Some(name),
+            filter_subject: wire::subject(prefix, Space::Messages, filter.as_str()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            deliver_policy: consumer::DeliverPolicy::New,
+            max_ack_pending: MAX_ACK_PENDING,
+            ..Default::default()
+        }
+    }
+
+    /// Gets or creates one group's consumer for `filter`.
+    pub(crate) async fn consumer(
+        &self,
+        prefix: &str,
+        key: &GroupKey,
+        filter: &Pattern,
+    ) -> Result<PullConsumer, String> {
+        let config = self.consumer_config(prefix, key, filter);
+        let name = config.durable_name.clone().unwrap_or_default();
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(|e| format!("cannot create consumer {name}: {e}"))
+    }
+}
+
+/// A consumer group: its pattern and its name.
+pub(crate) type GroupKey = (Box<str>, Box<str>);
+
+/// A group's durable consumer.
+pub(crate) type PullConsumer = consumer::Consumer<consumer::pull::Config>;
+
+/// A durable publish waiting for JetStream's confirmation.
+pub(crate) struct Pending {
+    ack: PublishAckFuture,
+    subject: String,
+    publish: PublishMessage,
+}
+
+/// The queue of durable publishes waiting for confirmation, and the task that awaits
+/// them ([`confirm`]).
+pub(crate) fn confirmations(
+    ctx: Arc<Context>,
+) -> (
+    mpsc::Sender<Pending>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = mpsc::channel(IN_FLIGHT);
+    (tx, confirm(ctx, rx))
+}
+
+/// Sends a durable item to JetStream; its confirmation is awaited by [`confirm`], in
+/// order, behind at most `IN_FLIGHT` others.
+pub(crate) async fn publish<K: Kind>(
+    ctx: &Context,
+    durable: &Durable,
+    item: &Item<K>,
+    subject: String,
+    pending: &mpsc::Sender<Pending>,
+) -> Result<(), String> {
+    let payload =
+        wire::payload(item).map_err(|err| format!("payload does not serialize: {err}"))?;
+    let publish = PublishMessage::build()
+        .headers(wire::headers(item, &ctx.node))
+        .payload(payload)
+        .message_id(wire::message_id(&ctx.node, durable.incarnation, item.id()));
+    let ack = durable
+        .js
+        .send_publish(subject.clone(), publish.clone())
+        .await
+        .map_err(|err| err.to_string())?;
+    // Only a closed cluster drops the queue.
+    pending
+        .send(Pending {
+            ack,
+            subject,
+            publish,
+        })
+        .await
+        .map_err(|_| "the cluster closed".to_owned())
+}
+
+/// Awaits each durable publish's confirmation, in order; sends again (same message id)
+/// what was not confirmed, for as long as the cluster is open. An item counts as
+/// buffered until it is confirmed, or given up at close.
+async fn confirm(ctx: Arc<Context>, mut pending: mpsc::Receiver<Pending>) {
+    let Some(durable) = ctx.durable.as_ref() else {
+        return;
+    };
+    while let Some(Pending {
+        ack,
+        subject,
+        publish,
+    }) = pending.recv().await
+    {
+        let mut ack = Some(ack);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let outcome = match ack.take() {
+                Some(ack) => ack.await.map(|_| ()).map_err(|err| err.to_string()),
+                None => Err("not sent".to_owned()),
+            };
+            match outcome {
+                Ok(()) => {
+                    ctx.counts.published.fetch_add(1, Ordering::Relaxed);
+                    ctx.counts.stored.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(err) if !ctx.is_open() => {
+                    tracing::warn!(%subject, error = %err, "cluster: a durable publish was not confirmed before the cluster closed");
+                    ctx.counts.publish_failed.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(%subject, error = %err, "cluster: JetStream did not confirm a durable publish; sending it again");
+                    actix_rt::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    ctx.counts.resent.fetch_add(1, Ordering::Relaxed);
+                    ack = durable
+                        .js
+                        .send_publish(subject.clone(), publish.clone())
+                        .await
+                        .ok();
+                }
+            }
+        }
+        ctx.counts.unbuffer();
+    }
+}
+
+/// One consumer group's share of the durable topics matching `filter`: pulls from its
+/// consumer (creating it until that succeeds, `consumer` if made already), delivers
+/// each message to this node's members and acknowledges it once settled.
+pub(crate) async fn group_in<K: Kind>(
+    ctx: Arc<Context>,
+    core: Arc<Core<Item<K>>>,
+    key: Arc<GroupKey>,
+    filter: Pattern,
+    mut consumer: Option<PullConsumer>,
+) {
+    let Some(durable) = ctx.durable.as_ref() else {
+        return;
+    };
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let pulled = match consumer.take() {
+            Some(made) => Ok(made),
+            None => durable.consumer(&ctx.prefix, &key, &filter).await,
+        };
+        let messages = match pulled {
+            Ok(made) => {
+                let messages = made.messages().await.map_err(|e| e.to_string());
+                consumer = Some(made);
+                messages
+            }
+            Err(err) => Err(err),
+        };
+        match messages {
+            Ok(mut messages) => {
+                backoff = Duration::from_millis(50);
+                while let Some(message) = messages.next().await {
+                    match message {
+                        Ok(message) => {
+                            let task = handle(ctx.clone(), core.clone(), key.clone(), message);
+                            actix_rt::spawn(task);
+                        }
+                        Err(err) => {
+                            tracing::debug!(group = %key.1, error = %err, "cluster: pulling durable messages");
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(group = %key.1, filter = %filter, error = %err, "cluster: a durable consumer is not available; trying again");
+            }
+        }
+        actix_rt::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Delivers one durable message to this node's members of the group, then acknowledges
+/// it (handled or dead), or refuses it (discarded: JetStream redelivers it). Tells
+/// JetStream it is at work every half of `ack_wait` meanwhile.
+async fn handle<K: Kind>(
+    ctx: Arc<Context>,
+    core: Arc<Core<Item<K>>>,
+    key: Arc<GroupKey>,
+    message: jetstream::Message,
+) {
+    let Some(durable) = ctx.durable.as_ref() else {
+        return;
+    };
+    if message.info().is_ok_and(|info| info.delivered > 1) {
+        ctx.counts.redelivered.fetch_add(1, Ordering::Relaxed);
+    }
+    let Some(item) = received(&ctx, &core, Space::Messages, &message, |_| true) else {
+        // Not a tickwire item (counted malformed): never deliverable, so not redelivered.
+        let _ = message.ack_with(AckKind::Term).await;
+        return;
+    };
+    let settled = core.deliver_settled(item, Scope::Group(&key.0, &key.1));
+    tokio::pin!(settled);
+    let half = durable.ack_wait / 2;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut settled => break outcome,
+            _ = actix_rt::time::sleep(half) => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
+    let (ack, delivered) = match outcome {
+        Ok(Settled::Done) => (AckKind::Ack, true),
+        Ok(Settled::Discarded | Settled::Nobody) | Err(PublishError::Stopped(_)) => {
+            (AckKind::Nak(None), false)
+        }
+        // Full for `default_timeout`: not at once again.
+        Err(_) => (AckKind::Nak(Some(Duration::from_millis(200))), false),
+    };
+    if delivered {
+        ctx.counts.received.fetch_add(1, Ordering::Relaxed);
+    } else {
+        ctx.counts.refused_back.fetch_add(1, Ordering::Relaxed);
+    }
+    match message.ack_with(ack).await {
+        Ok(()) if delivered => {
+            ctx.counts.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(()) => {}
+        // Not acknowledged: JetStream redelivers it after `ack_wait`.
+        Err(err) => {
+            tracing::warn!(error = %err, "cluster: a durable message's acknowledgement was not sent")
+        }
+    }
+}
