@@ -10,6 +10,11 @@
 //!   second from the first publish to the last delivery, median of `runs`.
 //! - **latency**: an open loop at `rate` events per second for `duration` from A to B;
 //!   the time from the event's creation to its handler on B, p50/p99.
+//! - **durable queue**: `events / 4` messages on a durable topic published on A (each
+//!   confirmed stored by JetStream) and handled by a consumer group on B (each
+//!   acknowledged after its handler), messages per second from the first publish to the
+//!   last acknowledgement; beside raw async-nats JetStream on the same server: publishes
+//!   with their confirmations awaited behind, and a pull consumer acknowledging each.
 //!
 //! The nats-server is `NATS_SERVER`, `nats-server` in PATH, or Debian's
 //! `/usr/sbin/nats-server`. It runs on the same two cores as both nodes: the figures are
@@ -27,7 +32,9 @@ use serde_json::{json, Value};
 
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::util::LatencySummary;
-use crate::{Event, EventBus, EventBusConfig, TryPublishError};
+use crate::{
+    Event, EventBus, EventBusConfig, MessageQueue, MessageQueueConfig, Priority, TryPublishError,
+};
 
 /// Events in flight at most (published and not yet handled on B, or not yet received by
 /// the raw subscriber): core NATS has no backpressure from a subscriber to a publisher, so
@@ -76,7 +83,9 @@ impl NatsServer {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let child = Command::new(nats_binary()?)
-            .args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+            .arg(dir.join("store"))
+            .arg("--ports_file_dir")
             .arg(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -288,6 +297,159 @@ async fn latency(
     Ok(summary)
 }
 
+/// One durable-queue run: A publishes `count` messages on a durable topic, a consumer
+/// group on B handles them; messages per second until B acknowledged the last.
+async fn durable_throughput(url: &str, count: u64, workers: usize) -> std::io::Result<f64> {
+    // A stream of its own per run.
+    let prefix = format!("durable{}", crate::util::id::next_id());
+    let config = |node: &str| ClusterConfig {
+        nats_url: url.to_owned(),
+        node: Some(node.into()),
+        prefix: prefix.clone(),
+        message_queue: vec!["jobs.>".into()],
+        durable: vec!["jobs.>".into()],
+        ..ClusterConfig::default()
+    };
+    let mut pair = Vec::new();
+    for config in [config("a"), config("b")] {
+        let cluster = Cluster::connect(config).await.map_err(other)?;
+        let mq = MessageQueue::start(MessageQueueConfig {
+            max_workers: workers,
+            ..MessageQueueConfig::default()
+        })
+        .map_err(other)?;
+        cluster.attach_message_queue(&mq).await.map_err(other)?;
+        pair.push((cluster, mq));
+    }
+    let (b_cluster, b_mq) = pair.pop().expect("two");
+    let (a_cluster, a_mq) = pair.pop().expect("two");
+    let got = Arc::new(AtomicU64::new(0));
+    let g = got.clone();
+    b_mq.subscribe_group("jobs.run", "workers", move |_| {
+        g.fetch_add(1, Ordering::Relaxed);
+        std::future::ready(Ok(()))
+    })
+    .await
+    .map_err(other)?;
+    b_cluster.sync().await.map_err(other)?;
+    let start = Instant::now();
+    for n in 0..count {
+        let mut data = tick(n);
+        loop {
+            match a_mq.try_publish("jobs.run", data, Priority::Normal) {
+                Ok(_) => break,
+                Err(
+                    TryPublishError::ClusterUnavailable(back) | TryPublishError::QueueFull(back),
+                ) => {
+                    data = back.data().clone();
+                    tokio::time::sleep(Duration::from_micros(100)).await;
+                }
+                Err(err) => return Err(other(err)),
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while b_cluster.metrics().acked < count {
+        if Instant::now() > deadline {
+            return Err(other(format!(
+                "durable: B acknowledged {} of {count} ({:?})",
+                b_cluster.metrics().acked,
+                b_cluster.metrics()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    for (cluster, mq) in [(a_cluster, a_mq), (b_cluster, b_mq)] {
+        cluster.close().await;
+        mq.stop().await;
+    }
+    Ok(rate)
+}
+
+/// One raw JetStream run: `count` publishes with their confirmations awaited behind
+/// (at most 4,096 outstanding), and a durable pull consumer on another connection
+/// acknowledging each; messages per second until the last acknowledgement.
+async fn raw_durable_throughput(url: &str, count: u64) -> std::io::Result<f64> {
+    use async_nats::jetstream::{self, consumer, stream};
+    let name = format!("raw{}", crate::util::id::next_id());
+    let publisher = jetstream::new(async_nats::connect(url).await.map_err(other)?);
+    let subscriber = jetstream::new(async_nats::connect(url).await.map_err(other)?);
+    let subject = format!("{name}.jobs");
+    let created = publisher
+        .create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone()],
+            retention: stream::RetentionPolicy::Interest,
+            ..Default::default()
+        })
+        .await
+        .map_err(other)?;
+    drop(created);
+    let consumer: consumer::Consumer<consumer::pull::Config> = subscriber
+        .get_stream(&name)
+        .await
+        .map_err(other)?
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("workers".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: 4_096,
+            ..Default::default()
+        })
+        .await
+        .map_err(other)?;
+    let mut messages = consumer.messages().await.map_err(other)?;
+    let reader = actix_rt::spawn(async move {
+        let mut n = 0;
+        while n < count {
+            match messages.next().await {
+                Some(Ok(message)) => {
+                    if message.ack().await.is_ok() {
+                        n += 1;
+                    }
+                }
+                Some(Err(_)) => continue,
+                None => break,
+            }
+        }
+        n
+    });
+    let start = Instant::now();
+    let (acks, mut confirmed) = tokio::sync::mpsc::channel(4_096);
+    let confirmer = actix_rt::spawn(async move {
+        let mut ok = 0u64;
+        while let Some(ack) = confirmed.recv().await {
+            let ack: jetstream::context::PublishAckFuture = ack;
+            if ack.await.is_ok() {
+                ok += 1;
+            }
+        }
+        ok
+    });
+    for n in 0..count {
+        let payload = serde_json::to_vec(&tick(n)).map_err(other)?;
+        let ack = publisher
+            .publish(subject.clone(), payload.into())
+            .await
+            .map_err(other)?;
+        acks.send(ack).await.map_err(other)?;
+    }
+    drop(acks);
+    let stored = confirmer.await.map_err(other)?;
+    let handled = tokio::time::timeout(Duration::from_secs(120), reader)
+        .await
+        .map_err(|_| other("the raw consumer did not get every message"))?
+        .map_err(other)?;
+    if stored < count || handled < count {
+        return Err(other(format!(
+            "raw durable: {stored} stored, {handled} acknowledged of {count}"
+        )));
+    }
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    let _ = publisher.delete_stream(&name).await;
+    Ok(rate)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -315,17 +477,29 @@ pub async fn run(
     }
     latencies.sort_by_key(|l| l.p99);
     let lat = latencies[latencies.len() / 2];
+    let durable_count = (events / 4).max(1);
+    let mut raw_durable = Vec::new();
+    let mut durable = Vec::new();
+    for _ in 0..runs.max(1) {
+        raw_durable.push(raw_durable_throughput(&server.url, durable_count).await?);
+        durable.push(durable_throughput(&server.url, durable_count, workers).await?);
+    }
+    let (raw_durable, durable) = (median(raw_durable), median(durable));
     let table = format!(
         "Cluster on one nats-server ({events} events per throughput run, at most {WINDOW} in flight, median of {runs}):\n\
          \x20 raw async-nats pub/sub       {raw:>12.0} msg/s\n\
          \x20 EventBus A -> B (cluster)    {ours:>12.0} events/s   ({:.2}x raw)\n\
-         \x20 latency A -> B at {rate:.0}/s: p50 {} us, p99 {} us, p99.9 {} us, max {} us ({} samples)\n",
+         \x20 latency A -> B at {rate:.0}/s: p50 {} us, p99 {} us, p99.9 {} us, max {} us ({} samples)\n\
+         Durable queue ({durable_count} messages, stored and acknowledged, median of {runs}):\n\
+         \x20 raw async-nats JetStream     {raw_durable:>12.0} msg/s\n\
+         \x20 MessageQueue A -> group on B {durable:>12.0} msg/s      ({:.2}x raw)\n",
         ours / raw,
         lat.p50,
         lat.p99,
         lat.p999,
         lat.max,
         lat.count,
+        durable / raw_durable,
     );
     let value = json!({
         "events": events,
@@ -334,6 +508,10 @@ pub async fn run(
         "ratio": ours / raw,
         "latency_rate": rate,
         "latency_us": lat,
+        "durable_messages": durable_count,
+        "raw_jetstream_per_second": raw_durable,
+        "durable_cross_node_per_second": durable,
+        "durable_ratio": durable / raw_durable,
     });
     Ok((table, value))
 }
