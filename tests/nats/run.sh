@@ -57,6 +57,8 @@ fi
 export NATS_SERVER
 echo "nats-server: $NATS_SERVER ($("$NATS_SERVER" --version))"
 
-cargo test --features cluster --lib cluster::
+# The library's tests that the feature turns on or changes: the cluster's own, the core's
+# link to it (tap, completion), the `[cluster]` section of the serve config.
+cargo test --features cluster --lib -- cluster:: core::tap core::completion serve::config
 cargo test --features cluster --doc cluster
 cargo test --features cluster --test cluster
