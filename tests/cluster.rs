@@ -747,6 +747,38 @@ async fn websocket_clients_of_one_serve_process_get_what_clients_of_another_publ
             );
         }
     }
+    // `/metrics` of a node in a cluster: the components' figures and the cluster's.
+    let http = a.url.replace("ws://", "http://").replace("/ws", "/metrics");
+    let text = awc::Client::new()
+        .get(http)
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let sample = |name: &str| match scrape.samples.iter().find(|s| s.metric == name) {
+        Some(prometheus_parse::Sample {
+            value: prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v),
+            ..
+        }) => *v,
+        other => panic!("{name}: {other:?}\n{text}"),
+    };
+    assert_eq!(sample("tickwire_cluster_link_connected"), 1.0);
+    assert_eq!(sample("tickwire_cluster_link_disconnected"), 0.0);
+    assert_eq!(
+        sample("tickwire_cluster_published_total"),
+        N as f64,
+        "a's clients' publishes"
+    );
+    assert!(
+        sample("tickwire_cluster_received_total") >= N as f64,
+        "b's, received"
+    );
+    assert_eq!(sample("tickwire_cluster_refused_total"), 0.0);
+    assert!(sample("tickwire_message_queue_messages_published_total") >= N as f64);
     for client in &clients {
         client.close().await;
     }

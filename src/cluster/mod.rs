@@ -235,6 +235,44 @@ pub struct ClusterMetrics {
     pub redelivered: u64,
 }
 
+impl ClusterMetrics {
+    /// The Prometheus text exposition of these figures (`tickwire_cluster_*`), as
+    /// `tickwire serve` appends it to `GET /metrics`.
+    ///
+    /// ```
+    /// # fn show(cluster: &tickwire::cluster::Cluster) {
+    /// let text = cluster.metrics().to_prometheus();
+    /// assert!(text.contains("# TYPE tickwire_cluster_published_total counter"));
+    /// # }
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        let link = |state| f64::from(u8::from(self.link == state));
+        crate::metrics::prometheus::counters_and_gauges(
+            "cluster",
+            &[
+                ("published_total", "Clustered items sent to NATS (durable ones once JetStream confirmed them).", self.published),
+                ("publish_failed_total", "Clustered items that could not be sent.", self.publish_failed),
+                ("refused_total", "Clustered publishes refused: max_buffered items waited for NATS.", self.refused),
+                ("received_total", "Items received from NATS and delivered here.", self.received),
+                ("inbound_dropped_total", "Items received from NATS that could not be delivered.", self.inbound_dropped),
+                ("malformed_total", "NATS messages on tickwire's subjects that are not tickwire items.", self.malformed),
+                ("disconnects_total", "Times the NATS link went down.", self.disconnects),
+                ("slow_consumer_total", "Times a subscription fell behind and NATS dropped messages.", self.slow_consumer),
+                ("stored_total", "Durable publishes JetStream confirmed it stored.", self.stored),
+                ("resent_total", "Durable publishes sent again for want of a confirmation.", self.resent),
+                ("acked_total", "Durable messages acknowledged here (handled, or dead letters).", self.acked),
+                ("nacked_total", "Durable messages refused back to JetStream (discarded unhandled here).", self.nacked),
+                ("redelivered_total", "Durable messages received here that JetStream had delivered before.", self.redelivered),
+            ],
+            &[
+                ("buffered", "Clustered items waiting for NATS (durable ones: for JetStream's confirmation).", self.buffered as f64),
+                ("link_connected", "1 while connected to the NATS server.", link(LinkState::Connected)),
+                ("link_disconnected", "1 while the link is down and the client reconnects.", link(LinkState::Disconnected)),
+            ],
+        )
+    }
+}
+
 /// A connection to a NATS server that EventBuses and MessageQueues attach to (see the
 /// module docs). Clones share the connection.
 #[derive(Clone)]

@@ -116,14 +116,24 @@ async fn health(services: web::Data<Services>) -> HttpResponse {
 }
 
 async fn prometheus_text(services: web::Data<Services>) -> HttpResponse {
+    prometheus_response(exposition(&services).await)
+}
+
+/// The Prometheus text of the three components.
+pub(crate) async fn exposition(services: &Services) -> String {
     let (bus, queue, ws) = futures_util::join!(
         services.event_bus.get_performance_metrics(),
         services.message_queue.get_performance_metrics(),
         services.websocket.get_performance_metrics(),
     );
+    prometheus::render(Some(&bus), Some(&queue), Some(&ws))
+}
+
+/// `/metrics`'s response of `text`.
+pub(crate) fn prometheus_response(text: String) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(prometheus::render(Some(&bus), Some(&queue), Some(&ws)))
+        .body(text)
 }
 
 async fn api_metrics(services: web::Data<Services>) -> HttpResponse {

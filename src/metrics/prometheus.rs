@@ -101,6 +101,24 @@ struct Figures {
     run_time: Option<LatencySummary>,
 }
 
+/// The exposition of one component's plain counters and gauges, `(name, help, value)`
+/// each, named `tickwire_<component>_<name>` (a counter's name ends in `_total`).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) fn counters_and_gauges(
+    component: &str,
+    counters: &[(&str, &str, u64)],
+    gauges: &[(&str, &str, f64)],
+) -> String {
+    let mut out = Exposition::default();
+    for &(name, help, value) in counters {
+        out.counter(component, name, help, value);
+    }
+    for &(name, help, value) in gauges {
+        out.gauge(component, name, help, value);
+    }
+    out.text
+}
+
 #[derive(Default)]
 struct Exposition {
     text: String,

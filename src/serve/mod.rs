@@ -117,6 +117,28 @@ pub enum ServeError {
     },
 }
 
+/// `GET /metrics` with the cluster's figures after the components', when there is one.
+#[cfg(feature = "cluster")]
+fn cluster_metrics(
+    services: Services,
+    cluster: Option<crate::cluster::Cluster>,
+) -> impl FnOnce(&mut actix_web::web::ServiceConfig) {
+    use actix_web::web;
+    move |cfg| {
+        let Some(cluster) = cluster else {
+            return;
+        };
+        cfg.service(web::resource("/metrics").route(web::get().to(move || {
+            let (services, cluster) = (services.clone(), cluster.clone());
+            async move {
+                let mut text = http::exposition(&services).await;
+                text.push_str(&cluster.metrics().to_prometheus());
+                http::prometheus_response(text)
+            }
+        })));
+    }
+}
+
 /// A running server: its address, its components, and the way to stop it.
 pub struct Serve {
     addrs: Vec<SocketAddr>,
@@ -172,15 +194,23 @@ impl Serve {
             None => None,
         };
         let app_services = services.clone();
+        #[cfg(feature = "cluster")]
+        let app_cluster = cluster.clone();
         let addr = config.server.bind;
-        let server =
-            HttpServer::new(move || App::new().configure(http::configure(app_services.clone())))
-                .on_connect(websocket::on_connect)
-                // Small frames and responses are sent as they are written (no Nagle delay).
-                .tcp_nodelay(true)
-                .workers(config.server.workers)
-                .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1))
-                .disable_signals();
+        let server = HttpServer::new(move || {
+            let app = App::new();
+            // With a cluster, `/metrics` has its figures too (registered first, this
+            // route is the one that answers).
+            #[cfg(feature = "cluster")]
+            let app = app.configure(cluster_metrics(app_services.clone(), app_cluster.clone()));
+            app.configure(http::configure(app_services.clone()))
+        })
+        .on_connect(websocket::on_connect)
+        // Small frames and responses are sent as they are written (no Nagle delay).
+        .tcp_nodelay(true)
+        .workers(config.server.workers)
+        .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1))
+        .disable_signals();
         let server = match options.listener {
             Some(listener) => {
                 let addr = listener.local_addr().unwrap_or(addr);
