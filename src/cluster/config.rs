@@ -49,7 +49,7 @@ pub struct ClusterConfig {
     /// How long JetStream waits for a durable message's acknowledgement before it
     /// redelivers it: how soon a message whose node died mid-handling goes to another
     /// member. A node handling one for longer tells JetStream it is still at work
-    /// (every half of it). Default 30 s.
+    /// (every half of it). At least 1 s, default 30 s.
     #[serde(with = "secs")]
     pub ack_wait: Duration,
     /// How many clustered publishes may wait for NATS (while it is unreachable) before
@@ -98,7 +98,12 @@ impl ClusterConfig {
         self.event_bus_patterns()?;
         self.message_queue_patterns()?;
         self.durable_patterns()?;
-        check_timeout("ack_wait", self.ack_wait)?;
+        if self.ack_wait < Duration::from_secs(1) {
+            return Err(invalid(
+                "ack_wait",
+                format!("must be at least 1 s, got {:?}", self.ack_wait),
+            ));
+        }
         check_range("max_buffered", self.max_buffered, 1, MAX_BUFFERED)?;
         check_timeout("connect_timeout", self.connect_timeout)
     }

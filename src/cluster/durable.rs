@@ -13,6 +13,7 @@ use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::link::Counts;
 use super::tasks::{received, Context};
 use super::wire::{self, Space};
 use crate::core::tap::Scope;
@@ -20,9 +21,11 @@ use crate::core::{Core, Settled};
 use crate::item::{Item, Kind};
 use crate::{Pattern, PublishError};
 
-/// How many durable publishes may wait for JetStream's confirmation at once (the rest
-/// wait, buffered, behind them).
-const IN_FLIGHT: usize = 4_096;
+/// How many durable publishes of one component may wait for JetStream's confirmation at
+/// once (the rest wait, buffered, behind them). Below the JetStream context's 5,000
+/// confirmation permits, which the components of a cluster share (and which a resend
+/// never waits for: see `Durable::js`).
+const IN_FLIGHT: usize = 1_024;
 
 /// How many unacknowledged messages JetStream gives one group's consumer at once.
 const MAX_ACK_PENDING: i64 = 4_096;
@@ -33,6 +36,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A cluster's durable side: the JetStream context and what is durable.
 pub(crate) struct Durable {
+    /// Without backpressure on its confirmation permits: a send that finds none fails at
+    /// once (and is sent again later) instead of waiting for permits that only the
+    /// confirmations queued behind it could free.
     pub(crate) js: jetstream::Context,
     pub(crate) patterns: Vec<Pattern>,
     pub(crate) stream: String,
@@ -40,6 +46,9 @@ pub(crate) struct Durable {
     /// This process's, for message ids: a node restarted under its name does not reuse
     /// its ids.
     pub(crate) incarnation: u64,
+    /// The next publish's number in its message id (not the item's id: a received item
+    /// published again keeps its origin's id, which may equal one of this node's).
+    pub(crate) sequence: std::sync::atomic::AtomicU64,
 }
 
 impl Durable {
@@ -79,9 +88,9 @@ impl Durable {
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         };
-        // Two nodes may create it at once: the second finds it on its next attempt.
+        // Two nodes may create or update it at once: each round reads it again.
         let mut last = String::new();
-        for _ in 0..3 {
+        for _ in 0..5 {
             match self.js.get_or_create_stream(config.clone()).await {
                 Ok(found) => {
                     let mut existing = found.cached_info().config.clone();
@@ -94,19 +103,16 @@ impl Durable {
                         return Ok(());
                     }
                     existing.subjects.extend(missing);
-                    return self
-                        .js
-                        .update_stream(existing)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            format!("cannot add subjects to stream {}: {e}", self.stream)
-                        });
+                    // Another node may update it at the same time, and the last write
+                    // wins: the next round reads it again and adds what is missing.
+                    if let Err(e) = self.js.update_stream(existing).await {
+                        last = format!("cannot add subjects: {e}");
+                    }
                 }
                 Err(err) => last = err.to_string(),
             }
         }
-        Err(format!("cannot create stream {}: {last}", self.stream))
+        Err(format!("cannot make stream {}: {last}", self.stream))
     }
 
     /// The consumer config of one group's filter.
@@ -157,7 +163,8 @@ pub(crate) type PullConsumer = consumer::Consumer<consumer::pull::Config>;
 
 /// A durable publish waiting for JetStream's confirmation.
 pub(crate) struct Pending {
-    ack: PublishAckFuture,
+    /// None: the first send failed; [`confirm`] sends it again.
+    ack: Option<PublishAckFuture>,
     subject: String,
     publish: PublishMessage,
 }
@@ -188,12 +195,22 @@ pub(crate) async fn publish<K: Kind>(
     let publish = PublishMessage::build()
         .headers(wire::headers(item, &ctx.node))
         .payload(payload)
-        .message_id(wire::message_id(&ctx.node, durable.incarnation, item.id()));
-    let ack = durable
+        .message_id(wire::message_id(
+            &ctx.node,
+            durable.incarnation,
+            durable.sequence.fetch_add(1, Ordering::Relaxed),
+        ));
+    let ack = match durable
         .js
         .send_publish(subject.clone(), publish.clone())
         .await
-        .map_err(|err| err.to_string())?;
+    {
+        Ok(ack) => Some(ack),
+        Err(err) => {
+            tracing::debug!(%subject, error = %err, "cluster: a durable publish was not sent; sending it again");
+            None
+        }
+    };
     // Only a closed cluster drops the queue.
     pending
         .send(Pending {
@@ -218,7 +235,7 @@ async fn confirm(ctx: Arc<Context>, mut pending: mpsc::Receiver<Pending>) {
         publish,
     }) = pending.recv().await
     {
-        let mut ack = Some(ack);
+        let mut ack = ack;
         let mut backoff = Duration::from_millis(50);
         loop {
             let outcome = match ack.take() {
@@ -254,7 +271,8 @@ async fn confirm(ctx: Arc<Context>, mut pending: mpsc::Receiver<Pending>) {
 }
 
 /// One consumer group's share of the durable topics matching `filter`: pulls from its
-/// consumer (creating it until that succeeds, `consumer` if made already), delivers
+/// consumer (`consumer` if made already; made again, or for the first time, until that
+/// succeeds, whenever its stream of messages ends or the consumer is gone), delivers
 /// each message to this node's members and acknowledges it once settled.
 pub(crate) async fn group_in<K: Kind>(
     ctx: Arc<Context>,
@@ -263,31 +281,56 @@ pub(crate) async fn group_in<K: Kind>(
     filter: Pattern,
     mut consumer: Option<PullConsumer>,
 ) {
+    use consumer::pull::MessagesErrorKind;
     let Some(durable) = ctx.durable.as_ref() else {
         return;
     };
     let mut backoff = Duration::from_millis(50);
+    // Counted missing by `open_group` until made here.
+    let mut missing = consumer.is_none();
     loop {
-        let pulled = match consumer.take() {
+        let made = match consumer.take() {
             Some(made) => Ok(made),
             None => durable.consumer(&ctx.prefix, &key, &filter).await,
         };
-        let messages = match pulled {
+        if missing && made.is_ok() {
+            missing = false;
+            ctx.counts.missing_consumers.fetch_sub(1, Ordering::AcqRel);
+        }
+        let pulled = match made {
             Ok(made) => {
-                let messages = made.messages().await.map_err(|e| e.to_string());
-                consumer = Some(made);
-                messages
+                // The server's `ack_wait` (a consumer made before keeps its own).
+                let half = (made.cached_info().config.ack_wait / 2).max(MIN_PROGRESS);
+                made.messages()
+                    .await
+                    .map(|messages| (messages, half))
+                    .map_err(|e| e.to_string())
             }
             Err(err) => Err(err),
         };
-        match messages {
-            Ok(mut messages) => {
-                backoff = Duration::from_millis(50);
+        match pulled {
+            Ok((mut messages, half)) => {
                 while let Some(message) = messages.next().await {
                     match message {
                         Ok(message) => {
-                            let task = handle(ctx.clone(), core.clone(), key.clone(), message);
-                            actix_rt::spawn(task);
+                            backoff = Duration::from_millis(50);
+                            let handling = Handling::start(&ctx);
+                            let task =
+                                handle(ctx.clone(), core.clone(), key.clone(), message, half);
+                            actix_rt::spawn(async move {
+                                task.await;
+                                drop(handling);
+                            });
+                        }
+                        Err(err)
+                            if matches!(
+                                err.kind(),
+                                MessagesErrorKind::ConsumerDeleted
+                                    | MessagesErrorKind::NoResponders
+                            ) =>
+                        {
+                            tracing::warn!(group = %key.1, %filter, error = %err, "cluster: a durable consumer is gone; making it again");
+                            break;
                         }
                         Err(err) => {
                             tracing::debug!(group = %key.1, error = %err, "cluster: pulling durable messages");
@@ -296,26 +339,50 @@ pub(crate) async fn group_in<K: Kind>(
                 }
             }
             Err(err) => {
-                tracing::warn!(group = %key.1, filter = %filter, error = %err, "cluster: a durable consumer is not available; trying again");
+                tracing::warn!(group = %key.1, %filter, error = %err, "cluster: a durable consumer is not available; trying again");
             }
         }
+        // The stream ended, or the consumer is not there: get (or make) it again.
         actix_rt::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
+/// The shortest interval between two "still at work" acknowledgements.
+const MIN_PROGRESS: Duration = Duration::from_millis(100);
+
+/// How soon a refused message may be delivered again (not at once: the node that refused
+/// it may still be taking it, or its group closing).
+const NAK_DELAY: Duration = Duration::from_millis(100);
+
+/// Counts one durable message in hand on this node (see `Cluster::close`).
+struct Handling(Arc<Counts>);
+
+impl Handling {
+    fn start(ctx: &Context) -> Handling {
+        ctx.counts.handling.fetch_add(1, Ordering::AcqRel);
+        Handling(ctx.counts.clone())
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        if self.0.handling.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.handled.notify_waiters();
+        }
+    }
+}
+
 /// Delivers one durable message to this node's members of the group, then acknowledges
 /// it (handled or dead), or refuses it (discarded: JetStream redelivers it). Tells
-/// JetStream it is at work every half of `ack_wait` meanwhile.
+/// JetStream it is at work every `half` (of the consumer's `ack_wait`) meanwhile.
 async fn handle<K: Kind>(
     ctx: Arc<Context>,
     core: Arc<Core<Item<K>>>,
     key: Arc<GroupKey>,
     message: jetstream::Message,
+    half: Duration,
 ) {
-    let Some(durable) = ctx.durable.as_ref() else {
-        return;
-    };
     if message.info().is_ok_and(|info| info.delivered > 1) {
         ctx.counts.redelivered.fetch_add(1, Ordering::Relaxed);
     }
@@ -326,7 +393,6 @@ async fn handle<K: Kind>(
     };
     let settled = core.deliver_settled(item, Scope::Group(&key.0, &key.1));
     tokio::pin!(settled);
-    let half = durable.ack_wait / 2;
     let outcome = loop {
         tokio::select! {
             outcome = &mut settled => break outcome,
@@ -338,7 +404,7 @@ async fn handle<K: Kind>(
     let (ack, delivered) = match outcome {
         Ok(Settled::Done) => (AckKind::Ack, true),
         Ok(Settled::Discarded | Settled::Nobody) | Err(PublishError::Stopped(_)) => {
-            (AckKind::Nak(None), false)
+            (AckKind::Nak(Some(NAK_DELAY)), false)
         }
         // Full for `default_timeout`: not at once again.
         Err(_) => (AckKind::Nak(Some(Duration::from_millis(200))), false),

@@ -28,6 +28,12 @@ pub(crate) struct Counts {
     pub(crate) redelivered: AtomicU64,
     pub(crate) acked: AtomicU64,
     pub(crate) refused_back: AtomicU64,
+    /// Durable messages in hand on this node: delivered, not yet acknowledged or refused.
+    pub(crate) handling: AtomicUsize,
+    /// Notified when `handling` comes down to zero.
+    pub(crate) handled: tokio::sync::Notify,
+    /// Durable consumers a group needs that could not be made yet.
+    pub(crate) missing_consumers: AtomicUsize,
     /// Notified when `buffered` comes down to zero.
     pub(crate) drained: tokio::sync::Notify,
 }

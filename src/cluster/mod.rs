@@ -376,11 +376,14 @@ impl Cluster {
         tracing::info!(%node, url = %config.nats_url, "cluster: connected to NATS");
         let patterns = config.durable_patterns()?;
         let durable = (!patterns.is_empty()).then(|| durable::Durable {
-            js: async_nats::jetstream::new(client.clone()),
+            js: async_nats::jetstream::context::ContextBuilder::new()
+                .backpressure_on_inflight(false)
+                .build(client.clone()),
             patterns,
             stream: wire::stream_name(&config.prefix),
             ack_wait: config.ack_wait,
             incarnation: incarnation(),
+            sequence: Default::default(),
         });
         let open = Arc::new(AtomicBool::new(true));
         let ctx = Arc::new(Context {
@@ -597,7 +600,11 @@ impl Cluster {
 
     /// Closes the cluster: the attached components are local again at once (nothing
     /// more is claimed), what waits for NATS is sent (for up to `connect_timeout`, while
-    /// the link is up), then the subscriptions end and the connection is closed.
+    /// the link is up), then the subscriptions end; the durable messages this node holds
+    /// are acknowledged as their handlers finish, for up to `connect_timeout` more (what
+    /// is not is redelivered to other members after `ack_wait`: so stop taking work, or
+    /// stop the MessageQueue, before, for a handover without repeats); then the connection
+    /// is closed.
     pub async fn close(&self) {
         if !self.inner.open.swap(false, Ordering::AcqRel) {
             return;
@@ -616,6 +623,17 @@ impl Cluster {
         self.inner.controls.lock().expect("not poisoned").clear();
         for task in self.inner.tasks.lock().expect("not poisoned").drain(..) {
             task.abort();
+        }
+        // Nothing more is pulled; the durable messages in hand are acknowledged (or
+        // refused) once their handlers are done, for up to `connect_timeout` more.
+        let deadline = tokio::time::Instant::now() + self.inner.config.connect_timeout;
+        loop {
+            let handled = counts.handled.notified();
+            if counts.handling.load(Ordering::Acquire) == 0
+                || tokio::time::timeout_at(deadline, handled).await.is_err()
+            {
+                break;
+            }
         }
         let client = self.inner.ctx.client.clone();
         let _ = on(&self.inner.handle, async move { client.drain().await }).await;

@@ -218,7 +218,9 @@ pub(crate) async fn control<K: Kind>(
     space: Space,
     mut changes: UnboundedReceiver<Control>,
 ) {
-    let mut groups: HashMap<GroupKey, Vec<JoinHandle<()>>> = HashMap::new();
+    // Aborted with this task too (a dropped JoinHandle does not abort its task).
+    let mut groups = Groups::default();
+    let groups = &mut groups.0;
     while let Some(change) = changes.recv().await {
         match change {
             Control::GroupOpened { pattern, name } => {
@@ -235,12 +237,28 @@ pub(crate) async fn control<K: Kind>(
                 }
             }
             Control::Sync(done) => {
-                let _ = done.send(round_trip(&ctx.client).await);
+                let missing = ctx.counts.missing_consumers.load(Ordering::Acquire);
+                let _ = done.send(if missing > 0 {
+                    Err(format!(
+                        "{missing} durable consumer(s) could not be made yet"
+                    ))
+                } else {
+                    round_trip(&ctx.client).await
+                });
             }
         }
     }
-    for task in groups.into_values().flatten() {
-        task.abort();
+}
+
+/// The tasks of each consumer group, aborted when dropped.
+#[derive(Default)]
+struct Groups(HashMap<GroupKey, Vec<JoinHandle<()>>>);
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        for task in self.0.values().flatten() {
+            task.abort();
+        }
     }
 }
 
@@ -276,7 +294,10 @@ async fn open_group<K: Kind>(
             let made = match durable.consumer(&ctx.prefix, key, &filter).await {
                 Ok(made) => Some(made),
                 Err(err) => {
+                    // Until its task makes it, a sync fails: what is published meanwhile
+                    // would find no consumer to keep it for.
                     tracing::warn!(group = %key.1, %filter, error = %err, "cluster: a durable consumer could not be made yet");
+                    ctx.counts.missing_consumers.fetch_add(1, Ordering::AcqRel);
                     None
                 }
             };
