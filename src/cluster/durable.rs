@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::link::Counts;
 use super::tasks::{received, Context};
 use super::wire::{self, Space};
-use crate::core::tap::Scope;
+use crate::core::tap::{GroupKey, Scope};
 use crate::core::{Core, Settled};
 use crate::item::{Item, Kind};
 use crate::{Pattern, PublishError};
@@ -154,9 +154,6 @@ impl Durable {
             .map_err(|e| format!("cannot create consumer {name}: {e}"))
     }
 }
-
-/// A consumer group: its pattern and its name.
-pub(crate) type GroupKey = (Box<str>, Box<str>);
 
 /// A group's durable consumer.
 pub(crate) type PullConsumer = consumer::Consumer<consumer::pull::Config>;
@@ -367,9 +364,7 @@ impl Handling {
 
 impl Drop for Handling {
     fn drop(&mut self) {
-        if self.0.handling.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.handled.notify_waiters();
-        }
+        self.0.handled_one();
     }
 }
 

@@ -41,9 +41,19 @@ pub(crate) struct Counts {
 impl Counts {
     /// One item less waits for NATS.
     pub(crate) fn unbuffer(&self) {
-        if self.buffered.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.drained.notify_waiters();
-        }
+        release(&self.buffered, &self.drained);
+    }
+
+    /// One durable message less in hand.
+    pub(crate) fn handled_one(&self) {
+        release(&self.handling, &self.handled);
+    }
+}
+
+/// Counts one down, notifying `zero` when that makes it 0.
+fn release(count: &AtomicUsize, zero: &tokio::sync::Notify) {
+    if count.fetch_sub(1, Ordering::AcqRel) == 1 {
+        zero.notify_waiters();
     }
 }
 

@@ -302,6 +302,24 @@ fn incarnation() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 40)
 }
 
+/// Waits until `count` is 0 (`zero` is notified when it comes down to it), for up to
+/// `limit`.
+async fn until_zero(
+    count: &std::sync::atomic::AtomicUsize,
+    zero: &tokio::sync::Notify,
+    limit: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let notified = zero.notified();
+        if count.load(Ordering::Acquire) == 0
+            || tokio::time::timeout_at(deadline, notified).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// Runs `fut` on the cluster's arbiter and waits for its result.
 async fn on<T: Send + 'static>(
     arbiter: &ArbiterHandle,
@@ -610,15 +628,12 @@ impl Cluster {
             return;
         }
         let counts = &self.inner.ctx.counts;
-        let deadline = tokio::time::Instant::now() + self.inner.config.connect_timeout;
-        loop {
-            let drained = counts.drained.notified();
-            if counts.buffered.load(Ordering::Acquire) == 0
-                || tokio::time::timeout_at(deadline, drained).await.is_err()
-            {
-                break;
-            }
-        }
+        until_zero(
+            &counts.buffered,
+            &counts.drained,
+            self.inner.config.connect_timeout,
+        )
+        .await;
         let _ = self.sync().await;
         self.inner.controls.lock().expect("not poisoned").clear();
         for task in self.inner.tasks.lock().expect("not poisoned").drain(..) {
@@ -626,15 +641,12 @@ impl Cluster {
         }
         // Nothing more is pulled; the durable messages in hand are acknowledged (or
         // refused) once their handlers are done, for up to `connect_timeout` more.
-        let deadline = tokio::time::Instant::now() + self.inner.config.connect_timeout;
-        loop {
-            let handled = counts.handled.notified();
-            if counts.handling.load(Ordering::Acquire) == 0
-                || tokio::time::timeout_at(deadline, handled).await.is_err()
-            {
-                break;
-            }
-        }
+        until_zero(
+            &counts.handling,
+            &counts.handled,
+            self.inner.config.connect_timeout,
+        )
+        .await;
         let client = self.inner.ctx.client.clone();
         let _ = on(&self.inner.handle, async move { client.drain().await }).await;
         if let Some(arbiter) = self.inner.arbiter.lock().expect("not poisoned").take() {

@@ -11,10 +11,10 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
-use super::durable::{self, Durable, GroupKey};
+use super::durable::{self, Durable};
 use super::link::{Control, Counts};
 use super::wire::{self, Space};
-use crate::core::tap::Scope;
+use crate::core::tap::{GroupKey, Scope};
 use crate::core::Core;
 use crate::item::{Item, Kind, Name};
 use crate::Pattern;
