@@ -343,15 +343,9 @@ async fn what_a_node_received_is_not_sent_again_and_foreign_messages_are_counted
     raw.publish("t.ev.market.foreign", "{}".into())
         .await
         .unwrap();
+    // id 1, priority 2, timestamp 0, origin x: a well-formed header.
     let mut headers = async_nats::HeaderMap::new();
-    for (k, v) in [
-        ("Tickwire-Id", "1"),
-        ("Tickwire-Priority", "2"),
-        ("Tickwire-Timestamp", "0"),
-        ("Tickwire-Origin", "x"),
-    ] {
-        headers.insert(k, v);
-    }
+    headers.insert("Tickwire", "1 2 0 x");
     // A name over MAX_NAME_BYTES, well-formed otherwise: refused like a local publish.
     let long = format!("t.ev.market.{}", "x".repeat(tickwire::MAX_NAME_BYTES));
     raw.publish_with_headers(long, headers.clone(), "{}".into())
@@ -380,16 +374,14 @@ async fn what_a_node_received_is_not_sent_again_and_foreign_messages_are_counted
         if message.subject.as_str() == "t.ev.end" {
             break;
         }
-        let origin = message
+        // The header's fields: id, priority, timestamp, origin.
+        let fields: Vec<String> = message
             .headers
             .as_ref()
-            .and_then(|h| h.get("Tickwire-Origin"))
-            .map(|v| v.as_str().to_owned());
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Tickwire-Id"))
-            .map(|v| v.as_str().to_owned());
+            .and_then(|h| h.get("Tickwire"))
+            .map(|v| v.as_str().split(' ').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let (id, origin) = (fields.first().cloned(), fields.get(3).cloned());
         crossed.push((message.subject.to_string(), origin, id));
     }
     // a's 50 and the three foreign ones: b sent nothing back.

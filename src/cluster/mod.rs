@@ -1,14 +1,17 @@
 //! Topics that span processes: an [`EventBus`] and a [`MessageQueue`] attached to a
 //! cluster of tickwire nodes through NATS (`async-nats`), behind the `cluster` feature.
 //!
-//! tickwire builds no distributed system of its own: a [`Cluster`] is one NATS
-//! connection, and what spans processes is configured by name ([`ClusterConfig`]):
+//! tickwire builds no distributed system of its own: a [`Cluster`] is a node's link to
+//! a NATS server (two connections: one publishes and receives other nodes' items with
+//! no echo of its own, one holds the consumer groups), and what spans processes is
+//! configured by name ([`ClusterConfig`]):
 //!
 //! - **EventBus**: an event whose name matches `event_bus` reaches the matching
 //!   subscriptions of every attached node, the publishing one included, each exactly
 //!   once. The publishing node delivers it to its own subscriptions at once, as any
 //!   event, and sends it on `<prefix>.ev.<name>`; the other nodes deliver what they
-//!   receive, and a node skips what it published itself (the origin header).
+//!   receive. The server sends a node none of its own publishes, and a node skips any
+//!   that carries its own name as the origin.
 //! - **MessageQueue**: a topic matching `message_queue` likewise (`<prefix>.mq.<topic>`)
 //!   for plain subscriptions. A **consumer group** spans nodes: each node's members of
 //!   the group (named by its pattern and name) form one member of a NATS queue group, so
@@ -18,9 +21,12 @@
 //! - Names outside the patterns stay local, exactly as without a cluster; an attached
 //!   component keeps its priorities, retries, dead letters and metrics per node.
 //! - On the wire (see `wire`): the payload as JSON (a typed value serialized once, on
-//!   the cluster's own thread, not the publisher's), and headers for the id, priority,
-//!   timestamp and origin node. A received item keeps them: handlers on every node see
-//!   the same id (unique per origin node), priority and time.
+//!   the cluster's own thread, not the publisher's), and one header, `Tickwire`, for the
+//!   id, priority (1..=4), timestamp (nanoseconds since the Unix epoch) and origin node,
+//!   separated by spaces: `Tickwire: 42 3 1764680000123456789 gw-1`. A received item
+//!   keeps them: handlers on every node see the same id (unique per origin node),
+//!   priority and time. A message on our subjects without a valid header, or with a
+//!   payload that is not JSON, is counted as `malformed` and not delivered.
 //! - **NATS unreachable**: local delivery goes on; clustered publishes wait in a buffer
 //!   (`max_buffered`), then are refused at once and whole (no local subscriber gets
 //!   them either) with [`PublishError::ClusterUnavailable`](crate::PublishError); the
@@ -334,6 +340,66 @@ async fn on<T: Send + 'static>(
     rx.await.ok()
 }
 
+/// What a cluster's connection to NATS is for: a node has two.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Publishes, the plain fan-in and JetStream, with no echo: the server does not send
+    /// a node's own publishes back to it (the node delivered them already), which spares
+    /// the server a second copy of each and the node reading it.
+    Publisher,
+    /// The consumer groups' queue subscriptions, with echo: a node's own publish may go
+    /// to its own members.
+    Groups,
+}
+
+/// Connects one of a node's two connections, within `timeout`; the publisher's counts
+/// the link going down, both count slow subscriptions.
+async fn connection(
+    url: &str,
+    role: Role,
+    node: &str,
+    timeout: Duration,
+    counts: &Arc<Counts>,
+) -> Result<async_nats::Client, String> {
+    let counts = counts.clone();
+    let mut options = async_nats::ConnectOptions::new()
+        .connection_timeout(timeout)
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((attempts as u64 * 50).min(1_000))
+        })
+        .event_callback(move |event| {
+            let counts = counts.clone();
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        if role == Role::Publisher {
+                            counts.disconnects.fetch_add(1, Ordering::Relaxed);
+                        }
+                        tracing::warn!("cluster: NATS link down, reconnecting");
+                    }
+                    async_nats::Event::Connected => tracing::info!("cluster: NATS link up"),
+                    async_nats::Event::SlowConsumer(sid) => {
+                        counts.slow_consumer.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            sid,
+                            "cluster: a subscription fell behind and NATS messages were dropped"
+                        );
+                    }
+                    other => tracing::debug!(event = %other, "cluster: NATS event"),
+                }
+            }
+        });
+    options = match role {
+        Role::Publisher => options.name(format!("tickwire {node}")).no_echo(),
+        Role::Groups => options.name(format!("tickwire {node} groups")),
+    };
+    match tokio::time::timeout(timeout, options.connect(url)).await {
+        Ok(result) => result.map_err(|err| err.to_string()),
+        Err(_) => Err(format!("no answer within {} s", timeout.as_secs_f64())),
+    }
+}
+
 impl Cluster {
     /// Validates the config and connects to NATS, waiting up to `connect_timeout`. The
     /// cluster's tasks run on an arbiter (a thread) of their own; once connected, the
@@ -344,45 +410,17 @@ impl Cluster {
         let counts = Arc::new(Counts::default());
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
-        let options = {
-            let counts = counts.clone();
-            async_nats::ConnectOptions::new()
-                .name(format!("tickwire {node}"))
-                .connection_timeout(config.connect_timeout)
-                .max_reconnects(None)
-                .reconnect_delay_callback(|attempts| {
-                    Duration::from_millis((attempts as u64 * 50).min(1_000))
-                })
-                .event_callback(move |event| {
-                    let counts = counts.clone();
-                    async move {
-                        match event {
-                            async_nats::Event::Disconnected => {
-                                counts.disconnects.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!("cluster: NATS link down, reconnecting");
-                            }
-                            async_nats::Event::Connected => tracing::info!("cluster: NATS link up"),
-                            async_nats::Event::SlowConsumer(sid) => {
-                                counts.slow_consumer.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(sid, "cluster: a subscription fell behind and NATS messages were dropped");
-                            }
-                            other => tracing::debug!(event = %other, "cluster: NATS event"),
-                        }
-                    }
-                })
-        };
         let url = config.nats_url.clone();
-        let timeout = config.connect_timeout;
+        let (name, timeout, counted) = (node.clone(), config.connect_timeout, counts.clone());
         let connected = on(&handle, async move {
-            match tokio::time::timeout(timeout, options.connect(url.as_str())).await {
-                Ok(result) => result.map_err(|err| err.to_string()),
-                Err(_) => Err(format!("no answer within {} s", timeout.as_secs_f64())),
-            }
+            let client = connection(&url, Role::Publisher, &name, timeout, &counted).await?;
+            let groups = connection(&url, Role::Groups, &name, timeout, &counted).await?;
+            Ok((client, groups))
         })
         .await
         .unwrap_or_else(|| Err("the cluster's arbiter stopped".into()));
-        let client = match connected {
-            Ok(client) => client,
+        let (client, groups) = match connected {
+            Ok(clients) => clients,
             Err(reason) => {
                 arbiter.stop();
                 return Err(ClusterError::Connect {
@@ -406,6 +444,7 @@ impl Cluster {
         let open = Arc::new(AtomicBool::new(true));
         let ctx = Arc::new(Context {
             client,
+            groups,
             prefix: config.prefix.as_str().into(),
             node,
             counts,
@@ -574,10 +613,11 @@ impl Cluster {
                 .map_err(|_| ClusterError::Closed)?
                 .map_err(|reason| ClusterError::Unconfirmed { reason })?;
         }
-        let client = self.inner.ctx.client.clone();
-        on(&self.inner.handle, async move {
-            tasks::round_trip(&client).await
-        })
+        let ctx = self.inner.ctx.clone();
+        on(
+            &self.inner.handle,
+            async move { tasks::round_trip(&ctx).await },
+        )
         .await
         .ok_or(ClusterError::Closed)?
         .map_err(|reason| ClusterError::Unconfirmed { reason })
@@ -590,10 +630,12 @@ impl Cluster {
         let link = if !self.inner.open.load(Ordering::Acquire) {
             LinkState::Closed
         } else {
-            match self.inner.ctx.client.connection_state() {
-                State::Connected => LinkState::Connected,
-                State::Disconnected => LinkState::Disconnected,
-                State::Pending => LinkState::Pending,
+            // Connected while both connections are; down while either is.
+            let ctx = &self.inner.ctx;
+            match (ctx.client.connection_state(), ctx.groups.connection_state()) {
+                (State::Connected, State::Connected) => LinkState::Connected,
+                (State::Disconnected, _) | (_, State::Disconnected) => LinkState::Disconnected,
+                _ => LinkState::Pending,
             }
         };
         ClusterMetrics {
@@ -647,8 +689,12 @@ impl Cluster {
             self.inner.config.connect_timeout,
         )
         .await;
-        let client = self.inner.ctx.client.clone();
-        let _ = on(&self.inner.handle, async move { client.drain().await }).await;
+        let ctx = self.inner.ctx.clone();
+        let _ = on(&self.inner.handle, async move {
+            let _ = ctx.client.drain().await;
+            let _ = ctx.groups.drain().await;
+        })
+        .await;
         if let Some(arbiter) = self.inner.arbiter.lock().expect("not poisoned").take() {
             arbiter.stop();
         }

@@ -21,7 +21,10 @@ use crate::Pattern;
 
 /// What every task of a cluster shares.
 pub(crate) struct Context {
+    /// Publishes, the plain fan-in and JetStream: no echo.
     pub(crate) client: Client,
+    /// The consumer groups' queue subscriptions: with echo.
+    pub(crate) groups: Client,
     pub(crate) prefix: Arc<str>,
     pub(crate) node: Arc<str>,
     pub(crate) counts: Arc<Counts>,
@@ -180,29 +183,35 @@ async fn group_in<K: Kind>(
     }
 }
 
-/// How long a [`round_trip`] waits for its probe.
+/// How long a [`round_trip`] waits for its probes.
 const ROUND_TRIP: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A probe to a private inbox of this connection, and back: the server handles one
-/// connection's operations in order, so once it is back, the server has every
-/// subscription and publish sent before it. (A flush only waits for the socket.)
-pub(crate) async fn round_trip(client: &Client) -> Result<(), String> {
-    let inbox = client.new_inbox();
+/// Probes that make a round trip through the server from each of the node's two
+/// connections: the server handles one connection's operations in order, so once a
+/// probe a connection sent is back, the server has every subscription and publish that
+/// connection sent before it. (A flush only waits for the socket.) The group connection
+/// subscribes an inbox and probes it itself; then the publishing connection, which gets
+/// no echo of its own, sends its probe to that inbox.
+pub(crate) async fn round_trip(ctx: &Context) -> Result<(), String> {
+    let inbox = ctx.groups.new_inbox();
     let probe = async {
-        let mut replies = client
+        let mut replies = ctx
+            .groups
             .subscribe(inbox.clone())
             .await
             .map_err(|e| e.to_string())?;
-        client
-            .publish(inbox.clone(), bytes::Bytes::new())
-            .await
-            .map_err(|e| e.to_string())?;
-        client.flush().await.map_err(|e| e.to_string())?;
-        replies
-            .next()
-            .await
-            .map(|_| ())
-            .ok_or_else(|| "the probe's subscription ended".to_owned())
+        for client in [&ctx.groups, &ctx.client] {
+            client
+                .publish(inbox.clone(), bytes::Bytes::new())
+                .await
+                .map_err(|e| e.to_string())?;
+            client.flush().await.map_err(|e| e.to_string())?;
+            replies
+                .next()
+                .await
+                .ok_or_else(|| "the probe's subscription ended".to_owned())?;
+        }
+        Ok(())
     };
     tokio::time::timeout(ROUND_TRIP, probe)
         .await
@@ -243,7 +252,7 @@ pub(crate) async fn control<K: Kind>(
                         "{missing} durable consumer(s) could not be made yet"
                     ))
                 } else {
-                    round_trip(&ctx.client).await
+                    round_trip(&ctx).await
                 });
             }
         }
@@ -279,7 +288,7 @@ async fn open_group<K: Kind>(
     if !all_durable {
         let subject = wire::subject(&ctx.prefix, space, &key.0);
         let queue = wire::queue_name(&ctx.prefix, &key.0, &key.1);
-        match ctx.client.queue_subscribe(subject.clone(), queue).await {
+        match ctx.groups.queue_subscribe(subject.clone(), queue).await {
             Ok(subscriber) => {
                 let task = group_in(ctx.clone(), core.clone(), space, key.clone(), subscriber);
                 tasks.push(actix_rt::spawn(task));
