@@ -76,7 +76,11 @@ where
         if let Some(own) = Typed::own(item) {
             return Ok(own);
         }
-        match T::deserialize(item.data()) {
+        let decoded = match item.unparsed_text() {
+            Some(text) => serde_json::from_slice::<T>(text),
+            None => T::deserialize(item.data()),
+        };
+        match decoded {
             Ok(value) => Ok(Typed {
                 item: item.clone(),
                 decoded: Some(Arc::new(value)),

@@ -4,7 +4,9 @@
 //!
 //! - **throughput**: `events` events published as fast as they are taken on node A, all
 //!   handled by one subscription on node B; the baseline publishes as many messages of
-//!   the same payload on one connection to a subscriber on another. Both keep at most
+//!   the same payload on one connection to a subscriber on another, once bare and once
+//!   with one header of a tickwire item's shape per message (what async-nats's header
+//!   maps cost on both ends, which any message with headers pays). All keep at most
 //!   8,192 in flight (core NATS drops what an overrun subscriber cannot take: without a
 //!   window both would measure their drops). Figures: messages per
 //!   second from the first publish to the last delivery, median of `runs`.
@@ -217,12 +219,24 @@ async fn tickwire_throughput(url: &str, events: u64, workers: usize) -> std::io:
     Ok(rate)
 }
 
-/// One throughput run of raw async-nats: messages per second.
-async fn raw_throughput(url: &str, events: u64) -> std::io::Result<f64> {
+/// One throughput run of raw async-nats: messages per second. With `header`, each
+/// message carries one header of the size and shape of a tickwire item's (built per
+/// message, as a publisher must), which is what the client's header maps cost.
+async fn raw_throughput(url: &str, events: u64, header: bool) -> std::io::Result<f64> {
     let publisher = async_nats::connect(url).await.map_err(other)?;
     let subscriber = async_nats::connect(url).await.map_err(other)?;
     let mut sub = subscriber.subscribe("raw.tick").await.map_err(other)?;
+    // A flush only writes the SUB to the socket: the server may not have it yet when the
+    // first publishes come in on the other connection, and would drop them. The probe
+    // coming back proves it has it.
+    subscriber
+        .publish("raw.tick", bytes::Bytes::new())
+        .await
+        .map_err(other)?;
     subscriber.flush().await.map_err(other)?;
+    sub.next()
+        .await
+        .ok_or_else(|| other("the raw subscription ended"))?;
     let got = Arc::new(AtomicU64::new(0));
     let counter = got.clone();
     let reader = actix_rt::spawn(async move {
@@ -240,15 +254,24 @@ async fn raw_throughput(url: &str, events: u64) -> std::io::Result<f64> {
     for n in 0..events {
         window(n, &got).await;
         let payload = serde_json::to_vec(&tick(n)).map_err(other)?;
-        publisher
-            .publish("raw.tick", payload.into())
-            .await
-            .map_err(other)?;
+        let sent = if header {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Tickwire", format!("{n} 2 1764680000123456789 bench-a"));
+            publisher
+                .publish_with_headers("raw.tick", headers, payload.into())
+                .await
+        } else {
+            publisher.publish("raw.tick", payload.into()).await
+        };
+        sent.map_err(other)?;
     }
     publisher.flush().await.map_err(other)?;
     let got = tokio::time::timeout(Duration::from_secs(120), reader)
         .await
-        .map_err(|_| other("the raw subscriber did not get every message"))?
+        .map_err(|_| {
+            let n = got.load(Ordering::Relaxed);
+            other(format!("the raw subscriber got {n} of {events} in 120 s"))
+        })?
         .map_err(other)?;
     if got < events {
         return Err(other(format!("raw: {got} of {events}")));
@@ -465,12 +488,14 @@ pub async fn run(
 ) -> std::io::Result<(String, Value)> {
     let server = NatsServer::start()?;
     let mut raw = Vec::new();
+    let mut raw_header = Vec::new();
     let mut ours = Vec::new();
     for _ in 0..runs.max(1) {
-        raw.push(raw_throughput(&server.url, events).await?);
+        raw.push(raw_throughput(&server.url, events, false).await?);
+        raw_header.push(raw_throughput(&server.url, events, true).await?);
         ours.push(tickwire_throughput(&server.url, events, workers).await?);
     }
-    let (raw, ours) = (median(raw), median(ours));
+    let (raw, raw_header, ours) = (median(raw), median(raw_header), median(ours));
     let mut latencies = Vec::new();
     for _ in 0..runs.max(1) {
         latencies.push(latency(&server.url, rate, duration, workers).await?);
@@ -488,11 +513,13 @@ pub async fn run(
     let table = format!(
         "Cluster on one nats-server ({events} events per throughput run, at most {WINDOW} in flight, median of {runs}):\n\
          \x20 raw async-nats pub/sub       {raw:>12.0} msg/s\n\
+         \x20 the same, one header each    {raw_header:>12.0} msg/s      ({:.2}x raw)\n\
          \x20 EventBus A -> B (cluster)    {ours:>12.0} events/s   ({:.2}x raw)\n\
          \x20 latency A -> B at {rate:.0}/s: p50 {} us, p99 {} us, p99.9 {} us, max {} us ({} samples)\n\
          Durable queue ({durable_count} messages, stored and acknowledged, median of {runs}):\n\
          \x20 raw async-nats JetStream     {raw_durable:>12.0} msg/s\n\
          \x20 MessageQueue A -> group on B {durable:>12.0} msg/s      ({:.2}x raw)\n",
+        raw_header / raw,
         ours / raw,
         lat.p50,
         lat.p99,
@@ -504,6 +531,7 @@ pub async fn run(
     let value = json!({
         "events": events,
         "raw_async_nats_per_second": raw,
+        "raw_async_nats_one_header_per_second": raw_header,
         "eventbus_cross_node_per_second": ours,
         "ratio": ours / raw,
         "latency_rate": rate,

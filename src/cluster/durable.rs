@@ -381,7 +381,7 @@ async fn handle<K: Kind>(
     if message.info().is_ok_and(|info| info.delivered > 1) {
         ctx.counts.redelivered.fetch_add(1, Ordering::Relaxed);
     }
-    let Some(item) = received(&ctx, &core, Space::Messages, &message, |_| true) else {
+    let Some(item) = received(&ctx, &core, Space::Messages, &message, |_| true, false) else {
         // Not a tickwire item (counted malformed): never deliverable, so not redelivered.
         let _ = message.ack_with(AckKind::Term).await;
         return;

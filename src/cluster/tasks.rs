@@ -58,9 +58,10 @@ pub(crate) async fn pump<K: Kind>(
 ) {
     let (pending, confirm) = durable::confirmations(ctx.clone());
     let confirming = ctx.durable.is_some().then(|| actix_rt::spawn(confirm));
+    let mut subjects = wire::Subjects::new(ctx.prefix.clone(), space);
     while let Some(item) = items.recv().await {
-        let subject = wire::subject(&ctx.prefix, space, item.route());
         if let Some(durable) = ctx.durable_for(space, item.route()) {
+            let subject = wire::subject(&ctx.prefix, space, item.route());
             if let Err(err) = durable::publish(&ctx, durable, &item, subject, &pending).await {
                 tracing::warn!(route = item.route(), error = %err, "cluster: durable publish to JetStream failed");
                 ctx.counts.publish_failed.fetch_add(1, Ordering::Relaxed);
@@ -72,7 +73,7 @@ pub(crate) async fn pump<K: Kind>(
         let sent = match wire::payload(&item) {
             Ok(payload) => ctx
                 .client
-                .publish_with_headers(subject, headers, payload)
+                .publish_with_headers(subjects.of(item.route()), headers, payload)
                 .await
                 .map_err(|err| err.to_string()),
             Err(err) => Err(format!("payload does not serialize: {err}")),
@@ -95,36 +96,46 @@ pub(crate) async fn pump<K: Kind>(
 
 /// The item a NATS message carries, if it is one of `space`'s.
 /// `wanted`: whether this task delivers the name (nothing is decoded or counted for one
-/// it does not).
+/// it does not); `drop_own`: whether a message this node published is dropped (the plain
+/// fan-in's: this node delivered it already).
 pub(crate) fn received<K: Kind>(
     ctx: &Context,
     core: &Core<Item<K>>,
     space: Space,
     message: &async_nats::Message,
     wanted: impl Fn(&str) -> bool,
+    drop_own: bool,
 ) -> Option<Item<K>> {
     let name = wire::name_of(&ctx.prefix, space, message.subject.as_str());
     if name.is_some_and(|name| !wanted(name)) {
         return None;
     }
+    let malformed = |err: Option<wire::Malformed>| {
+        if let Some(err) = err {
+            tracing::warn!(subject = %message.subject, error = %err, "cluster: not a tickwire item");
+        }
+        ctx.counts.malformed.fetch_add(1, Ordering::Relaxed);
+        None
+    };
+    let meta = match wire::Meta::of(message.headers.as_ref()) {
+        Ok(meta) => meta,
+        Err(err) => return malformed(Some(err)),
+    };
+    if drop_own && meta.origin == &*ctx.node {
+        return None;
+    }
     // A name any NATS client could send: checked as a local publish's would be (length,
     // tokens, no wildcards).
     let Some(name) = name.filter(|name| crate::validate_name(name).is_ok()) else {
-        ctx.counts.malformed.fetch_add(1, Ordering::Relaxed);
-        return None;
+        return malformed(None);
     };
     let name = match core.interned(name) {
         Some(shared) => Name::from(shared),
         None => Name::from(name.to_owned()),
     };
-    match wire::decode(name, message.headers.as_ref(), &message.payload) {
-        Ok(item) => Some(item),
-        Err(err) => {
-            tracing::warn!(subject = %message.subject, error = %err, "cluster: not a tickwire item");
-            ctx.counts.malformed.fetch_add(1, Ordering::Relaxed);
-            None
-        }
-    }
+    meta.item(name, &message.payload)
+        .map_err(|err| malformed(Some(err)))
+        .ok()
 }
 
 /// Delivers one received item in `scope`, counting the outcome.
@@ -153,13 +164,11 @@ pub(crate) async fn fan_in<K: Kind>(
     index: usize,
     mut subscriber: Subscriber,
 ) {
+    let first = |name: &str| patterns.iter().position(|p| p.matches(name)) == Some(index);
     while let Some(message) = subscriber.next().await {
-        // What this node published was delivered here already.
-        if wire::origin(message.headers.as_ref()) == Some(&*ctx.node) {
-            continue;
-        }
-        let first = |name: &str| patterns.iter().position(|p| p.matches(name)) == Some(index);
-        if let Some(item) = received(&ctx, &core, space, &message, first) {
+        // What this node published was delivered here already (the server sends none
+        // back to a no-echo connection: this is the safety net).
+        if let Some(item) = received(&ctx, &core, space, &message, first, true) {
             deliver(&ctx, &core, item, Scope::Plain).await;
         }
     }
@@ -177,7 +186,7 @@ async fn group_in<K: Kind>(
 ) {
     let not_durable = |name: &str| ctx.durable_for(space, name).is_none();
     while let Some(message) = subscriber.next().await {
-        if let Some(item) = received(&ctx, &core, space, &message, not_durable) {
+        if let Some(item) = received(&ctx, &core, space, &message, not_durable, false) {
             deliver(&ctx, &core, item, Scope::Group(&key.0, &key.1)).await;
         }
     }

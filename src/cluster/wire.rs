@@ -26,12 +26,14 @@
 //! {"symbol":"BTCUSD","qty":2}
 //! ```
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use std::fmt::Write as _;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use async_nats::{HeaderMap, HeaderName};
+use async_nats::{HeaderMap, HeaderName, Subject};
 use bytes::Bytes;
+use serde::de::IgnoredAny;
 
 use crate::item::{Item, Kind, Name};
 use crate::Priority;
@@ -39,11 +41,10 @@ use crate::Priority;
 /// The header of an item's id, priority, timestamp and origin.
 pub(crate) const META: &str = "Tickwire";
 
-/// [`META`] as the client's name of it, made once (a `&str` is parsed, checked and
-/// copied on every use).
-fn meta() -> HeaderName {
-    HeaderName::from_static(META)
-}
+/// [`META`] as the client's name of it, made at compile time: a `&str` is parsed, checked
+/// and copied on every use, and even `from_static` compares it with every standard name
+/// when called at run time.
+const META_NAME: HeaderName = HeaderName::from_static(META);
 
 /// Which component's subjects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,43 @@ impl Space {
 /// The NATS subject of a name or pattern.
 pub(crate) fn subject(prefix: &str, space: Space, name: &str) -> String {
     format!("{prefix}.{}.{name}", space.token())
+}
+
+/// The subjects of the routes one pump publishes on, each built once: a route's subject
+/// is then a reference count, not a `format!` and two copies per item. At most
+/// [`Subjects::MAX`] are kept (emptied when full: a feed of ever-new names costs what it
+/// did without the cache).
+pub(crate) struct Subjects {
+    prefix: Arc<str>,
+    space: Space,
+    made: HashMap<Box<str>, Subject>,
+}
+
+impl Subjects {
+    /// Routes kept at most.
+    pub(crate) const MAX: usize = 4_096;
+
+    /// No subject made yet, for `space` under `prefix`.
+    pub(crate) fn new(prefix: Arc<str>, space: Space) -> Subjects {
+        Subjects {
+            prefix,
+            space,
+            made: HashMap::new(),
+        }
+    }
+
+    /// The subject of `route` ([`subject`]).
+    pub(crate) fn of(&mut self, route: &str) -> Subject {
+        if let Some(made) = self.made.get(route) {
+            return made.clone();
+        }
+        if self.made.len() >= Self::MAX {
+            self.made.clear();
+        }
+        let made = Subject::from(subject(&self.prefix, self.space, route));
+        self.made.insert(route.into(), made.clone());
+        made
+    }
 }
 
 /// The name a subject carries, if it is one of `space` under `prefix`.
@@ -163,16 +201,19 @@ pub(crate) fn headers<K: Kind>(item: &Item<K>, origin: &str) -> HeaderMap {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
+    // u64 nanoseconds last until 2554.
+    let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
+    let mut digits = itoa::Buffer::new();
     let mut value = String::with_capacity(48 + origin.len());
-    // Writing to a String does not fail.
-    let _ = write!(
-        value,
-        "{} {} {nanos} {origin}",
-        item.id(),
-        item.priority() as u8
-    );
+    value.push_str(digits.format(item.id()));
+    value.push(' ');
+    value.push(char::from(b'0' + item.priority() as u8));
+    value.push(' ');
+    value.push_str(digits.format(nanos));
+    value.push(' ');
+    value.push_str(origin);
     let mut headers = HeaderMap::new();
-    headers.insert(meta(), value);
+    headers.insert(META_NAME, value);
     headers
 }
 
@@ -200,71 +241,92 @@ pub(crate) enum Malformed {
     Payload(String),
 }
 
-/// The four fields of a [`META`] header, unparsed.
-struct Fields<'a> {
-    id: &'a str,
-    priority: &'a str,
-    nanos: &'a str,
-    origin: &'a str,
+/// What a [`META`] header says: the publishing process's id of the item, its priority,
+/// its timestamp and the node that published it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta<'a> {
+    pub(crate) id: u64,
+    pub(crate) priority: Priority,
+    pub(crate) timestamp: SystemTime,
+    pub(crate) origin: &'a str,
 }
 
-fn fields(headers: Option<&HeaderMap>) -> Result<(&str, Fields<'_>), Malformed> {
-    let value = headers
-        .and_then(|h| h.get(meta()))
-        .ok_or(Malformed::Missing)?
-        .as_str();
-    let mut parts = value.split(' ');
-    let mut next = |field| {
-        parts
-            .next()
-            .filter(|part| !part.is_empty())
-            .ok_or_else(|| Malformed::Invalid {
-                field,
-                value: value.to_owned(),
-            })
-    };
-    let fields = Fields {
-        id: next("id")?,
-        priority: next("priority")?,
-        nanos: next("timestamp")?,
-        origin: next("origin")?,
-    };
-    if parts.next().is_some() {
-        return Err(Malformed::Invalid {
-            field: "origin",
+impl<'a> Meta<'a> {
+    /// The [`META`] header of a message's `headers`, parsed in one pass.
+    pub(crate) fn of(headers: Option<&'a HeaderMap>) -> Result<Meta<'a>, Malformed> {
+        let value = headers
+            .and_then(|h| h.get(META_NAME))
+            .ok_or(Malformed::Missing)?
+            .as_str();
+        let invalid = |field| Malformed::Invalid {
+            field,
             value: value.to_owned(),
-        });
+        };
+        // Split at single spaces (ASCII: every cut is a char boundary); an empty field,
+        // a missing one or a fifth is invalid.
+        let mut rest = Some(value);
+        let mut next = |field| {
+            let part = rest.take().ok_or_else(|| invalid(field))?;
+            let part = match part.bytes().position(|b| b == b' ') {
+                Some(at) => {
+                    rest = Some(&part[at + 1..]);
+                    &part[..at]
+                }
+                None => part,
+            };
+            if part.is_empty() {
+                return Err(invalid(field));
+            }
+            Ok(part)
+        };
+        let (id, priority, nanos, origin) = (
+            next("id")?,
+            next("priority")?,
+            next("timestamp")?,
+            next("origin")?,
+        );
+        if rest.is_some() {
+            return Err(invalid("origin"));
+        }
+        let id = id.parse().map_err(|_| invalid("id"))?;
+        let priority = priority
+            .parse::<u64>()
+            .ok()
+            .and_then(|level| Priority::try_from(level).ok())
+            .ok_or_else(|| invalid("priority"))?;
+        let nanos: u64 = nanos.parse().map_err(|_| invalid("timestamp"))?;
+        Ok(Meta {
+            id,
+            priority,
+            timestamp: UNIX_EPOCH + Duration::from_nanos(nanos),
+            origin,
+        })
     }
-    Ok((value, fields))
-}
 
-/// The origin of a NATS message, if it has one.
-pub(crate) fn origin(headers: Option<&HeaderMap>) -> Option<&str> {
-    fields(headers).ok().map(|(_, fields)| fields.origin)
+    /// The item, named `name`, that a message with this header and `payload` carries:
+    /// the payload is checked to be JSON here, and parsed into a `Value` only if a
+    /// handler asks for one.
+    pub(crate) fn item<K: Kind>(&self, name: Name, payload: &Bytes) -> Result<Item<K>, Malformed> {
+        serde_json::from_slice::<IgnoredAny>(payload)
+            .map_err(|e| Malformed::Payload(e.to_string()))?;
+        Ok(Item::received(
+            name,
+            payload.clone(),
+            self.priority,
+            self.id,
+            self.timestamp,
+        ))
+    }
 }
 
 /// The item a NATS message carries, named `name`.
+#[cfg(test)]
 pub(crate) fn decode<K: Kind>(
     name: Name,
     headers: Option<&HeaderMap>,
-    payload: &[u8],
+    payload: &Bytes,
 ) -> Result<Item<K>, Malformed> {
-    let (value, fields) = fields(headers)?;
-    let invalid = |field| Malformed::Invalid {
-        field,
-        value: value.to_owned(),
-    };
-    let id: u64 = fields.id.parse().map_err(|_| invalid("id"))?;
-    let priority = fields
-        .priority
-        .parse::<u64>()
-        .ok()
-        .and_then(|level| Priority::try_from(level).ok())
-        .ok_or_else(|| invalid("priority"))?;
-    let nanos: u64 = fields.nanos.parse().map_err(|_| invalid("timestamp"))?;
-    let timestamp = UNIX_EPOCH + Duration::from_nanos(nanos);
-    let data = serde_json::from_slice(payload).map_err(|e| Malformed::Payload(e.to_string()))?;
-    Ok(Item::received(name, data, priority, id, timestamp))
+    Meta::of(headers)?.item(name, payload)
 }
 
 /// Nanoseconds since the Unix epoch of `time` (the timestamp header's unit).
@@ -278,7 +340,7 @@ fn nanos(time: std::time::SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Event, Message};
+    use crate::Message;
     use serde_json::json;
 
     #[test]
@@ -295,6 +357,21 @@ mod tests {
         assert_eq!(name_of("tw", Space::Events, "tw.mq.orders.new"), None);
         assert_eq!(name_of("tw", Space::Events, "twx.ev.a"), None);
         assert_eq!(name_of("tw", Space::Events, "tw.ev."), Some(""));
+    }
+
+    #[test]
+    fn a_route_subject_is_made_once_and_the_cache_is_bounded() {
+        let mut subjects = Subjects::new("tw".into(), Space::Events);
+        let first = subjects.of("market.tick");
+        assert_eq!(first.as_str(), "tw.ev.market.tick");
+        assert_eq!(subjects.of("market.tick"), first);
+        assert_eq!(subjects.made.len(), 1);
+        for n in 0..Subjects::MAX + 10 {
+            let route = format!("fx.r{n}");
+            assert_eq!(subjects.of(&route).as_str(), format!("tw.ev.{route}"));
+            assert!(subjects.made.len() <= Subjects::MAX);
+        }
+        assert_eq!(subjects.made.len(), 11, "emptied once when full");
     }
 
     #[test]
@@ -357,7 +434,7 @@ mod tests {
     fn an_item_round_trips_with_its_id_priority_and_time() {
         let message = Message::typed("orders.new", json!({"qty": 2}), Priority::High);
         let headers = headers(&message, "node-a");
-        assert_eq!(origin(Some(&headers)), Some("node-a"));
+        assert_eq!(Meta::of(Some(&headers)).unwrap().origin, "node-a");
         let body = payload(&message).unwrap();
         let back: Message = decode(Name::from("orders.new"), Some(&headers), &body).unwrap();
         assert_eq!(back.id(), message.id());
@@ -383,7 +460,8 @@ mod tests {
     fn malformed_messages_are_named() {
         let name = || Name::from("a");
         let decode = |headers: Option<&HeaderMap>, payload: &[u8]| {
-            decode::<crate::item::EventKind>(name(), headers, payload).map(|_| ())
+            let payload = Bytes::copy_from_slice(payload);
+            decode::<crate::item::EventKind>(name(), headers, &payload).map(|_| ())
         };
         let with = |value: &str| {
             let mut headers = HeaderMap::new();
@@ -415,11 +493,60 @@ mod tests {
                 "{value:?}"
             );
         }
-        assert_eq!(origin(Some(&with("1 2 3 n"))), Some("n"));
-        assert_eq!(origin(Some(&with("1 2 3"))), None);
-        assert!(matches!(
-            decode(Some(&with("1 2 3 n")), b"{not json"),
-            Err(Malformed::Payload(_))
-        ));
+        let header = with("7 2 3 node-b");
+        let meta = Meta::of(Some(&header)).unwrap();
+        assert_eq!(
+            (meta.id, meta.priority, meta.origin),
+            (7, Priority::Normal, "node-b")
+        );
+        assert_eq!(meta.timestamp, UNIX_EPOCH + Duration::from_nanos(3));
+        for not_json in [&b"{not json"[..], b"", b"{\"a\":1} 2", b"\xff"] {
+            assert!(
+                matches!(
+                    decode(Some(&with("1 2 3 n")), not_json),
+                    Err(Malformed::Payload(_))
+                ),
+                "{not_json:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_received_payload_is_parsed_on_first_use_only() {
+        let message = Message::new("orders.new", json!({"qty": 2, "px": 1.5}), Priority::Low);
+        let (headers, body) = (headers(&message, "a"), payload(&message).unwrap());
+        let back: Message = decode(Name::from("orders.new"), Some(&headers), &body).unwrap();
+        assert_eq!(
+            back.unparsed_text(),
+            Some(&body[..]),
+            "not parsed on receipt"
+        );
+        assert!(!back.is_typed());
+        assert_eq!(
+            back.payload_type(),
+            std::any::type_name::<serde_json::Value>()
+        );
+
+        // A typed handler decodes the text itself: still no `Value`.
+        #[derive(serde::Deserialize)]
+        struct Order {
+            qty: u32,
+            px: f64,
+        }
+        let order = crate::Typed::<Order, _>::decode(&back).unwrap();
+        assert_eq!((order.qty, order.px), (2, 1.5));
+        assert!(back.unparsed_text().is_some());
+        let wrong = crate::Typed::<Vec<u8>, _>::decode(&back).unwrap_err();
+        assert_eq!(wrong.found, std::any::type_name::<serde_json::Value>());
+
+        // data() parses it once; copies with another priority share it.
+        let copy = back.clone().with_priority(Priority::High);
+        assert_eq!(back.data(), &json!({"qty": 2, "px": 1.5}));
+        assert_eq!(back.unparsed_text(), None);
+        assert!(std::ptr::eq(copy.data(), back.data()));
+        assert_eq!(
+            serde_json::to_value(&copy).unwrap()["data"],
+            json!({"qty": 2, "px": 1.5})
+        );
     }
 }

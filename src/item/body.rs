@@ -1,5 +1,6 @@
 //! An item's payload, type-erased: JSON, a typed value (with its JSON built once, on
-//! demand), or the payload of another item (a copy with another priority).
+//! demand), JSON text received from another process (parsed once, on demand), or the
+//! payload of another item (a copy with another priority).
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -22,6 +23,11 @@ pub(super) trait Body: Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
     /// The payload, to serialize into any format without building a `Value`.
     fn serializable(&self) -> &dyn erased_serde::Serialize;
+    /// The payload's JSON text, for one received as text: decoded from it directly, a
+    /// typed handler builds no `Value`.
+    fn text(&self) -> Option<&[u8]> {
+        None
+    }
     /// The item whose payload this is, for a [`SharedBody`].
     fn origin(&self) -> Option<&Arc<Inner<dyn Body>>> {
         None
@@ -102,6 +108,48 @@ impl<T: Serialize + Send + Sync + 'static> Body for TypedBody<T> {
     }
 }
 
+/// A payload received as JSON text (a cluster's inbound side): checked to be JSON when
+/// received, parsed into a `Value` on the first [`data`](Body::data) only, so that an
+/// item whose handlers never read its JSON (or decode it as a type) costs no `Value`.
+#[cfg(feature = "cluster")]
+pub(super) struct Received {
+    pub(super) text: bytes::Bytes,
+    pub(super) json: OnceLock<Value>,
+}
+
+#[cfg(feature = "cluster")]
+impl Body for Received {
+    fn data(&self) -> &Value {
+        self.json.get_or_init(|| {
+            // Checked when received: only a bug makes this fail.
+            serde_json::from_slice(&self.text).unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "a received payload is not JSON: its data() is null");
+                Value::Null
+            })
+        })
+    }
+
+    fn built(&self) -> Option<&Value> {
+        self.json.get()
+    }
+
+    fn value(&self) -> Option<&(dyn Any + Send + Sync)> {
+        None
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<Value>()
+    }
+
+    fn serializable(&self) -> &dyn erased_serde::Serialize {
+        self.data()
+    }
+
+    fn text(&self) -> Option<&[u8]> {
+        Some(&self.text)
+    }
+}
+
 /// The payload of another item: a copy made with another priority while the original was
 /// shared (a typed value cannot be cloned, so it is shared instead).
 pub(super) struct SharedBody(pub(super) Arc<Inner<dyn Body>>);
@@ -129,6 +177,10 @@ impl Body for SharedBody {
 
     fn serializable(&self) -> &dyn erased_serde::Serialize {
         self.0.body.serializable()
+    }
+
+    fn text(&self) -> Option<&[u8]> {
+        self.0.body.text()
     }
 }
 

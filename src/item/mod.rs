@@ -165,12 +165,13 @@ impl<K: Kind> Item<K> {
         Item::make(route, priority, Json(data))
     }
 
-    /// An item that another process published: its id, priority and time, a JSON
-    /// payload (a cluster's inbound side).
+    /// An item that another process published: its id, priority and time, and its
+    /// payload as JSON text, which the caller checked is JSON (a cluster's inbound side).
+    /// The `Value` is parsed on the first [`data`](Self::data) only.
     #[cfg(feature = "cluster")]
     pub(crate) fn received(
         route: Name,
-        data: Value,
+        text: bytes::Bytes,
         priority: Priority,
         id: u64,
         timestamp: SystemTime,
@@ -181,7 +182,10 @@ impl<K: Kind> Item<K> {
                 route,
                 priority,
                 timestamp,
-                body: Json(data),
+                body: body::Received {
+                    text,
+                    json: OnceLock::new(),
+                },
             }),
             kind: PhantomData,
         }
@@ -289,6 +293,13 @@ impl<K: Kind> Item<K> {
     /// the typed value itself.
     pub(crate) fn payload_serialize(&self) -> PayloadRef<'_> {
         PayloadRef(&self.inner.body)
+    }
+
+    /// The payload's JSON text when it was received as text and its `Value` is not built
+    /// yet: what a typed handler decodes from directly.
+    pub(crate) fn unparsed_text(&self) -> Option<&[u8]> {
+        let body = &self.inner.body;
+        body.built().is_none().then(|| body.text()).flatten()
     }
 }
 
