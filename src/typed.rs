@@ -3,9 +3,10 @@
 //!
 //! Both deref to the value and keep the item at hand. The value is the publisher's own
 //! when the item was made with `typed::<T>` (no copy, no JSON); otherwise (a JSON payload
-//! from a WebSocket client, `/api/publish` or a bridge, or a typed value of another Rust
-//! type) it is decoded into `T` through serde, once per subscription and item, before the
-//! first attempt. An item that does not decode is not retried (it never would decode):
+//! from a WebSocket client, `/api/publish`, a bridge or another cluster node, or a typed
+//! value of another Rust type) it is decoded into `T` through serde, once per
+//! subscription and item, before the first attempt (from another node's JSON text
+//! directly, without a `serde_json::Value`). An item that does not decode is not retried (it never would decode):
 //! it becomes a dead letter at once, with one attempt and a [`DecodeError`]'s text as
 //! its error, and counts in the errors.
 //!
@@ -76,7 +77,7 @@ where
         if let Some(own) = Typed::own(item) {
             return Ok(own);
         }
-        let decoded = match item.unparsed_text() {
+        let decoded = match item.json_text() {
             Some(text) => serde_json::from_slice::<T>(text),
             None => T::deserialize(item.data()),
         };

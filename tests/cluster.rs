@@ -339,6 +339,14 @@ async fn what_a_node_received_is_not_sent_again_and_foreign_messages_are_counted
             .unwrap();
     }
     eventually("b got a's events", SAFETY, || len(&got) >= 50).await;
+    // A well-formed item that claims b as its origin: b delivered its own at once, so it
+    // drops this one, uncounted (the server sends a node none of its own publishes: this
+    // is the safety net behind that, e.g. for a server that ignores no_echo).
+    let mut own = async_nats::HeaderMap::new();
+    own.insert("Tickwire", "7 2 0 b");
+    raw.publish_with_headers("t.ev.market.own", own, r#"{"n": 999, "from": "x"}"#.into())
+        .await
+        .unwrap();
     // Something nobody here sent, on our subjects: no headers, then not JSON.
     raw.publish("t.ev.market.foreign", "{}".into())
         .await
@@ -384,11 +392,15 @@ async fn what_a_node_received_is_not_sent_again_and_foreign_messages_are_counted
         let (id, origin) = (fields.first().cloned(), fields.get(3).cloned());
         crossed.push((message.subject.to_string(), origin, id));
     }
-    // a's 50 and the three foreign ones: b sent nothing back.
-    assert_eq!(crossed.len(), 53, "{crossed:?}");
+    // a's 50, the one claiming b and the three foreign ones: b sent nothing back.
+    assert_eq!(crossed.len(), 54, "{crossed:?}");
     assert_eq!(b.cluster.metrics().published, 0);
-    assert_eq!(len(&got), 50, "the foreign messages were not delivered");
-    assert_eq!(b.cluster.metrics().malformed, 3);
+    assert_eq!(
+        len(&got),
+        50,
+        "neither the foreign messages nor the one from b were delivered"
+    );
+    assert_eq!(b.cluster.metrics().malformed, 3, "b's own is not malformed");
     a.stop().await;
     b.stop().await;
 }
@@ -417,6 +429,18 @@ async fn nats_down_local_delivery_goes_on_clustered_publishes_are_buffered_then_
     })
     .await
     .unwrap();
+    // A group whose only member is on the publishing node: what a publishes reaches it
+    // through NATS, on a's second connection, so every accepted publish must reach it,
+    // whichever of a's connections the client brings back first.
+    let own = recorder();
+    let r = own.clone();
+    a.mq.subscribe_group("orders.>", "own", move |m| {
+        record(&r, m.topic(), m.data(), m.priority(), m.id());
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    a.cluster.sync().await.unwrap();
     b.cluster.sync().await.unwrap();
 
     nats.kill();
@@ -521,6 +545,13 @@ async fn nats_down_local_delivery_goes_on_clustered_publishes_are_buffered_then_
         waited.windows(2).all(|w| w[0] < w[1]) && waited.iter().all(|&n| n < accepted),
         "what waited arrived in order, once, if at all: {waited:?}"
     );
+    eventually("a's own group got every accepted publish", SAFETY, || {
+        len(&own) as u64 >= accepted + 10
+    })
+    .await;
+    let ns: Vec<u64> = own.lock().unwrap().iter().map(|s| s.1).collect();
+    let expected: Vec<u64> = (0..accepted).chain(1_000_000..1_000_010).collect();
+    assert_eq!(ns, expected, "a's own group: every one, in order, once");
     a.stop().await;
     b.stop().await;
 }

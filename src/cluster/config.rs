@@ -33,8 +33,8 @@ pub const MAX_BUFFERED: usize = 1 << 24;
 pub struct ClusterConfig {
     /// The NATS server. Default `nats://127.0.0.1:4222`.
     pub nats_url: String,
-    /// This node's name, in the origin header of what it publishes; unique in the
-    /// cluster. Default: the host name and the process id (`host-1234`).
+    /// This node's name, the origin in the `Tickwire` header of what it publishes;
+    /// unique in the cluster. Default: the host name and the process id (`host-1234`).
     pub node: Option<String>,
     /// The first token of every subject. Default `tickwire`.
     pub prefix: String,

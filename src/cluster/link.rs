@@ -36,6 +36,11 @@ pub(crate) struct Counts {
     pub(crate) missing_consumers: AtomicUsize,
     /// Notified when `buffered` comes down to zero.
     pub(crate) drained: tokio::sync::Notify,
+    /// Bumped on every connection and disconnection the groups' connection reports:
+    /// the pump probes it again before its next publish (see `tasks::pump`).
+    pub(crate) groups_epoch: AtomicU64,
+    /// Notified with each bump of `groups_epoch`.
+    pub(crate) groups_changed: tokio::sync::Notify,
 }
 
 impl Counts {

@@ -26,7 +26,10 @@
 //!   separated by spaces: `Tickwire: 42 3 1764680000123456789 gw-1`. A received item
 //!   keeps them: handlers on every node see the same id (unique per origin node),
 //!   priority and time. A message on our subjects without a valid header, or with a
-//!   payload that is not JSON, is counted as `malformed` and not delivered.
+//!   payload that is not JSON, is counted as `malformed` and not delivered. A received
+//!   payload is checked and kept as JSON text: its `serde_json::Value` is built on the
+//!   first [`Item::data`](crate::Item::data) only, and a typed handler decodes its type
+//!   from the text directly, so an item that no handler reads as JSON costs no `Value`.
 //! - **NATS unreachable**: local delivery goes on; clustered publishes wait in a buffer
 //!   (`max_buffered`), then are refused at once and whole (no local subscriber gets
 //!   them either) with [`PublishError::ClusterUnavailable`](crate::PublishError); the
@@ -187,7 +190,8 @@ pub enum ClusterError {
 pub enum LinkState {
     /// Connected to the NATS server.
     Connected,
-    /// Not connected: the client is reconnecting, clustered publishes are buffered.
+    /// Either of the node's two connections is down and reconnecting: clustered
+    /// publishes are buffered.
     Disconnected,
     /// Connecting for the first time.
     Pending,
@@ -220,7 +224,8 @@ pub struct ClusterMetrics {
     /// NATS messages on our subjects that are not tickwire items (missing or bad
     /// headers, or a payload that is not JSON).
     pub malformed: u64,
-    /// Times the link went down.
+    /// Times a connection to NATS went down (a node has two: its publishes and plain
+    /// subscriptions on one, its consumer groups' on the other).
     pub disconnects: u64,
     /// Times the client reported a subscription too far behind (its buffer full: the
     /// messages NATS sent meanwhile were dropped; delivery across nodes is at most once).
@@ -262,7 +267,7 @@ impl ClusterMetrics {
                 ("received_total", "Items received from NATS and delivered here.", self.received),
                 ("inbound_dropped_total", "Items received from NATS that could not be delivered.", self.inbound_dropped),
                 ("malformed_total", "NATS messages on tickwire's subjects that are not tickwire items.", self.malformed),
-                ("disconnects_total", "Times the NATS link went down.", self.disconnects),
+                ("disconnects_total", "Times a connection to NATS went down (two per node).", self.disconnects),
                 ("slow_consumer_total", "Times a subscription fell behind and NATS dropped messages.", self.slow_consumer),
                 ("stored_total", "Durable publishes JetStream confirmed it stored.", self.stored),
                 ("resent_total", "Durable publishes sent again for want of a confirmation.", self.resent),
@@ -280,7 +285,8 @@ impl ClusterMetrics {
 }
 
 /// A connection to a NATS server that EventBuses and MessageQueues attach to (see the
-/// module docs). Clones share the connection.
+/// module docs). Clones share its two connections (publishes and plain subscriptions on
+/// one, consumer groups on the other).
 #[derive(Clone)]
 pub struct Cluster {
     inner: Arc<Inner>,
@@ -352,8 +358,18 @@ enum Role {
     Groups,
 }
 
-/// Connects one of a node's two connections, within `timeout`; the publisher's counts
-/// the link going down, both count slow subscriptions.
+impl Role {
+    /// The connection's name in logs.
+    fn name(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Groups => "groups",
+        }
+    }
+}
+
+/// Connects one of a node's two connections, within `timeout`; both count going down
+/// and slow subscriptions, and the groups' bumps the epoch the pump watches.
 async fn connection(
     url: &str,
     role: Role,
@@ -371,17 +387,28 @@ async fn connection(
         .event_callback(move |event| {
             let counts = counts.clone();
             async move {
+                let connection = role.name();
+                if role == Role::Groups
+                    && matches!(
+                        event,
+                        async_nats::Event::Connected | async_nats::Event::Disconnected
+                    )
+                {
+                    counts.groups_epoch.fetch_add(1, Ordering::AcqRel);
+                    counts.groups_changed.notify_waiters();
+                }
                 match event {
                     async_nats::Event::Disconnected => {
-                        if role == Role::Publisher {
-                            counts.disconnects.fetch_add(1, Ordering::Relaxed);
-                        }
-                        tracing::warn!("cluster: NATS link down, reconnecting");
+                        counts.disconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(connection, "cluster: NATS link down, reconnecting");
                     }
-                    async_nats::Event::Connected => tracing::info!("cluster: NATS link up"),
+                    async_nats::Event::Connected => {
+                        tracing::info!(connection, "cluster: NATS link up")
+                    }
                     async_nats::Event::SlowConsumer(sid) => {
                         counts.slow_consumer.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
+                            connection,
                             sid,
                             "cluster: a subscription fell behind and NATS messages were dropped"
                         );
@@ -394,9 +421,13 @@ async fn connection(
         Role::Publisher => options.name(format!("tickwire {node}")).no_echo(),
         Role::Groups => options.name(format!("tickwire {node} groups")),
     };
+    let named = |err: String| format!("{} connection: {err}", role.name());
     match tokio::time::timeout(timeout, options.connect(url)).await {
-        Ok(result) => result.map_err(|err| err.to_string()),
-        Err(_) => Err(format!("no answer within {} s", timeout.as_secs_f64())),
+        Ok(result) => result.map_err(|err| named(err.to_string())),
+        Err(_) => Err(named(format!(
+            "no answer within {} s",
+            timeout.as_secs_f64()
+        ))),
     }
 }
 
@@ -413,9 +444,10 @@ impl Cluster {
         let url = config.nats_url.clone();
         let (name, timeout, counted) = (node.clone(), config.connect_timeout, counts.clone());
         let connected = on(&handle, async move {
-            let client = connection(&url, Role::Publisher, &name, timeout, &counted).await?;
-            let groups = connection(&url, Role::Groups, &name, timeout, &counted).await?;
-            Ok((client, groups))
+            tokio::try_join!(
+                connection(&url, Role::Publisher, &name, timeout, &counted),
+                connection(&url, Role::Groups, &name, timeout, &counted),
+            )
         })
         .await
         .unwrap_or_else(|| Err("the cluster's arbiter stopped".into()));
@@ -663,8 +695,8 @@ impl Cluster {
     /// the link is up), then the subscriptions end; the durable messages this node holds
     /// are acknowledged as their handlers finish, for up to `connect_timeout` more (what
     /// is not is redelivered to other members after `ack_wait`: so stop taking work, or
-    /// stop the MessageQueue, before, for a handover without repeats); then the connection
-    /// is closed.
+    /// stop the MessageQueue, before, for a handover without repeats); then both
+    /// connections are closed.
     pub async fn close(&self) {
         if !self.inner.open.swap(false, Ordering::AcqRel) {
             return;

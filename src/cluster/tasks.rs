@@ -50,7 +50,8 @@ impl Context {
 
 /// Sends what a component's link accepted to NATS, in order, until the link is dropped:
 /// a durable item to JetStream (its confirmation awaited behind, see `durable`), any
-/// other as a core NATS publish.
+/// other as a core NATS publish, once the server has the groups' connection's
+/// subscriptions ([`groups_ready`]).
 pub(crate) async fn pump<K: Kind>(
     ctx: Arc<Context>,
     space: Space,
@@ -59,6 +60,7 @@ pub(crate) async fn pump<K: Kind>(
     let (pending, confirm) = durable::confirmations(ctx.clone());
     let confirming = ctx.durable.is_some().then(|| actix_rt::spawn(confirm));
     let mut subjects = wire::Subjects::new(ctx.prefix.clone(), space);
+    let mut probed = None;
     while let Some(item) = items.recv().await {
         if let Some(durable) = ctx.durable_for(space, item.route()) {
             let subject = wire::subject(&ctx.prefix, space, item.route());
@@ -69,6 +71,7 @@ pub(crate) async fn pump<K: Kind>(
             }
             continue;
         }
+        groups_ready(&ctx, &mut probed).await;
         let headers = wire::headers(&item, &ctx.node);
         let sent = match wire::payload(&item) {
             Ok(payload) => ctx
@@ -91,6 +94,37 @@ pub(crate) async fn pump<K: Kind>(
     drop(pending);
     if let Some(confirming) = confirming {
         let _ = confirming.await;
+    }
+}
+
+/// How long [`groups_ready`] waits for news of the groups' connection before it looks
+/// at its state again (the news comes from the client's event task, which may lag).
+const GROUPS_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Waits until the groups' connection is up and a [`round_trip`] made since it last
+/// came up or went down (the epoch `probed`) has come back: only then does the server
+/// have its queue subscriptions (the client re-subscribes after a reconnect), and a
+/// core publish reach this node's own group members. Without it, the publishing
+/// connection, back first after an outage, would send what waited to no one. While
+/// the groups' connection is down, what is accepted waits in the link's buffer (and is
+/// refused past `max_buffered`), as when both are. A closing cluster does not wait.
+async fn groups_ready(ctx: &Context, probed: &mut Option<u64>) {
+    use async_nats::connection::State;
+    loop {
+        let epoch = ctx.counts.groups_epoch.load(Ordering::Acquire);
+        let up = ctx.groups.connection_state() == State::Connected;
+        if (up && *probed == Some(epoch)) || !ctx.is_open() {
+            return;
+        }
+        if up {
+            match round_trip(ctx).await {
+                Ok(()) => *probed = Some(epoch),
+                Err(err) => tracing::debug!(error = %err, "cluster: the groups' probe failed"),
+            }
+        } else {
+            let changed = ctx.counts.groups_changed.notified();
+            let _ = tokio::time::timeout(GROUPS_RECHECK, changed).await;
+        }
     }
 }
 

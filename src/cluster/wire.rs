@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use async_nats::{HeaderMap, HeaderName, Subject};
 use bytes::Bytes;
-use serde::de::IgnoredAny;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::item::{Item, Kind, Name};
 use crate::Priority;
@@ -304,18 +304,71 @@ impl<'a> Meta<'a> {
     }
 
     /// The item, named `name`, that a message with this header and `payload` carries:
-    /// the payload is checked to be JSON here, and parsed into a `Value` only if a
-    /// handler asks for one.
-    pub(crate) fn item<K: Kind>(&self, name: Name, payload: &Bytes) -> Result<Item<K>, Malformed> {
-        serde_json::from_slice::<IgnoredAny>(payload)
-            .map_err(|e| Malformed::Payload(e.to_string()))?;
+    /// the payload is checked to be JSON here ([`Json`]), and parsed into a `Value` only
+    /// if a handler asks for one. The item keeps a copy of the text: the payload is a
+    /// slice of the client's read buffer, which the item would otherwise keep whole.
+    pub(crate) fn item<K: Kind>(&self, name: Name, payload: &[u8]) -> Result<Item<K>, Malformed> {
+        serde_json::from_slice::<Json>(payload).map_err(|e| Malformed::Payload(e.to_string()))?;
         Ok(Item::received(
             name,
-            payload.clone(),
+            Bytes::copy_from_slice(payload),
             self.priority,
             self.id,
             self.timestamp,
         ))
+    }
+}
+
+/// Checks a JSON text without building anything: what parsing it into a `Value` would
+/// accept, no more (`IgnoredAny` would skip strings without checking their UTF-8 or
+/// escapes, and numbers without their range).
+struct Json;
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Json, D::Error> {
+        deserializer.deserialize_any(Json)
+    }
+}
+
+impl<'de> Visitor<'de> for Json {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Json, E> {
+        Ok(Json)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Json, E> {
+        Ok(Json)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Json, E> {
+        Ok(Json)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Json, E> {
+        Ok(Json)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Json, E> {
+        Ok(Json)
+    }
+
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        while seq.next_element::<Json>()?.is_some() {}
+        Ok(Json)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        while map.next_entry::<Json, Json>()?.is_some() {}
+        Ok(Json)
     }
 }
 
@@ -483,6 +536,9 @@ mod tests {
             ("1 2 3 n extra", "origin"),
             ("1  2 3 n", "priority"),
             ("", "id"),
+            (" 1 2 3 n", "id"),
+            ("1 2 3 n ", "origin"),
+            ("1 2 18446744073709551616 n", "timestamp"),
         ] {
             assert_eq!(
                 decode(Some(&with(value)), b"1"),
@@ -500,7 +556,17 @@ mod tests {
             (7, Priority::Normal, "node-b")
         );
         assert_eq!(meta.timestamp, UNIX_EPOCH + Duration::from_nanos(3));
-        for not_json in [&b"{not json"[..], b"", b"{\"a\":1} 2", b"\xff"] {
+        for not_json in [
+            &b"{not json"[..],
+            b"",
+            b"{\"a\":1} 2",
+            b"\xff",
+            b"\"\xff\"",
+            b"{\"\xff\":1}",
+            b"\"\\ud800\"",
+            b"1e400",
+            b"[1,]",
+        ] {
             assert!(
                 matches!(
                     decode(Some(&with("1 2 3 n")), not_json),
@@ -515,11 +581,16 @@ mod tests {
     fn a_received_payload_is_parsed_on_first_use_only() {
         let message = Message::new("orders.new", json!({"qty": 2, "px": 1.5}), Priority::Low);
         let (headers, body) = (headers(&message, "a"), payload(&message).unwrap());
-        let back: Message = decode(Name::from("orders.new"), Some(&headers), &body).unwrap();
-        assert_eq!(
-            back.unparsed_text(),
-            Some(&body[..]),
-            "not parsed on receipt"
+        // The payload as the client hands it: a slice of its read buffer.
+        let buffer = Bytes::from([&b"HMSG ..."[..], &body, b"\r\n"].concat());
+        let slice = buffer.slice(8..8 + body.len());
+        let back: Message = decode(Name::from("orders.new"), Some(&headers), &slice).unwrap();
+        assert!(!back.json_built(), "not parsed on receipt");
+        assert_eq!(back.json_text(), Some(&body[..]));
+        let kept = back.json_text().unwrap().as_ptr_range();
+        assert!(
+            !buffer.as_ptr_range().contains(&kept.start),
+            "a copy, not the client's buffer"
         );
         assert!(!back.is_typed());
         assert_eq!(
@@ -527,26 +598,30 @@ mod tests {
             std::any::type_name::<serde_json::Value>()
         );
 
-        // A typed handler decodes the text itself: still no `Value`.
+        // Serialized (as a WebSocket frame or the item's JSON is) before any data().
+        let frame = serde_json::to_value(&back).unwrap();
+        assert_eq!(frame["data"], json!({"qty": 2, "px": 1.5}));
+        assert_eq!(frame["topic"], "orders.new");
+
+        // A typed handler decodes the text itself, before and after data() alike.
         #[derive(serde::Deserialize)]
         struct Order {
             qty: u32,
             px: f64,
         }
-        let order = crate::Typed::<Order, _>::decode(&back).unwrap();
+        let fresh: Message = decode(Name::from("orders.new"), Some(&headers), &body).unwrap();
+        let order = crate::Typed::<Order, _>::decode(&fresh).unwrap();
         assert_eq!((order.qty, order.px), (2, 1.5));
-        assert!(back.unparsed_text().is_some());
-        let wrong = crate::Typed::<Vec<u8>, _>::decode(&back).unwrap_err();
+        assert!(!fresh.json_built());
+        let wrong = crate::Typed::<Vec<u8>, _>::decode(&fresh).unwrap_err();
         assert_eq!(wrong.found, std::any::type_name::<serde_json::Value>());
 
         // data() parses it once; copies with another priority share it.
-        let copy = back.clone().with_priority(Priority::High);
-        assert_eq!(back.data(), &json!({"qty": 2, "px": 1.5}));
-        assert_eq!(back.unparsed_text(), None);
-        assert!(std::ptr::eq(copy.data(), back.data()));
-        assert_eq!(
-            serde_json::to_value(&copy).unwrap()["data"],
-            json!({"qty": 2, "px": 1.5})
-        );
+        let copy = fresh.clone().with_priority(Priority::High);
+        assert_eq!(fresh.data(), &json!({"qty": 2, "px": 1.5}));
+        assert!(fresh.json_built());
+        assert!(std::ptr::eq(copy.data(), fresh.data()));
+        let order = crate::Typed::<Order, _>::decode(&copy).unwrap();
+        assert_eq!(order.qty, 2);
     }
 }

@@ -10,7 +10,8 @@
 //! ## Typed payloads
 //!
 //! A payload is either JSON (a [`serde_json::Value`], as a WebSocket client or
-//! `/api/publish` sends it) or a typed Rust value. [`Event::typed`] and
+//! `/api/publish` sends it; from another cluster node, its text, parsed on the first
+//! [`data`](Item::data)) or a typed Rust value. [`Event::typed`] and
 //! [`Message::typed`] keep the value itself: no JSON is built, and a typed handler
 //! ([`EventBus::subscribe_typed`](crate::EventBus::subscribe_typed)) gets the very value
 //! the publisher made. [`payload`](Item::payload) gives it back by type; [`data`](Item::data)
@@ -219,7 +220,8 @@ impl<K: Kind> Item<K> {
 
     /// The payload as JSON. A typed payload is serialized on the first call, once, and
     /// the result is kept (a value that does not serialize gives `null`, with a warning
-    /// logged).
+    /// logged); a payload received from another cluster node is parsed from its JSON
+    /// text on the first call, once.
     pub fn data(&self) -> &Value {
         self.inner.body.data()
     }
@@ -295,11 +297,17 @@ impl<K: Kind> Item<K> {
         PayloadRef(&self.inner.body)
     }
 
-    /// The payload's JSON text when it was received as text and its `Value` is not built
-    /// yet: what a typed handler decodes from directly.
-    pub(crate) fn unparsed_text(&self) -> Option<&[u8]> {
-        let body = &self.inner.body;
-        body.built().is_none().then(|| body.text()).flatten()
+    /// The payload's JSON text when it was received as text (built `Value` or not):
+    /// what a typed handler decodes from, so that the outcome does not depend on
+    /// whether something called [`data`](Self::data) first.
+    pub(crate) fn json_text(&self) -> Option<&[u8]> {
+        self.inner.body.text()
+    }
+
+    /// Whether the payload's `Value` exists (built, or the payload is one).
+    #[cfg(all(test, feature = "cluster"))]
+    pub(crate) fn json_built(&self) -> bool {
+        self.inner.body.built().is_some()
     }
 }
 
@@ -323,9 +331,11 @@ impl<K: Kind> fmt::Debug for Item<K> {
         s.field("id", &self.inner.id)
             .field(K::ROUTE_KEY, &self.route())
             .field("priority", &self.inner.priority);
-        match self.inner.body.built() {
-            Some(json) => s.field("data", json),
-            None => s.field("payload", &self.payload_type()),
+        match (self.inner.body.built(), self.inner.body.text()) {
+            (Some(json), _) => s.field("data", json),
+            // Received JSON, not parsed yet: its text (checked to be JSON, so UTF-8).
+            (None, Some(text)) => s.field("data", &String::from_utf8_lossy(text)),
+            (None, None) => s.field("payload", &self.payload_type()),
         };
         s.finish()
     }
