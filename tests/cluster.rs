@@ -557,6 +557,44 @@ async fn nats_down_local_delivery_goes_on_clustered_publishes_are_buffered_then_
 }
 
 #[actix_rt::test]
+async fn a_node_name_in_use_is_refused_at_connect_and_free_again_once_its_node_closed() {
+    let nats = Nats::start();
+    // Something that listens on every node's name and never answers (a debugging
+    // `nats sub 't.>'`) is no holder: a waits out its silence, then connects.
+    let raw = async_nats::connect(nats.url.as_str()).await.unwrap();
+    let mut silent = raw.subscribe("t.node.>").await.unwrap();
+    // Its own message back proves the server has the subscription.
+    raw.publish("t.node.probe", "".into()).await.unwrap();
+    silent.next().await.unwrap();
+    let a = node(config(&nats, "a")).await;
+    // A second process under the same name would take a's messages for its own and
+    // drop them (and a its): refused, with who holds the name.
+    let err = Cluster::connect(config(&nats, "a")).await.unwrap_err();
+    match &err {
+        ClusterError::NodeTaken { node, holder } => {
+            assert_eq!(node, "a");
+            assert!(
+                holder.contains(&format!("pid {}", std::process::id())),
+                "{holder}"
+            );
+        }
+        other => panic!("not NodeTaken: {other}"),
+    }
+    assert!(
+        err.to_string().starts_with("node name \"a\" is taken"),
+        "{err}"
+    );
+    // Names that differ only in what a subject cannot carry are distinct.
+    let dotted = Cluster::connect(config(&nats, "a.>")).await.unwrap();
+    a.stop().await;
+    // Once a closed, its name is free: a node restarted under it connects at once.
+    let again = Cluster::connect(config(&nats, "a")).await.unwrap();
+    assert_eq!(again.node(), "a");
+    again.close().await;
+    dotted.close().await;
+}
+
+#[actix_rt::test]
 async fn connect_attach_and_close_errors_are_clear() {
     let nats = Nats::start();
     // Nothing listens there (a port the kernel just gave us and we closed).
@@ -1048,6 +1086,119 @@ async fn a_durable_publish_sent_again_while_nats_is_down_is_stored_and_handled_o
         a.cluster.metrics()
     );
     a.stop().await;
+}
+
+/// Publishes `big` (which JetStream can never take) then a small job on `a`'s durable
+/// topic: the small one is handled, the big one counted failed at once, and nothing is
+/// left waiting (sent again for good, it would hold up the confirmations of every
+/// durable publish behind it, the link's buffer would never drain and `close` would
+/// wait for it).
+async fn one_never_stored_does_not_hold_up_the_next(a: &Node, big: serde_json::Value) {
+    let handled: Handled = Arc::default();
+    worker(a, "a", "workers", &handled).await;
+    a.cluster.sync().await.unwrap();
+    a.mq.publish("jobs.run", big, Priority::Normal)
+        .await
+        .unwrap();
+    a.mq.publish("jobs.run", json!({"n": 1, "from": "a"}), Priority::Normal)
+        .await
+        .unwrap();
+    eventually("the job behind it handled", SAFETY, || {
+        !handled.lock().unwrap().is_empty()
+    })
+    .await;
+    eventually("nothing waits for NATS", SAFETY, || {
+        a.cluster.metrics().buffered == 0
+    })
+    .await;
+    let metrics = a.cluster.metrics();
+    assert_eq!(
+        (metrics.publish_failed, metrics.stored, metrics.resent),
+        (1, 1, 0),
+        "the big one given up at once, the small one stored: {metrics:?}"
+    );
+    assert_eq!(every_one_handled(&handled, &[("a".to_owned(), 1)]), 0);
+}
+
+#[actix_rt::test]
+async fn a_durable_publish_over_the_servers_max_payload_is_given_up_and_holds_up_nothing() {
+    let nats = Nats::start();
+    let a = node(durable_config(&nats, "a")).await;
+    // nats-server's default max_payload is 1 MiB.
+    let pad = "x".repeat(1 << 21);
+    one_never_stored_does_not_hold_up_the_next(&a, json!({"n": 0, "from": "a", "pad": pad})).await;
+    a.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_durable_publish_over_the_streams_max_message_size_is_given_up_and_holds_up_nothing() {
+    let nats = Nats::start();
+    let a = node(durable_config(&nats, "a")).await;
+    // An operator's limit on the stream: JetStream refuses the message (error 10054),
+    // as it would every time.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    let mut stream = js.get_stream("t-durable").await.unwrap();
+    let mut limited = stream.info().await.unwrap().config.clone();
+    limited.max_message_size = 512;
+    js.update_stream(limited).await.unwrap();
+    let pad = "x".repeat(1_024);
+    one_never_stored_does_not_hold_up_the_next(&a, json!({"n": 0, "from": "a", "pad": pad})).await;
+    a.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_deleted_stream_is_made_again_with_its_consumers_and_durable_topics_go_on() {
+    let nats = Nats::start();
+    let (a, b) = (
+        node(durable_config(&nats, "a")).await,
+        node(durable_config(&nats, "b")).await,
+    );
+    let handled: Handled = Arc::default();
+    worker(&b, "b", "workers", &handled).await;
+    b.cluster.sync().await.unwrap();
+    a.mq.publish("jobs.run", json!({"n": 0, "from": "a"}), Priority::Normal)
+        .await
+        .unwrap();
+    eventually("the first job handled", SAFETY, || {
+        !handled.lock().unwrap().is_empty()
+    })
+    .await;
+    // An operator deletes the stream (or the server comes back without its store): its
+    // consumers go with it.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    assert!(js.delete_stream("t-durable").await.unwrap().success);
+    // Published only once b has its consumer again: what a stream with no consumer gets
+    // is kept for no one (see "Durable topics" in the cluster's docs).
+    let deadline = std::time::Instant::now() + SAFETY;
+    loop {
+        if let Ok(mut stream) = js.get_stream("t-durable").await {
+            if stream
+                .info()
+                .await
+                .is_ok_and(|i| i.state.consumer_count == 1)
+            {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b did not make the stream and its consumer again"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 1..4 {
+        a.mq.publish("jobs.run", json!({"n": i, "from": "a"}), Priority::Normal)
+            .await
+            .unwrap();
+    }
+    eventually("every job handled", SAFETY, || {
+        handled.lock().unwrap().len() >= 4
+    })
+    .await;
+    let expected: Vec<_> = (0..4).map(|n| ("a".to_owned(), n)).collect();
+    assert_eq!(every_one_handled(&handled, &expected), 0, "each once");
+    a.stop().await;
+    b.stop().await;
 }
 
 #[actix_rt::test]

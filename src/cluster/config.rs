@@ -34,7 +34,8 @@ pub struct ClusterConfig {
     /// The NATS server. Default `nats://127.0.0.1:4222`.
     pub nats_url: String,
     /// This node's name, the origin in the `Tickwire` header of what it publishes;
-    /// unique in the cluster. Default: the host name and the process id (`host-1234`).
+    /// unique in the cluster (a connect under a name a connected node holds is refused).
+    /// Default: the host name and the process id (`host-1234`).
     pub node: Option<String>,
     /// The first token of every subject. Default `tickwire`.
     pub prefix: String,
@@ -55,8 +56,8 @@ pub struct ClusterConfig {
     /// How many clustered publishes may wait for NATS (while it is unreachable) before
     /// further ones are refused with `ClusterUnavailable`. 1..=16777216, default 65536.
     pub max_buffered: usize,
-    /// How long [`Cluster::connect`](super::Cluster::connect) waits for the server.
-    /// Default 5 s.
+    /// How long [`Cluster::connect`](super::Cluster::connect) waits for the server (and
+    /// `close` for each of its last steps). Default 5 s.
     #[serde(with = "secs")]
     pub connect_timeout: Duration,
 }
@@ -152,14 +153,18 @@ impl ClusterConfig {
         if let Some(node) = &self.node {
             return node.clone();
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .map(|h| h.trim().to_owned())
-            .ok()
-            .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
-            .unwrap_or_else(|| "node".into());
+        let host = host_name().unwrap_or_else(|| "node".into());
         format!("{host}-{}", std::process::id())
     }
+}
+
+/// This machine's host name, if it has one without whitespace.
+pub(crate) fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
 }
 
 fn invalid(field: &'static str, message: String) -> ConfigError {

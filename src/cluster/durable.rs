@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::{
+    PublishAckFuture, PublishError as JsPublishError, PublishErrorKind,
+};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures_util::StreamExt;
@@ -73,8 +75,15 @@ impl Durable {
         (filters, whole)
     }
 
-    /// Creates the stream, or adds this node's subjects to it.
-    pub(crate) async fn ensure_stream(&self, prefix: &str) -> Result<(), String> {
+    /// Creates the stream, or adds this node's subjects to it; with `create` false, only
+    /// adds them to a stream that exists.
+    pub(crate) async fn ensure_stream(&self, prefix: &str, create: bool) -> Result<(), String> {
+        if !create {
+            self.js
+                .get_stream(&self.stream)
+                .await
+                .map_err(|e| format!("no stream {}: {e}", self.stream))?;
+        }
         let ours: Vec<String> = self
             .patterns
             .iter()
@@ -134,13 +143,15 @@ impl Durable {
         }
     }
 
-    /// Gets or creates one group's consumer for `filter`.
+    /// Gets or creates one group's consumer for `filter`, and the stream first if it is
+    /// gone (deleted, or a server back without its store).
     pub(crate) async fn consumer(
         &self,
         prefix: &str,
         key: &GroupKey,
         filter: &Pattern,
     ) -> Result<PullConsumer, String> {
+        use async_nats::jetstream::stream::ConsumerErrorKind;
         let config = self.consumer_config(prefix, key, filter);
         let name = config.durable_name.clone().unwrap_or_default();
         let stream = self
@@ -148,10 +159,21 @@ impl Durable {
             .get_stream_no_info(&self.stream)
             .await
             .map_err(|e| e.to_string())?;
-        stream
-            .get_or_create_consumer(&name, config)
-            .await
-            .map_err(|e| format!("cannot create consumer {name}: {e}"))
+        use jetstream::ErrorCode;
+        let made = match stream.get_or_create_consumer(&name, config.clone()).await {
+            // Gone, or made again by a node with other subjects than ours.
+            Err(err)
+                if matches!(err.kind(), ConsumerErrorKind::JetStream(refusal)
+                    if [ErrorCode::STREAM_NOT_FOUND, ErrorCode::CONSUMER_FILTER_NOT_SUBSET]
+                        .contains(&refusal.error_code())) =>
+            {
+                tracing::warn!(stream = %self.stream, error = %err, "cluster: the durable topics' stream is gone or lacks our subjects; making it again");
+                self.ensure_stream(prefix, true).await?;
+                stream.get_or_create_consumer(&name, config).await
+            }
+            made => made,
+        };
+        made.map_err(|e| format!("cannot create consumer {name}: {e}"))
     }
 }
 
@@ -160,10 +182,28 @@ pub(crate) type PullConsumer = consumer::Consumer<consumer::pull::Config>;
 
 /// A durable publish waiting for JetStream's confirmation.
 pub(crate) struct Pending {
-    /// None: the first send failed; [`confirm`] sends it again.
-    ack: Option<PublishAckFuture>,
+    /// Why the first send failed, if it did: [`confirm`] sends it again (unless it can
+    /// never be stored).
+    ack: Result<PublishAckFuture, JsPublishError>,
     subject: String,
     publish: PublishMessage,
+}
+
+/// Whether JetStream can never store a publish however often it is sent: over the
+/// server's `max_payload` (the client does not send it), or over the stream's
+/// `max_msg_size` (the server refuses it). Waiting for either would hold up every
+/// durable publish behind it for good; any other failure (no answer, no stream, the
+/// stream full) may pass and is retried.
+fn never_stored(err: &JsPublishError) -> bool {
+    match err.kind() {
+        PublishErrorKind::MaxPayloadExceeded => true,
+        PublishErrorKind::Other => std::error::Error::source(err)
+            .and_then(|source| source.downcast_ref::<jetstream::Error>())
+            .is_some_and(|refusal| {
+                refusal.error_code() == jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+            }),
+        _ => false,
+    }
 }
 
 /// The queue of durable publishes waiting for confirmation, and the task that awaits
@@ -197,17 +237,10 @@ pub(crate) async fn publish<K: Kind>(
             durable.incarnation,
             durable.sequence.fetch_add(1, Ordering::Relaxed),
         ));
-    let ack = match durable
+    let ack = durable
         .js
         .send_publish(subject.clone(), publish.clone())
-        .await
-    {
-        Ok(ack) => Some(ack),
-        Err(err) => {
-            tracing::debug!(%subject, error = %err, "cluster: a durable publish was not sent; sending it again");
-            None
-        }
-    };
+        .await;
     // Only a closed cluster drops the queue.
     pending
         .send(Pending {
@@ -220,8 +253,9 @@ pub(crate) async fn publish<K: Kind>(
 }
 
 /// Awaits each durable publish's confirmation, in order; sends again (same message id)
-/// what was not confirmed, for as long as the cluster is open. An item counts as
-/// buffered until it is confirmed, or given up at close.
+/// what was not confirmed, for as long as the cluster is open, unless JetStream can
+/// [never store](never_stored) it. An item counts as buffered until it is confirmed, or
+/// given up.
 async fn confirm(ctx: Arc<Context>, mut pending: mpsc::Receiver<Pending>) {
     let Some(durable) = ctx.durable.as_ref() else {
         return;
@@ -234,15 +268,29 @@ async fn confirm(ctx: Arc<Context>, mut pending: mpsc::Receiver<Pending>) {
     {
         let mut ack = ack;
         let mut backoff = Duration::from_millis(50);
+        // Whether a send reached the connection (JetStream may have stored it).
+        let mut sent = false;
         loop {
-            let outcome = match ack.take() {
-                Some(ack) => ack.await.map(|_| ()).map_err(|err| err.to_string()),
-                None => Err("not sent".to_owned()),
+            let outcome = match ack {
+                Ok(ack) => {
+                    sent = true;
+                    ack.await.map(|_| ())
+                }
+                Err(err) => Err(err),
             };
             match outcome {
                 Ok(()) => {
                     ctx.counts.published.fetch_add(1, Ordering::Relaxed);
                     ctx.counts.stored.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(err) if never_stored(&err) => {
+                    if sent {
+                        tracing::warn!(%subject, error = %err, "cluster: a durable publish was not confirmed and can no longer be sent (it may be stored); given up");
+                    } else {
+                        tracing::warn!(%subject, error = %err, "cluster: JetStream can never store a durable publish; given up");
+                    }
+                    ctx.counts.publish_failed.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 Err(err) if !ctx.is_open() => {
@@ -252,14 +300,22 @@ async fn confirm(ctx: Arc<Context>, mut pending: mpsc::Receiver<Pending>) {
                 }
                 Err(err) => {
                     tracing::warn!(%subject, error = %err, "cluster: JetStream did not confirm a durable publish; sending it again");
+                    if err.kind() == PublishErrorKind::StreamNotFound {
+                        // No stream takes the subject: one made again by a node with
+                        // other subjects gets ours. (One that is gone is made again by
+                        // the next node that makes a consumer, not here: made before
+                        // the consumers, it would keep what it stores for no one.)
+                        if let Err(why) = durable.ensure_stream(&ctx.prefix, false).await {
+                            tracing::debug!(error = %why, "cluster: no stream for a durable publish yet");
+                        }
+                    }
                     actix_rt::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     ctx.counts.resent.fetch_add(1, Ordering::Relaxed);
                     ack = durable
                         .js
                         .send_publish(subject.clone(), publish.clone())
-                        .await
-                        .ok();
+                        .await;
                 }
             }
         }
@@ -327,6 +383,12 @@ pub(crate) async fn group_in<K: Kind>(
                             ) =>
                         {
                             tracing::warn!(group = %key.1, %filter, error = %err, "cluster: a durable consumer is gone; making it again");
+                            // A sync fails until it is back; made again at once.
+                            if !missing {
+                                missing = true;
+                                ctx.counts.missing_consumers.fetch_add(1, Ordering::AcqRel);
+                            }
+                            backoff = Duration::from_millis(50);
                             break;
                         }
                         Err(err) => {

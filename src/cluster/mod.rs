@@ -11,7 +11,11 @@
 //!   once. The publishing node delivers it to its own subscriptions at once, as any
 //!   event, and sends it on `<prefix>.ev.<name>`; the other nodes deliver what they
 //!   receive. The server sends a node none of its own publishes, and a node skips any
-//!   that carries its own name as the origin.
+//!   that carries its own name as the origin: so **node names must be unique**, and
+//!   [`Cluster::connect`] refuses one that a connected node holds
+//!   ([`ClusterError::NodeTaken`]; a check on `<prefix>.node.<hash of the name>` for
+//!   the config copied with its `node`, not a lock: two processes that connect under
+//!   one name at the same instant may both get it).
 //! - **MessageQueue**: a topic matching `message_queue` likewise (`<prefix>.mq.<topic>`)
 //!   for plain subscriptions. A **consumer group** spans nodes: each node's members of
 //!   the group (named by its pattern and name) form one member of a NATS queue group, so
@@ -57,7 +61,10 @@
 //!   (a timeout, the link down) is sent again with the same id while the cluster is open:
 //!   JetStream stores it once (within its two-minute duplicate window). Plain
 //!   subscriptions on other nodes get durable topics through core NATS as any clustered
-//!   topic, and so may see such a resent publish twice.
+//!   topic, and so may see such a resent publish twice. One JetStream can never store,
+//!   over the server's `max_payload` or the stream's `max_msg_size`, is given up at
+//!   once and counted in `publish_failed`, and holds up nothing behind it (one over
+//!   `max_msg_size` only still reaches the other nodes' plain subscriptions).
 //! - Each consumer group has a durable JetStream consumer (one per durable pattern its
 //!   pattern meets), made if absent, delivering what is published from then on, and
 //!   never deleted by tickwire: what is published while every member is down waits for
@@ -69,6 +76,13 @@
 //! - A handler that runs longer than half of `ack_wait` has JetStream told the node is
 //!   still at work; a **node that dies mid-handling** has its messages redelivered to the
 //!   group's other members after `ack_wait`.
+//! - A **stream that is gone** (deleted, or a server back without its store) takes what
+//!   it held and its consumers with it: the next node to make a consumer makes the
+//!   stream again (with its own subjects), every group's consumer follows as its node
+//!   notices, and a node whose durable publish finds no stream for its subject adds
+//!   its subjects to the one that is back. What is published meanwhile is sent again
+//!   until stored; what is stored before a group's consumer is back is kept for no one
+//!   of that group (interest retention), and lost to it.
 //!
 //! So delivery on durable topics is **at least once**: a handler may see a message again
 //! (same id) after a node died between the handler's success and the acknowledgement.
@@ -113,6 +127,7 @@
 mod config;
 mod durable;
 mod link;
+mod presence;
 mod tasks;
 mod wire;
 
@@ -133,6 +148,7 @@ use crate::core::Core;
 use crate::item::{Item, Kind};
 use crate::{ConfigError, EventBus, MessageQueue, Pattern};
 use link::{Control, Counts, Link};
+use presence::Refused;
 use tasks::Context;
 use wire::Space;
 
@@ -143,7 +159,8 @@ pub enum ClusterError {
     /// The config is not valid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The NATS server did not answer within `connect_timeout`, or refused.
+    /// The NATS server did not answer within `connect_timeout`, or refused, or the
+    /// question whether the node's name is free could not be sent.
     #[error("cannot connect to NATS at {url}: {reason}")]
     Connect {
         /// The configured `nats_url`.
@@ -179,6 +196,15 @@ pub enum ClusterError {
         /// What the client or the server said.
         reason: String,
     },
+    /// Another process is connected to the cluster under this node's name (the config
+    /// copied with its `node`): each would drop what the other publishes as its own.
+    #[error("node name {node:?} is taken: {holder} is connected to NATS under it (each node needs a `node` of its own)")]
+    NodeTaken {
+        /// The name.
+        node: String,
+        /// Who holds it, as it says (its process id and host).
+        holder: String,
+    },
     /// The cluster was closed.
     #[error("the cluster is closed")]
     Closed,
@@ -210,7 +236,8 @@ pub struct ClusterMetrics {
     /// Items sent to NATS.
     pub published: u64,
     /// Items that could not be sent (a payload that does not serialize, or one over the
-    /// server's `max_payload`).
+    /// server's `max_payload`), durable ones JetStream refused for good (over the
+    /// stream's `max_msg_size`), and those still unconfirmed when the cluster closed.
     pub publish_failed: u64,
     /// Items waiting for NATS now.
     pub buffered: u64,
@@ -262,7 +289,7 @@ impl ClusterMetrics {
             "cluster",
             &[
                 ("published_total", "Clustered items sent to NATS (durable ones once JetStream confirmed them).", self.published),
-                ("publish_failed_total", "Clustered items that could not be sent.", self.publish_failed),
+                ("publish_failed_total", "Clustered items that could not be sent, or durable ones JetStream could not store or confirm.", self.publish_failed),
                 ("refused_total", "Clustered publishes refused: max_buffered items waited for NATS.", self.refused),
                 ("received_total", "Items received from NATS and delivered here.", self.received),
                 ("inbound_dropped_total", "Items received from NATS that could not be delivered.", self.inbound_dropped),
@@ -299,6 +326,8 @@ struct Inner {
     open: Arc<AtomicBool>,
     arbiter: Mutex<Option<Arbiter>>,
     handle: ArbiterHandle,
+    /// The node's hold on its name (see `presence`): its release, and its task.
+    name: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     controls: Mutex<Vec<UnboundedSender<Control>>>,
 }
@@ -432,9 +461,11 @@ async fn connection(
 }
 
 impl Cluster {
-    /// Validates the config and connects to NATS, waiting up to `connect_timeout`. The
-    /// cluster's tasks run on an arbiter (a thread) of their own; once connected, the
-    /// client reconnects by itself for as long as the cluster is open.
+    /// Validates the config and connects to NATS, waiting up to `connect_timeout`, then
+    /// claims the node's name (up to 2 s more, if something on the name's subject does
+    /// not answer): [`ClusterError::NodeTaken`] if a connected node holds it.
+    /// The cluster's tasks run on an arbiter (a thread) of their own; once connected,
+    /// the client reconnects by itself for as long as the cluster is open.
     pub async fn connect(config: ClusterConfig) -> Result<Cluster, ClusterError> {
         config.validate()?;
         let node: Arc<str> = config.node_name().into();
@@ -459,6 +490,38 @@ impl Cluster {
                     url: config.nats_url.clone(),
                     reason,
                 });
+            }
+        };
+        let (asking, answering) = (client.clone(), groups.clone());
+        let (prefix, name) = (config.prefix.clone(), node.clone());
+        let claimed = on(&handle, async move {
+            let asked = presence::claim(&asking, &answering, &prefix, &name, timeout).await?;
+            let (release, released) = oneshot::channel();
+            let holding = actix_rt::spawn(presence::hold(answering, name, asked, released));
+            Ok((release, holding))
+        })
+        .await;
+        let holding = match claimed {
+            Some(Ok(holding)) => holding,
+            Some(Err(refused)) => {
+                arbiter.stop();
+                return Err(match refused {
+                    Refused::Taken(holder) => ClusterError::NodeTaken {
+                        node: node.to_string(),
+                        holder,
+                    },
+                    Refused::Subscribe { subject, reason } => {
+                        ClusterError::Subscribe { subject, reason }
+                    }
+                    Refused::Unsent(reason) => ClusterError::Connect {
+                        url: config.nats_url.clone(),
+                        reason: format!("asking whether node name {node:?} is free: {reason}"),
+                    },
+                });
+            }
+            None => {
+                arbiter.stop();
+                return Err(ClusterError::Closed);
             }
         };
         tracing::info!(%node, url = %config.nats_url, "cluster: connected to NATS");
@@ -490,6 +553,7 @@ impl Cluster {
                 open,
                 arbiter: Mutex::new(Some(arbiter)),
                 handle,
+                name: Mutex::new(Some(holding)),
                 tasks: Mutex::default(),
                 controls: Mutex::default(),
             }),
@@ -527,7 +591,7 @@ impl Cluster {
             let ctx = self.inner.ctx.clone();
             on(&self.inner.handle, async move {
                 let durable = ctx.durable.as_ref().expect("checked");
-                durable.ensure_stream(&ctx.prefix).await
+                durable.ensure_stream(&ctx.prefix, true).await
             })
             .await
             .ok_or(ClusterError::Closed)?
@@ -695,8 +759,9 @@ impl Cluster {
     /// the link is up), then the subscriptions end; the durable messages this node holds
     /// are acknowledged as their handlers finish, for up to `connect_timeout` more (what
     /// is not is redelivered to other members after `ack_wait`: so stop taking work, or
-    /// stop the MessageQueue, before, for a handover without repeats); then both
-    /// connections are closed.
+    /// stop the MessageQueue, before, for a handover without repeats); then the node's
+    /// name is given up (a node restarted under it can connect once this returns, as
+    /// long as the link is up) and both connections are closed.
     pub async fn close(&self) {
         if !self.inner.open.swap(false, Ordering::AcqRel) {
             return;
@@ -713,6 +778,7 @@ impl Cluster {
         for task in self.inner.tasks.lock().expect("not poisoned").drain(..) {
             task.abort();
         }
+        self.give_up_name().await;
         // Nothing more is pulled; the durable messages in hand are acknowledged (or
         // refused) once their handlers are done, for up to `connect_timeout` more.
         until_zero(
@@ -731,6 +797,30 @@ impl Cluster {
             arbiter.stop();
         }
         tracing::info!(node = %self.node(), "cluster: closed");
+    }
+}
+
+impl Cluster {
+    /// Gives the node's name up, once nothing of it listens any more: its hold
+    /// unsubscribes, and a round trip (while the groups' connection is up) proves the
+    /// server has that. Each step for up to `connect_timeout`.
+    async fn give_up_name(&self) {
+        let patience = self.inner.config.connect_timeout;
+        let holding = self.inner.name.lock().expect("not poisoned").take();
+        let Some((release, mut holding)) = holding else {
+            return;
+        };
+        let _ = release.send(());
+        if tokio::time::timeout(patience, &mut holding).await.is_err() {
+            holding.abort();
+        }
+        let ctx = self.inner.ctx.clone();
+        if ctx.groups.connection_state() == async_nats::connection::State::Connected {
+            let _ = on(&self.inner.handle, async move {
+                tokio::time::timeout(patience, tasks::round_trip(&ctx)).await
+            })
+            .await;
+        }
     }
 }
 

@@ -18,6 +18,8 @@
 //!   what a stream name does not take as `_`), and a consumer group has one durable
 //!   consumer per durable pattern its own pattern meets, named by the group and that
 //!   filter ([`consumer_name`]).
+//! - A node answers for its name on `<prefix>.node.<hash of the name>`
+//!   ([`node_subject`], see `presence`).
 //!
 //! ```text
 //! HPUB tickwire.mq.orders.new
@@ -138,6 +140,12 @@ pub(crate) fn queue_name(prefix: &str, pattern: &str, group: &str) -> String {
     out
 }
 
+/// The subject on which the node named `node` answers for its name: the name's hash,
+/// since a name may hold what a subject token cannot (`.`, `*`, `>`).
+pub(crate) fn node_subject(prefix: &str, node: &str) -> String {
+    format!("{prefix}.node.{:016x}", fnv1a(node.as_bytes()))
+}
+
 /// The JetStream stream of a prefix's durable topics.
 pub(crate) fn stream_name(prefix: &str) -> String {
     let safe: String = prefix
@@ -182,7 +190,7 @@ pub(crate) fn consumer_name(prefix: &str, pattern: &str, group: &str, filter: &s
 }
 
 /// FNV-1a, 64 bits: a hash that every build computes alike.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
