@@ -1,5 +1,6 @@
 //! The cluster against a real nats-server (started on a free port by `common::nats`):
-//! nodes are Clusters with components of their own, in one test process.
+//! nodes are Clusters with components of their own, in one test process (one of them,
+//! in one test, in an actix System of its own on another thread).
 
 mod common;
 
@@ -307,6 +308,101 @@ async fn a_consumer_group_spans_nodes_each_message_once_and_plain_subscribers_ge
     a.stop().await;
     b.cluster.close().await;
     b.bus.stop().await;
+}
+
+#[actix_rt::test]
+async fn nodes_in_two_actix_systems_of_one_process_share_events_and_a_group() {
+    let nats = Nats::start();
+    // Node b lives in an actix System of its own, on its own thread, as a second app
+    // embedding tickwire in the same process would.
+    let b_config = config(&nats, "b");
+    let events: BTreeMap<&str, Seen> = [("a", recorder()), ("b", recorder())].into_iter().collect();
+    let group: Handled = Arc::default();
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (seen_b, group_b) = (events["b"].clone(), group.clone());
+    let system_b = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let b = node(b_config).await;
+            b.bus
+                .subscribe("market.tick", move |e| {
+                    record(&seen_b, e.name(), e.data(), e.priority(), e.id());
+                    std::future::ready(Ok(()))
+                })
+                .await
+                .unwrap();
+            b.mq.subscribe_group("orders.>", "routers", move |m| {
+                let n = m.data()["n"].as_u64().unwrap();
+                group_b.lock().unwrap().push(("b".into(), "a".into(), n));
+                std::future::ready(Ok(()))
+            })
+            .await
+            .unwrap();
+            b.cluster.sync().await.unwrap();
+            ready_tx.send(()).unwrap();
+            let _ = stopped.await;
+            b.stop().await;
+        })
+    });
+    let a = node(config(&nats, "a")).await;
+    let seen_a = events["a"].clone();
+    a.bus
+        .subscribe("market.tick", move |e| {
+            record(&seen_a, e.name(), e.data(), e.priority(), e.id());
+            std::future::ready(Ok(()))
+        })
+        .await
+        .unwrap();
+    let group_a = group.clone();
+    a.mq.subscribe_group("orders.>", "routers", move |m| {
+        let n = m.data()["n"].as_u64().unwrap();
+        group_a.lock().unwrap().push(("a".into(), "a".into(), n));
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    a.cluster.sync().await.unwrap();
+    tokio::time::timeout(SAFETY, ready).await.unwrap().unwrap();
+    const N: u64 = 200;
+    for i in 0..N {
+        let data = json!({"n": i, "from": "a"});
+        let event = tickwire::create_event("market.tick", data.clone(), Priority::High);
+        a.bus.publish(event).await.unwrap();
+        a.mq.publish("orders.new", data, Priority::Normal)
+            .await
+            .unwrap();
+    }
+    eventually(
+        "every event on both nodes, every order once",
+        SAFETY,
+        || {
+            len(&events["a"]) == N as usize
+                && len(&events["b"]) == N as usize
+                && group.lock().unwrap().len() == N as usize
+        },
+    )
+    .await;
+    for (name, seen) in &events {
+        let mut got: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.1).collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..N).collect::<Vec<_>>(), "{name}: each event once");
+        assert!(seen.lock().unwrap().iter().all(|s| s.3 == Priority::High));
+    }
+    let expected: Vec<_> = (0..N).map(|n| ("a".to_owned(), n)).collect();
+    assert_eq!(every_one_handled(&group, &expected), 0, "each order once");
+    for member in ["a", "b"] {
+        assert!(
+            group
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(node, _, _)| node == member),
+            "{member} took part of the group's share"
+        );
+    }
+    stop.send(()).unwrap();
+    system_b.join().unwrap();
+    a.stop().await;
 }
 
 #[actix_rt::test]
