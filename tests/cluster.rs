@@ -691,6 +691,34 @@ async fn a_node_name_in_use_is_refused_at_connect_and_free_again_once_its_node_c
 }
 
 #[actix_rt::test]
+async fn a_node_closed_while_nats_is_down_does_not_wait_for_the_server() {
+    let mut nats = Nats::start();
+    let a = node(ClusterConfig {
+        connect_timeout: Duration::from_secs(2),
+        ..config(&nats, "a")
+    })
+    .await;
+    a.cluster.sync().await.unwrap();
+    nats.kill();
+    eventually("the link is down", SAFETY, || {
+        a.cluster.metrics().link == LinkState::Disconnected
+    })
+    .await;
+    let event = tickwire::create_event("market.tick", json!({"n": 0}), Priority::Normal);
+    a.bus.publish(event).await.unwrap();
+    assert_eq!(a.cluster.metrics().buffered, 1);
+    // The link gets `connect_timeout` (2 s) to come back for what waits; then no probe
+    // of a server that is gone (one gives up after 30 s). The bound is a safety net far
+    // from both.
+    tokio::time::timeout(Duration::from_secs(20), a.cluster.close())
+        .await
+        .expect("close waited for a server that is down");
+    assert_eq!(a.cluster.metrics().link, LinkState::Closed);
+    a.bus.stop().await;
+    a.mq.stop().await;
+}
+
+#[actix_rt::test]
 async fn connect_attach_and_close_errors_are_clear() {
     let nats = Nats::start();
     // Nothing listens there (a port the kernel just gave us and we closed).

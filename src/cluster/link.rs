@@ -41,6 +41,8 @@ pub(crate) struct Counts {
     pub(crate) groups_epoch: AtomicU64,
     /// Notified with each bump of `groups_epoch`.
     pub(crate) groups_changed: tokio::sync::Notify,
+    /// Notified on every connection and disconnection of either connection.
+    pub(crate) link_changed: tokio::sync::Notify,
 }
 
 impl Counts {

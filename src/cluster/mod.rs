@@ -417,14 +417,15 @@ async fn connection(
             let counts = counts.clone();
             async move {
                 let connection = role.name();
-                if role == Role::Groups
-                    && matches!(
-                        event,
-                        async_nats::Event::Connected | async_nats::Event::Disconnected
-                    )
-                {
-                    counts.groups_epoch.fetch_add(1, Ordering::AcqRel);
-                    counts.groups_changed.notify_waiters();
+                if matches!(
+                    event,
+                    async_nats::Event::Connected | async_nats::Event::Disconnected
+                ) {
+                    if role == Role::Groups {
+                        counts.groups_epoch.fetch_add(1, Ordering::AcqRel);
+                        counts.groups_changed.notify_waiters();
+                    }
+                    counts.link_changed.notify_waiters();
                 }
                 match event {
                     async_nats::Event::Disconnected => {
@@ -755,8 +756,9 @@ impl Cluster {
     }
 
     /// Closes the cluster: the attached components are local again at once (nothing
-    /// more is claimed), what waits for NATS is sent (for up to `connect_timeout`, while
-    /// the link is up), then the subscriptions end; the durable messages this node holds
+    /// more is claimed), what waits for NATS gets up to `connect_timeout` to be sent (a
+    /// link that is down may come back meanwhile; what is not sent by then is lost, and
+    /// the server is not waited for), then the subscriptions end; the durable messages this node holds
     /// are acknowledged as their handlers finish, for up to `connect_timeout` more (what
     /// is not is redelivered to other members after `ack_wait`: so stop taking work, or
     /// stop the MessageQueue, before, for a handover without repeats); then the node's
@@ -767,13 +769,20 @@ impl Cluster {
             return;
         }
         let counts = &self.inner.ctx.counts;
+        let deadline = tokio::time::Instant::now() + self.inner.config.connect_timeout;
         until_zero(
             &counts.buffered,
             &counts.drained,
             self.inner.config.connect_timeout,
         )
         .await;
-        let _ = self.sync().await;
+        // A link that is down gets the rest of `connect_timeout` to come back, for what
+        // the client holds to be sent; a sync's probes would wait for a server that is
+        // gone (and give up after 30 s).
+        self.until_link_up(deadline).await;
+        if self.link_up() {
+            let _ = self.sync().await;
+        }
         self.inner.controls.lock().expect("not poisoned").clear();
         for task in self.inner.tasks.lock().expect("not poisoned").drain(..) {
             task.abort();
@@ -801,6 +810,29 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Whether both connections are up.
+    fn link_up(&self) -> bool {
+        use async_nats::connection::State;
+        let ctx = &self.inner.ctx;
+        ctx.client.connection_state() == State::Connected
+            && ctx.groups.connection_state() == State::Connected
+    }
+
+    /// Waits until both connections are up, or `deadline`. (The client reports a change
+    /// before its state shows it: the state is looked at again every 100 ms.)
+    async fn until_link_up(&self, deadline: tokio::time::Instant) {
+        const RECHECK: Duration = Duration::from_millis(100);
+        let changed = &self.inner.ctx.counts.link_changed;
+        loop {
+            let notified = changed.notified();
+            let now = tokio::time::Instant::now();
+            if self.link_up() || now >= deadline {
+                return;
+            }
+            let _ = tokio::time::timeout_at(deadline.min(now + RECHECK), notified).await;
+        }
+    }
+
     /// Gives the node's name up, once nothing of it listens any more: its hold
     /// unsubscribes, and a round trip (while the groups' connection is up) proves the
     /// server has that. Each step for up to `connect_timeout`.
