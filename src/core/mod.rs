@@ -778,7 +778,13 @@ impl<T: Deliverable> Core<T> {
         completion: bool,
     ) -> Result<Option<Arc<Completion>>, PublishError<T>> {
         let settings = &self.shared.settings;
-        let deadline = tokio::time::Instant::from_std(Instant::now() + settings.default_timeout);
+        // Read from the clock only once the item has to wait: most never do.
+        let mut deadline = None;
+        let mut deadline = || {
+            *deadline.get_or_insert_with(|| {
+                tokio::time::Instant::from_std(Instant::now() + settings.default_timeout)
+            })
+        };
         loop {
             match self.shared.try_dispatch(item, completion, scope) {
                 Ok(accepted) => {
@@ -791,7 +797,7 @@ impl<T: Deliverable> Core<T> {
                 Err(Attempt::Full(back, mailbox)) => {
                     item = back;
                     let wait = mailbox.wait_for_room(item.priority());
-                    if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                    if tokio::time::timeout_at(deadline(), wait).await.is_err() {
                         return Err(PublishError::QueueFull(item));
                     }
                 }
@@ -804,7 +810,7 @@ impl<T: Deliverable> Core<T> {
                         return Err(PublishError::QueueFull(item));
                     }
                     let wait = bound.wait_for_room(needed, limit);
-                    if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                    if tokio::time::timeout_at(deadline(), wait).await.is_err() {
                         return Err(PublishError::QueueFull(item));
                     }
                 }
