@@ -56,8 +56,9 @@ pub struct ClusterConfig {
     /// How many clustered publishes may wait for NATS (while it is unreachable) before
     /// further ones are refused with `ClusterUnavailable`. 1..=16777216, default 65536.
     pub max_buffered: usize,
-    /// How long [`Cluster::connect`](super::Cluster::connect) waits for the server (and
-    /// `close` for each of its last steps). Default 5 s.
+    /// How long [`Cluster::connect`](super::Cluster::connect) waits for the server, and
+    /// each of the two stages of [`Cluster::close`](super::Cluster::close) at most.
+    /// Default 5 s.
     #[serde(with = "secs")]
     pub connect_timeout: Duration,
 }

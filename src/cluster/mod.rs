@@ -343,14 +343,13 @@ fn incarnation() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 40)
 }
 
-/// Waits until `count` is 0 (`zero` is notified when it comes down to it), for up to
-/// `limit`.
+/// Waits until `count` is 0 (`zero` is notified when it comes down to it), or
+/// `deadline`.
 async fn until_zero(
     count: &std::sync::atomic::AtomicUsize,
     zero: &tokio::sync::Notify,
-    limit: Duration,
+    deadline: tokio::time::Instant,
 ) {
-    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let notified = zero.notified();
         if count.load(Ordering::Acquire) == 0
@@ -755,53 +754,50 @@ impl Cluster {
         }
     }
 
-    /// Closes the cluster: the attached components are local again at once (nothing
-    /// more is claimed), what waits for NATS gets up to `connect_timeout` to be sent (a
-    /// link that is down may come back meanwhile; what is not sent by then is lost, and
-    /// the server is not waited for), then the subscriptions end; the durable messages this node holds
-    /// are acknowledged as their handlers finish, for up to `connect_timeout` more (what
-    /// is not is redelivered to other members after `ack_wait`: so stop taking work, or
-    /// stop the MessageQueue, before, for a handover without repeats); then the node's
-    /// name is given up (a node restarted under it can connect once this returns, as
-    /// long as the link is up) and both connections are closed.
+    /// Closes the cluster, in at most about twice `connect_timeout`:
+    ///
+    /// 1. the attached components are local again at once (nothing more is claimed);
+    /// 2. what waits for NATS gets up to `connect_timeout` to be sent and confirmed (a
+    ///    link that is down gets that long to come back; what is not sent by then is
+    ///    lost), then the subscriptions end;
+    /// 3. within `connect_timeout` more: the node's name is given up (a node restarted
+    ///    under it can connect once this returns, as long as the link is up); the durable
+    ///    messages this node holds are acknowledged as their handlers finish (what is
+    ///    not is redelivered to other members after `ack_wait`: so stop taking work, or
+    ///    stop the MessageQueue, before, for a handover without repeats); and both
+    ///    connections are closed.
     pub async fn close(&self) {
         if !self.inner.open.swap(false, Ordering::AcqRel) {
             return;
         }
         let counts = &self.inner.ctx.counts;
-        let deadline = tokio::time::Instant::now() + self.inner.config.connect_timeout;
-        until_zero(
-            &counts.buffered,
-            &counts.drained,
-            self.inner.config.connect_timeout,
-        )
-        .await;
-        // A link that is down gets the rest of `connect_timeout` to come back, for what
-        // the client holds to be sent; a sync's probes would wait for a server that is
-        // gone (and give up after 30 s).
-        self.until_link_up(deadline).await;
+        let patience = self.inner.config.connect_timeout;
+        // What waits is sent and confirmed within one `connect_timeout`: a link that is
+        // down gets what is left of it to come back, for what the client holds to go;
+        // no probe is sent to a server that is gone (it would wait 30 s for an answer).
+        let sent_by = tokio::time::Instant::now() + patience;
+        until_zero(&counts.buffered, &counts.drained, sent_by).await;
+        self.until_link_up(sent_by).await;
         if self.link_up() {
-            let _ = self.sync().await;
+            let _ = tokio::time::timeout_at(sent_by, self.sync()).await;
         }
         self.inner.controls.lock().expect("not poisoned").clear();
         for task in self.inner.tasks.lock().expect("not poisoned").drain(..) {
             task.abort();
         }
-        self.give_up_name().await;
-        // Nothing more is pulled; the durable messages in hand are acknowledged (or
-        // refused) once their handlers are done, for up to `connect_timeout` more.
-        until_zero(
-            &counts.handling,
-            &counts.handled,
-            self.inner.config.connect_timeout,
-        )
-        .await;
+        // The handover within one more: the name, the durable messages in hand (nothing
+        // more is pulled; they are acknowledged, or refused, as their handlers finish),
+        // the connections.
+        let handed_by = tokio::time::Instant::now() + patience;
+        self.give_up_name(handed_by).await;
+        until_zero(&counts.handling, &counts.handled, handed_by).await;
         let ctx = self.inner.ctx.clone();
-        let _ = on(&self.inner.handle, async move {
+        let drained = on(&self.inner.handle, async move {
+            // A client that is reconnecting does not take the command: hence the bound.
             let _ = ctx.client.drain().await;
             let _ = ctx.groups.drain().await;
-        })
-        .await;
+        });
+        let _ = tokio::time::timeout_at(handed_by, drained).await;
         if let Some(arbiter) = self.inner.arbiter.lock().expect("not poisoned").take() {
             arbiter.stop();
         }
@@ -818,8 +814,8 @@ impl Cluster {
             && ctx.groups.connection_state() == State::Connected
     }
 
-    /// Waits until both connections are up, or `deadline`. (The client reports a change
-    /// before its state shows it: the state is looked at again every 100 ms.)
+    /// Waits until both connections are up, or `deadline`. (The client drops the events
+    /// that its event queue has no room for: the state is looked at again every 100 ms.)
     async fn until_link_up(&self, deadline: tokio::time::Instant) {
         const RECHECK: Duration = Duration::from_millis(100);
         let changed = &self.inner.ctx.counts.link_changed;
@@ -835,23 +831,26 @@ impl Cluster {
 
     /// Gives the node's name up, once nothing of it listens any more: its hold
     /// unsubscribes, and a round trip (while the groups' connection is up) proves the
-    /// server has that. Each step for up to `connect_timeout`.
-    async fn give_up_name(&self) {
-        let patience = self.inner.config.connect_timeout;
+    /// server has that; by `deadline`.
+    async fn give_up_name(&self, deadline: tokio::time::Instant) {
         let holding = self.inner.name.lock().expect("not poisoned").take();
         let Some((release, mut holding)) = holding else {
             return;
         };
         let _ = release.send(());
-        if tokio::time::timeout(patience, &mut holding).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut holding)
+            .await
+            .is_err()
+        {
             holding.abort();
         }
         let ctx = self.inner.ctx.clone();
         if ctx.groups.connection_state() == async_nats::connection::State::Connected {
-            let _ = on(&self.inner.handle, async move {
-                tokio::time::timeout(patience, tasks::round_trip(&ctx)).await
-            })
-            .await;
+            let probe = on(
+                &self.inner.handle,
+                async move { tasks::round_trip(&ctx).await },
+            );
+            let _ = tokio::time::timeout_at(deadline, probe).await;
         }
     }
 }

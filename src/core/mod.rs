@@ -780,7 +780,7 @@ impl<T: Deliverable> Core<T> {
         let settings = &self.shared.settings;
         // Read from the clock only once the item has to wait: most never do.
         let mut deadline = None;
-        let mut deadline = || {
+        let mut wait_until = || {
             *deadline.get_or_insert_with(|| {
                 tokio::time::Instant::from_std(Instant::now() + settings.default_timeout)
             })
@@ -797,7 +797,7 @@ impl<T: Deliverable> Core<T> {
                 Err(Attempt::Full(back, mailbox)) => {
                     item = back;
                     let wait = mailbox.wait_for_room(item.priority());
-                    if tokio::time::timeout_at(deadline(), wait).await.is_err() {
+                    if tokio::time::timeout_at(wait_until(), wait).await.is_err() {
                         return Err(PublishError::QueueFull(item));
                     }
                 }
@@ -810,7 +810,7 @@ impl<T: Deliverable> Core<T> {
                         return Err(PublishError::QueueFull(item));
                     }
                     let wait = bound.wait_for_room(needed, limit);
-                    if tokio::time::timeout_at(deadline(), wait).await.is_err() {
+                    if tokio::time::timeout_at(wait_until(), wait).await.is_err() {
                         return Err(PublishError::QueueFull(item));
                     }
                 }

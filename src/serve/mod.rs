@@ -284,7 +284,8 @@ impl Serve {
         }
         #[cfg(feature = "cluster")]
         if let Some(cluster) = self.cluster.take() {
-            let limit = cluster.config().connect_timeout + Duration::from_secs(1);
+            // Two stages of up to `connect_timeout` each (see `Cluster::close`).
+            let limit = cluster.config().connect_timeout * 2 + Duration::from_secs(1);
             stage("left the cluster", limit, cluster.close()).await;
             tracing::info!(metrics = ?cluster.metrics(), "cluster");
         }
