@@ -696,23 +696,30 @@ async fn a_node_name_in_use_is_refused_at_connect_and_free_again_once_its_node_c
     dotted.close().await;
 }
 
-#[actix_rt::test]
-async fn a_node_closed_while_nats_is_down_does_not_wait_for_the_server() {
-    let mut nats = Nats::start();
+/// Node a with `connect_timeout`, then NATS killed, then one clustered event published
+/// on a: it waits for the link.
+async fn a_node_with_an_event_waiting(nats: &mut Nats, connect_timeout: Duration) -> Node {
     let a = node(ClusterConfig {
-        connect_timeout: Duration::from_secs(2),
-        ..config(&nats, "a")
+        connect_timeout,
+        ..config(nats, "a")
     })
     .await;
     a.cluster.sync().await.unwrap();
     nats.kill();
-    eventually("the link is down", SAFETY, || {
+    eventually("a's link is down", SAFETY, || {
         a.cluster.metrics().link == LinkState::Disconnected
     })
     .await;
-    let event = tickwire::create_event("market.tick", json!({"n": 0}), Priority::Normal);
+    let event = tickwire::create_event("market.tick", json!({"n": 1}), Priority::Normal);
     a.bus.publish(event).await.unwrap();
     assert_eq!(a.cluster.metrics().buffered, 1);
+    a
+}
+
+#[actix_rt::test]
+async fn a_node_closed_while_nats_is_down_does_not_wait_for_the_server() {
+    let mut nats = Nats::start();
+    let a = a_node_with_an_event_waiting(&mut nats, Duration::from_secs(2)).await;
     // The link gets `connect_timeout` (2 s) to come back for what waits; then no probe
     // of a server that is gone (one gives up after 30 s). The bound is a safety net far
     // from both; a timer never fires early, so the wait for the link is at least 2 s.
@@ -743,19 +750,7 @@ async fn a_link_back_while_its_node_closes_takes_what_waited() {
     })
     .await
     .unwrap();
-    let a = node(ClusterConfig {
-        connect_timeout: Duration::from_secs(30),
-        ..config(&nats, "a")
-    })
-    .await;
-    a.cluster.sync().await.unwrap();
-    nats.kill();
-    eventually("a's link is down", SAFETY, || {
-        a.cluster.metrics().link == LinkState::Disconnected
-    })
-    .await;
-    let event = tickwire::create_event("market.tick", json!({"n": 1}), Priority::Normal);
-    a.bus.publish(event).await.unwrap();
+    let a = a_node_with_an_event_waiting(&mut nats, Duration::from_secs(30)).await;
     // a closes while the server is down: the event goes to the client, and the close
     // waits for the link, which comes back.
     let closing = actix_rt::spawn({
