@@ -310,6 +310,29 @@ async fn a_consumer_group_spans_nodes_each_message_once_and_plain_subscribers_ge
     b.bus.stop().await;
 }
 
+/// On node `n` (named `name`): a subscription to `market.tick` recording into `seen`,
+/// and a member of group `routers` on `orders.>` recording into `group`; then a sync.
+async fn ticks_and_routers(n: &Node, name: &'static str, seen: Seen, group: Handled) {
+    n.bus
+        .subscribe("market.tick", move |e| {
+            record(&seen, e.name(), e.data(), e.priority(), e.id());
+            std::future::ready(Ok(()))
+        })
+        .await
+        .unwrap();
+    n.mq.subscribe_group("orders.>", "routers", move |m| {
+        let number = m.data()["n"].as_u64().unwrap();
+        group
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), "a".to_owned(), number));
+        std::future::ready(Ok(()))
+    })
+    .await
+    .unwrap();
+    n.cluster.sync().await.unwrap();
+}
+
 #[actix_rt::test]
 async fn nodes_in_two_actix_systems_of_one_process_share_events_and_a_group() {
     let nats = Nats::start();
@@ -325,21 +348,7 @@ async fn nodes_in_two_actix_systems_of_one_process_share_events_and_a_group() {
     let system_b = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
             let b = node(b_config).await;
-            b.bus
-                .subscribe("market.tick", move |e| {
-                    record(&seen_b, e.name(), e.data(), e.priority(), e.id());
-                    std::future::ready(Ok(()))
-                })
-                .await
-                .unwrap();
-            b.mq.subscribe_group("orders.>", "routers", move |m| {
-                let n = m.data()["n"].as_u64().unwrap();
-                group_b.lock().unwrap().push(("b".into(), "a".into(), n));
-                std::future::ready(Ok(()))
-            })
-            .await
-            .unwrap();
-            b.cluster.sync().await.unwrap();
+            ticks_and_routers(&b, "b", seen_b, group_b).await;
             ready_tx.send(()).unwrap();
             let _ = stopped.await;
             b.stop().await;
@@ -347,23 +356,7 @@ async fn nodes_in_two_actix_systems_of_one_process_share_events_and_a_group() {
         })
     });
     let a = node(config(&nats, "a")).await;
-    let seen_a = events["a"].clone();
-    a.bus
-        .subscribe("market.tick", move |e| {
-            record(&seen_a, e.name(), e.data(), e.priority(), e.id());
-            std::future::ready(Ok(()))
-        })
-        .await
-        .unwrap();
-    let group_a = group.clone();
-    a.mq.subscribe_group("orders.>", "routers", move |m| {
-        let n = m.data()["n"].as_u64().unwrap();
-        group_a.lock().unwrap().push(("a".into(), "a".into(), n));
-        std::future::ready(Ok(()))
-    })
-    .await
-    .unwrap();
-    a.cluster.sync().await.unwrap();
+    ticks_and_routers(&a, "a", events["a"].clone(), group.clone()).await;
     if tokio::time::timeout(SAFETY, ready).await.unwrap().is_err() {
         // b's System ended before it was ready: its own panic says why.
         system_b.join().unwrap();

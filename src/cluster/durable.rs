@@ -11,6 +11,8 @@ use async_nats::jetstream::context::{
     PublishAckFuture, PublishError as JsPublishError, PublishErrorKind,
 };
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -151,7 +153,6 @@ impl Durable {
         key: &GroupKey,
         filter: &Pattern,
     ) -> Result<PullConsumer, String> {
-        use async_nats::jetstream::stream::ConsumerErrorKind;
         let config = self.consumer_config(prefix, key, filter);
         let name = config.durable_name.clone().unwrap_or_default();
         let stream = self
@@ -159,7 +160,6 @@ impl Durable {
             .get_stream_no_info(&self.stream)
             .await
             .map_err(|e| e.to_string())?;
-        use jetstream::ErrorCode;
         let made = match stream.get_or_create_consumer(&name, config.clone()).await {
             // Gone, or made again by a node with other subjects than ours.
             Err(err)
@@ -200,7 +200,7 @@ fn never_stored(err: &JsPublishError) -> bool {
         PublishErrorKind::Other => std::error::Error::source(err)
             .and_then(|source| source.downcast_ref::<jetstream::Error>())
             .is_some_and(|refusal| {
-                refusal.error_code() == jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+                refusal.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
             }),
         _ => false,
     }

@@ -39,8 +39,6 @@ pub(crate) struct Counts {
     /// Bumped on every connection and disconnection the groups' connection reports:
     /// the pump probes it again before its next publish (see `tasks::pump`).
     pub(crate) groups_epoch: AtomicU64,
-    /// Notified with each bump of `groups_epoch`.
-    pub(crate) groups_changed: tokio::sync::Notify,
     /// Notified on every connection and disconnection of either connection.
     pub(crate) link_changed: tokio::sync::Notify,
 }
@@ -55,7 +53,29 @@ impl Counts {
     pub(crate) fn handled_one(&self) {
         release(&self.handling, &self.handled);
     }
+
+    /// Waits until `ready()` holds, or `deadline` (if any) passes: woken by every
+    /// connection and disconnection either connection reports, and looking again every
+    /// [`RECHECK`] without news (the client drops the events its queue has no room for).
+    pub(crate) async fn until_link(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+        ready: impl Fn() -> bool,
+    ) {
+        loop {
+            let news = self.link_changed.notified();
+            let now = tokio::time::Instant::now();
+            if ready() || deadline.is_some_and(|deadline| now >= deadline) {
+                return;
+            }
+            let look_again = deadline.map_or(now + RECHECK, |d| d.min(now + RECHECK));
+            let _ = tokio::time::timeout_at(look_again, news).await;
+        }
+    }
 }
+
+/// How often [`Counts::until_link`] looks at the connections' state without news.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Counts one down, notifying `zero` when that makes it 0.
 fn release(count: &AtomicUsize, zero: &tokio::sync::Notify) {

@@ -422,7 +422,6 @@ async fn connection(
                 ) {
                     if role == Role::Groups {
                         counts.groups_epoch.fetch_add(1, Ordering::AcqRel);
-                        counts.groups_changed.notify_waiters();
                     }
                     counts.link_changed.notify_waiters();
                 }
@@ -726,13 +725,7 @@ impl Cluster {
         let link = if !self.inner.open.load(Ordering::Acquire) {
             LinkState::Closed
         } else {
-            // Connected while both connections are; down while either is.
-            let ctx = &self.inner.ctx;
-            match (ctx.client.connection_state(), ctx.groups.connection_state()) {
-                (State::Connected, State::Connected) => LinkState::Connected,
-                (State::Disconnected, _) | (_, State::Disconnected) => LinkState::Disconnected,
-                _ => LinkState::Pending,
-            }
+            self.connections()
         };
         ClusterMetrics {
             node: self.node().to_owned(),
@@ -777,7 +770,7 @@ impl Cluster {
         // no probe is sent to a server that is gone (it would wait 30 s for an answer).
         let sent_by = tokio::time::Instant::now() + patience;
         until_zero(&counts.buffered, &counts.drained, sent_by).await;
-        self.until_link_up(sent_by).await;
+        counts.until_link(Some(sent_by), || self.link_up()).await;
         if self.link_up() {
             let _ = tokio::time::timeout_at(sent_by, self.sync()).await;
         }
@@ -806,27 +799,20 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// Whether both connections are up.
-    fn link_up(&self) -> bool {
-        use async_nats::connection::State;
+    /// The state of the two connections: connected while both are, down while either
+    /// is (whether the cluster is open or not).
+    fn connections(&self) -> LinkState {
         let ctx = &self.inner.ctx;
-        ctx.client.connection_state() == State::Connected
-            && ctx.groups.connection_state() == State::Connected
+        match (ctx.client.connection_state(), ctx.groups.connection_state()) {
+            (State::Connected, State::Connected) => LinkState::Connected,
+            (State::Disconnected, _) | (_, State::Disconnected) => LinkState::Disconnected,
+            _ => LinkState::Pending,
+        }
     }
 
-    /// Waits until both connections are up, or `deadline`. (The client drops the events
-    /// that its event queue has no room for: the state is looked at again every 100 ms.)
-    async fn until_link_up(&self, deadline: tokio::time::Instant) {
-        const RECHECK: Duration = Duration::from_millis(100);
-        let changed = &self.inner.ctx.counts.link_changed;
-        loop {
-            let notified = changed.notified();
-            let now = tokio::time::Instant::now();
-            if self.link_up() || now >= deadline {
-                return;
-            }
-            let _ = tokio::time::timeout_at(deadline.min(now + RECHECK), notified).await;
-        }
+    /// Whether both connections are up.
+    fn link_up(&self) -> bool {
+        self.connections() == LinkState::Connected
     }
 
     /// Gives the node's name up, once nothing of it listens any more: its hold
@@ -845,7 +831,7 @@ impl Cluster {
             holding.abort();
         }
         let ctx = self.inner.ctx.clone();
-        if ctx.groups.connection_state() == async_nats::connection::State::Connected {
+        if ctx.groups.connection_state() == State::Connected {
             let probe = on(
                 &self.inner.handle,
                 async move { tasks::round_trip(&ctx).await },

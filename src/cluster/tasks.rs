@@ -97,10 +97,6 @@ pub(crate) async fn pump<K: Kind>(
     }
 }
 
-/// How long [`groups_ready`] waits for news of the groups' connection before it looks
-/// at its state again (the news comes from the client's event task, which may lag).
-const GROUPS_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// Waits until the groups' connection is up and a [`round_trip`] made since it last
 /// came up or went down (the epoch `probed`) has come back: only then does the server
 /// have its queue subscriptions (the client re-subscribes after a reconnect), and a
@@ -122,8 +118,10 @@ async fn groups_ready(ctx: &Context, probed: &mut Option<u64>) {
                 Err(err) => tracing::debug!(error = %err, "cluster: the groups' probe failed"),
             }
         } else {
-            let changed = ctx.counts.groups_changed.notified();
-            let _ = tokio::time::timeout(GROUPS_RECHECK, changed).await;
+            let groups_up = || ctx.groups.connection_state() == State::Connected;
+            ctx.counts
+                .until_link(None, || groups_up() || !ctx.is_open())
+                .await;
         }
     }
 }
